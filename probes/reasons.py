@@ -1,0 +1,188 @@
+"""The failure taxonomy: every way a check can end other than passing, as data.
+
+Codes are stable API (JSON reports, metrics labels, journald fields): never rename or reuse one.
+Each member carries the status it gives a check and a one-line meaning. `classify` maps an
+exception from the OS or the ssl module to a member through the tables below; probes translate
+library-specific errors themselves (raise ProbeError(...) from exc)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    INCONCLUSIVE = "inconclusive"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class Reason(StrEnum):
+    """One member per observed failure class, grouped by layer."""
+
+    # dns: the system path (getaddrinfo) and direct queries to each configured resolver
+    DNS_NXDOMAIN = "dns.nxdomain"  # the name does not exist
+    DNS_NODATA = "dns.nodata"  # the name exists but has no A/AAAA record
+    DNS_SERVFAIL = "dns.servfail"  # the resolver failed (upstream, forwarder, DNSSEC)
+    DNS_REFUSED = "dns.refused"  # the resolver refused to answer this client
+    DNS_TIMEOUT = "dns.timeout"  # no resolver answered in time
+    DNS_SERVER_UNREACHABLE = "dns.server-unreachable"  # could not talk to any resolver
+    DNS_NO_RESOLVER = "dns.no-resolver"  # no resolver is configured on the node
+    DNS_PUBLIC_ANSWER = "dns.public-answer"  # resolves to a public address where a private one is required
+    DNS_WRONG_ADDRESS = "dns.wrong-address"  # resolves, but not to the address it must have
+    # tcp: one connect per resolved address, errno kept
+    TCP_REFUSED = "tcp.refused"  # RST or ICMP port-unreachable: something actively rejected
+    TCP_TIMEOUT = "tcp.timeout"  # no answer to the SYN: silently dropped
+    TCP_HOST_UNREACHABLE = "tcp.host-unreachable"  # ICMP host unreachable (also admin-prohibited on IPv4)
+    TCP_NET_UNREACHABLE = "tcp.net-unreachable"  # no route, or ICMP net unreachable
+    TCP_ADMIN_PROHIBITED = "tcp.admin-prohibited"  # ICMP communication administratively prohibited
+    TCP_RESET = "tcp.reset"  # connected, then reset by the peer or a middlebox
+    TCP_CLOSED = "tcp.closed"  # connected, then closed before the exchange finished
+    LOCAL_ERROR = "local.error"  # the node itself refused (no source address, local policy, fd limit)
+    # udp: connected datagram socket, nmap semantics
+    UDP_CLOSED = "udp.closed"  # ICMP port unreachable
+    UDP_PROHIBITED = "udp.prohibited"  # ICMP unreachable/prohibited other than port
+    UDP_NO_REPLY = "udp.no-reply"  # silence: open|filtered, not a failure by itself
+    # tls: handshake with SNI and verification against the node's trust store
+    TLS_UNTRUSTED = "tls.untrusted"  # the chain does not lead to a CA this node trusts
+    TLS_SELF_SIGNED = "tls.self-signed"  # the server certificate is self-signed
+    TLS_NAME_MISMATCH = "tls.name-mismatch"  # the certificate is not for this name
+    TLS_EXPIRED = "tls.expired"  # the certificate has expired (or the node clock is ahead)
+    TLS_NOT_YET_VALID = "tls.not-yet-valid"  # not valid yet (usually the node clock is behind)
+    TLS_PROTOCOL_MISMATCH = "tls.protocol-mismatch"  # the peer does not speak TLS (a plaintext reply)
+    TLS_RESET = "tls.reset"  # reset or closed during the handshake
+    TLS_TIMEOUT = "tls.timeout"  # the handshake stalled
+    TLS_HANDSHAKE = "tls.handshake"  # the handshake failed (version, cipher, alert)
+    TLS_UNEXPECTED_ISSUER = "tls.unexpected-issuer"  # trusted, but not issued by an expected CA
+    # http
+    HTTP_TIMEOUT = "http.timeout"  # request sent, no response in time
+    HTTP_STATUS = "http.status"  # an HTTP status the check does not accept
+    HTTP_FIREWALL_DENIED = "http.firewall-denied"  # Azure Firewall deny page (HTTP 470)
+    PROXY_AUTH_REQUIRED = "proxy.auth-required"  # the proxy answered 407
+    PROXY_DENIED = "proxy.denied"  # the proxy refused the CONNECT (403 and friends)
+    PROXY_UPSTREAM_FAILED = "proxy.upstream-failed"  # the proxy could not reach the target (502-504)
+    PROXY_UNREACHABLE = "proxy.unreachable"  # the proxy itself cannot be reached
+    # websocket
+    WS_UPGRADE_REFUSED = "websocket.upgrade-refused"  # the upgrade got a non-101 status
+    WS_UPGRADE_INVALID = "websocket.upgrade-invalid"  # 101, but the handshake was mangled
+    WS_TIMEOUT = "websocket.timeout"  # no answer to the upgrade in time
+    WS_CLOSED_EARLY = "websocket.closed-early"  # upgraded, then closed before the first exchange
+    # local checks on the node
+    LOCAL_CHECK_FAILED = "local.check-failed"  # a node-local requirement is not met
+    LOCAL_TIMEOUT = "local.timeout"  # a node-local check did not finish in time
+    # the check did not run, or the probe could not run
+    SKIP_DEPENDENCY = "skip.dependency"  # the layer below failed, so this one was not tried
+    SKIP_MISSING_CONTEXT = "skip.missing-context"  # a context value this check needs is unknown
+    SKIP_POLICY = "skip.policy"  # the endpoint is blocked on purpose by configuration
+    PROBE_CANCELLED = "probe.cancelled"  # the run was interrupted or hit its deadline first
+    PROBE_INTERNAL = "probe.internal"  # a bug in the agent: reported, never diagnosed
+
+    @property
+    def status(self) -> Status:
+        return _STATUS.get(self, Status.FAIL)
+
+    @property
+    def layer(self) -> str:
+        return self.value.split(".", 1)[0]
+
+
+_STATUS: dict[Reason, Status] = {
+    Reason.UDP_NO_REPLY: Status.INCONCLUSIVE,
+    Reason.TLS_UNEXPECTED_ISSUER: Status.WARN,
+    Reason.SKIP_DEPENDENCY: Status.SKIP,
+    Reason.SKIP_MISSING_CONTEXT: Status.SKIP,
+    Reason.SKIP_POLICY: Status.SKIP,
+    Reason.PROBE_CANCELLED: Status.INCONCLUSIVE,
+    Reason.PROBE_INTERNAL: Status.INCONCLUSIVE,
+}
+
+TIMEOUT_BY_LAYER: dict[str, Reason] = {
+    "dns": Reason.DNS_TIMEOUT,
+    "tcp": Reason.TCP_TIMEOUT,
+    "udp": Reason.UDP_NO_REPLY,
+    "tls": Reason.TLS_TIMEOUT,
+    "http": Reason.HTTP_TIMEOUT,
+    "websocket": Reason.WS_TIMEOUT,
+    "local": Reason.LOCAL_TIMEOUT,
+}
+
+# OpenSSL X509 verify codes (ssl.SSLCertVerificationError.verify_code).
+VERIFY_CODES: dict[int, Reason] = {
+    2: Reason.TLS_UNTRUSTED,  # unable to get issuer certificate
+    9: Reason.TLS_NOT_YET_VALID,
+    10: Reason.TLS_EXPIRED,
+    18: Reason.TLS_SELF_SIGNED,
+    19: Reason.TLS_UNTRUSTED,  # self-signed certificate in chain (an untrusted root was sent)
+    20: Reason.TLS_UNTRUSTED,  # unable to get local issuer certificate
+    21: Reason.TLS_UNTRUSTED,  # unable to verify the first certificate
+    62: Reason.TLS_NAME_MISMATCH,
+}
+
+# ssl.SSLError.reason values that mean "the peer is not speaking (our) TLS".
+PROTOCOL_MISMATCH_REASONS = frozenset({
+    "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE",
+})
+
+# getaddrinfo error codes (socket.gaierror.errno).
+GAI_CODES: dict[int, Reason] = {
+    socket.EAI_NONAME: Reason.DNS_NXDOMAIN,
+    socket.EAI_AGAIN: Reason.DNS_TIMEOUT,  # ambiguous: timeout, SERVFAIL or REFUSED; dns probe refines
+    socket.EAI_FAIL: Reason.DNS_SERVFAIL,
+}
+if hasattr(socket, "EAI_NODATA"):
+    GAI_CODES[socket.EAI_NODATA] = Reason.DNS_NODATA
+
+# errno after connect()/send() on a TCP socket; the UDP probe maps its own.
+ERRNO_CODES: dict[int, Reason] = {
+    errno.ECONNREFUSED: Reason.TCP_REFUSED,
+    errno.ETIMEDOUT: Reason.TCP_TIMEOUT,
+    errno.EHOSTUNREACH: Reason.TCP_HOST_UNREACHABLE,
+    errno.EHOSTDOWN: Reason.TCP_HOST_UNREACHABLE,
+    errno.ENETUNREACH: Reason.TCP_NET_UNREACHABLE,
+    errno.EACCES: Reason.TCP_ADMIN_PROHIBITED,  # IPv6 admin-prohibited; EPERM below is local netfilter
+    errno.ECONNRESET: Reason.TCP_RESET,
+    errno.EPIPE: Reason.TCP_RESET,
+    errno.ECONNABORTED: Reason.TCP_RESET,
+    errno.EPERM: Reason.LOCAL_ERROR,
+    errno.EADDRNOTAVAIL: Reason.LOCAL_ERROR,
+    errno.ENETDOWN: Reason.LOCAL_ERROR,
+    errno.EMFILE: Reason.LOCAL_ERROR,
+    errno.ENFILE: Reason.LOCAL_ERROR,
+}
+
+
+def classify(exc: BaseException) -> Reason:
+    """Map an exception to a Reason, walking the cause chain from the outermost error inwards
+    so the real OSError inside a library wrapper is found."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        reason = _classify_one(current)
+        if reason is not None:
+            return reason
+        current = current.__cause__ or current.__context__
+    return Reason.PROBE_INTERNAL
+
+
+def _classify_one(exc: BaseException) -> Reason | None:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return VERIFY_CODES.get(exc.verify_code, Reason.TLS_UNTRUSTED)
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason in PROTOCOL_MISMATCH_REASONS:
+            return Reason.TLS_PROTOCOL_MISMATCH
+        return Reason.TLS_HANDSHAKE
+    if isinstance(exc, socket.gaierror):
+        return GAI_CODES.get(exc.errno, Reason.DNS_TIMEOUT)
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and exc.errno is None:
+        return Reason.TCP_CLOSED  # asyncio turns an EOF during a handshake into an errno-less reset
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ERRNO_CODES.get(exc.errno)
+    if isinstance(exc, EOFError):
+        return Reason.TCP_CLOSED
+    return None
