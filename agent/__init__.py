@@ -1,0 +1,3 @@
+"""aml-netcheck: on-node connectivity diagnosis for Azure Machine Learning compute in a VNet."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,327 @@
+"""The command line: the only module that prints or exits.
+
+Usage errors, bad config and internal errors all exit 3 (unknown) with one line on stderr and no
+traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer depends on click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+from agent import __version__, catalog, config, context, planner
+from agent.model import Check, ContextValue, Report, Result
+
+EXIT_UNKNOWN = 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Diagnose the network paths Azure Machine Learning compute needs, from the node.")
+
+
+class UsageProblem(Exception):
+    """Bad input detected after option parsing (config file, context values)."""
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class PlanFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class ExitCodes(str, Enum):
+    nagios = "nagios"
+    simple = "simple"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"aml-netcheck {__version__} (catalog {catalog.load().version})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Diagnose the network paths Azure Machine Learning compute needs, from the node."""
+
+
+# Context options shared by check, plan and rules: declared once, added to each command.
+_CONTEXT_OPTIONS: list[inspect.Parameter] = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    for name, annotation in [
+        ("region", Annotated[Optional[str], typer.Option(help="Azure region of the workspace, e.g. eastus.")]),
+        ("cloud", Annotated[Optional[str], typer.Option(help="public, usgov or china.")]),
+        ("compute", Annotated[Optional[str], typer.Option(
+            help="instance, cluster, serverless, vm, hdinsight or databricks.")]),
+        ("public_ip", Annotated[Optional[bool], typer.Option(
+            "--public-ip/--no-public-ip", help="The compute has a public IP.", show_default=False)]),
+        ("private_endpoint", Annotated[Optional[bool], typer.Option(
+            "--private-endpoint/--no-private-endpoint",
+            help="The workspace is reached through a private endpoint.", show_default=False)]),
+        ("workspace_id", Annotated[Optional[str], typer.Option(help="Workspace GUID.")]),
+        ("workspace_name", Annotated[Optional[str], typer.Option(help="Workspace name.")]),
+        ("storage_account", Annotated[Optional[str], typer.Option(help="The workspace's default storage account.")]),
+        ("container_registry", Annotated[Optional[str], typer.Option(help="The workspace's container registry.")]),
+        ("key_vault", Annotated[Optional[str], typer.Option(help="The workspace's key vault.")]),
+        ("compute_name", Annotated[Optional[str], typer.Option(help="Name of this compute instance or cluster.")]),
+        ("config_file", Annotated[Optional[Path], typer.Option(
+            "--config", help="TOML file with context keys and settings.", dir_okay=False)]),
+        ("features", Annotated[Optional[str], typer.Option(
+            "--with", help="Situational requirements to include, comma-separated (e.g. rstudio).")]),
+    ]
+]
+_CONTEXT_NAMES = [p.name for p in _CONTEXT_OPTIONS]
+
+
+def _with_context_options(command: Callable[..., int | None]) -> Callable[..., int | None]:
+    """Give a command the shared context options; it receives them as one `options` dict."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> int | None:
+        options = {name: kwargs.pop(name) for name in _CONTEXT_NAMES}
+        return command(options=options, **kwargs)
+
+    parameters = own + _CONTEXT_OPTIONS
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    del wrapper.__wrapped__  # typer must see the combined signature, not the original
+    return wrapper
+
+
+def _resolve_context(options: dict[str, Any]) -> tuple[dict[str, ContextValue], config.Config, planner.PlanOptions]:
+    cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
+    given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
+    try:
+        values = context.build([("option", given), ("config", cfg.context)])
+    except context.ContextError as exc:
+        raise UsageProblem(str(exc)) from None
+    features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip()) or cfg.settings.features
+    plan_options = planner.PlanOptions(
+        features=frozenset(features),
+        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS)
+    return values, cfg, plan_options
+
+
+@app.command()
+@_with_context_options
+def check(
+    options: dict[str, Any],
+    output_format: Annotated[Optional[Format], typer.Option(
+        "--format", help="text (default on a terminal) or json (default otherwise).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the report to this file (atomically).",
+                                                   dir_okay=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
+                                                     min=0.1, max=300)] = None,
+    deadline: Annotated[Optional[float], typer.Option(help="Seconds the whole run may take.",
+                                                      min=0.5, max=3600)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Checks probing at once [default: 128].",
+                                                       min=1, max=4096)] = None,
+    exit_codes: Annotated[ExitCodes, typer.Option(
+        help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; simple: 0 healthy, 1 not.")] = ExitCodes.nagios,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
+) -> int:
+    """Diagnose this node: probe every required endpoint and report the causes of failures."""
+    from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
+
+    values, cfg, plan_options = _resolve_context(options)
+    checks = planner.plan(catalog.load(), values, plan_options)
+    settings = cfg.settings
+    run_timeout = timeout or settings.timeout or engine.DEFAULT_TIMEOUT
+    run_deadline = deadline or settings.deadline
+    fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
+    report = asyncio.run(_run_check(checks, values, run_timeout, run_deadline,
+                                    concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY,
+                                    progress=fmt is Format.text and sys.stderr.isatty()))
+    _emit(report, fmt, output, verbose)
+    if exit_codes is ExitCodes.simple:
+        return 0 if report.exit_code in (0, 1) else 1
+    return report.exit_code
+
+
+async def _run_check(checks: Sequence[Check], values: dict[str, ContextValue], timeout: float,
+                     deadline: float | None, concurrency: int, *, progress: bool) -> Report:
+    from agent import diagnose, engine
+    from probes import node
+
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    loop = asyncio.get_running_loop()
+    state = engine.RunState()
+    task = asyncio.current_task()
+    signalled: list[str] = []
+
+    def stop(signame: str) -> None:
+        signalled.append(signame)
+        state.interrupted = f"stopped by {signame}"
+        assert task is not None
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    node_facts = node.collect()
+    display = _Progress(len(checks)) if progress else None
+    try:
+        results = await engine.run(checks, timeout=timeout, deadline=deadline, concurrency=concurrency,
+                                   state=state, on_result=display.advance if display else None)
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        results = engine.finish(checks, state)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if display:
+            display.close()
+    cat = catalog.load()
+    findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
+    status, exit_code = diagnose.verdict(findings, results, signalled=bool(signalled))
+    return Report(started_at=started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                  duration_ms=int((time.monotonic() - t0) * 1000), status=status, exit_code=exit_code,
+                  context=values, node=node_facts, results=results, findings=findings,
+                  catalog_version=cat.version, interrupted=state.interrupted)
+
+
+class _Progress:
+    """Live progress on stderr while probing (interactive text mode only)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task("", total=total)
+        self._failed = 0
+        self._progress.start()
+
+    def advance(self, result: Result) -> None:
+        self._failed += result.status.value == "fail"
+        self._progress.update(self._task, advance=1,
+                              description=f"{self._failed} failing" if self._failed else "")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _emit(report: Report, fmt: Format, output: Optional[Path], verbose: bool) -> None:
+    from agent import report as report_json
+
+    if fmt is Format.json:
+        text = report_json.to_json(report)
+    else:
+        from agent.render import render_text
+        console = Console(record=output is not None, file=open(os.devnull, "w") if output else None,
+                          width=None if output is None else 120)
+        render_text(report, catalog.load(), console, verbose=verbose)
+        text = console.export_text() if output is not None else ""
+    if output is None:
+        if fmt is Format.json:
+            sys.stdout.write(text)
+        return
+    try:
+        report_json.write_atomic(output, text)
+    except OSError as exc:
+        raise UsageProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+    print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}", file=sys.stderr)
+
+
+@app.command()
+@_with_context_options
+def plan(
+    options: dict[str, Any],
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
+) -> int:
+    """List the checks `check` would run for this context, without sending a packet."""
+    values, _, plan_options = _resolve_context(options)
+    cat = catalog.load()
+    checks = planner.plan(cat, values, plan_options)
+    if output_format is PlanFormat.json:
+        print(json.dumps({
+            "catalog_version": cat.version,
+            "context": {k: {"value": v.value, "source": v.source} for k, v in values.items()},
+            "checks": [{"id": c.id, "layer": c.layer.value, "host": c.host, "port": c.port,
+                        "protocol": c.protocol, "requirements": list(c.requirements), "needs": c.needs,
+                        "params": dict(c.params), "skip": c.skip.value if c.skip else None,
+                        "skip_detail": c.skip_detail or None} for c in checks],
+        }, indent=2))
+        return 0
+    from rich.table import Table
+    table = Table(title=f"{len(checks)} checks (catalog {cat.version})", box=None)
+    table.add_column("check", overflow="fold")
+    table.add_column("requirements", overflow="fold")
+    table.add_column("note", overflow="fold")
+    for c in checks:
+        table.add_row(c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "")
+    Console(width=max(Console().width, 140)).print(table)
+    return 0
+
+
+@app.command()
+def demo(
+    scenario: Annotated[Optional[str], typer.Argument(help="Lab scenario [default: healthy-private].")] = None,
+    list_scenarios: Annotated[bool, typer.Option("--list", help="Name the scenarios and exit.")] = False,
+    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+) -> int:
+    """Build the lab (a simulated Azure VNet in network namespaces), diagnose it, tear it down."""
+    import lab
+
+    if list_scenarios:
+        for item in lab.SCENARIOS.values():
+            print(f"{item.name:<28} {item.description}")
+        return 0
+    try:
+        chosen = lab.scenario(scenario or "healthy-private")
+    except KeyError:
+        raise UsageProblem(f"unknown scenario {scenario!r}; `aml-netcheck demo --list` names them") from None
+    argv = [sys.executable, "-m", "agent", "check", *chosen.check_args(), "--format", output_format.value]
+    print(f"lab: building scenario {chosen.name}: {chosen.description}", file=sys.stderr)
+    try:
+        with lab.Lab(chosen) as running:
+            env = {"FORCE_COLOR": "1", "COLUMNS": str(Console().width)} if sys.stdout.isatty() else {}
+            proc = running.run_in_node(argv, timeout=300, extra_env=env)
+    except lab.LabUnavailable as exc:
+        raise UsageProblem(f"lab unavailable: {exc}") from None
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=list(argv) if argv is not None else sys.argv[1:],
+                              prog_name="aml-netcheck", standalone_mode=False)
+    except (click_exceptions.Exit, typer.Exit) as exc:
+        return exc.exit_code
+    except click_exceptions.UsageError as exc:
+        print(f"aml-netcheck: error: {exc.format_message()}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
+        print("aml-netcheck: interrupted", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except (UsageProblem, config.ConfigError) as exc:
+        print(f"aml-netcheck: error: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except Exception as exc:  # the last boundary: one line, never a traceback
+        print(f"aml-netcheck: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    return result if isinstance(result, int) else 0

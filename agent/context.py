@@ -1,0 +1,126 @@
+"""The node's context: which compute, cloud, region and workspace the checks are planned for.
+
+Every value carries its source, so the report can say where it came from. Precedence: command
+line option, then the config file, then detection, then the documented default."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from agent.model import ContextValue
+
+CLOUDS = ("public", "usgov", "china")
+COMPUTE_KINDS = ("instance", "cluster", "serverless", "vm", "hdinsight", "databricks")
+
+
+class ContextError(ValueError):
+    """A context value is malformed; the message is one line naming the key."""
+
+
+def _pattern(regex: str, what: str) -> Callable[[str], str]:
+    compiled = re.compile(regex)
+
+    def validate(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ContextError(f"{what}: {value!r}")
+        return value
+
+    return validate
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def validate(value: str) -> str:
+        if value not in choices:
+            raise ContextError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    return validate
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    name: str
+    kind: type  # str or bool
+    validate: Callable[[str], str] | None = None
+    default: str | bool | None = None
+    hint: str = ""  # how to give it, for skipped checks
+
+
+KEYS: tuple[Key, ...] = (
+    Key("region", str, _pattern(r"[a-z][a-z0-9]{1,30}", "an Azure region name like eastus"),
+        hint="--region"),
+    Key("cloud", str, _choice(CLOUDS), "public"),
+    Key("compute", str, _choice(COMPUTE_KINDS), "instance"),
+    Key("public_ip", bool, default=False),
+    Key("private_endpoint", bool, default=False),
+    Key("workspace_id", str, _pattern(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID"),
+        hint="--workspace-id"),
+    Key("workspace_name", str, _pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{1,32}", "a workspace name"),
+        hint="--workspace-name"),
+    Key("storage_account", str, _pattern(r"[a-z0-9]{3,24}", "a storage account name"),
+        hint="--storage-account"),
+    Key("container_registry", str, _pattern(r"[A-Za-z0-9]{5,50}", "a container registry name"),
+        hint="--container-registry"),
+    Key("key_vault", str, _pattern(r"[A-Za-z][A-Za-z0-9-]{2,23}", "a key vault name"),
+        hint="--key-vault"),
+    Key("compute_name", str, _pattern(r"[A-Za-z][A-Za-z0-9-]{1,23}", "a compute name"),
+        hint="--compute-name"),
+)
+KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+
+Context = Mapping[str, ContextValue]
+
+
+def validate(name: str, value: object) -> str | bool:
+    """Check one value against its key; raises ContextError naming the key."""
+    key = KEYS_BY_NAME[name]
+    if key.kind is bool:
+        if not isinstance(value, bool):
+            raise ContextError(f"{name}: expected true or false, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ContextError(f"{name}: expected a string, not {value!r}")
+    try:
+        return key.validate(value) if key.validate else value
+    except ContextError as exc:
+        raise ContextError(f"{name}: {exc}") from None
+
+
+def build(layers: list[tuple[str, Mapping[str, object]]]) -> dict[str, ContextValue]:
+    """Merge (source, values) layers, first wins; the documented defaults come last."""
+    merged: dict[str, ContextValue] = {}
+    for key in KEYS:
+        for source, values in layers:
+            value = values.get(key.name)
+            if value is not None:
+                merged[key.name] = ContextValue(validate(key.name, value), source)
+                break
+        else:
+            merged[key.name] = ContextValue(key.default, "default" if key.default is not None else "unknown")
+    return merged
+
+
+def template_values(context: Context) -> dict[str, str]:
+    """The placeholders catalog host names use, including derived ones."""
+    values = {name: str(v.value) for name, v in context.items()
+              if v.value is not None and KEYS_BY_NAME[name].kind is str}
+    if {"workspace_name", "region", "workspace_id"} <= values.keys():
+        values["notebooks_label"] = notebooks_label(
+            values["workspace_name"], values["region"], values["workspace_id"])
+    return values
+
+
+def notebooks_label(workspace_name: str, region: str, workspace_id: str) -> str:
+    """`ml-<name>-<region>-<guid>` with the name cut so the DNS label stays within 63 octets."""
+    room = 63 - len(f"ml--{region}-{workspace_id}")
+    return f"ml-{workspace_name.lower()[:max(room, 0)]}-{region}-{workspace_id}"
+
+
+def hint_for(placeholder: str) -> str:
+    if placeholder == "notebooks_label":
+        return "--workspace-name, --workspace-id and --region"
+    key = KEYS_BY_NAME.get(placeholder)
+    return key.hint if key and key.hint else f"--{placeholder.replace('_', '-')}"

@@ -1,0 +1,498 @@
+"""Diagnosis: results, context and node facts in, findings out. Pure: no I/O, no clock.
+
+Each failing result is mapped to a finding code and a group key; results that share a code and a
+key are one problem (one NSG rule, one DNS zone, one intercepting CA) and become one finding that
+lists every target it explains. Checks skipped because the layer below failed are never findings
+of their own: the failure below is the finding. Findings are ranked: critical first, then the
+one that explains the most checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from agent.catalog import Catalog
+from agent.context import Context
+from agent.model import Finding, Layer, Result, Severity
+from probes._trace import Fact
+from probes.reasons import Reason, Status
+
+AZURE_DNS = "168.63.129.16"
+
+_DOCS = {
+    "training-vnet": "https://learn.microsoft.com/azure/machine-learning/how-to-secure-training-vnet",
+    "firewall": "https://learn.microsoft.com/azure/machine-learning/how-to-access-azureml-behind-firewall",
+    "custom-dns": "https://learn.microsoft.com/azure/machine-learning/how-to-custom-dns",
+    "pe-troubleshoot": "https://learn.microsoft.com/azure/machine-learning/how-to-troubleshoot-secure-connection-workspace",
+    "private-link": "https://learn.microsoft.com/azure/machine-learning/how-to-configure-private-link",
+    "jupyter": "https://learn.microsoft.com/azure/machine-learning/how-to-run-jupyter-notebooks#troubleshooting",
+    "azure-dns": "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
+}
+
+_DNS_UNAVAILABLE = {Reason.DNS_TIMEOUT, Reason.DNS_SERVER_UNREACHABLE, Reason.DNS_NO_RESOLVER,
+                    Reason.DNS_REFUSED}
+_REJECTED = {Reason.TCP_REFUSED, Reason.TCP_HOST_UNREACHABLE, Reason.TCP_ADMIN_PROHIBITED,
+             Reason.TCP_RESET, Reason.TCP_CLOSED, Reason.TLS_RESET, Reason.HTTP_FIREWALL_DENIED}
+_BLOCKED = {Reason.TCP_TIMEOUT, Reason.TCP_NET_UNREACHABLE}
+_TLS_UNTRUSTED = {Reason.TLS_UNTRUSTED, Reason.TLS_SELF_SIGNED}
+_TLS_INVALID = {Reason.TLS_NAME_MISMATCH, Reason.TLS_EXPIRED, Reason.TLS_NOT_YET_VALID,
+                Reason.TLS_PROTOCOL_MISMATCH, Reason.TLS_HANDSHAKE}
+_WS_BLOCKED = {Reason.WS_UPGRADE_REFUSED, Reason.WS_UPGRADE_INVALID, Reason.WS_CLOSED_EARLY}
+_PROXY = {Reason.PROXY_AUTH_REQUIRED: "proxy-auth-required", Reason.PROXY_DENIED: "proxy-denied",
+          Reason.PROXY_UPSTREAM_FAILED: "proxy-denied", Reason.PROXY_UNREACHABLE: "proxy-unreachable"}
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the rules may read besides the results."""
+
+    catalog: Catalog
+    context: Context
+    node: Mapping[str, Fact]
+
+    @property
+    def resolvers(self) -> tuple[str, ...]:
+        value = self.node.get("resolvers")
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+    @property
+    def custom_dns(self) -> tuple[str, ...]:
+        """Resolvers in use that are not Azure DNS (the systemd stub is looked through)."""
+        return tuple(r for r in self.resolvers if r != AZURE_DNS and not r.startswith("127."))
+
+    def tag(self, result: Result) -> str:
+        tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}
+        region = str(self.context["region"].value or "<region>")
+        return ", ".join(sorted(t.replace("{region}", region) for t in tags if t))
+
+    def rule_fqdns(self, results: Sequence[Result]) -> str:
+        values = {k: str(v.value) for k, v in self.context.items() if v.value is not None}
+        names: list[str] = []
+        for result in results:
+            for rid in result.check.requirements:
+                pattern = self.catalog.by_id(rid).rule_fqdn
+                try:
+                    name = pattern.format(**values)
+                except KeyError:
+                    name = pattern
+                if name not in names:
+                    names.append(name)
+        return ", ".join(names)
+
+    def docs(self, results: Sequence[Result], *extra: str) -> tuple[str, ...]:
+        links = [_DOCS[e] for e in extra]
+        for result in results:
+            for rid in result.check.requirements:
+                links.extend(self.catalog.by_id(rid).docs)
+        return tuple(dict.fromkeys(links))
+
+    def situational_only(self, results: Sequence[Result]) -> bool:
+        return all(self.catalog.by_id(rid).situational for r in results for rid in r.check.requirements)
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    code: str
+    key: tuple[str, ...]
+    result: Result
+
+
+Builder = Callable[[Sequence[Result], Facts], Finding]
+
+
+def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
+    problems = [p for r in results for p in _problems(r, results, facts)]
+    groups: dict[tuple[str, tuple[str, ...]], list[Result]] = {}
+    for problem in problems:
+        groups.setdefault((problem.code, problem.key), []).append(problem.result)
+    findings = [_BUILDERS[code](group, facts) for (code, _), group in groups.items()]
+    return tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
+
+
+def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_Problem]:
+    """The problem(s) one result shows; cross-result rules read `results` for comparisons."""
+    check = result.check
+    reason = result.reason
+    if result.status is Status.PASS and check.layer is Layer.DNS:
+        return _instance_address_problem(result, results, facts)
+    if result.status not in (Status.FAIL, Status.WARN) or reason is None:
+        return []
+    if check.layer is Layer.DNS:
+        return [_dns_problem(result, facts)]
+    if reason in _PROXY:
+        return [_Problem(_PROXY[reason], (), result)]
+    if check.port == 445 and (reason in _BLOCKED or reason in _REJECTED):
+        return [_Problem("smb-blocked", (), result)]
+    if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):
+        return [_Problem("udp-blocked", (str(check.port),), result)]
+    if reason in _BLOCKED:
+        return [_Problem("egress-blocked", (facts.tag(result), check.protocol, str(check.port)), result)]
+    if reason in _REJECTED:
+        return [_Problem("egress-rejected", (facts.tag(result), check.protocol, str(check.port)), result)]
+    if reason in _TLS_UNTRUSTED:
+        return [_Problem("tls-intercepted-untrusted", (_fingerprint(result),), result)]
+    if reason is Reason.TLS_UNEXPECTED_ISSUER:
+        return [_Problem("tls-intercepted", (_fingerprint(result),), result)]
+    if reason is Reason.TLS_TIMEOUT:
+        return [_Problem("tls-handshake-stalled", (), result)]
+    if reason in _TLS_INVALID:
+        return [_Problem("tls-certificate-invalid", (reason.value,), result)]
+    if reason in _WS_BLOCKED:
+        return [_Problem("websocket-blocked", (), result)]
+    return [_Problem("endpoint-unreachable", (reason.value,), result)]
+
+
+def _is_instance_name(host: str) -> bool:
+    return ".instances." in host
+
+
+def _dns_problem(result: Result, facts: Facts) -> _Problem:
+    reason = result.reason
+    host = result.check.host
+    zone = facts.catalog.zone_of(host)
+    zone_key = zone.forward_zone if zone else host
+    if reason in (Reason.DNS_PUBLIC_ANSWER, Reason.DNS_WRONG_ADDRESS) and _is_instance_name(host):
+        return _Problem("instance-name-wrong-address", (), result)
+    if reason is Reason.DNS_PUBLIC_ANSWER:
+        code = "custom-dns-not-forwarding" if facts.custom_dns else "private-endpoint-resolves-public"
+        return _Problem(code, (zone_key,), result)
+    if reason is Reason.DNS_NXDOMAIN and any(".privatelink." in n for n in _strings(result.evidence.get("cname_chain"))):
+        return _Problem("private-dns-record-missing", (zone_key,), result)
+    if reason in (Reason.DNS_NXDOMAIN, Reason.DNS_NODATA):
+        return _Problem("dns-name-missing", (), result)
+    if reason is Reason.DNS_SERVFAIL:
+        return _Problem("dns-servfail", (), result)
+    if reason in _DNS_UNAVAILABLE:
+        return _Problem("dns-unavailable", (), result)
+    return _Problem("endpoint-unreachable", (reason.value if reason else "",), result)
+
+
+def _instance_address_problem(result: Result, results: Sequence[Result], facts: Facts) -> list[_Problem]:
+    """With a private-endpoint workspace, a compute instance name must resolve to the workspace
+    endpoint's address: compare with the resolved workspace API name."""
+    if not (facts.context["private_endpoint"].value and _is_instance_name(result.check.host)):
+        return []
+    workspace = _workspace_addresses(results)
+    if not workspace or set(result.addresses) & workspace:
+        return []
+    return [_Problem("instance-name-wrong-address", (), result)]
+
+
+def _workspace_addresses(results: Sequence[Result]) -> set[str]:
+    return {a for r in results if r.check.layer is Layer.DNS and r.status is Status.PASS
+            and ".workspace." in r.check.host and ".cert." not in r.check.host for a in r.addresses}
+
+
+def _strings(value: Fact) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _fingerprint(result: Result) -> str:
+    cert = result.evidence.get("cert")
+    return str(cert.get("sha256", "")) if isinstance(cert, dict) else ""
+
+
+def _targets(results: Sequence[Result]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r.check.target for r in results))
+
+
+def _hosts(results: Sequence[Result]) -> str:
+    return ", ".join(dict.fromkeys(r.check.host for r in results))
+
+
+def _addresses(result: Result) -> str:
+    attempts = result.evidence.get("attempts")
+    if isinstance(attempts, list):
+        found = [str(a.get("address")) for a in attempts if isinstance(a, dict)]
+        if found:
+            return ", ".join(found)
+    return ", ".join(_strings(result.evidence.get("addresses"))) or "?"
+
+
+def _severity(results: Sequence[Result], facts: Facts, base: Severity = Severity.CRITICAL) -> Severity:
+    return Severity.WARNING if base is Severity.CRITICAL and facts.situational_only(results) else base
+
+
+def _finding(code: str, results: Sequence[Result], facts: Facts, *, summary: str, cause: str,
+             remedy: str, docs: tuple[str, ...], severity: Severity = Severity.CRITICAL) -> Finding:
+    return Finding(code=code, severity=_severity(results, facts, severity), summary=summary,
+                   cause=cause, remedy=remedy, targets=_targets(results),
+                   checks=tuple(r.check.id for r in results), docs=docs)
+
+
+def _egress(code: str, how: str, why: str) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Finding:
+        first = results[0]
+        proto, port = first.check.protocol.upper(), first.check.port
+        tag = facts.tag(first)
+        destination = f"service tag {tag}" if tag else "the endpoints"
+        rule_kind = "application rule (HTTPS)" if port in (80, 443) and proto == "TCP" else f"network rule ({proto} {port})"
+        detail = "; ".join(f"{r.check.target} ({_addresses(r)}): {r.detail or r.reason}" for r in results[:5])
+        return _finding(
+            code, results, facts,
+            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s))",
+            cause=f"{why} {detail}",
+            remedy=(f"Allow outbound {proto} {port} from the compute subnet to {destination} in its network "
+                    f"security group (above any deny rule); in Azure Firewall or your NVA add a {rule_kind} "
+                    f"for {facts.rule_fqdns(results)}."),
+            docs=facts.docs(results, "firewall"))
+    return build
+
+
+def _smb(results: Sequence[Result], facts: Facts) -> Finding:
+    region = facts.context["region"].value or "<region>"
+    return _finding(
+        "smb-blocked", results, facts,
+        summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
+        cause="; ".join(f"{r.check.target} ({_addresses(r)}): {r.detail or r.reason}" for r in results)
+        + ". The workspace file share (notebooks, the compute instance's files) cannot be mounted.",
+        remedy=(f"Allow outbound TCP 445 from the compute subnet to service tag Storage.{region} (or to the "
+                "storage private endpoint's address) in the NSG and in any firewall between the compute and "
+                "the storage account."),
+        docs=facts.docs(results, "training-vnet"))
+
+
+def _udp(results: Sequence[Result], facts: Facts) -> Finding:
+    first = results[0]
+    tag = facts.tag(first) or "the endpoint"
+    return _finding(
+        "udp-blocked", results, facts,
+        summary=f"UDP {first.check.port} to {_hosts(results)} is rejected",
+        cause="; ".join(f"{r.check.target}: {r.detail or r.reason}" for r in results)
+        + ". An ICMP unreachable/prohibited answer came back: a firewall or NSG rejects the datagrams.",
+        remedy=(f"Allow outbound UDP {first.check.port} to service tag {tag} in the compute subnet's NSG and "
+                f"add a firewall network rule (UDP {first.check.port}) for {facts.rule_fqdns(results)}; "
+                "compute instances are created, updated and deleted over it."),
+        docs=facts.docs(results, "training-vnet"))
+
+
+def _resolver_text(facts: Facts) -> str:
+    return ", ".join(facts.resolvers) or "no resolver"
+
+
+def _dns_missing(results: Sequence[Result], facts: Facts) -> Finding:
+    return _finding(
+        "dns-name-missing", results, facts,
+        summary=f"Required names do not resolve (NXDOMAIN): {_hosts(results)}",
+        cause=(f"The node's resolver ({_resolver_text(facts)}) says these names do not exist. A DNS server "
+               "or a private DNS zone that shadows the public zone answers for them without the record."),
+        remedy=("Make the resolver answer these names: on a custom DNS server forward their zones to "
+                f"{AZURE_DNS}; look for a private DNS zone linked to the VNet whose name is a parent of "
+                "these names and remove it or add the records."),
+        docs=facts.docs(results, "custom-dns"))
+
+
+def _dns_servfail(results: Sequence[Result], facts: Facts) -> Finding:
+    return _finding(
+        "dns-servfail", results, facts,
+        summary=f"The resolver fails (SERVFAIL) for required names: {_hosts(results)}",
+        cause=f"{_resolver_text(facts)} answered SERVFAIL: it cannot get an answer from its upstream.",
+        remedy=(f"Check the DNS server's forwarders: it must reach {AZURE_DNS} (Azure DNS) over UDP and TCP 53, "
+                "and conditional forwarders must point at a reachable server."),
+        docs=facts.docs(results, "custom-dns"))
+
+
+def _dns_unavailable(results: Sequence[Result], facts: Facts) -> Finding:
+    return _finding(
+        "dns-unavailable", results, facts,
+        summary=f"No configured resolver answers ({_resolver_text(facts)})",
+        cause="; ".join(f"{r.check.host}: {r.detail or r.reason}" for r in results[:5]),
+        remedy=(f"Check /etc/resolv.conf and the VNet's DNS servers setting, and allow UDP and TCP 53 to "
+                f"{_resolver_text(facts)} in the NSG and local firewall; {AZURE_DNS} must never be blocked."),
+        docs=facts.docs(results, "azure-dns"))
+
+
+def _zones_text(results: Sequence[Result], facts: Facts, attribute: str) -> str:
+    zones = [getattr(z, attribute) for r in results if (z := facts.catalog.zone_of(r.check.host))]
+    return ", ".join(dict.fromkeys(z for z in zones if z))
+
+
+def _chain(result: Result) -> str:
+    chain = _strings(result.evidence.get("cname_chain"))
+    return " -> ".join([result.check.host, *chain, *(_strings(result.evidence.get("addresses")) or ["?"])])
+
+
+def _pe_public(results: Sequence[Result], facts: Facts) -> Finding:
+    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forward_zone")
+    return _finding(
+        "private-endpoint-resolves-public", results, facts,
+        summary=f"Private-endpoint names resolve to public addresses: {_hosts(results)}",
+        cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
+               f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
+               "zone group, so the public answer wins."),
+        remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
+                f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
+                "<vnet-id> --registration-enabled false; and make sure the workspace private endpoint has a "
+                "DNS zone group for them."),
+        docs=facts.docs(results, "pe-troubleshoot", "custom-dns"))
+
+
+def _custom_dns(results: Sequence[Result], facts: Facts) -> Finding:
+    zones = _zones_text(results, facts, "forward_zone")
+    servers = ", ".join(facts.custom_dns)
+    return _finding(
+        "custom-dns-not-forwarding", results, facts,
+        summary=f"Custom DNS server {servers} does not forward {zones} to Azure DNS",
+        cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
+               "answers these names from the public zone instead of the private endpoint's records."),
+        remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
+                f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
+                "DNS server is in."),
+        docs=facts.docs(results, "custom-dns"))
+
+
+def _record_missing(results: Sequence[Result], facts: Facts) -> Finding:
+    zone = _zones_text(results, facts, "privatelink_zone")
+    return _finding(
+        "private-dns-record-missing", results, facts,
+        summary=f"The private DNS zone {zone} has no record for {_hosts(results)}",
+        cause=("; ".join(_chain(r) + " (NXDOMAIN)" for r in results[:4]) + ". The zone is linked, so it "
+               "answers authoritatively, but the private endpoint's A record is missing."),
+        remedy=(f"Add the missing A record(s) in {zone} pointing at the workspace private endpoint's "
+                "addresses, or recreate the private endpoint's DNS zone group so Azure writes them."),
+        docs=facts.docs(results, "custom-dns", "pe-troubleshoot"))
+
+
+def _instance_wrong(results: Sequence[Result], facts: Facts) -> Finding:
+    names = _hosts(results)
+    got = "; ".join(f"{r.check.host} -> {', '.join(_strings(r.evidence.get('addresses'))) or '?'}" for r in results)
+    zones = _zones_text(results, facts, "forward_zone")
+    return _finding(
+        "instance-name-wrong-address", results, facts,
+        summary=f"The compute instance name does not resolve to the workspace private endpoint: {names}",
+        cause=(f"{got}. With a private-endpoint workspace the instance name must resolve to the workspace "
+               "endpoint's address (the one the workspace API name resolves to), not to the instance's own "
+               "address or a public one; Jupyter and the terminal will not open."),
+        remedy=(f"Add an A record for each name in zone {zones} pointing at the workspace private endpoint's "
+                f"address (or forward {zones} to {AZURE_DNS}), and remove any /etc/hosts override."),
+        docs=facts.docs(results, "custom-dns", "jupyter"))
+
+
+def _issuer(result: Result) -> str:
+    cert = result.evidence.get("cert")
+    if isinstance(cert, dict):
+        return f"{cert.get('issuer', '?')} (SHA-256 {cert.get('sha256', '?')})"
+    return "an unknown issuer"
+
+
+def _tls_intercepted(trusted: bool) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Finding:
+        issuer = _issuer(results[0])
+        return _finding(
+            "tls-intercepted" if trusted else "tls-intercepted-untrusted", results, facts,
+            summary=(f"TLS to {len(results)} endpoint(s) is inspected by {issuer}"
+                     + ("" if trusted else ", which this node does not trust")),
+            cause=(f"The certificate presented for {_hosts(results)} is issued by {issuer}, not by the "
+                   "expected Microsoft or DigiCert CAs: a TLS-inspecting firewall or proxy re-signs the "
+                   "traffic." + (" This node trusts it, but Azure ML's Python clients use their own CA "
+                                 "bundle and will not." if trusted else "")),
+            remedy=("Exempt the Azure ML endpoints (" + facts.rule_fqdns(results) + ") from TLS inspection in "
+                    "the firewall or proxy; inspection of Azure ML traffic is not supported. If inspection "
+                    "must stay, install the inspection CA in the system store (update-ca-certificates) and "
+                    "in the Python certifi bundle."),
+            docs=facts.docs(results, "firewall"),
+            severity=Severity.WARNING if trusted else Severity.CRITICAL)
+    return build
+
+
+def _tls_stalled(results: Sequence[Result], facts: Facts) -> Finding:
+    return _finding(
+        "tls-handshake-stalled", results, facts,
+        summary=f"TCP connects but the TLS handshake stalls: {_hosts(results)}",
+        cause=("The handshake got no answer after the ClientHello. Large server certificate chains that "
+               "never arrive are the signature of a path-MTU black hole (a VPN, NVA or tunnel with a smaller "
+               "MTU that drops ICMP 'fragmentation needed')."),
+        remedy=("Clamp the TCP MSS on the VPN gateway/NVA (or lower the node's MTU, e.g. ip link set dev eth0 "
+                "mtu 1400) and allow ICMP type 3 code 4 back to the compute subnet."),
+        docs=facts.docs(results, "firewall"))
+
+
+def _tls_invalid(results: Sequence[Result], facts: Facts) -> Finding:
+    first = results[0]
+    return _finding(
+        "tls-certificate-invalid", results, facts,
+        summary=f"TLS fails ({first.reason}) for {_hosts(results)}",
+        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+        remedy=("A name mismatch or a plaintext reply means something else answers at that address (a "
+                "captive portal, a proxy, a wrong DNS answer); an expired or not-yet-valid certificate often "
+                "means the node clock is wrong (check timedatectl / chrony)."),
+        docs=facts.docs(results, "firewall"))
+
+
+def _websocket(results: Sequence[Result], facts: Facts) -> Finding:
+    return _finding(
+        "websocket-blocked", results, facts,
+        summary=f"HTTPS works but the WebSocket upgrade is refused: {_hosts(results)}",
+        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4])
+        + ". Jupyter, JupyterLab and the terminal will not connect.",
+        remedy=("Allow WebSocket upgrades (Connection: Upgrade, Upgrade: websocket) to "
+                f"{facts.rule_fqdns(results)} in the proxy, firewall or WAF, and exempt these names from TLS "
+                "inspection."),
+        docs=facts.docs(results, "jupyter"))
+
+
+def _proxy(code: str, what: str, fix: str) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Finding:
+        return _finding(
+            code, results, facts, summary=f"The configured proxy {what}: {_hosts(results)}",
+            cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+            remedy=fix, docs=facts.docs(results, "firewall"))
+    return build
+
+
+def _unreachable(results: Sequence[Result], facts: Facts) -> Finding:
+    first = results[0]
+    return _finding(
+        "endpoint-unreachable", results, facts,
+        summary=f"{first.check.layer.value.upper()} check fails ({first.reason}) for {_hosts(results)}",
+        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+        remedy=f"Allow the flows listed for {facts.rule_fqdns(results)} and check the service answers.",
+        docs=facts.docs(results, "firewall"))
+
+
+_BUILDERS: dict[str, Builder] = {
+    "egress-blocked": _egress("egress-blocked", "silently dropped",
+                              "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):"),
+    "egress-rejected": _egress("egress-rejected", "actively rejected",
+                               "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:"),
+    "smb-blocked": _smb,
+    "udp-blocked": _udp,
+    "dns-name-missing": _dns_missing,
+    "dns-servfail": _dns_servfail,
+    "dns-unavailable": _dns_unavailable,
+    "private-endpoint-resolves-public": _pe_public,
+    "custom-dns-not-forwarding": _custom_dns,
+    "private-dns-record-missing": _record_missing,
+    "instance-name-wrong-address": _instance_wrong,
+    "tls-intercepted-untrusted": _tls_intercepted(trusted=False),
+    "tls-intercepted": _tls_intercepted(trusted=True),
+    "tls-handshake-stalled": _tls_stalled,
+    "tls-certificate-invalid": _tls_invalid,
+    "websocket-blocked": _websocket,
+    "proxy-auth-required": _proxy("proxy-auth-required", "demands authentication (HTTP 407)",
+                                  "Give the proxy credentials in HTTPS_PROXY (http://user:pass@proxy:port) for the "
+                                  "Azure ML processes, or allow the compute subnet without authentication."),
+    "proxy-denied": _proxy("proxy-denied", "refuses these destinations",
+                           "Add these FQDNs to the proxy's allow-list, or list them in NO_PROXY if the node "
+                           "may reach them directly (private endpoints must always be in NO_PROXY)."),
+    "proxy-unreachable": _proxy("proxy-unreachable", "cannot be reached",
+                                "Fix HTTPS_PROXY/HTTP_PROXY (address and port) or allow the compute subnet to "
+                                "reach the proxy."),
+    "endpoint-unreachable": _unreachable,
+}
+
+
+def verdict(findings: Sequence[Finding], results: Sequence[Result], *, signalled: bool = False) -> tuple[str, int]:
+    """(status, exit code) of the default profile. A run stopped by a signal is unknown whatever it
+    found; otherwise a critical finding beats checks left unfinished at the deadline (unknown),
+    which beat warnings."""
+    if signalled:
+        return "unknown", 3
+    worst = max((f.severity for f in findings), default=Severity.INFO)
+    if worst is Severity.CRITICAL:
+        return "critical", 2
+    if any(r.reason in (Reason.PROBE_INTERNAL, Reason.PROBE_CANCELLED) for r in results):
+        return "unknown", 3
+    if worst is Severity.WARNING:
+        return "warning", 1
+    return "ok", 0

@@ -1,0 +1,167 @@
+"""Runs checks: the engine owns time (the run deadline, each check's timeout, the concurrency
+bound) and turns every outcome of a probe into a Result. Probes own protocol detail.
+
+Every check starts at once; a check that needs another (tcp needs dns, tls needs tcp) waits for
+that result and either connects to the addresses it passed or is skipped. One failing check never
+cancels another. Stopping (a signal, the run deadline) cancels what is still running and still
+returns a result for every check."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.model import Check, Result
+from probes import PROBES
+from probes._trace import Fact, ProbeError, Trace
+from probes.reasons import TIMEOUT_BY_LAYER, Reason, Status, classify
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0  # seconds per check: several TCP SYN retransmits, a slow TLS handshake
+DEFAULT_CONCURRENCY = 128  # checks probing at once: well under the usual 1024 descriptor limit
+
+
+@dataclass(slots=True)
+class RunState:
+    """Results as they arrive, so an interrupted run still reports what finished."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    interrupted: str | None = None
+
+
+class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs getaddrinfo in daemon threads: a hung resolver can hold a thread for many seconds after
+    its check timed out, and must not hold the process past its deadline at exit."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the awaiting task, never lost
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="aml-netcheck-resolve", daemon=True).start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to join: the threads are daemons and finish or die with the process."""
+
+
+async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
+              deadline: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+              state: RunState | None = None,
+              on_result: Callable[[Result], None] | None = None) -> tuple[Result, ...]:
+    """Run every check; return one result per check, in the order given.
+
+    `deadline` is seconds from now for the whole run; checks still running then end as
+    `probe.cancelled`. Cancelling the caller's task ends the run the same way."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_DaemonThreadExecutor())
+    state = state if state is not None else RunState()
+    by_id = {check.id: check for check in checks}
+    futures: dict[str, asyncio.Future[Result]] = {c.id: loop.create_future() for c in checks}
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(check: Check) -> None:
+        result = await _run_one(check, by_id, futures, limit, timeout)
+        state.results[check.id] = result
+        futures[check.id].set_result(result)
+        if on_result is not None:
+            on_result(result)
+
+    tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=deadline)
+        if pending:
+            state.interrupted = f"run deadline of {deadline:g}s reached"
+    except asyncio.CancelledError:
+        state.interrupted = state.interrupted or "interrupted"
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return finish(checks, state)
+
+
+def finish(checks: Sequence[Check], state: RunState) -> tuple[Result, ...]:
+    """One result per check: the ones that finished, `probe.cancelled` for the rest."""
+    detail = f"not finished: {state.interrupted}" if state.interrupted else "not finished"
+    return tuple(state.results.get(c.id) or _result(c, Reason.PROBE_CANCELLED, None, detail, 0.0)
+                 for c in checks)
+
+
+async def _run_one(check: Check, by_id: Mapping[str, Check], futures: Mapping[str, asyncio.Future[Result]],
+                   limit: asyncio.Semaphore, timeout: float) -> Result:
+    if check.skip is not None:
+        return _result(check, check.skip, None, check.skip_detail, 0.0)
+    addresses: tuple[str, ...] = ()
+    if check.needs is not None:
+        below = await asyncio.shield(futures[check.needs])
+        if below.status not in (Status.PASS, Status.WARN) or not below.addresses:
+            return _result(check, Reason.SKIP_DEPENDENCY, None,
+                           f"not tried: {by_id[check.needs].id} did not pass", 0.0)
+        addresses = below.addresses
+    async with limit:
+        return await attempt(check, addresses, timeout)
+
+
+async def attempt(check: Check, addresses: tuple[str, ...], timeout: float) -> Result:
+    """Run one probe under its timeout and classify whatever happens. Never raises, except
+    CancelledError, which must propagate."""
+    spec_type, probe = PROBES[check.kind]
+    spec = spec_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in check.params.items()})
+    trace = Trace()
+    try:
+        async with asyncio.timeout(timeout):
+            await probe(spec, addresses, trace)
+    except TimeoutError:
+        ok = _passed_addresses(trace)
+        reason = TIMEOUT_BY_LAYER[check.layer.value]
+        phase = trace.current
+        detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
+        if ok and reason.status is Status.FAIL:
+            return _result(check, reason, phase, detail + f"; {len(ok)} address(es) passed", trace.elapsed(),
+                           trace, ok, status=Status.WARN)
+        return _result(check, reason, phase, detail, trace.elapsed(), trace, ok)
+    except ProbeError as exc:
+        return _result(check, exc.reason, trace.current, exc.detail, trace.elapsed(), trace,
+                       _passed_addresses(trace))
+    except Exception as exc:  # the engine boundary: every other outcome becomes a classified result
+        reason = classify(exc)
+        if reason is Reason.PROBE_INTERNAL:
+            log.exception("check %s: unexpected error", check.id)
+        return _result(check, reason, trace.current, _describe(exc), trace.elapsed(), trace)
+    return _result(check, None, None, "", trace.elapsed(), trace, _passed_addresses(trace))
+
+
+def _passed_addresses(trace: Trace) -> tuple[str, ...]:
+    passed = trace.facts.get("addresses_ok")
+    return tuple(str(a) for a in passed) if isinstance(passed, list) else ()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _result(check: Check, reason: Reason | None, phase: str | None, detail: str, elapsed: float,
+            trace: Trace | None = None, addresses: tuple[str, ...] = (),
+            status: Status | None = None) -> Result:
+    evidence: dict[str, Fact] = dict(trace.facts) if trace else {}
+    return Result(
+        check=check,
+        status=status or (reason.status if reason else Status.PASS),
+        reason=reason, phase=phase, detail=detail, elapsed=elapsed,
+        phases=trace.phases if trace else (), evidence=evidence, addresses=addresses,
+    )

@@ -1,0 +1,131 @@
+"""Turns the catalog and a context into the checks to run: a pure function, no I/O.
+
+Each endpoint becomes a chain of layered checks (dns -> tcp -> tls -> http or websocket); a name
+is resolved by one dns check shared by every check that needs it, and a connection check at a
+port is shared by every requirement that names that host and port."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from agent import context as ctx
+from agent.catalog import Catalog, Requirement
+from agent.model import Check, Layer
+from probes._trace import Fact
+from probes.reasons import Reason
+
+DEFAULT_EXPECTED_ISSUERS = ("Microsoft Corporation", "DigiCert Inc")
+
+# The layers above dns that each catalog probe kind climbs, in order.
+_CHAINS: dict[str, tuple[Layer, ...]] = {
+    "https": (Layer.TCP, Layer.TLS, Layer.HTTP),
+    "websocket": (Layer.TCP, Layer.TLS, Layer.WEBSOCKET),
+    "tcp": (Layer.TCP,),
+    "udp": (Layer.UDP,),
+    "dns": (),
+}
+_LAYER_ORDER = {layer: i for i, layer in enumerate(Layer)}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    features: frozenset[str] = frozenset()
+    expected_issuers: tuple[str, ...] = DEFAULT_EXPECTED_ISSUERS
+    dns_query_timeout: float = 2.0
+
+
+def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] = ()) -> list[Requirement]:
+    """The requirements that apply to this compute, network shape and feature selection."""
+    selected = set(features)
+    compute = context["compute"].value
+    public_ip = context["public_ip"].value
+    private_endpoint = context["private_endpoint"].value
+    return [
+        r for r in catalog.requirements
+        if compute in r.compute
+        and (r.public_ip is None or r.public_ip == public_ip)
+        and (r.private_endpoint is None or r.private_endpoint == private_endpoint)
+        and (r.feature is None or r.feature in selected)
+    ]
+
+
+def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOptions()) -> tuple[Check, ...]:
+    values = ctx.template_values(context)
+    private_endpoint = bool(context["private_endpoint"].value)
+    checks: dict[str, Check] = {}
+    order: list[str] = []
+
+    def add(check: Check) -> None:
+        existing = checks.get(check.id)
+        if existing is None:
+            checks[check.id] = check
+            order.append(check.id)
+            return
+        merged = existing.requirements + tuple(r for r in check.requirements if r not in existing.requirements)
+        params = dict(existing.params)
+        if check.params.get("expect") == "private":
+            params["expect"] = "private"
+        checks[check.id] = replace(existing, requirements=merged, params=params)
+
+    for requirement in applicable(catalog, context, options.features):
+        for template in requirement.hosts:
+            missing = _placeholders(template) - values.keys()
+            if missing:
+                add(_missing_context_check(requirement, template, sorted(missing)))
+                continue
+            host = template.format(**values)
+            expect = "private" if requirement.dns_private and private_endpoint else "any"
+            add(_dns_check(host, requirement.id, expect, options))
+            for port in requirement.ports:
+                below = f"dns:{host}"
+                for layer in _CHAINS[requirement.probe]:
+                    check = _layer_check(layer, host, port, requirement, below, options)
+                    add(check)
+                    below = check.id
+    return tuple(sorted((checks[i] for i in order), key=lambda c: _LAYER_ORDER[c.layer]))
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _missing_context_check(requirement: Requirement, template: str, missing: Sequence[str]) -> Check:
+    shown = re.sub(r"\{(\w+)\}", lambda m: f"<{m.group(1).replace('_', '-')}>", template)
+    hints = " and ".join(ctx.hint_for(name) for name in missing)
+    return Check(
+        id=f"dns:{shown}", layer=Layer.DNS, kind="dns", params={"host": shown}, host=shown,
+        port=None, protocol="udp", requirements=(requirement.id,),
+        skip=Reason.SKIP_MISSING_CONTEXT, skip_detail=f"unknown {', '.join(missing)}: give {hints}",
+    )
+
+
+def _dns_check(host: str, requirement: str, expect: str, options: PlanOptions) -> Check:
+    params: dict[str, Fact] = {"host": host, "expect": expect, "query_timeout": options.dns_query_timeout}
+    return Check(id=f"dns:{host}", layer=Layer.DNS, kind="dns", params=params, host=host,
+                 port=None, protocol="udp", requirements=(requirement,))
+
+
+def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str,
+                 options: PlanOptions) -> Check:
+    params: dict[str, Fact]
+    if layer is Layer.TLS:
+        params = {"host": host, "port": port, "expected_issuers": list(options.expected_issuers)}
+    elif layer is Layer.HTTP:
+        params = {"url": _url("https", host, port), "host": host}
+    elif layer is Layer.WEBSOCKET:
+        params = {"url": _url("wss", host, port), "host": host}
+    else:
+        params = {"host": host, "port": port}
+    return Check(id=f"{layer.value}:{host}:{port}", layer=layer, kind=layer.value, params=params,
+                 host=host, port=port, protocol=requirement.protocol,
+                 requirements=(requirement.id,), needs=needs)
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{host}/" if port == 443 else f"{scheme}://{host}:{port}/"
+
+
+__all__ = ["DEFAULT_EXPECTED_ISSUERS", "PlanOptions", "applicable", "plan"]

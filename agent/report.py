@@ -1,0 +1,98 @@
+"""The JSON report (schema aml-netcheck.report/1) and atomic writing of any rendered output.
+
+The JSON shape is public API: scripts and dashboards read it. Add fields, never rename them. The
+schema is published as agent/data/report-1.schema.json and every test report is checked against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.model import Finding, Report, Result
+
+SCHEMA_ID = "aml-netcheck.report/1"
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_ID,
+        "version": __version__,
+        "catalog_version": report.catalog_version,
+        "started_at": report.started_at,
+        "duration_ms": report.duration_ms,
+        "status": report.status,
+        "exit_code": report.exit_code,
+        "interrupted": report.interrupted,
+        "context": {k: {"value": v.value, "source": v.source} for k, v in report.context.items()},
+        "node": dict(report.node),
+        "summary": summary_counts(report),
+        "checks": [_check(r) for r in report.results],
+        "findings": [_finding(f) for f in report.findings],
+    }
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(to_dict(report), indent=2, sort_keys=False) + "\n"
+
+
+def summary_counts(report: Report) -> dict[str, int]:
+    counts = {"total": len(report.results), "pass": 0, "warn": 0, "fail": 0, "inconclusive": 0, "skip": 0}
+    for result in report.results:
+        counts[result.status.value] += 1
+    return counts
+
+
+def _check(result: Result) -> dict[str, Any]:
+    check = result.check
+    return {
+        "id": check.id,
+        "requirement": check.requirements[0],
+        "requirements": list(check.requirements),
+        "layer": check.layer.value,
+        "host": check.host,
+        "port": check.port,
+        "protocol": check.protocol,
+        "addresses": list(result.addresses),
+        "status": result.status.value,
+        "reason": result.reason.value if result.reason else None,
+        "phase": result.phase,
+        "detail": result.detail,
+        "elapsed_ms": round(result.elapsed * 1000, 1),
+        "phases": [{"name": p.name, "start_ms": round(p.start * 1000, 1),
+                    "end_ms": None if p.end is None else round(p.end * 1000, 1)} for p in result.phases],
+        "evidence": dict(result.evidence),
+    }
+
+
+def _finding(finding: Finding) -> dict[str, Any]:
+    return {
+        "code": finding.code,
+        "severity": finding.severity.label,
+        "summary": finding.summary,
+        "cause": finding.cause,
+        "remedy": finding.remedy,
+        "targets": list(finding.targets),
+        "checks": list(finding.checks),
+        "docs": list(finding.docs),
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over the target, so a
+    reader (or a crash, or a signal) never sees half a report."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
