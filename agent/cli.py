@@ -310,12 +310,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = command.main(args=list(argv) if argv is not None else sys.argv[1:],
                               prog_name="aml-netcheck", standalone_mode=False)
-    except (click_exceptions.Exit, typer.Exit) as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click_exceptions.UsageError as exc:
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
+        return EXIT_UNKNOWN
+    except click_exceptions.ClickException as exc:
         print(f"aml-netcheck: error: {exc.format_message()}", file=sys.stderr)
         return EXIT_UNKNOWN
-    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("aml-netcheck: interrupted", file=sys.stderr)
         return EXIT_UNKNOWN
     except (UsageProblem, config.ConfigError) as exc:
