@@ -1,0 +1,250 @@
+"""One running lab: namespaces, CAs, the server process and the faults, and their teardown.
+
+Teardown is complete on every way out of the with-block: normal exit, exceptions, Ctrl-C, and
+SIGTERM/SIGHUP (turned into SystemExit while a lab is up, so the block unwinds). If the owner
+is killed outright, the servers exit on their own (their stdin pipe closes) and the next lab
+removes the namespaces and work directory it left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from lab import addresses, netns, pki
+from lab.netns import LabUnavailable, Namespaces
+from lab.scenarios import Fault, Scenario
+from lab.config import ServerConfig
+from lab.zones import node_resolver, zones_of
+
+READY_TIMEOUT = 20.0
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+_active: list[Lab] = []
+_previous_handlers: dict[int, Any] = {}
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Lab:
+    """A simulated Azure VNet for one scenario; use as a context manager."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        n = next(_counter)
+        names = Namespaces.for_instance(os.getpid(), n)
+        self.node_ns: str = names.node
+        self.az_ns: str = names.az
+        self.workdir = Path(tempfile.gettempdir()) / f"{netns.PREFIX}-{os.getpid()}-{n}"
+        self.ca_bundle: str = str(self.workdir / "lab-ca.pem")
+        self.bringup_seconds: float | None = None
+        self._names = names
+        self._zones = zones_of(scenario, node_resolver(scenario))
+        self._faults: list[Fault] = []
+        self._server: subprocess.Popen[str] | None = None
+        self._up = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        netns.check_prerequisites()
+        remove_stale()
+        started = time.monotonic()
+        _register(self)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        self.bringup_seconds = time.monotonic() - started
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        self._up = True
+        shutil.rmtree(self.workdir, ignore_errors=True)  # a dead owner's, if the pid was reused
+        self.workdir.mkdir(mode=0o700)
+        lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA)
+        inspection_ca = pki.create_ca(self.workdir, "inspection-ca", pki.INSPECTION_CA)
+        hosts = (f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+                 f"{addresses.NODE} {self.scenario.context.compute_name}\n")  # fmt: skip
+        netns.build(self._names, resolver=node_resolver(self.scenario), hosts=hosts)
+        self._faults = list(dict.fromkeys(self.scenario.faults))
+        self._install_faults()
+        config = self.workdir / "servers.json"
+        config.write_text(ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json())
+        self._start_servers(config)
+
+    def _start_servers(self, config: Path) -> None:
+        log = self.workdir / "servers.log"
+        env = ["env", "-i", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
+               f"PYTHONPATH={_PACKAGE_ROOT}"]  # fmt: skip
+        with log.open("w") as stderr:
+            self._server = subprocess.Popen(
+                netns.in_ns(self.az_ns, [*env, sys.executable, "-m", "lab.servers", str(config)]),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+        assert self._server.stdout is not None
+        ready, _, _ = select.select([self._server.stdout], [], [], READY_TIMEOUT)
+        line = self._server.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError("lab servers did not start: " + (" | ".join(tail) or "no output"))
+
+    def close(self) -> None:
+        """Tear everything down; idempotent, and shielded from SIGTERM/SIGHUP/SIGINT while it
+        runs (a pending signal is delivered once teardown has finished)."""
+        with _signals_deferred():
+            if self._server is not None:
+                _stop(self._server)
+                self._server = None
+            if self._up:
+                netns.destroy(self._names)
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self._up = False
+            _unregister(self)
+
+    # -- running things in the node ----------------------------------------------------------
+
+    def node_env(self) -> dict[str, str]:
+        """The agent's environment: the lab CA as its trust store, no proxy variables."""
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "SSL_CERT_FILE": self.ca_bundle,
+        }
+        for passthrough in ("PYTHONPATH", "TERM", "COLUMNS", "NO_COLOR", "FORCE_COLOR"):
+            if passthrough in os.environ:
+                env[passthrough] = os.environ[passthrough]
+        return env
+
+    def node_command(self, argv: Sequence[str]) -> list[str]:
+        """argv run in the node namespace with node_env() and nothing else."""
+        return netns.in_ns(
+            self.node_ns, ["env", "-i", *(f"{k}={v}" for k, v in self.node_env().items()), *argv]
+        )
+
+    def run_in_node(
+        self, argv: Sequence[str], *, timeout: float = 60, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """subprocess.run in the node namespace; output captured as text unless kw says otherwise."""
+        if "stdout" not in kw and "stderr" not in kw:
+            kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(self.node_command(argv), timeout=timeout, check=False, **kw)
+
+    # -- DNS and faults ----------------------------------------------------------------------
+
+    def address_of(self, host: str) -> str:
+        """The address host resolves to from the node in this scenario."""
+        return self._zones.address_of(host)
+
+    def apply(self, fault: Fault) -> None:
+        """Add a fault to the running lab (no-op if already applied)."""
+        if fault not in self._faults:
+            self._faults.append(fault)
+            self._install_faults()
+
+    def clear(self, fault: Fault) -> None:
+        """Remove a fault from the running lab (no-op if not applied)."""
+        if fault in self._faults:
+            self._faults.remove(fault)
+            self._install_faults()
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        return tuple(self._faults)
+
+    def _install_faults(self) -> None:
+        if not self._up:
+            raise RuntimeError("the lab is not up")
+        netns.set_faults(
+            self.az_ns, [(f, None if f.host is None else self.address_of(f.host)) for f in self._faults]
+        )
+
+
+def _stop(server: subprocess.Popen[str]) -> None:
+    for stream in (server.stdin, server.stdout):
+        if stream is not None:
+            stream.close()  # closing stdin alone asks the servers to exit
+    try:
+        server.wait(2)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def remove_stale() -> None:
+    """Remove namespaces and work directories of labs whose owning process is dead."""
+    netns.remove_stale()
+    for path in Path(tempfile.gettempdir()).glob(f"{netns.PREFIX}-*"):
+        if netns.is_lab_name(path.name) and not netns.owner_alive(netns.owner_of(path.name)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# -- signals: turn SIGTERM/SIGHUP into SystemExit while any lab is up -----------------------------
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _register(lab: Lab) -> None:
+    if not _active and _in_main_thread():
+        for sig in _EXIT_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                _previous_handlers[sig] = signal.signal(sig, _exit_on_signal)
+    _active.append(lab)
+
+
+def _unregister(lab: Lab) -> None:
+    if lab in _active:
+        _active.remove(lab)
+    if not _active and _in_main_thread():
+        for sig, handler in _previous_handlers.items():
+            signal.signal(sig, handler)
+        _previous_handlers.clear()
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    if not _in_main_thread():
+        yield
+        return
+    deferred = {*_EXIT_SIGNALS, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@atexit.register
+def _close_all() -> None:
+    for lab in list(reversed(_active)):
+        lab.close()
+
+
+__all__ = ["Lab", "LabUnavailable", "remove_stale"]

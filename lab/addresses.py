@@ -1,0 +1,40 @@
+"""The lab's address plan: every address the lab uses, all of them inside its namespaces.
+
+Public Azure front ends are simulated in 198.18.0.0/15 (RFC 2544 benchmarking space), so no
+real public address ever appears in a lab, not even in a DNS answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+NODE_SUBNET = "10.0.0.0/24"
+NODE = "10.0.0.4"  # the compute node (node namespace)
+GATEWAY = "10.0.0.1"  # the az namespace's end of the link: the node's default route
+NODE_MAC = "00:0d:3a:00:00:04"  # Azure's OUI, so IMDS and the interface agree
+
+PE_SUBNET = "10.0.1.0/24"
+PE_WORKSPACE = "10.0.1.5"  # <guid>.workspace.<region>.api.azureml.ms, its cert name, CI names
+PE_NOTEBOOKS = "10.0.1.6"  # ml-<ws>-<region>-<guid>.<region>.notebooks.azure.net
+PE_FILE = "10.0.1.7"  # <storage>.file.core.windows.net
+PE_BLOB = "10.0.1.8"  # <storage>.blob.core.windows.net
+
+AZURE_DNS = "168.63.129.16"  # the Azure-provided resolver (and WireServer)
+CUSTOM_DNS = "10.0.2.4"  # a customer DNS server in the VNet
+IMDS = "169.254.169.254"
+
+PUBLIC_NET = "198.18.0.0/15"  # every public name lands here
+NODE_PUBLIC_IP = "198.19.255.4"  # the node's public IP in scenarios that give it one
+
+LOCAL_PREFIXES = (f"{AZURE_DNS}/32", f"{IMDS}/32", PE_SUBNET, f"{CUSTOM_DNS}/32", PUBLIC_NET)
+"""Answered by the az namespace for any address inside (AnyIP local routes)."""
+
+_PUBLIC = ipaddress.ip_network(PUBLIC_NET)
+
+
+def public_address(name: str) -> str:
+    """Deterministic simulated public address of a name: stable across runs and processes."""
+    digest = int.from_bytes(hashlib.sha256(name.lower().rstrip(".").encode()).digest()[:8], "big")
+    usable = _PUBLIC.num_addresses - 2  # skip the network and broadcast addresses
+    return str(_PUBLIC.network_address + 1 + digest % usable)

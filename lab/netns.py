@@ -1,0 +1,179 @@
+"""The lab's topology: two network namespaces joined by one veth pair, and nftables faults.
+
+Nothing here touches the host namespace: the veth pair is created inside the node namespace
+with its peer placed straight into the az namespace, and no route, NAT or link leads out.
+Namespace names carry the owning pid (`amlnc-<pid>-<n>-node|az`), so namespaces left behind by
+a dead owner are recognised and removed by the next lab.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import addresses
+from lab.scenarios import Fault
+
+PREFIX = "amlnc"
+NETNS_ETC = Path("/etc/netns")
+NODE_IF = "eth0"
+AZ_IF = "vnet0"
+_NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az)?$")
+_VERDICTS = {
+    "drop": "drop",
+    "reset": "reject with tcp reset",
+    "reject-port": "reject with icmp type port-unreachable",
+    "reject-admin": "reject with icmp type admin-prohibited",
+}
+
+
+class LabUnavailable(RuntimeError):
+    """The lab cannot be built on this machine (not root, tools missing, no namespaces)."""
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    node: str
+    az: str
+
+    @classmethod
+    def for_instance(cls, pid: int, n: int) -> Namespaces:
+        return cls(f"{PREFIX}-{pid}-{n}-node", f"{PREFIX}-{pid}-{n}-az")
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabUnavailable("the lab needs root (network namespaces, veth, nftables)")
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            raise LabUnavailable(f"the lab needs the `{tool}` command, which is not on PATH")
+
+
+def run(argv: Sequence[str], *, stdin: str | None = None) -> str:
+    result = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise CommandFailed(f"{' '.join(argv)}: {detail[-1] if detail else result.returncode}")
+    return result.stdout
+
+
+def in_ns(ns: str, argv: Sequence[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
+    """Create both namespaces and wire them; the caller destroys them if this raises."""
+    try:
+        run(["ip", "netns", "add", names.node])
+    except CommandFailed as error:
+        raise LabUnavailable(f"cannot create network namespaces: {error}") from None
+    run(["ip", "netns", "add", names.az])
+    etc = NETNS_ETC / names.node
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:2\n")
+    (etc / "hosts").write_text(hosts)
+
+    run(["ip", "-n", names.node, "link", "add", NODE_IF, "address", addresses.NODE_MAC,
+         "type", "veth", "peer", "name", AZ_IF, "netns", names.az])  # fmt: skip
+    run(["ip", "-n", names.node, "-batch", "-"], stdin="\n".join([
+        "link set lo up",
+        f"link set {NODE_IF} up",
+        f"addr add {addresses.NODE}/24 dev {NODE_IF}",
+        f"route add default via {addresses.GATEWAY} dev {NODE_IF}",
+    ]) + "\n")  # fmt: skip
+    run(["ip", "-n", names.az, "-batch", "-"], stdin="\n".join([
+        "link set lo up",
+        f"link set {AZ_IF} up",
+        f"addr add {addresses.GATEWAY}/24 dev {AZ_IF}",
+        *(f"route add local {prefix} dev lo" for prefix in addresses.LOCAL_PREFIXES),
+    ]) + "\n")  # fmt: skip
+    # ICMP errors are the evidence of reject faults: never let the kernel rate-limit them away
+    run(in_ns(names.az, ["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0",
+                         "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=100000"]))  # fmt: skip
+    set_faults(names.az, ())
+
+
+def set_faults(az: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
+    """Replace the az namespace's fault rules, atomically, by (fault, destination address)."""
+    rules = [
+        f"add rule inet lab input iifname {AZ_IF}"
+        + (f" ip daddr {address}" if address else "")
+        + f" {fault.protocol} dport {fault.port} counter {_VERDICTS[fault.action]}"
+        for fault, address in faults
+    ]
+    run(in_ns(az, ["nft", "-f", "-"]), stdin="\n".join([
+        "table inet lab {",
+        "  chain input { type filter hook input priority filter; policy accept; }",
+        "}",
+        "flush chain inet lab input",
+        *rules,
+    ]) + "\n")  # fmt: skip
+
+
+def destroy(names: Namespaces) -> None:
+    """Kill what still runs inside, delete both namespaces and their /etc/netns entries.
+    Best effort and idempotent: teardown must get as far as it can."""
+    for ns in (names.node, names.az):
+        _remove(ns)
+
+
+def _remove(ns: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    for pid in pids.stdout.split():  # only processes inside this lab namespace
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+    shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+
+
+def is_lab_name(name: str) -> bool:
+    """Whether name is a lab resource name: `amlnc-<pid>-<n>`, optionally `-node` or `-az`."""
+    return _NAME.match(name) is not None
+
+
+def owner_of(name: str) -> int:
+    """The owning pid encoded in a lab resource name."""
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a lab resource name: {name!r}")
+    return int(match["pid"])
+
+
+def owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lab_namespaces() -> list[str]:
+    """Names of every lab namespace on this machine, whoever owns it."""
+    result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    names = (line.split()[0] for line in result.stdout.splitlines() if line.strip())
+    return [name for name in names if is_lab_name(name)]
+
+
+def remove_stale() -> list[str]:
+    """Remove lab namespaces (and /etc/netns entries) whose owning process is gone."""
+    candidates = set(lab_namespaces())
+    if NETNS_ETC.is_dir():
+        candidates |= {p.name for p in NETNS_ETC.iterdir() if is_lab_name(p.name)}
+    stale = sorted(ns for ns in candidates if not owner_alive(owner_of(ns)))
+    for ns in stale:
+        _remove(ns)
+    return stale

@@ -1,0 +1,126 @@
+"""The "Azure" side of a lab, run in the az namespace: `python -m lab.servers CONFIG.json`.
+
+Hosts DNS (Azure DNS and a custom DNS server), IMDS and plain HTTP on 80, HTTPS/WebSocket on
+443, TCP listeners and the UDP 5831 responder, all on one asyncio loop. Prints `ready` on stdout
+once every listener is bound. Exits on SIGTERM, and on EOF on stdin: the owning process holds
+the other end of that pipe, so the servers never outlive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from lab import addresses, dnsserver
+from lab.config import ServerConfig
+from lab.pki import Issuer
+from lab.web import SniCertificates, http_app, https_app
+from lab.zones import zones_of
+
+TCP_PORTS = (8787, 18881, 445)
+UDP_PORT = 5831
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; Python 3.11 does not export it
+
+
+async def _tcp_listener(port: int) -> asyncio.Server:
+    """Accepts, reads briefly, closes: enough for a TCP reachability probe."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(reader.read(4096), 1.0)
+        writer.close()
+
+    return await asyncio.start_server(client, "0.0.0.0", port)
+
+
+def _udp_responder(port: int, silent: bool) -> socket.socket:
+    """Echoes every datagram from the address it was sent to (IP_PKTINFO), as the simulated
+    public front end would; a 0.0.0.0 socket would otherwise answer from 10.0.0.1."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_IP, _IP_PKTINFO, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.setblocking(False)
+
+    def readable() -> None:
+        while True:
+            try:
+                data, ancillary, _, peer = sock.recvmsg(65535, socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                return
+            destination = next(
+                (d[8:12] for level, kind, d in ancillary if (level, kind) == (socket.SOL_IP, _IP_PKTINFO)),
+                None,
+            )
+            if silent or destination is None:
+                continue
+            info = struct.pack("=i4s4s", 0, destination, bytes(4))
+            with contextlib.suppress(OSError):
+                sock.sendmsg([data], [(socket.SOL_IP, _IP_PKTINFO, info)], 0, peer)
+
+    asyncio.get_running_loop().add_reader(sock.fileno(), readable)
+    return sock
+
+
+async def _web(app: web.Application, port: int, ssl_context: Any = None) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port, ssl_context=ssl_context).start()
+    return runner
+
+
+async def serve(config: ServerConfig) -> None:
+    scenario = config.scenario
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def owner_gone() -> None:
+        if not os.read(sys.stdin.fileno(), 512):
+            loop.remove_reader(sys.stdin.fileno())
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), owner_gone)
+
+    for server in (addresses.AZURE_DNS, addresses.CUSTOM_DNS):
+        await dnsserver.serve(server, zones_of(scenario, server).answer)
+    leaves = config.workdir / "leaves"
+    leaves.mkdir(exist_ok=True)
+    certificates = SniCertificates(
+        scenario, Issuer(config.lab_ca), Issuer(config.inspection_ca), leaves
+    )
+    runners = [
+        await _web(http_app(scenario), 80),
+        await _web(https_app(scenario), 443, certificates.context()),
+    ]
+    listeners = [await _tcp_listener(port) for port in TCP_PORTS]
+    responder = _udp_responder(UDP_PORT, scenario.udp_silent)
+    print("ready", flush=True)
+
+    await stop.wait()
+    responder.close()
+    for listener in listeners:
+        listener.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m lab.servers CONFIG.json", file=sys.stderr)
+        return 2
+    asyncio.run(serve(ServerConfig.from_json(Path(argv[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

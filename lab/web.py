@@ -1,0 +1,185 @@
+"""The lab's HTTP side: IMDS, the public/private HTTPS front ends with WebSocket, and TLS by SNI."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from lab import addresses
+from lab.pki import Issuer
+from lab.scenarios import Scenario, matches
+
+SERVER = "Lab-Azure-FrontEnd/1.0"
+WEBSOCKET_NAMES = ("*.instances.azureml.ms", "*.instances.ml.azure.ms", "*.instances.azureml.net")
+IMDS_VERSIONS = ("2017-04-02", "2018-10-01", "2019-06-04", "2020-10-01", "2021-02-01", "2021-12-13")
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
+
+
+def _not_found() -> web.Response:
+    return web.json_response(
+        {"error": {"code": "NotFound", "message": "The lab has no resource at this path."}},
+        status=404,
+    )
+
+
+def imds_instance(scenario: Scenario) -> dict[str, Any]:
+    """An IMDS /metadata/instance document for the simulated node."""
+    c = scenario.context
+    mac = addresses.NODE_MAC.replace(":", "").upper()
+    return {
+        "compute": {
+            "azEnvironment": "AzurePublicCloud",
+            "location": c.region,
+            "name": c.compute_name,
+            "osType": "Linux",
+            "resourceGroupName": "lab-batch-pool-rg",
+            "subscriptionId": "00000000-0000-4000-8000-000000000000",
+            "vmId": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{c.compute_name}.{c.workspace_id}")),
+            "vmSize": "Standard_DS3_v2",
+            "zone": "",
+        },
+        "network": {
+            "interface": [{
+                "ipv4": {
+                    "ipAddress": [{
+                        "privateIpAddress": addresses.NODE,
+                        "publicIpAddress": addresses.NODE_PUBLIC_IP if c.public_ip else "",
+                    }],
+                    "subnet": [{"address": addresses.NODE_SUBNET.split("/")[0],
+                                "prefix": addresses.NODE_SUBNET.split("/")[1]}],
+                },
+                "ipv6": {"ipAddress": []},
+                "macAddress": mac,
+            }],
+        },
+    }  # fmt: skip
+
+
+def imds_loadbalancer(scenario: Scenario) -> dict[str, Any]:
+    public = [{"frontendIpAddress": addresses.NODE_PUBLIC_IP, "privateIpAddress": addresses.NODE}]
+    return {
+        "loadbalancer": {
+            "publicIpAddresses": public if scenario.context.public_ip else [],
+            "inboundRules": [],
+            "outboundRules": [],
+        }
+    }
+
+
+def _imds_error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+def _leaf(document: Any, path: list[str]) -> Any:
+    """The node of an IMDS document a leaf path names (/metadata/instance/compute/location)."""
+    for part in path:
+        document = document[int(part)] if isinstance(document, list) else document[part]
+    return document
+
+
+async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
+    """Instance metadata with IMDS's rules: Metadata: true, no X-Forwarded-For, api-version."""
+    if request.headers.get("Metadata", "").lower() != "true" or "X-Forwarded-For" in request.headers:
+        return _imds_error("Bad request. Required metadata header not specified")
+    parts = [p for p in request.path.split("/") if p]
+    if parts == ["metadata", "versions"]:
+        return web.json_response({"apiVersions": list(IMDS_VERSIONS)})
+    if "api-version" not in request.query:
+        return _imds_error("Bad request. api-version was not specified in the request.")
+    if request.query["api-version"] not in IMDS_VERSIONS:
+        return _imds_error("Bad request. api-version is invalid or was not specified in the request.")
+    documents = {"instance": imds_instance, "loadbalancer": imds_loadbalancer}
+    if len(parts) < 2 or parts[0] != "metadata" or parts[1] not in documents:
+        return _not_found()
+    try:
+        node = _leaf(documents[parts[1]](scenario), parts[2:])
+    except (KeyError, IndexError, ValueError):
+        return _not_found()
+    if request.query.get("format") == "text" and not isinstance(node, (dict, list)):
+        return web.Response(text=str(node))
+    return web.json_response(node)
+
+
+def http_app(scenario: Scenario) -> web.Application:
+    """Port 80 everywhere: IMDS at 169.254.169.254, a plain 404 front end on every other address."""
+
+    async def handle(request: web.Request) -> web.Response:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if sockname and sockname[0] == addresses.IMDS:
+            return await _imds(request, scenario)
+        return _not_found()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_response_prepare.append(_server_header)
+    return app
+
+
+def https_app(scenario: Scenario) -> web.Application:
+    """Port 443 everywhere: 404 JSON for any path, WebSocket echo on the compute instance names."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        host = request.host.rsplit(":", 1)[0].lower()
+        if request.headers.get("Upgrade", "").lower() != "websocket" or not matches(
+            host, WEBSOCKET_NAMES
+        ):
+            return _not_found()
+        if scenario.websocket_refused:
+            return web.Response(status=403, text="WebSocket upgrade denied by policy\n")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await ws.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await ws.send_bytes(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_response_prepare.append(_server_header)
+    return app
+
+
+class SniCertificates:
+    """A server TLS context that presents, per SNI name, a leaf issued on first use and cached:
+    by the inspection CA for the scenario's intercepted names, by the lab CA otherwise."""
+
+    NO_SNI = "lab-no-sni.invalid"
+
+    def __init__(self, scenario: Scenario, lab: Issuer, inspection: Issuer, leaves: Path) -> None:
+        self._scenario = scenario
+        self._issuers = {"lab": lab, "inspection": inspection}
+        self._leaves = leaves
+        self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+
+    def context(self) -> ssl.SSLContext:
+        """The context to serve with: it switches to the SNI name's leaf during the handshake."""
+        context = self._build(self._issuer(self.NO_SNI), self.NO_SNI)
+        context.sni_callback = self._on_sni
+        return context
+
+    def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        name = (name or self.NO_SNI).lower()
+        key = (self._issuer(name), name)
+        if key not in self._contexts:
+            self._contexts[key] = self._build(*key)
+        sslobj.context = self._contexts[key]
+
+    def _issuer(self, name: str) -> str:
+        return "inspection" if matches(name, self._scenario.tls_intercept) else "lab"
+
+    def _build(self, issuer: str, name: str) -> ssl.SSLContext:
+        path = self._leaves / f"{issuer}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.pem"
+        path.write_bytes(self._issuers[issuer].issue(name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(path)
+        return context

@@ -1,0 +1,133 @@
+"""What the lab's resolvers answer: a pure function of the scenario and the query name.
+
+Both the DNS servers and `Lab.address_of` use this, so the faults the lab installs for a host
+always hit the address the node resolves for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from lab import addresses
+from lab.scenarios import BATCH_FRONT_ENDS, Context, PrivateZones, Scenario, matches
+
+Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    name: str
+    rtype: Literal["A", "CNAME"]
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    rcode: Rcode
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateName:
+    """A name a private endpoint serves: it CNAMEs into `link` (None: a plain A record)."""
+
+    link: str | None
+    address: str
+
+
+def private_names(context: Context) -> dict[str, PrivateName]:
+    """The names a private-endpoint workspace serves privately, built from the context."""
+    if not context.private_endpoint:
+        return {}
+    r, g, w, c, s = (context.region, context.workspace_id, context.workspace_name,
+                     context.compute_name, context.storage_account)  # fmt: skip
+    api = f"{g}.workspace.{r}.privatelink.api.azureml.ms"
+    notebooks_label = f"ml-{w}-{r}-{g}"[:63]
+    names = {
+        f"{g}.workspace.{r}.api.azureml.ms": PrivateName(api, addresses.PE_WORKSPACE),
+        f"{g}.workspace.{r}.cert.api.azureml.ms": PrivateName(api, addresses.PE_WORKSPACE),
+        f"{notebooks_label}.{r}.notebooks.azure.net": PrivateName(
+            f"{notebooks_label}.{r}.privatelink.notebooks.azure.net", addresses.PE_NOTEBOOKS
+        ),
+        f"{s}.file.core.windows.net": PrivateName(
+            f"{s}.privatelink.file.core.windows.net", addresses.PE_FILE
+        ),
+        f"{s}.blob.core.windows.net": PrivateName(
+            f"{s}.privatelink.blob.core.windows.net", addresses.PE_BLOB
+        ),
+        f"{c}.{r}.instances.azureml.ms": PrivateName(None, addresses.PE_WORKSPACE),
+        f"{c}.{r}.instances.ml.azure.ms": PrivateName(None, addresses.PE_WORKSPACE),
+    }
+    return {name.lower(): entry for name, entry in names.items()}
+
+
+def _front_end(name: str) -> str:
+    """The name whose address a public name gets: names under a shared front end share it."""
+    for front_end in BATCH_FRONT_ENDS:
+        if name.endswith("." + front_end):
+            return front_end
+    return name
+
+
+class Zones:
+    """The answers of one resolver in one scenario."""
+
+    def __init__(self, scenario: Scenario, *, private_zones: PrivateZones | None = None) -> None:
+        """private_zones overrides the scenario's mode (a custom DNS server that does not
+        forward the private zones sees them as the public internet does: "unlinked")."""
+        self._scenario = scenario
+        self._mode = private_zones or scenario.private_zones
+        self._private = private_names(scenario.context)
+        self._links = {p.link: p.address for p in self._private.values() if p.link}
+
+    def answer(self, qname: str) -> Answer:
+        """The A-record view of qname: its CNAME chain, then its address (or the error)."""
+        name = qname.lower().rstrip(".")
+        if matches(name, self._scenario.servfail):
+            return Answer("SERVFAIL")
+        if matches(name, self._scenario.nxdomain):
+            return Answer("NXDOMAIN")
+        private = self._private.get(name)
+        if private is None:
+            if name in self._links:
+                return self._privatelink(name, self._links[name], ())
+            return Answer("NOERROR", (Record(name, "A", addresses.public_address(_front_end(name))),))
+        if private.link is None:  # a plain record in a zone the customer forwards or links
+            address = (addresses.public_address(name) if self._mode == "unlinked"
+                       else private.address)  # fmt: skip
+            return Answer("NOERROR", (Record(name, "A", address),))
+        return self._privatelink(private.link, private.address, (Record(name, "CNAME", private.link),))
+
+    def _privatelink(self, link: str, address: str, chain: tuple[Record, ...]) -> Answer:
+        if self._mode == "missing":
+            return Answer("NXDOMAIN", chain)
+        if self._mode == "unlinked":
+            address = addresses.public_address(link)
+        return Answer("NOERROR", (*chain, Record(link, "A", address)))
+
+    def address_of(self, host: str) -> str:
+        """The address host resolves to (an IP literal is itself); LookupError if none."""
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        answer = self.answer(host)
+        for record in answer.records:
+            if record.rtype == "A":
+                return record.value
+        raise LookupError(f"{host} does not resolve in this scenario ({answer.rcode})")
+
+
+def node_resolver(scenario: Scenario) -> str:
+    """The DNS server in the node's resolv.conf."""
+    return addresses.CUSTOM_DNS if scenario.resolver == "custom" else addresses.AZURE_DNS
+
+
+def zones_of(scenario: Scenario, server: str) -> Zones:
+    """The answers of the DNS server at `server` (Azure DNS or the custom one). A custom server
+    that does not forward the private zones resolves them as the internet does: publicly."""
+    if server == addresses.CUSTOM_DNS and not scenario.custom_dns_forwards:
+        return Zones(scenario, private_zones="unlinked")
+    return Zones(scenario)
