@@ -39,21 +39,29 @@ class Trace:
         entry: list[object] = [name, self.elapsed(), None]
         self._phases.append(entry)
         self._open.append(name)
-        try:
-            yield
-        finally:
-            entry[2] = self.elapsed()
-            self._open.remove(name)
+        yield  # an exception (or the deadline's cancellation) leaves the phase open: it failed
+        entry[2] = self.elapsed()
+        self._open.remove(name)
 
     def note(self, **facts: Fact) -> None:
         self.facts.update(facts)
+
+    def passed(self, address: str) -> None:
+        """Record an address that passed this layer, as soon as it passes: the engine hands
+        `addresses_ok` to the next layer, and reads it when the deadline cuts a probe short."""
+        ok = self.facts.setdefault("addresses_ok", [])
+        assert isinstance(ok, list)
+        ok.append(address)
 
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
 
     @property
     def current(self) -> str | None:
-        """The innermost phase still open, i.e. where a deadline or an exception struck."""
+        """The innermost phase still open, i.e. where a deadline or an exception struck.
+
+        A phase left by an exception stays open (its `end` stays None), so this still names it
+        after the exception has unwound the probe."""
         return self._open[-1] if self._open else None
 
     @property

@@ -155,6 +155,16 @@ ERRNO_CODES: dict[int, Reason] = {
     errno.ENFILE: Reason.LOCAL_ERROR,
 }
 
+# errno from error_received() on a connected UDP socket: the ICMP error the kernel delivered.
+UDP_ERRNO_CODES: dict[int, Reason] = {
+    errno.ECONNREFUSED: Reason.UDP_CLOSED,  # ICMP port unreachable (3/3)
+    errno.EHOSTUNREACH: Reason.UDP_PROHIBITED,  # host unreachable or admin-prohibited (3/1, 3/10, 3/13)
+    errno.ENETUNREACH: Reason.UDP_PROHIBITED,  # net unreachable or net prohibited (3/0, 3/9)
+    errno.ENOPROTOOPT: Reason.UDP_PROHIBITED,  # protocol unreachable (3/2)
+    errno.EACCES: Reason.UDP_PROHIBITED,  # IPv6 administratively prohibited
+    errno.EHOSTDOWN: Reason.UDP_PROHIBITED,
+}
+
 
 def classify(exc: BaseException) -> Reason:
     """Map an exception to a Reason, walking the cause chain from the outermost error inwards

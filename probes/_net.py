@@ -1,0 +1,116 @@
+"""Small helpers shared by the probes: address ordering, socket addresses, per-address connects,
+TLS contexts, and the proxy status table. One place, so tcp/tls/http/websocket agree."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+
+from probes._trace import ProbeError
+from probes.reasons import Reason
+
+
+def family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def ordered(addresses: Iterable[str]) -> list[str]:
+    """Deduplicated, IPv4 first (stable otherwise): Azure endpoints are IPv4 and an IPv6 attempt
+    on an IPv4-only VM fails locally, so IPv4 is the address that speaks for the service."""
+    unique = list(dict.fromkeys(addresses))
+    return sorted(unique, key=lambda a: family(a) == socket.AF_INET6)
+
+
+def sockaddr(address: str, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+    if family(address) == socket.AF_INET6:
+        host, _, scope = address.partition("%")
+        scope_id = socket.if_nametoindex(scope) if scope and not scope.isdigit() else int(scope or 0)
+        return (host, port, 0, scope_id)
+    return (address, port)
+
+
+def split_hostport(entry: str, default_port: int) -> tuple[str, int]:
+    """"ip", "ip:port", "[v6]" or "[v6]:port" (a bare IPv6 literal has no port)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, int(port)
+    return entry, default_port
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def errno_name(exc: BaseException) -> str | None:
+    code = getattr(exc, "errno", None)
+    return errno.errorcode.get(code) if isinstance(code, int) else None
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def since_ms(start: float) -> float:
+    return ms(time.monotonic() - start)
+
+
+def require(addresses: tuple[str, ...]) -> list[str]:
+    """The engine feeds each layer the addresses the layer below passed; none means nothing to do."""
+    if not addresses:
+        raise ProbeError(Reason.SKIP_DEPENDENCY, "no address to probe: the layer below passed none")
+    return ordered(addresses)
+
+
+async def connect(address: str, port: int) -> socket.socket:
+    """One TCP connect on its own non-blocking socket, so the errno of this address is kept.
+    The socket is closed on any failure, including cancellation at the engine's deadline."""
+    sock = socket.socket(family(address), socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_first(addresses: list[str], port: int) -> tuple[str, socket.socket]:
+    """Connect to the first address that accepts, in order; all failing raises the first error."""
+    errors: list[OSError] = []
+    for address in addresses:
+        try:
+            return address, await connect(address, port)
+        except OSError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
+    """The node's trust store (honours SSL_CERT_FILE), or a given CA bundle; unverified only to
+    capture what a failing peer presents."""
+    context = ssl.create_default_context(cafile=cafile)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def proxy_reason(status: int) -> Reason:
+    """What a proxy's non-200 answer to CONNECT means."""
+    if status == 407:
+        return Reason.PROXY_AUTH_REQUIRED
+    if status in (502, 503, 504):
+        return Reason.PROXY_UPSTREAM_FAILED
+    return Reason.PROXY_DENIED

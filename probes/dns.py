@@ -1,0 +1,221 @@
+"""Name resolution two ways at once: the system path (getaddrinfo: /etc/hosts, nsswitch, the stub)
+is what Azure ML's processes see; direct A/AAAA queries to each resolver explain why that path
+failed, since getaddrinfo cannot tell NXDOMAIN behind SERVFAIL from a timeout or a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from probes import node
+from probes._net import errno_name, ordered, since_ms, split_hostport
+from probes._trace import Fact, ProbeError, Trace
+from probes.reasons import Reason
+
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918: VNet and private endpoints
+    "100.64.0.0/10",  # shared address space, also usable inside a VNet
+    "fc00::/7",  # IPv6 unique local
+))
+
+_GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    host: str
+    resolvers: tuple[str, ...] = ()  # "ip", "ip:port" or "[v6]:port"; empty: the node's own
+    expect: str = "any"  # any | private | public
+    expect_addresses: tuple[str, ...] = ()  # when given, every answer must be one of these
+    query_timeout: float = 2.0  # per direct query: a protocol parameter, not the check's deadline
+    system: bool = True  # False: direct answers alone decide
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One A or AAAA question to one server: its response, or why there was none."""
+
+    response: dns.message.Message | None
+    error: str | None
+    rtt_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one resolver said about the name (A and AAAA together)."""
+
+    server: str
+    rcode: str | None
+    error: str | None
+    answers: tuple[str, ...]
+    cname_chain: tuple[str, ...]
+    rtt_ms: float | None
+
+    def fact(self) -> dict[str, Fact]:
+        return {"server": self.server, "rcode": self.rcode, "error": self.error,
+                "answers": list(self.answers), "cname_chain": list(self.cname_chain),
+                "rtt_ms": self.rtt_ms}
+
+
+def is_private(address: str) -> bool:
+    """Private in the sense that matters for private endpoints: inside a VNet's address space."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    return any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version)
+
+
+async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
+    """Resolve spec.host; `addresses` is unused (DNS is the bottom layer)."""
+    trace.note(addresses_ok=[])
+    servers = spec.resolvers or node.resolvers()
+    if not spec.system:
+        answers = await _direct(spec, servers, trace)
+        _note_consistency(trace, [bool(a.answers) for a in answers])
+        return
+    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace))
+    resolved = isinstance(result, list)
+    _note_consistency(trace, [resolved] + [bool(a.answers) for a in answers])
+    if isinstance(result, socket.gaierror):
+        failure = _failure(answers)
+        if failure is None:
+            raise result
+        raise failure from result
+    if isinstance(result, ProbeError):
+        raise result
+
+
+async def _system(spec: Spec, trace: Trace) -> list[str] | socket.gaierror | ProbeError:
+    """The system path. Errors are raised inside the phase (so it stays marked as the failing
+    one) and returned, not raised, so the direct queries still finish and leave their evidence."""
+    loop = asyncio.get_running_loop()
+    try:
+        with trace.phase("system"):
+            try:
+                infos = await loop.getaddrinfo(spec.host, None, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                trace.note(system_error=_GAI_NAMES.get(exc.errno, str(exc.errno)))
+                raise
+            found = ordered(str(info[4][0]) for info in infos)
+            trace.note(addresses=found)
+            _accept(spec, found, trace)
+    except (socket.gaierror, ProbeError) as exc:
+        return exc
+    return found
+
+
+async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_Answer]:
+    """Ask every resolver. With the system path off, the answers decide here, inside the phase."""
+    with trace.phase("direct"):
+        answers = list(await asyncio.gather(*(_ask(s, spec.host, spec.query_timeout) for s in servers)))
+        chains = [a.cname_chain for a in answers if a.rcode is not None]
+        trace.note(servers=[a.fact() for a in answers], cname_chain=list(chains[0]) if chains else [])
+        if not spec.system:
+            found = ordered(address for a in answers for address in a.answers)
+            if not found:
+                raise _failure(answers) or ProbeError(Reason.DNS_TIMEOUT, _summary(answers))
+            _accept(spec, found, trace)
+    return answers
+
+
+def _accept(spec: Spec, found: list[str], trace: Trace) -> None:
+    """Check the answer against the spec; when it holds, pass the addresses downstream: IPv4
+    when there is any (Azure endpoints are IPv4), else IPv6."""
+    private = [a for a in found if is_private(a)]
+    public = [a for a in found if not is_private(a)]
+    trace.note(private_addresses=private, public_addresses=public)
+    if spec.expect == "private" and public:
+        raise ProbeError(Reason.DNS_PUBLIC_ANSWER,
+                         f"{spec.host} resolves to public {', '.join(public)}, a private address is required")
+    if spec.expect == "public" and private:
+        raise ProbeError(Reason.DNS_WRONG_ADDRESS,
+                         f"{spec.host} resolves to private {', '.join(private)}, a public address is expected")
+    expected = {ipaddress.ip_address(a) for a in spec.expect_addresses}
+    stray = [a for a in found if expected and ipaddress.ip_address(a.partition("%")[0]) not in expected]
+    if stray:
+        raise ProbeError(Reason.DNS_WRONG_ADDRESS,
+                         f"{spec.host} resolves to {', '.join(stray)}, expected {', '.join(spec.expect_addresses)}")
+    v4 = [a for a in found if ":" not in a]
+    for address in v4 or found:
+        trace.passed(address)
+
+
+def _failure(answers: list[_Answer]) -> ProbeError | None:
+    """The most specific reason the direct answers give, in a fixed order of precedence."""
+    if not answers:
+        return ProbeError(Reason.DNS_NO_RESOLVER, "no resolver is configured on this node")
+    summary = _summary(answers)
+    rcodes = {a.rcode for a in answers}
+    if "NXDOMAIN" in rcodes:
+        return ProbeError(Reason.DNS_NXDOMAIN, summary)
+    if any(a.rcode == "NOERROR" and not a.answers for a in answers):
+        return ProbeError(Reason.DNS_NODATA, summary)
+    for rcode, reason in (("SERVFAIL", Reason.DNS_SERVFAIL), ("REFUSED", Reason.DNS_REFUSED)):
+        if rcode in rcodes:
+            return ProbeError(reason, summary)
+    if all(a.error == "timeout" for a in answers):
+        return ProbeError(Reason.DNS_TIMEOUT, summary)
+    if all(a.error and a.error.startswith("unreachable") for a in answers):
+        return ProbeError(Reason.DNS_SERVER_UNREACHABLE, summary)
+    return None
+
+
+def _summary(answers: list[_Answer]) -> str:
+    return "; ".join(f"{a.server}: {a.rcode or a.error}" for a in answers)
+
+
+def _note_consistency(trace: Trace, resolved: list[bool]) -> None:
+    trace.note(inconsistent=len(set(resolved)) > 1)
+
+
+async def _ask(server: str, host: str, timeout: float) -> _Answer:
+    address, port = split_hostport(server, 53)
+    a, aaaa = await asyncio.gather(*(_query(host, rdtype, address, port, timeout)
+                                     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)))
+    responses = [q.response for q in (a, aaaa) if q.response is not None]
+    if not responses:
+        return _Answer(server, None, a.error or aaaa.error, (), (), None)
+    rcodes = [dns.rcode.to_text(r.rcode()) for r in responses]
+    rcode = next((c for c in ("NXDOMAIN", "NOERROR") if c in rcodes), rcodes[0])
+    found = ordered(rdata.to_text() for r in responses for rrset in r.answer
+                    if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rdata in rrset)
+    chain = next((c for c in map(_cname_chain, responses) if c), ())
+    rtt = max(q.rtt_ms for q in (a, aaaa) if q.response is not None)
+    return _Answer(server, rcode, None, tuple(found), chain, rtt)
+
+
+async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port: int,
+                 timeout: float) -> _Query:
+    query = dns.message.make_query(host, rdtype)
+    start = time.monotonic()
+    try:
+        response, _ = await dns.asyncquery.udp_with_fallback(query, address, timeout=timeout, port=port)
+    except dns.exception.Timeout:
+        return _Query(None, "timeout", since_ms(start))
+    except OSError as exc:
+        return _Query(None, f"unreachable: {errno_name(exc) or exc}", since_ms(start))
+    except dns.exception.DNSException as exc:
+        return _Query(None, f"bad response: {exc}", since_ms(start))
+    return _Query(response, None, since_ms(start))
+
+
+def _cname_chain(response: dns.message.Message) -> tuple[str, ...]:
+    """The CNAMEs followed from the question name; present even in an NXDOMAIN response, which
+    is how a privatelink CNAME into a zone without the record shows up."""
+    chain: list[str] = []
+    name = response.question[0].name
+    while (rrset := next((r for r in response.answer if r.name == name
+                          and r.rdtype == dns.rdatatype.CNAME), None)) is not None:
+        name = rrset[0].target  # type: ignore[attr-defined]
+        chain.append(name.to_text(omit_final_dot=True))
+        if len(chain) > 16:  # a CNAME loop: the resolver would have cut it too
+            break
+    return tuple(chain)

@@ -1,0 +1,50 @@
+"""TCP connect to every address of a name at once, each on its own socket, keeping each errno:
+create_connection would try them in turn and, before Python 3.12, lose the errno when all fail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from probes._net import connect, errno_name, require, since_ms
+from probes._trace import Fact, Trace
+from probes.reasons import classify
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    host: str
+    port: int
+
+
+async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
+    """Pass if any address accepts; `partial` when some do not. All failing raises the first
+    address's own error (classified centrally from its errno)."""
+    attempts: list[Fact] = []  # shared with the trace, so a deadline still finds the finished ones
+    trace.note(addresses_ok=[], attempts=attempts)
+    targets = require(addresses)
+
+    async def attempt(address: str) -> OSError | None:
+        start = time.monotonic()
+        try:
+            sock = await connect(address, spec.port)
+        except OSError as exc:
+            attempts.append(_attempt(address, classify(exc).value, errno_name(exc), start))
+            return exc
+        sock.close()
+        attempts.append(_attempt(address, "connected", None, start))
+        trace.passed(address)
+        return None
+
+    with trace.phase("connect"):
+        errors = await asyncio.gather(*(attempt(a) for a in targets))
+        failures = [e for e in errors if e is not None]
+        if len(failures) == len(targets):
+            raise failures[0]
+    if failures:
+        trace.note(partial=True)
+
+
+def _attempt(address: str, outcome: str, errno: str | None, start: float) -> dict[str, Fact]:
+    return {"address": address, "outcome": outcome, "errno": errno, "elapsed_ms": since_ms(start)}
