@@ -142,9 +142,9 @@ def check(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
+    values, cfg, plan_options = _resolve_context(options)
     from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
 
-    values, cfg, plan_options = _resolve_context(options)
     checks = planner.plan(catalog.load(), values, plan_options)
     settings = cfg.settings
     run_timeout = timeout or settings.timeout or engine.DEFAULT_TIMEOUT

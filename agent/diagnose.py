@@ -114,7 +114,7 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
     check = result.check
     reason = result.reason
     if result.status is Status.PASS and check.layer is Layer.DNS:
-        return _instance_address_problem(result, results, facts)
+        return _instance_address_problem(result, results)
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
     if check.layer is Layer.DNS:
@@ -142,8 +142,9 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
     return [_Problem("endpoint-unreachable", (reason.value,), result)]
 
 
-def _is_instance_name(host: str) -> bool:
-    return ".instances." in host
+def _is_pe_instance_name(result: Result) -> bool:
+    """A compute instance name that must resolve to the workspace private endpoint."""
+    return ".instances." in result.check.host and result.check.params.get("expect") == "private"
 
 
 def _dns_problem(result: Result, facts: Facts) -> _Problem:
@@ -151,7 +152,7 @@ def _dns_problem(result: Result, facts: Facts) -> _Problem:
     host = result.check.host
     zone = facts.catalog.zone_of(host)
     zone_key = zone.forward_zone if zone else host
-    if reason in (Reason.DNS_PUBLIC_ANSWER, Reason.DNS_WRONG_ADDRESS) and _is_instance_name(host):
+    if reason in (Reason.DNS_PUBLIC_ANSWER, Reason.DNS_WRONG_ADDRESS) and _is_pe_instance_name(result):
         return _Problem("instance-name-wrong-address", (), result)
     if reason is Reason.DNS_PUBLIC_ANSWER:
         code = "custom-dns-not-forwarding" if facts.custom_dns else "private-endpoint-resolves-public"
@@ -167,10 +168,10 @@ def _dns_problem(result: Result, facts: Facts) -> _Problem:
     return _Problem("endpoint-unreachable", (reason.value if reason else "",), result)
 
 
-def _instance_address_problem(result: Result, results: Sequence[Result], facts: Facts) -> list[_Problem]:
+def _instance_address_problem(result: Result, results: Sequence[Result]) -> list[_Problem]:
     """With a private-endpoint workspace, a compute instance name must resolve to the workspace
     endpoint's address: compare with the resolved workspace API name."""
-    if not (facts.context["private_endpoint"].value and _is_instance_name(result.check.host)):
+    if not _is_pe_instance_name(result):
         return []
     workspace = _workspace_addresses(results)
     if not workspace or set(result.addresses) & workspace:

@@ -1,0 +1,74 @@
+"""The CLI contract for commands that send nothing: plan, usage errors, exit codes.
+
+`check` itself is exercised in the lab (tests/lab), never here: outside the lab it would query
+real hosts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+from .helpers import GUID
+
+CONTEXT = ["--region", "eastus", "--workspace-id", GUID, "--workspace-name", "contoso-ml",
+           "--storage-account", "contosomlsa", "--compute-name", "ci-alice", "--private-endpoint"]
+
+
+def test_plan_json_lists_checks_with_their_context_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--format", "json", *CONTEXT]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["context"]["region"] == {"value": "eastus", "source": "option"}
+    assert plan["context"]["cloud"] == {"value": "public", "source": "default"}
+    ids = {c["id"] for c in plan["checks"]}
+    assert f"dns:{GUID}.workspace.eastus.api.azureml.ms" in ids
+    assert "udp:eastus.tundra.azureml.ms:5831" in ids
+
+
+def test_plan_reads_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('region = "westus2"\ncompute = "cluster"\n')
+    assert main(["plan", "--format", "json", "--config", str(cfg)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["context"]["region"] == {"value": "westus2", "source": "config"}
+    assert not any(".instances." in c["host"] for c in plan["checks"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--bogus"], "No such option: --bogus"),
+    (["plan", "--region", "East US"], "region: an Azure region name"),
+    (["plan", "--compute", "mainframe"], "compute: must be one of"),
+    (["check", "--timeout", "0"], "--timeout"),
+    (["check", "--format", "xml"], "--format"),
+    (["plan", "--config", "/nonexistent/aml.toml"], "/nonexistent/aml.toml"),
+    (["demo", "no-such-scenario"], "unknown scenario"),
+    (["nonsense"], "No such command"),
+    ([], "Usage"),
+])
+def test_usage_errors_exit_3_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 3
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    if argv:
+        assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("region = \n[[[")
+    proc = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(broken)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "invalid TOML" in proc.stderr
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("aml-netcheck 0.1.0 (catalog ")

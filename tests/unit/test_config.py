@@ -1,0 +1,64 @@
+"""The config file: same keys as the options, validated at load time with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config, context
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aml-netcheck.toml"
+    path.write_text(text)
+    return path
+
+
+def test_context_and_settings(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '''
+region = "westeurope"
+private-endpoint = true
+storage_account = "mysa01"
+timeout = 3
+with = ["rstudio"]
+expected_issuers = ["Microsoft Corporation", "Contoso Firewall"]
+'''))
+    assert cfg.context == {"region": "westeurope", "private_endpoint": True, "storage_account": "mysa01"}
+    assert cfg.settings.timeout == 3.0 and cfg.settings.features == ("rstudio",)
+    assert cfg.settings.expected_issuers == ("Microsoft Corporation", "Contoso Firewall")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("region = [", "invalid TOML"),
+    ("regoin = 'eastus'", "unknown key 'regoin'"),
+    ("region = 5", "region: expected a string"),
+    ("public_ip = 'yes'", "public_ip: expected true or false"),
+    ("cloud = 'mars'", "cloud: must be one of public, usgov, china"),
+    ("workspace_id = 'not-a-guid'", "workspace_id: a workspace GUID"),
+    ("timeout = -1", "timeout: expected a positive number"),
+    ("concurrency = 2.5", "concurrency: expected a positive whole number"),
+    ("with = 'rstudio'", "with: expected a list of strings"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_unreadable_config(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot read config"):
+        config.load(tmp_path / "missing.toml")
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(config.ConfigError, match="not UTF-8"):
+        config.load(binary)
+
+
+def test_options_beat_config_beat_defaults() -> None:
+    values = context.build([("option", {"region": "eastus"}), ("config", {"region": "westus", "compute": "cluster"})])
+    assert (values["region"].value, values["region"].source) == ("eastus", "option")
+    assert (values["compute"].value, values["compute"].source) == ("cluster", "config")
+    assert (values["cloud"].value, values["cloud"].source) == ("public", "default")
+    assert (values["storage_account"].value, values["storage_account"].source) == (None, "unknown")

@@ -1,0 +1,175 @@
+"""Diagnosis as tables: synthetic results in, finding codes, grouping, severity and remedies out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from agent import catalog
+from agent.diagnose import Facts, diagnose, verdict
+from agent.model import Finding, Severity
+from probes.reasons import Reason, Status
+
+from .helpers import GUID, Outcome, make_context, make_plan, simulate
+
+WS = f"{GUID}.workspace.eastus.api.azureml.ms"
+NB = f"ml-contoso-ml-eastus-{GUID}.eastus.notebooks.azure.net"
+CI = "ci-alice.eastus.instances.azureml.ms"
+PE_ADDRESSES = {WS: ("10.0.1.5",), f"{GUID}.workspace.eastus.cert.api.azureml.ms": ("10.0.1.5",),
+                NB: ("10.0.1.6",), CI: ("10.0.1.5",), "ci-alice.eastus.instances.ml.azure.ms": ("10.0.1.5",)}
+AZURE_DNS_NODE = {"hostname": "ci-alice", "resolvers": ["168.63.129.16"]}
+CERT = {"issuer": "CN=Contoso Inspection CA,O=Contoso Firewall", "issuer_org": "Contoso Firewall",
+        "sha256": "ab" * 32}
+
+
+def run(outcomes: Mapping[str, Outcome], *, node: Mapping[str, object] = AZURE_DNS_NODE,
+        features: tuple[str, ...] = (), **context: object) -> tuple[Finding, ...]:
+    checks = make_plan(features=features, **context)
+    results = simulate(checks, outcomes, PE_ADDRESSES)
+    return diagnose(results, Facts(catalog.load(), make_context(**context), node))  # type: ignore[arg-type]
+
+
+def codes(findings: tuple[Finding, ...]) -> list[str]:
+    return [f.code for f in findings]
+
+
+def test_healthy_gives_no_findings_and_exit_0() -> None:
+    checks = make_plan()
+    results = simulate(checks, {}, PE_ADDRESSES)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert findings == ()
+    assert verdict(findings, results) == ("ok", 0)
+
+
+CASES = [
+    # (name, outcomes, expected code, severity, words the remedy must contain)
+    ("smb dropped", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT)},
+     "smb-blocked", Severity.CRITICAL, ["TCP 445", "Storage.eastus"]),
+    ("smb rejected", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_REFUSED)},
+     "smb-blocked", Severity.CRITICAL, ["TCP 445"]),
+    ("batch dropped", {"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},
+     "egress-blocked", Severity.CRITICAL, ["TCP 443", "BatchNodeManagement.eastus", "*.eastus.batch.azure.com"]),
+    ("batch reset", {"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_REFUSED)},
+     "egress-rejected", Severity.CRITICAL, ["BatchNodeManagement.eastus"]),
+    ("sni filter reset", {"tls:management.azure.com:443": Outcome(Reason.TLS_RESET)},
+     "egress-rejected", Severity.CRITICAL, ["AzureResourceManager"]),
+    ("tundra closed", {"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_CLOSED)},
+     "udp-blocked", Severity.CRITICAL, ["UDP 5831", "AzureMachineLearning"]),
+    ("name missing", {"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)},
+     "dns-name-missing", Severity.CRITICAL, ["168.63.129.16"]),
+    ("servfail", {"dns:mcr.microsoft.com": Outcome(Reason.DNS_SERVFAIL)},
+     "dns-servfail", Severity.CRITICAL, ["forwarders"]),
+    ("resolver dead", {"dns:mcr.microsoft.com": Outcome(Reason.DNS_TIMEOUT)},
+     "dns-unavailable", Severity.CRITICAL, ["53"]),
+    ("record missing", {f"dns:{NB}": Outcome(Reason.DNS_NXDOMAIN, evidence={
+        "cname_chain": [f"ml-contoso-ml-eastus-{GUID}.eastus.privatelink.notebooks.azure.net"]})},
+     "private-dns-record-missing", Severity.CRITICAL, ["privatelink.notebooks.azure.net", "A record"]),
+    ("pe public", {f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"addresses": ["198.18.3.4"]})},
+     "private-endpoint-resolves-public", Severity.CRITICAL, ["privatelink.api.azureml.ms", "az network private-dns link vnet create"]),
+    ("tls untrusted", {"tls:management.azure.com:443": Outcome(Reason.TLS_UNTRUSTED, evidence={"cert": CERT})},
+     "tls-intercepted-untrusted", Severity.CRITICAL, ["TLS inspection"]),
+    ("tls unexpected issuer", {"tls:management.azure.com:443": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})},
+     "tls-intercepted", Severity.WARNING, ["TLS inspection"]),
+    ("tls stalled", {"tls:mcr.microsoft.com:443": Outcome(Reason.TLS_TIMEOUT, phase="handshake")},
+     "tls-handshake-stalled", Severity.CRITICAL, ["MSS"]),
+    ("websocket refused", {f"websocket:{CI}:443": Outcome(Reason.WS_UPGRADE_REFUSED, detail="HTTP 403")},
+     "websocket-blocked", Severity.CRITICAL, ["WebSocket", "*.instances.azureml.ms"]),
+    ("proxy 407", {"http:mcr.microsoft.com:443": Outcome(Reason.PROXY_AUTH_REQUIRED)},
+     "proxy-auth-required", Severity.CRITICAL, ["HTTPS_PROXY"]),
+]
+
+
+@pytest.mark.parametrize("name, outcomes, code, severity, words", CASES, ids=[c[0] for c in CASES])
+def test_single_cause(name: str, outcomes: Mapping[str, Outcome], code: str, severity: Severity,
+                      words: list[str]) -> None:
+    findings = run(outcomes)
+    assert codes(findings) == [code]
+    finding = findings[0]
+    assert finding.severity is severity
+    assert set(finding.checks) == set(outcomes)
+    assert finding.docs and all(d.startswith("https://") for d in finding.docs)
+    for word in words:
+        assert word in finding.remedy, (word, finding.remedy)
+
+
+def test_custom_dns_is_blamed_when_the_node_uses_one() -> None:
+    outcomes = {f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER)}
+    findings = run(outcomes, node={"hostname": "n", "resolvers": ["10.0.2.4"]})
+    assert codes(findings) == ["custom-dns-not-forwarding"]
+    assert "10.0.2.4" in findings[0].remedy and "api.azureml.ms" in findings[0].remedy
+
+
+def test_instance_name_must_resolve_to_the_workspace_endpoint() -> None:
+    findings = run({f"dns:{CI}": Outcome(addresses=("10.0.0.4",))})
+    assert codes(findings) == ["instance-name-wrong-address"]
+    assert findings[0].checks == (f"dns:{CI}",)
+
+
+def test_instance_name_resolving_public_is_the_same_finding() -> None:
+    findings = run({f"dns:{CI}": Outcome(Reason.DNS_PUBLIC_ANSWER)})
+    assert codes(findings) == ["instance-name-wrong-address"]
+
+
+def test_instance_address_rule_needs_a_private_endpoint_workspace() -> None:
+    assert run({f"dns:{CI}": Outcome(addresses=("198.18.9.9",))}, private_endpoint=False) == ()
+
+
+def test_one_blocked_service_tag_is_one_finding_listing_every_target() -> None:
+    findings = run({"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+                    "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)})
+    assert codes(findings) == ["egress-blocked"]
+    assert set(findings[0].targets) == {"eastus.batch.azure.com:443/tcp", "eastus.service.batch.azure.com:443/tcp"}
+
+
+def test_one_intercepting_ca_is_one_finding() -> None:
+    hosts = ["management.azure.com", "mcr.microsoft.com", "graph.windows.net"]
+    findings = run({f"tls:{h}:443": Outcome(Reason.TLS_UNTRUSTED, evidence={"cert": CERT}) for h in hosts})
+    assert codes(findings) == ["tls-intercepted-untrusted"]
+    assert len(findings[0].targets) == 3
+    assert "Contoso Inspection CA" in findings[0].summary and "ab" * 32 in findings[0].summary
+
+
+def test_layers_above_a_failure_are_not_findings() -> None:
+    findings = run({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)})
+    assert codes(findings) == ["egress-blocked"]
+    assert findings[0].checks == ("tcp:management.azure.com:443",)
+
+
+def test_udp_silence_is_not_a_problem() -> None:
+    checks = make_plan()
+    results = simulate(checks, {"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_NO_REPLY)}, PE_ADDRESSES)
+    assert next(r for r in results if r.check.layer.value == "udp").status is Status.INCONCLUSIVE
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert findings == () and verdict(findings, results) == ("ok", 0)
+
+
+def test_situational_requirement_failing_is_a_warning() -> None:
+    findings = run({"tcp:ci-alice.eastus.instances.azureml.ms:8787": Outcome(Reason.TCP_TIMEOUT)},
+                   features=("rstudio",))
+    assert codes(findings) == ["egress-blocked"] and findings[0].severity is Severity.WARNING
+
+
+def test_critical_findings_rank_first_then_by_size() -> None:
+    findings = run({
+        "tls:management.azure.com:443": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT}),
+        "tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT),
+        "tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+        "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+    })
+    assert codes(findings) == ["egress-blocked", "smb-blocked", "tls-intercepted"]
+
+
+@pytest.mark.parametrize("outcomes, signalled, expected", [
+    ({}, True, ("unknown", 3)),
+    ({"tcp:mcr.microsoft.com:443": Outcome(Reason.PROBE_CANCELLED)}, False, ("unknown", 3)),
+    ({"tcp:mcr.microsoft.com:443": Outcome(Reason.PROBE_CANCELLED),
+      "tcp:graph.windows.net:443": Outcome(Reason.TCP_TIMEOUT)}, False, ("critical", 2)),
+    ({"tls:mcr.microsoft.com:443": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})}, False,
+     ("warning", 1)),
+])
+def test_verdict(outcomes: Mapping[str, Outcome], signalled: bool, expected: tuple[str, int]) -> None:
+    checks = make_plan()
+    results = simulate(checks, outcomes, PE_ADDRESSES)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert verdict(findings, results, signalled=signalled) == expected

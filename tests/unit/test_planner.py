@@ -1,0 +1,130 @@
+"""The planner is pure: catalog + context in, checks out."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import catalog, context, planner
+from agent.model import Layer
+from probes.reasons import Reason
+
+from .helpers import GUID, make_context, make_plan
+
+
+def ids(checks: object) -> set[str]:
+    return {c.id for c in checks}  # type: ignore[attr-defined]
+
+
+def test_every_dependency_exists_and_comes_first() -> None:
+    checks = make_plan()
+    seen: set[str] = set()
+    for check in checks:
+        assert check.needs is None or check.needs in seen, check.id
+        seen.add(check.id)
+    assert len(seen) == len(checks)
+
+
+def test_each_name_is_resolved_by_one_shared_dns_check() -> None:
+    checks = make_plan()
+    dns = [c for c in checks if c.layer is Layer.DNS]
+    assert len(dns) == len({c.host for c in dns})
+    storage_file = next(c for c in dns if c.host == "contosomlsa.file.core.windows.net")
+    assert set(storage_file.requirements) == {"storage-file", "storage-file-smb"}
+    assert {"tcp:contosomlsa.file.core.windows.net:443", "tcp:contosomlsa.file.core.windows.net:445"} <= ids(checks)
+
+
+@pytest.mark.parametrize("host", [
+    f"{GUID}.workspace.eastus.api.azureml.ms",
+    f"{GUID}.workspace.eastus.cert.api.azureml.ms",
+    f"ml-contoso-ml-eastus-{GUID}.eastus.notebooks.azure.net",
+    "ci-alice.eastus.instances.azureml.ms",
+    "ci-alice.eastus.instances.ml.azure.ms",
+])
+def test_private_endpoint_names_must_resolve_privately(host: str) -> None:
+    by_id = {c.id: c for c in make_plan()}
+    assert by_id[f"dns:{host}"].params["expect"] == "private"
+    no_pe = {c.id: c for c in make_plan(private_endpoint=False)}
+    assert no_pe[f"dns:{host}"].params["expect"] == "any"
+
+
+def test_public_names_accept_any_address() -> None:
+    by_id = {c.id: c for c in make_plan()}
+    assert by_id["dns:graph.windows.net"].params["expect"] == "any"
+    assert by_id["dns:ci-alice.eastus.instances.azureml.net"].params["expect"] == "any"
+
+
+def test_layer_chains_follow_the_probe_kind() -> None:
+    by_id = {c.id: c for c in make_plan()}
+    assert by_id["http:eastus.batch.azure.com:443"].needs == "tls:eastus.batch.azure.com:443"
+    assert by_id["tls:eastus.batch.azure.com:443"].needs == "tcp:eastus.batch.azure.com:443"
+    assert by_id["tcp:eastus.batch.azure.com:443"].needs == "dns:eastus.batch.azure.com"
+    ws = by_id["websocket:ci-alice.eastus.instances.azureml.ms:443"]
+    assert ws.params["url"] == "wss://ci-alice.eastus.instances.azureml.ms/"
+    assert by_id["udp:eastus.tundra.azureml.ms:5831"].protocol == "udp"
+    assert "tls:contosomlsa.file.core.windows.net:445" not in by_id
+
+
+def test_missing_context_skips_with_a_hint() -> None:
+    checks = make_plan(storage_account=None)
+    skipped = [c for c in checks if c.skip is Reason.SKIP_MISSING_CONTEXT]
+    assert {c.host for c in skipped} == {f"<storage-account>.{kind}.core.windows.net"
+                                         for kind in ("blob", "queue", "table", "file")}
+    assert all("--storage-account" in c.skip_detail for c in skipped)
+    assert not any("contosomlsa" in c.id for c in checks)
+
+
+def test_nothing_known_still_plans() -> None:
+    values = context.build([])
+    checks = planner.plan(catalog.load(), values)
+    assert any(c.id == "dns:login.microsoftonline.com" for c in checks)
+    assert any(c.skip is Reason.SKIP_MISSING_CONTEXT and "--region" in c.skip_detail for c in checks)
+
+
+def test_cluster_drops_instance_only_requirements() -> None:
+    cluster = make_plan(compute="cluster")
+    assert not any(".instances." in c.host for c in cluster)
+    assert not any("notebooks" in r for c in cluster for r in c.requirements)
+    assert any(c.id == "tcp:contosomlsa.file.core.windows.net:445" for c in cluster)
+    serverless = make_plan(compute="serverless")
+    assert not any(c.port == 445 for c in serverless)
+
+
+def test_situational_requirements_only_when_selected() -> None:
+    assert "tcp:ci-alice.eastus.instances.azureml.ms:8787" not in ids(make_plan())
+    assert "tcp:ci-alice.eastus.instances.azureml.ms:8787" in ids(make_plan(features=["rstudio"]))
+
+
+def test_notebooks_label_stays_within_63_octets() -> None:
+    label = context.notebooks_label("x" * 40, "southeastasia", GUID)
+    assert len(label) <= 63 and label.startswith("ml-xxx") and label.endswith(GUID)
+    assert context.notebooks_label("Contoso-ML", "eastus", GUID) == f"ml-contoso-ml-eastus-{GUID}"
+
+
+def test_expected_issuers_reach_the_tls_checks() -> None:
+    checks = planner.plan(catalog.load(), make_context(),
+                          planner.PlanOptions(expected_issuers=("Contoso CA",)))
+    tls = [c for c in checks if c.layer is Layer.TLS]
+    assert tls and all(c.params["expected_issuers"] == ["Contoso CA"] for c in tls)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "x"}, "missing field"),
+    ({"id": "x", "purpose": "p", "hosts": ["a"], "rule_fqdn": "a", "protocol": "sctp", "ports": [1],
+      "probe": "tcp", "required_for": "use", "compute": ["instance"]}, "protocol"),
+    ({"id": "x", "purpose": "p", "hosts": ["a"], "rule_fqdn": "a", "protocol": "tcp", "ports": [1],
+      "probe": "ftp", "required_for": "use", "compute": ["instance"]}, "probe"),
+])
+def test_malformed_catalog_rows_are_rejected(row: dict[str, object], message: str) -> None:
+    with pytest.raises(catalog.CatalogError, match=message):
+        catalog.parse({"version": "t", "requirement": [row]})
+
+
+def test_shipped_catalog_is_consistent() -> None:
+    cat = catalog.load()
+    for requirement in cat.requirements:
+        assert requirement.docs, requirement.id
+        assert all(d.startswith("https://learn.microsoft.com/") for d in requirement.docs)
+        if requirement.pe_address:
+            cat.by_id(requirement.pe_address)
+        if requirement.dns_private:
+            assert all(cat.zone_of(h.split("}", 1)[-1].lstrip(".")) for h in requirement.hosts), requirement.id
