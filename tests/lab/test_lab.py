@@ -1,0 +1,477 @@
+"""The lab itself: topology, isolation, DNS, TLS, IMDS, WebSocket, faults and teardown.
+
+Every packet is sent from inside the node namespace by a child process (`run_in_node`); the test
+process only builds labs and reads their results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from lab import SCENARIOS, Fault, Lab, LabUnavailable, scenario
+from lab import addresses, netns
+from lab.zones import private_names, zones_of
+
+F = TypeVar("F", bound=Callable[..., Any])
+CAN_BUILD = os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("nft") is not None
+HEALTHY = scenario("healthy-private")
+CTX = HEALTHY.context
+WORKSPACE = f"{CTX.workspace_id}.workspace.{CTX.region}.api.azureml.ms"
+WORKSPACE_LINK = f"{CTX.workspace_id}.workspace.{CTX.region}.privatelink.api.azureml.ms"
+NOTEBOOKS = f"ml-{CTX.workspace_name}-{CTX.region}-{CTX.workspace_id}.{CTX.region}.notebooks.azure.net"
+INSTANCE = f"{CTX.compute_name}.{CTX.region}.instances.azureml.ms"
+
+
+def needs_lab(test: F) -> F:
+    skip = pytest.mark.skipif(not CAN_BUILD, reason="the lab needs root, `ip` and `nft`")
+    return pytest.mark.lab(skip(test))  # type: ignore[no-any-return]
+
+
+def in_node(lab: Lab, code: str, timeout: float = 30) -> Any:
+    """Run a Python snippet in the node namespace; it prints one JSON value, which we return."""
+    result = lab.run_in_node([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def host_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip() for line in out.splitlines()}
+
+
+def lab_namespaces() -> set[str]:
+    return set(netns.lab_namespaces())
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[Lab]:
+    """One healthy private-endpoint lab shared by the read-only tests; one name is TLS-inspected."""
+    if not CAN_BUILD:
+        pytest.skip("the lab needs root, `ip` and `nft`")
+    with Lab(dataclasses.replace(HEALTHY, tls_intercept=("management.azure.com",))) as lab:
+        yield lab
+
+
+# -- scenarios as data (no namespaces needed) ---------------------------------------------------
+
+
+def test_scenarios_are_consistent() -> None:
+    for s in SCENARIOS.values():
+        assert s.summary and s.description
+        assert (s.expected_exit == 0) == (not s.expected_findings), s.name
+        assert dataclasses.replace(s) == type(s).from_dict(json.loads(json.dumps(s.to_dict())))
+        zones = zones_of(s, addresses.AZURE_DNS)
+        for fault in s.faults:  # every fault host resolves to a lab address
+            if fault.host is not None:
+                assert zones.address_of(fault.host).startswith("198.1")
+
+
+def test_check_args_carry_the_context() -> None:
+    assert HEALTHY.check_args() == [
+        "--region", "eastus", "--workspace-id", CTX.workspace_id,
+        "--workspace-name", CTX.workspace_name, "--storage-account", CTX.storage_account,
+        "--compute-name", CTX.compute_name, "--compute", "instance",
+        "--no-public-ip", "--private-endpoint",
+    ]  # fmt: skip
+    assert scenario("healthy-public").check_args()[-2:] == ["--public-ip", "--no-private-endpoint"]
+
+
+def test_unknown_scenario_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="healthy-private"):
+        scenario("no-such-scenario")
+
+
+def test_names_under_a_batch_front_end_share_its_address() -> None:
+    zones = zones_of(scenario("firewall-reset"), addresses.AZURE_DNS)
+    assert zones.address_of("abc.eastus.batch.azure.com") == zones.address_of("eastus.batch.azure.com")
+    assert zones.address_of("management.azure.com") != zones.address_of("eastus.batch.azure.com")
+
+
+def test_notebooks_label_is_truncated_to_63() -> None:
+    long = dataclasses.replace(CTX, workspace_name="w" * 60)
+    label = next(n for n in private_names(long) if "notebooks" in n).split(".")[0]
+    assert len(label) == 63
+
+
+def test_refuses_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LabUnavailable, match="root"):
+        Lab(HEALTHY).__enter__()
+
+
+def test_refuses_without_nft(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "nft" else "/usr/sbin/" + tool)
+    with pytest.raises(LabUnavailable, match="nft"):
+        Lab(HEALTHY).__enter__()
+
+
+# -- topology and lifecycle ---------------------------------------------------------------------
+
+
+@needs_lab
+def test_comes_up_isolated_and_tears_down_completely() -> None:
+    links_before = host_links()
+    with Lab(HEALTHY) as lab:
+        print(f"lab bring-up: {lab.bringup_seconds:.2f}s")  # a sanity print; timings live in bench/
+        assert {lab.node_ns, lab.az_ns} <= lab_namespaces()
+        assert host_links() == links_before  # nothing was added to the host namespace
+        routes = lab.run_in_node(["ip", "-4", "route"]).stdout.splitlines()
+        assert sorted(r.split(" proto")[0].strip() for r in routes) == [
+            "10.0.0.0/24 dev eth0",
+            "default via 10.0.0.1 dev eth0",
+        ]
+        links = lab.run_in_node(["ip", "-o", "link"]).stdout
+        assert [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()] == ["lo", "eth0"]
+        az_routes = subprocess.run(netns.in_ns(lab.az_ns, ["ip", "-4", "route"]),
+                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "default" not in az_routes  # the az side has no way out either
+        assert lab.run_in_node(["cat", "/etc/resolv.conf"]).stdout.startswith("nameserver 168.63.129.16")
+        server = lab._server
+        assert server is not None and server.poll() is None
+        workdir = lab.workdir
+    assert server.poll() is not None
+    assert not {lab.node_ns, lab.az_ns} & lab_namespaces()
+    assert not (netns.NETNS_ETC / lab.node_ns).exists()
+    assert not workdir.exists()
+    assert host_links() == links_before
+
+
+@needs_lab
+def test_tears_down_after_an_exception() -> None:
+    with pytest.raises(ZeroDivisionError), Lab(HEALTHY) as lab:
+        1 / 0
+    assert not {lab.node_ns, lab.az_ns} & lab_namespaces()
+    assert not lab.workdir.exists()
+
+
+HOLDER = """
+import sys, time
+from lab import Lab, scenario
+with Lab(scenario("healthy-private")) as lab:
+    print(lab.node_ns, lab.az_ns, lab.workdir, lab._server.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+@contextmanager
+def lab_holder() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Another process holding a lab: (process, [node_ns, az_ns, workdir, server pid])."""
+    with subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None
+        fields = holder.stdout.readline().split()
+        assert len(fields) == 4, "the lab holder did not come up"
+        try:
+            yield holder, fields
+        finally:
+            holder.kill()
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not netns.owner_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_lab
+def test_tears_down_after_sigterm_to_the_holder() -> None:
+    with lab_holder() as (holder, (node_ns, az_ns, workdir, server_pid)):
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(10) == 128 + signal.SIGTERM
+    assert not {node_ns, az_ns} & lab_namespaces()
+    assert not Path(workdir).exists()
+    assert _wait_gone(int(server_pid))
+
+
+@needs_lab
+def test_a_killed_holder_leaves_nothing_running_and_the_next_lab_cleans_up() -> None:
+    with lab_holder() as (holder, (node_ns, az_ns, workdir, server_pid)):
+        holder.kill()
+        holder.wait(10)
+    assert _wait_gone(int(server_pid))  # the servers notice their owner is gone
+    assert {node_ns, az_ns} <= lab_namespaces()  # ... but a SIGKILL leaves the namespaces
+    with Lab(HEALTHY):
+        assert not {node_ns, az_ns} & lab_namespaces()
+        assert not (netns.NETNS_ETC / node_ns).exists()
+        assert not Path(workdir).exists()
+
+
+# -- DNS ----------------------------------------------------------------------------------------
+
+DNS_QUERY = """
+import json, dns.message, dns.query, dns.rdatatype
+out = {}
+for server, name, rdtype in %s:
+    reply = dns.query.udp(dns.message.make_query(name, rdtype), server, timeout=3)
+    out[f"{server} {name} {rdtype}"] = [dns.rcode.to_text(reply.rcode()),
+        [(r.name.to_text(True), dns.rdatatype.to_text(r.rdtype), r[0].to_text().rstrip("."))
+         for r in reply.answer]]
+print(json.dumps(out))
+"""
+
+
+def query(lab: Lab, *questions: tuple[str, str, str]) -> dict[tuple[str, str, str], Any]:
+    """(server, name, type) -> [rcode, [(name, type, value), ...]], asked from the node."""
+    out = in_node(lab, DNS_QUERY % (list(questions),))
+    return {q: out[" ".join(q)] for q in questions}
+
+
+AZ, CUSTOM = addresses.AZURE_DNS, addresses.CUSTOM_DNS
+
+
+@needs_lab
+def test_dns_linked_zones_answer_private_endpoints(healthy: Lab) -> None:
+    public = addresses.public_address("management.azure.com")
+    answers = query(
+        healthy,
+        (AZ, "management.azure.com", "A"),
+        (AZ, WORKSPACE, "A"),
+        (AZ, NOTEBOOKS, "A"),
+        (AZ, INSTANCE, "A"),
+        (AZ, f"{CTX.storage_account}.file.core.windows.net", "A"),
+        (AZ, WORKSPACE, "AAAA"),
+        (AZ, "management.azure.com", "AAAA"),
+    )
+    assert answers[(AZ, "management.azure.com", "A")] == [
+        "NOERROR", [["management.azure.com", "A", public]]
+    ]
+    assert answers[(AZ, WORKSPACE, "A")] == [
+        "NOERROR", [[WORKSPACE, "CNAME", WORKSPACE_LINK], [WORKSPACE_LINK, "A", "10.0.1.5"]]
+    ]
+    assert answers[(AZ, NOTEBOOKS, "A")][1][-1][2] == "10.0.1.6"
+    assert answers[(AZ, INSTANCE, "A")] == ["NOERROR", [[INSTANCE, "A", "10.0.1.5"]]]
+    assert answers[(AZ, f"{CTX.storage_account}.file.core.windows.net", "A")][1][-1][2] == "10.0.1.7"
+    assert answers[(AZ, WORKSPACE, "AAAA")] == ["NOERROR", [[WORKSPACE, "CNAME", WORKSPACE_LINK]]]
+    assert answers[(AZ, "management.azure.com", "AAAA")] == ["NOERROR", []]
+    assert healthy.address_of(WORKSPACE) == "10.0.1.5"
+    assert healthy.address_of("management.azure.com") == public
+
+
+@needs_lab
+@pytest.mark.parametrize("mode", ["unlinked", "missing"])
+def test_dns_broken_private_zones(mode: str) -> None:
+    broken = dataclasses.replace(
+        HEALTHY, private_zones=mode, nxdomain=("graph.windows.net",), servfail=("*.vault.azure.net",),
+        resolver="custom", custom_dns_forwards=False,
+    )  # fmt: skip
+    with Lab(broken) as lab:
+        answers = query(
+            lab,
+            (AZ, WORKSPACE, "A"),
+            (AZ, INSTANCE, "A"),
+            (AZ, "graph.windows.net", "A"),
+            (AZ, "kv1.vault.azure.net", "A"),
+            (CUSTOM, WORKSPACE, "A"),
+        )
+        resolv = lab.run_in_node(["cat", "/etc/resolv.conf"]).stdout
+    workspace = answers[(AZ, WORKSPACE, "A")]
+    if mode == "unlinked":
+        assert workspace == ["NOERROR", [[WORKSPACE, "CNAME", WORKSPACE_LINK],
+                                         [WORKSPACE_LINK, "A", addresses.public_address(WORKSPACE_LINK)]]]  # fmt: skip
+        assert answers[(AZ, INSTANCE, "A")][1][0][2].startswith("198.1")
+    else:
+        assert workspace == ["NXDOMAIN", [[WORKSPACE, "CNAME", WORKSPACE_LINK]]]
+        assert answers[(AZ, INSTANCE, "A")][1][0][2] == "10.0.1.5"
+    assert answers[(AZ, "graph.windows.net", "A")] == ["NXDOMAIN", []]
+    assert answers[(AZ, "kv1.vault.azure.net", "A")] == ["SERVFAIL", []]
+    # the custom server does not forward the private zones: it resolves them publicly
+    assert answers[(CUSTOM, WORKSPACE, "A")][1][-1][2].startswith("198.1")
+    assert resolv.startswith("nameserver 10.0.2.4")
+
+
+@needs_lab
+def test_node_resolver_and_dns_over_tcp(healthy: Lab) -> None:
+    """The node's own resolver configuration (as the agent uses it) reaches the lab DNS."""
+    out = in_node(healthy, f"""
+        import json, socket, dns.message, dns.query
+        tcp = dns.query.tcp(dns.message.make_query("{WORKSPACE}", "A"), "{AZ}", timeout=3)
+        print(json.dumps([socket.gethostbyname("{WORKSPACE}"), tcp.answer[-1][0].to_text()]))
+    """)
+    assert out == ["10.0.1.5", "10.0.1.5"]
+
+
+# -- TLS, HTTP, WebSocket, IMDS -----------------------------------------------------------------
+
+TLS_PROBE = """
+import json, socket, ssl
+out = {}
+for name in %r:
+    try:
+        with socket.create_connection((name, 443), timeout=3) as raw:
+            with ssl.create_default_context().wrap_socket(raw, server_hostname=name) as tls:
+                issuer = dict(x[0] for x in tls.getpeercert()["issuer"])
+                tls.sendall(f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+                head = tls.recv(4096).decode().split("\\r\\n\\r\\n")[0].split("\\r\\n")
+        out[name] = {"issuer": issuer, "status": head[0],
+                     "headers": sorted(h.split(":")[0] for h in head[1:])}
+    except ssl.SSLCertVerificationError as error:
+        out[name] = {"verify": error.verify_message}
+print(json.dumps(out))
+"""
+
+
+@needs_lab
+def test_tls_verifies_with_the_lab_ca_and_fails_when_inspected(healthy: Lab) -> None:
+    out = in_node(healthy, TLS_PROBE % ([WORKSPACE, "login.microsoftonline.com", "management.azure.com"],))
+    for name in (WORKSPACE, "login.microsoftonline.com"):
+        assert out[name]["issuer"]["organizationName"] == "Microsoft Corporation"
+        assert out[name]["issuer"]["commonName"] == "Lab Azure TLS Issuing CA"
+        assert out[name]["status"].startswith("HTTP/1.1 404")
+        assert {"Date", "Server"} <= set(out[name]["headers"])
+    assert out["management.azure.com"] == {"verify": "unable to get local issuer certificate"}
+
+
+@needs_lab
+def test_inspected_leaf_comes_from_the_contoso_ca(healthy: Lab) -> None:
+    out = in_node(healthy, """
+        import json, socket, ssl
+        from cryptography import x509
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(socket.create_connection(("management.azure.com", 443), timeout=3),
+                             server_hostname="management.azure.com") as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        print(json.dumps(cert.issuer.rfc4514_string()))
+    """)
+    assert out == "CN=Contoso Inspection CA,O=Contoso Firewall,C=US"
+
+
+WEBSOCKET_PROBE = f"""
+import json
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+try:
+    with connect("wss://{INSTANCE}/api/kernels/ws", open_timeout=3) as ws:
+        ws.send("ping")
+        print(json.dumps(ws.recv(timeout=3)))
+except InvalidStatus as error:
+    print(json.dumps(error.response.status_code))
+"""
+
+
+@needs_lab
+def test_websocket_echoes(healthy: Lab) -> None:
+    assert in_node(healthy, WEBSOCKET_PROBE) == "ping"
+
+
+@needs_lab
+def test_websocket_refused_scenario_answers_403() -> None:
+    with Lab(scenario("websocket-refused")) as lab:
+        assert in_node(lab, WEBSOCKET_PROBE) == 403
+
+
+IMDS_PROBE = """
+import json, urllib.request, urllib.error
+def get(path, headers):
+    request = urllib.request.Request("http://169.254.169.254" + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return [response.status, json.loads(response.read())]
+    except urllib.error.HTTPError as error:
+        return [error.code, json.loads(error.read())]
+print(json.dumps([
+    get("/metadata/instance?api-version=2021-02-01", {"Metadata": "true"}),
+    get("/metadata/instance?api-version=2021-02-01", {}),
+    get("/metadata/instance", {"Metadata": "true"}),
+    get("/metadata/loadbalancer?api-version=2021-02-01", {"Metadata": "true"}),
+]))
+"""
+
+
+@needs_lab
+def test_imds_answers_only_with_the_metadata_header(healthy: Lab) -> None:
+    instance, no_header, no_version, loadbalancer = in_node(healthy, IMDS_PROBE)
+    assert instance[0] == 200
+    assert instance[1]["compute"]["location"] == "eastus"
+    assert instance[1]["compute"]["azEnvironment"] == "AzurePublicCloud"
+    assert instance[1]["compute"]["name"] == CTX.compute_name
+    ip = instance[1]["network"]["interface"][0]["ipv4"]
+    assert ip["ipAddress"][0] == {"privateIpAddress": "10.0.0.4", "publicIpAddress": ""}
+    assert ip["subnet"][0] == {"address": "10.0.0.0", "prefix": "24"}
+    assert no_header[0] == 400 and "metadata header" in no_header[1]["error"]
+    assert no_version[0] == 400
+    assert loadbalancer == [200, {"loadbalancer": {"publicIpAddresses": [], "inboundRules": [],
+                                                   "outboundRules": []}}]  # fmt: skip
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+CONNECT_PROBE = """
+import errno, json, socket
+out = []
+for proto, host, port in %r:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect((host, port))
+            if proto == "udp":
+                sock.send(b"ping")
+                sock.recv(64)
+            out.append("ok")
+        except socket.timeout:
+            out.append("timeout")
+        except OSError as error:
+            out.append(errno.errorcode[error.errno])
+print(json.dumps(out))
+"""
+
+
+def outcomes(lab: Lab, *targets: tuple[str, str, int]) -> list[str]:
+    return in_node(lab, CONNECT_PROBE % (list(targets),))  # type: ignore[no-any-return]
+
+
+@needs_lab
+def test_faults_apply_and_clear_on_a_running_lab() -> None:
+    storage = f"{CTX.storage_account}.file.core.windows.net"
+    batch = "abc.eastus.batch.azure.com"
+    targets = [("tcp", storage, 445), ("udp", "eastus.tundra.azureml.ms", 5831),
+               ("tcp", batch, 443), ("tcp", "management.azure.com", 443),
+               ("tcp", INSTANCE, 8787), ("tcp", INSTANCE, 18881)]  # fmt: skip
+    faults = [
+        Fault("drop", "tcp", 445),
+        Fault("reject-port", "udp", 5831),
+        Fault("reset", "tcp", 443, "eastus.batch.azure.com"),
+        Fault("reject-admin", "tcp", 8787, INSTANCE),
+    ]
+    with Lab(HEALTHY) as lab:
+        assert outcomes(lab, *targets) == ["ok"] * 6
+        for fault in faults:
+            lab.apply(fault)
+        assert outcomes(lab, *targets) == [
+            "timeout", "ECONNREFUSED", "ECONNREFUSED", "ok", "EHOSTUNREACH", "ok"
+        ]
+        lab.clear(faults[0])
+        lab.clear(faults[1])
+        assert outcomes(lab, *targets[:2]) == ["ok", "ok"]
+        assert lab.faults == tuple(faults[2:])
+
+
+@needs_lab
+def test_scenario_faults_are_installed_at_start() -> None:
+    with Lab(scenario("udp-5831-closed")) as lab:
+        assert outcomes(lab, ("udp", "westus.tundra.azureml.ms", 5831), ("tcp", INSTANCE, 445)) == [
+            "ECONNREFUSED", "ok"
+        ]
+
+
+@needs_lab
+def test_silent_udp_times_out() -> None:
+    with Lab(dataclasses.replace(HEALTHY, udp_silent=True)) as lab:
+        assert outcomes(lab, ("udp", "eastus.tundra.azureml.ms", 5831)) == ["timeout"]
