@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
 
 from probes import node
+from probes._datagram import exchange
 from probes._net import errno_name, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
@@ -194,10 +196,21 @@ async def _ask(server: str, host: str, timeout: float) -> _Answer:
 
 async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port: int,
                  timeout: float) -> _Query:
+    """One question over UDP on our own connected socket (so a closed port shows as unreachable,
+    not as a timeout), then over TCP if the answer was truncated."""
     query = dns.message.make_query(host, rdtype)
     start = time.monotonic()
     try:
-        response, _ = await dns.asyncquery.udp_with_fallback(query, address, timeout=timeout, port=port)
+        sent = await exchange(address, port, query.to_wire(), attempts=1, interval=timeout)
+        if sent.error is not None:
+            raise sent.error
+        if sent.reply is None:
+            return _Query(None, "timeout", since_ms(start))
+        response = dns.message.from_wire(sent.reply)
+        if not query.is_response(response):
+            raise dns.exception.FormError("the reply does not answer the query")
+        if response.flags & dns.flags.TC:
+            response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
     except dns.exception.Timeout:
         return _Query(None, "timeout", since_ms(start))
     except OSError as exc:

@@ -25,17 +25,18 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https
 _CREDENTIALS = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):[^/]*@")
 
 
-def resolvers(resolv_conf: Path = RESOLV_CONF, upstreams: Path = RESOLVED_UPSTREAMS) -> tuple[str, ...]:
+def resolvers(resolv_conf: Path | None = None, upstreams: Path | None = None) -> tuple[str, ...]:
     """The nameservers applications use; behind the systemd-resolved stub alone, also the stub's
-    upstreams, since the stub turns every upstream failure into SERVFAIL."""
-    servers, _ = _read_resolv(resolv_conf)
+    upstreams, since the stub turns every upstream failure into SERVFAIL. Paths default to the
+    module constants, read at call time."""
+    servers, _ = _read_resolv(resolv_conf or RESOLV_CONF)
     if servers == [RESOLVED_STUB]:
-        servers += _read_resolv(upstreams)[0]
+        servers += _read_resolv(upstreams or RESOLVED_UPSTREAMS)[0]
     return tuple(dict.fromkeys(servers))
 
 
-def search_domains(resolv_conf: Path = RESOLV_CONF) -> tuple[str, ...]:
-    return tuple(_read_resolv(resolv_conf)[1])
+def search_domains(resolv_conf: Path | None = None) -> tuple[str, ...]:
+    return tuple(_read_resolv(resolv_conf or RESOLV_CONF)[1])
 
 
 def redact(url: str) -> str:
@@ -44,18 +45,18 @@ def redact(url: str) -> str:
 
 
 def proxy_settings(environ: Mapping[str, str] | None = None,
-                   etc_environment: Path = ETC_ENVIRONMENT) -> dict[str, Fact]:
+                   etc_environment: Path | None = None) -> dict[str, Fact]:
     """Proxy variables from this process's environment and from /etc/environment, redacted.
     Both matter: a login shell and a systemd unit can disagree, and so can Azure ML's jobs."""
     env = os.environ if environ is None else environ
-    from_file = _read_environment(etc_environment)
+    from_file = _read_environment(etc_environment or ETC_ENVIRONMENT)
     return {
         "environment": {k: redact(env[k]) for k in PROXY_VARIABLES if k in env},
         "etc_environment": {k: redact(from_file[k]) for k in PROXY_VARIABLES if k in from_file},
     }
 
 
-def collect(resolv_conf: Path = RESOLV_CONF, upstreams: Path = RESOLVED_UPSTREAMS,
+def collect(resolv_conf: Path | None = None, upstreams: Path | None = None,
             proc: Path = Path("/proc")) -> dict[str, Fact]:
     """The node section of the report."""
     return {

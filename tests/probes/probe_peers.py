@@ -4,36 +4,24 @@ leaks a socket (filterwarnings=error turns a ResourceWarning into a failure).
 
 A plugin module that each test file loads with `pytest_plugins = ["probe_peers"]`, not a
 conftest.py: a second conftest module would replace `conftest` in sys.modules and break
-tests/test_guard.py, which imports the root conftest by that name."""
+tests/test_guard.py, which imports the root conftest by that name. Plain helpers (handlers that
+play a fault) live in probe_loopback, which test files import directly."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Protocol
 
 import dns.message
-import dns.rcode
 import pytest
 import trustme
 from aiohttp import web
 
+from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler
 from probes._trace import Trace
-
-# Every wait in these tests is a multiple of this unit; raise it on a slow machine.
-UNIT = 0.05 * float(os.environ.get("PROBE_TEST_TIME_SCALE", "1"))
-
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-DnsHandler = Callable[[dns.message.Message, bool], "dns.message.Message | None"]
-
-
-class Serve(Protocol):
-    async def __call__(self, handler: StreamHandler, *, host: str = ...,
-                       tls: ssl.SSLContext | None = ...) -> int: ...
 
 
 @pytest.fixture
@@ -82,29 +70,6 @@ async def serve() -> AsyncIterator[Serve]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for server in servers:
         await server.wait_closed()
-
-
-async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept, read, never answer: a middlebox that stalls after the SYN/ACK."""
-    while await reader.read(4096):
-        pass
-
-
-async def reset_after_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read the first bytes (a ClientHello, a request), then send an RST, as SNI filters do."""
-    await reader.read(4096)
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-def plaintext(reply: bytes) -> StreamHandler:
-    """Answer anything with fixed bytes, e.g. an HTTP error page where TLS was expected."""
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(4096)
-        writer.write(reply)
-        await writer.drain()
-    return handler
 
 
 @pytest.fixture
@@ -158,8 +123,6 @@ async def udp_echo() -> AsyncIterator[int]:
     transport.close()
 
 
-# --- DNS -------------------------------------------------------------------------------------
-
 class _DnsUdp(asyncio.DatagramProtocol):
     def __init__(self, handler: DnsHandler) -> None:
         self.handler = handler
@@ -199,26 +162,6 @@ async def dns_server(serve: Serve) -> AsyncIterator[Callable[[DnsHandler], Await
         transport.close()
 
 
-def dns_reply(query: dns.message.Message, *records: str, rcode: int = dns.rcode.NOERROR,
-              truncated: bool = False) -> dns.message.Message:
-    """A response with records in zone-file syntax ("name 60 IN A 10.0.0.5"); A/AAAA records of
-    the other type than asked are left out, as a real server would."""
-    response = dns.message.make_response(query)
-    response.set_rcode(rcode)
-    qtype = query.question[0].rdtype
-    for text in records:
-        name, ttl, klass, rtype, data = text.split(maxsplit=4)
-        if rtype in ("A", "AAAA") and dns.rdatatype.from_text(rtype) != qtype:
-            continue
-        response.answer.append(dns.rrset.from_text(name, int(ttl), klass, rtype, data))
-    if truncated:
-        response.flags |= dns.flags.TC
-        response.answer.clear()
-    return response
-
-
-# --- TLS, HTTP, WebSocket ----------------------------------------------------------------------
-
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA(organization_name="Microsoft Corporation")
@@ -229,12 +172,6 @@ def cafile(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
-
-
-def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    return context
 
 
 @pytest.fixture
@@ -256,34 +193,6 @@ async def http_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     yield start
     for runner in runners:
         await runner.cleanup()
-
-
-def proxy(status: int, headers: str = "") -> StreamHandler:
-    """An HTTP proxy that answers CONNECT with `status`; on 200 it tunnels to the requested
-    port on 127.0.0.1 whatever the name (the names in these tests resolve nowhere)."""
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        method, target, _ = head.split(b" ", 2)
-        assert method == b"CONNECT", head
-        writer.write(f"HTTP/1.1 {status} Proxy Says\r\n{headers}Content-Length: 0\r\n\r\n".encode())
-        await writer.drain()
-        if status != 200:
-            return
-        upstream_reader, upstream_writer = await asyncio.open_connection(
-            "127.0.0.1", int(target.rsplit(b":", 1)[1]))
-        try:
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-        finally:
-            upstream_writer.close()
-    return handler
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    if writer.can_write_eof():
-        writer.write_eof()
 
 
 @pytest.fixture

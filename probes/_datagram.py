@@ -1,0 +1,103 @@
+"""One request/reply exchange over a connected UDP socket, for the udp probe and for direct DNS
+queries. Connected, because only then does the kernel report ICMP errors to the socket;
+IP_RECVERR, because then it also queues their exact type, code and sender. (dnspython's own
+asyncio UDP path loses an ICMP error that arrives before it starts reading, and reports a
+closed resolver port as a timeout.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from dataclasses import dataclass
+
+from probes._net import family, sockaddr
+from probes._trace import Fact
+
+IP_RECVERR = 11  # <linux/in.h>; Python 3.11 has no constant for it
+IPV6_RECVERR = 25  # <linux/in6.h>
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What came back: the first reply, or the ICMP error, or neither (silence)."""
+
+    reply: bytes | None
+    replies: int
+    error: OSError | None
+    icmp: dict[str, Fact] | None  # origin, type, code, offender: from the error queue
+    sent: int
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.reply: bytes | None = None
+        self.replies = 0
+        self.error: OSError | None = None
+        self.icmp: dict[str, Fact] | None = None
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.replies += 1
+        if not self.done.done():
+            self.reply = data
+            self.done.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        self.icmp = self.icmp or _read_errqueue(self.sock)  # also drains it: epoll would spin on it
+        if not self.done.done() and isinstance(exc, OSError):
+            self.error = exc
+            self.done.set_result(None)
+
+
+async def exchange(address: str, port: int, payload: bytes, attempts: int, interval: float) -> Exchange:
+    """Send, listen `interval`, resend, until a reply, an error, or `attempts` datagrams; the
+    listening window is a protocol parameter, not a deadline (the engine owns those)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(family(address), socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if family(address) == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        sock.connect(sockaddr(address, port))
+        transport, listener = await loop.create_datagram_endpoint(lambda: _Listener(sock), sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    sent = 0
+    try:
+        while sent < attempts and not listener.done.done():
+            transport.sendto(payload)
+            sent += 1
+            await asyncio.wait({listener.done}, timeout=interval)
+    finally:
+        transport.close()
+    return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent)
+
+
+def _read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:
+    try:
+        _, ancillary, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+    except OSError:
+        return None
+    for level, kind, data in ancillary:
+        if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)) \
+                and len(data) >= _EXTENDED_ERR.size + 2:
+            _, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+            return {"origin": origin, "type": icmp_type, "code": code,
+                    "offender": _offender(data[_EXTENDED_ERR.size:])}
+    return None
+
+
+def _offender(raw: bytes) -> str | None:
+    """The sockaddr after sock_extended_err (SO_EE_OFFENDER): the router or host that answered."""
+    (fam,) = struct.unpack_from("=H", raw)
+    if fam == socket.AF_INET and len(raw) >= 8:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if fam == socket.AF_INET6 and len(raw) >= 24:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return None

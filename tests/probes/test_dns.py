@@ -1,0 +1,178 @@
+"""dns probe against a loopback nameserver whose handler plays each fault. Direct-path tests use
+system=False (the system path would ask the machine's resolver); the system path is tested on
+"localhost", which /etc/hosts answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import pytest
+
+from probes import dns as dns_probe
+from probes import node
+from probes._trace import ProbeError, Trace
+from probes.reasons import Reason
+from probe_loopback import DnsHandler, dns_reply
+
+pytest_plugins = ["probe_peers"]
+
+Server = Callable[[DnsHandler], Awaitable[str]]
+NAME = "ws.api.azureml.test"
+CNAME = f"{NAME}. 60 IN CNAME ws.privatelink.api.azureml.test."
+
+
+def answering(*records: str, rcode: int = dns.rcode.NOERROR) -> DnsHandler:
+    return lambda query, tcp: dns_reply(query, *records, rcode=rcode)
+
+
+def spec(*servers: str, unit: float, **options: object) -> dns_probe.Spec:
+    return dns_probe.Spec(NAME, resolvers=servers, system=False, query_timeout=2 * unit, **options)  # type: ignore[arg-type]
+
+
+async def test_answer(dns_server: Server, trace: Trace, unit: float) -> None:
+    server = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5", f"{NAME}. 60 IN AAAA fd00::5"))
+    await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"]  # IPv4 when there is any
+    [answer] = trace.facts["servers"]  # type: ignore[misc]
+    assert answer == {"server": server, "rcode": "NOERROR", "error": None, "answers": ["10.0.0.5", "fd00::5"],
+                      "cname_chain": [], "rtt_ms": answer["rtt_ms"]}  # type: ignore[index]
+    assert trace.facts["private_addresses"] == ["10.0.0.5", "fd00::5"]
+    assert trace.facts["public_addresses"] == [] and trace.facts["inconsistent"] is False
+    assert [p.name for p in trace.phases] == ["direct"] and trace.current is None
+
+
+async def test_cname_chain(dns_server: Server, trace: Trace, unit: float) -> None:
+    server = await dns_server(answering(
+        CNAME, "ws.privatelink.api.azureml.test. 60 IN CNAME edge.test.", "edge.test. 60 IN A 20.1.2.3"))
+    await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert trace.facts["cname_chain"] == ["ws.privatelink.api.azureml.test", "edge.test"]
+    assert trace.facts["public_addresses"] == ["20.1.2.3"]
+    assert trace.facts["addresses_ok"] == ["20.1.2.3"]
+
+
+async def test_truncated_answer_retries_over_tcp(dns_server: Server, trace: Trace, unit: float) -> None:
+    def handler(query: dns.message.Message, tcp: bool) -> dns.message.Message:
+        return dns_reply(query, f"{NAME}. 60 IN A 10.0.0.5", truncated=not tcp)
+
+    await dns_probe.run(spec(await dns_server(handler), unit=unit), (), trace)
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"]
+
+
+async def test_nxdomain_keeps_the_cname_chain(dns_server: Server, trace: Trace, unit: float) -> None:
+    """A privatelink CNAME into a zone without the record: NXDOMAIN, and the chain shows where."""
+    server = await dns_server(answering(CNAME, rcode=dns.rcode.NXDOMAIN))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert info.value.reason is Reason.DNS_NXDOMAIN
+    assert trace.current == "direct"
+    assert trace.facts["cname_chain"] == ["ws.privatelink.api.azureml.test"]
+    assert trace.facts["servers"][0]["rcode"] == "NXDOMAIN"  # type: ignore[index]
+
+
+def silent(query: dns.message.Message, tcp: bool) -> None:
+    return None
+
+
+@pytest.mark.parametrize(("handler", "reason", "rcode", "error"), [
+    (answering(), Reason.DNS_NODATA, "NOERROR", None),
+    (answering(rcode=dns.rcode.SERVFAIL), Reason.DNS_SERVFAIL, "SERVFAIL", None),
+    (answering(rcode=dns.rcode.REFUSED), Reason.DNS_REFUSED, "REFUSED", None),
+    (silent, Reason.DNS_TIMEOUT, None, "timeout"),
+], ids=["nodata", "servfail", "refused", "silent"])
+async def test_failures(handler: DnsHandler, reason: Reason, rcode: str | None, error: str | None,
+                        dns_server: Server, trace: Trace, unit: float) -> None:
+    server = await dns_server(handler)
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert info.value.reason is reason
+    assert trace.current == "direct"
+    [answer] = trace.facts["servers"]  # type: ignore[misc]
+    assert (answer["rcode"], answer["error"], answer["answers"]) == (rcode, error, [])  # type: ignore[index]
+    assert trace.facts["addresses_ok"] == []
+
+
+async def test_server_unreachable(closed_udp_port: int, trace: Trace, unit: float) -> None:
+    server = f"127.0.0.1:{closed_udp_port}"
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert info.value.reason is Reason.DNS_SERVER_UNREACHABLE
+    assert trace.facts["servers"][0]["error"] == "unreachable: ECONNREFUSED"  # type: ignore[index]
+
+
+async def test_precedence_across_servers(dns_server: Server, trace: Trace, unit: float) -> None:
+    """NXDOMAIN from one resolver outranks SERVFAIL from another: it names the missing record."""
+    servfail = await dns_server(answering(rcode=dns.rcode.SERVFAIL))
+    nxdomain = await dns_server(answering(rcode=dns.rcode.NXDOMAIN))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(servfail, nxdomain, unit=unit), (), trace)
+    assert info.value.reason is Reason.DNS_NXDOMAIN
+
+
+async def test_split_answers_pass_and_say_so(dns_server: Server, trace: Trace, unit: float) -> None:
+    good = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"))
+    broken = await dns_server(answering(rcode=dns.rcode.SERVFAIL))
+    await dns_probe.run(spec(good, broken, unit=unit), (), trace)
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"] and trace.facts["inconsistent"] is True
+
+
+@pytest.mark.parametrize(("options", "reason"), [
+    ({"expect": "private"}, Reason.DNS_PUBLIC_ANSWER),
+    ({"expect": "public"}, Reason.DNS_WRONG_ADDRESS),
+    ({"expect_addresses": ("10.0.0.6",)}, Reason.DNS_WRONG_ADDRESS),
+], ids=["public-where-private", "private-where-public", "wrong-address"])
+async def test_unmet_expectations(options: dict[str, object], reason: Reason, dns_server: Server,
+                                  trace: Trace, unit: float) -> None:
+    answer = "20.1.2.3" if options.get("expect") == "private" else "10.0.0.5"
+    server = await dns_server(answering(f"{NAME}. 60 IN A {answer}"))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(server, unit=unit, **options), (), trace)
+    assert info.value.reason is reason
+    assert trace.current == "direct"
+    assert trace.facts["addresses_ok"] == []
+
+
+async def test_expected_address(dns_server: Server, trace: Trace, unit: float) -> None:
+    server = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"))
+    await dns_probe.run(spec(server, unit=unit, expect="private", expect_addresses=("10.0.0.5",)), (), trace)
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"]
+
+
+async def test_no_resolver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace: Trace, unit: float) -> None:
+    (tmp_path / "resolv.conf").write_text("search example.internal\n")
+    monkeypatch.setattr(node, "RESOLV_CONF", tmp_path / "resolv.conf")
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(unit=unit), (), trace)
+    assert info.value.reason is Reason.DNS_NO_RESOLVER
+    assert trace.facts["servers"] == []
+
+
+async def test_system_path_wins_over_direct(dns_server: Server, trace: Trace, unit: float) -> None:
+    """What applications see decides; a resolver that disagrees is evidence, not a failure."""
+    server = await dns_server(answering(rcode=dns.rcode.NXDOMAIN))
+    await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), query_timeout=2 * unit), (), trace)
+    assert "127.0.0.1" in trace.facts["addresses"]  # type: ignore[operator]
+    assert trace.facts["addresses_ok"] == ["127.0.0.1"]
+    assert trace.facts["inconsistent"] is True
+    assert {p.name for p in trace.phases} == {"system", "direct"} and trace.current is None
+
+
+async def test_system_path_expectation(dns_server: Server, trace: Trace, unit: float) -> None:
+    server = await dns_server(answering("localhost. 60 IN A 127.0.0.1"))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), expect="private",
+                                           query_timeout=2 * unit), (), trace)
+    assert info.value.reason is Reason.DNS_PUBLIC_ANSWER
+    assert trace.current == "system"
+    assert trace.facts["servers"][0]["answers"] == ["127.0.0.1"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("address", "private"), [
+    ("10.1.2.3", True), ("172.31.255.1", True), ("192.168.0.1", True), ("100.64.0.1", True),
+    ("fd00::1", True), ("172.32.0.1", False), ("20.1.2.3", False), ("2603:1030::1", False),
+    ("127.0.0.1", False),
+])
+def test_is_private(address: str, private: bool) -> None:
+    assert dns_probe.is_private(address) is private
