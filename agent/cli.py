@@ -296,12 +296,10 @@ def demo(
     print(f"lab: building scenario {chosen.name}: {chosen.description}", file=sys.stderr)
     try:
         with lab.Lab(chosen) as running:
-            env = {"FORCE_COLOR": "1", "COLUMNS": str(Console().width)} if sys.stdout.isatty() else {}
-            proc = running.run_in_node(argv, timeout=300, extra_env=env)
+            # The report streams straight to this terminal (progress and colour included).
+            proc = running.run_in_node(argv, timeout=300, stdout=None, stderr=None)
     except lab.LabUnavailable as exc:
         raise UsageProblem(f"lab unavailable: {exc}") from None
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
     return proc.returncode
 
 
