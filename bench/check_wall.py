@@ -1,0 +1,78 @@
+"""Benchmark: whole-process cost of `aml-netcheck check` in the lab.
+
+The lab runs the default catalog for the healthy private-endpoint scenario with one blackholed
+port (the NSG drops TCP 445), and `check --timeout 3` runs N times in the node namespace. Reports
+the median and spread of wall time, CPU time (user + system) and peak RSS of the agent process,
+as a table and as one JSON line (appended to bench/results/check_wall.jsonl when --save is
+given). Timings are measured here, never asserted in tests.
+
+    ./dev bench [--runs 7] [--timeout 3] [--scenario nsg-drop-445] [--save]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab import Lab, scenario  # noqa: E402
+
+
+def measure(lab: Lab, timeout: str) -> dict[str, float]:
+    argv = [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--format", "json",
+            "--timeout", timeout]
+    started = time.monotonic()
+    proc = subprocess.Popen(lab.node_command(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdout = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    report = json.loads(stdout)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "checks": len(report["checks"]), "exit_code": proc.returncode}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--timeout", default="3")
+    parser.add_argument("--scenario", default="nsg-drop-445")
+    parser.add_argument("--save", action="store_true", help="append the result to bench/results/check_wall.jsonl")
+    args = parser.parse_args()
+    samples = []
+    with Lab(scenario(args.scenario)) as lab:
+        measure(lab, args.timeout)  # warm the page cache and the lab's certificate cache
+        for _ in range(args.runs):
+            samples.append(measure(lab, args.timeout))
+    summary: dict[str, object] = {
+        "benchmark": "check_wall", "scenario": args.scenario, "timeout_s": float(args.timeout),
+        "runs": args.runs, "checks": samples[0]["checks"], "exit_code": samples[0]["exit_code"],
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    print(f"check in lab scenario {args.scenario}: {summary['checks']} checks, --timeout {args.timeout}, "
+          f"{args.runs} runs (exit {summary['exit_code']})")
+    for key in ("wall_s", "cpu_s", "peak_rss_mib"):
+        values = [s[key] for s in samples]
+        summary[key] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                        "max": round(max(values), 3)}
+        print(f"  {key:<13} median {statistics.median(values):8.3f}   min {min(values):8.3f}   max {max(values):8.3f}")
+    line = json.dumps(summary)
+    print(line)
+    if args.save:
+        results = Path(__file__).resolve().parent / "results"
+        results.mkdir(exist_ok=True)
+        with open(results / "check_wall.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

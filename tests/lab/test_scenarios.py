@@ -1,0 +1,199 @@
+"""Whole-node scenarios end to end: the real CLI runs `check` inside the lab's node namespace
+against the simulated Azure side, and each scenario's statuses, reasons, finding codes and exit
+code are asserted on the JSON report (validated against the published schema)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from lab import SCENARIOS, Fault, Lab, scenario
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip") and shutil.which("nft")),
+                       reason="the lab needs root, `ip` and `nft`"),
+]
+
+CTX = scenario("healthy-private").context
+STORAGE_FILE = f"{CTX.storage_account}.file.core.windows.net"
+WORKSPACE = f"{CTX.workspace_id}.workspace.{CTX.region}.api.azureml.ms"
+INSTANCE = f"{CTX.compute_name}.{CTX.region}.instances.azureml.ms"
+TIMEOUT = "3"
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("agent").joinpath("data/report-1.schema.json").read_text())
+
+
+def check_in(lab: Lab, *extra: str, fault_free_timeout: str = TIMEOUT) -> tuple[dict[str, Any], int]:
+    proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                            "--format", "json", "--timeout", fault_free_timeout, *extra], timeout=120)
+    assert proc.stdout, proc.stderr
+    report = json.loads(proc.stdout)
+    jsonschema.validate(report, schema())
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return report, proc.returncode
+
+
+def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in report["checks"]}
+
+
+def assert_clean(report: dict[str, Any]) -> None:
+    bad = [f for f in report["findings"] if f["severity"] != "info"]
+    assert bad == [], bad
+    failing = [(c["id"], c["reason"], c["detail"]) for c in report["checks"] if c["status"] in ("fail", "warn")]
+    assert failing == []
+
+
+Checked = tuple[dict[str, Any], int]
+
+
+@pytest.fixture(scope="module")
+def checked() -> Callable[[str], Checked]:
+    """Check a scenario once per module (a lab up, one run, the lab down) and remember the report."""
+    done: dict[str, Checked] = {}
+
+    def get(name: str) -> Checked:
+        if name not in done:
+            with Lab(scenario(name)) as lab:
+                done[name] = check_in(lab)
+        return done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["healthy-private", "healthy-public"])
+def test_healthy(name: str, checked: Callable[[str], Checked]) -> None:
+    report, code = checked(name)
+    assert (code, report["status"], report["exit_code"]) == (0, "ok", 0)
+    assert_clean(report)
+    checks = by_id(report)
+    assert checks[f"websocket:{INSTANCE}:443"]["status"] == "pass"
+    assert checks["udp:eastus.tundra.azureml.ms:5831"]["status"] == "pass"
+    assert checks[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
+    assert report["context"]["region"] == {"value": "eastus", "source": "option"}
+    workspace = checks[f"dns:{WORKSPACE}"]
+    if name == "healthy-private":
+        assert workspace["addresses"] == ["10.0.1.5"]
+        assert any("privatelink" in n for n in workspace["evidence"]["cname_chain"])
+        assert checks[f"dns:{INSTANCE}"]["addresses"] == ["10.0.1.5"]
+    else:
+        assert workspace["addresses"][0].startswith("198.1")
+
+
+# scenario -> (the first finding, [(check id, status, reason)])
+FAULTS: dict[str, tuple[str, list[tuple[str, str, str | None]]]] = {
+    "nsg-drop-445": ("smb-blocked", [(f"tcp:{STORAGE_FILE}:445", "fail", "tcp.timeout"),
+                                     (f"tcp:{STORAGE_FILE}:443", "pass", None)]),
+    "firewall-reset": ("egress-rejected", [("tcp:eastus.batch.azure.com:443", "fail", "tcp.refused"),
+                                           ("tls:eastus.batch.azure.com:443", "skip", "skip.dependency"),
+                                           ("http:eastus.batch.azure.com:443", "skip", "skip.dependency")]),
+    "udp-5831-closed": ("udp-blocked", [("udp:eastus.tundra.azureml.ms:5831", "fail", "udp.closed")]),
+    "nxdomain": ("dns-name-missing", [("dns:graph.windows.net", "fail", "dns.nxdomain"),
+                                      ("tcp:graph.windows.net:443", "skip", "skip.dependency")]),
+    "pe-resolves-public": ("private-endpoint-resolves-public", [(f"dns:{WORKSPACE}", "fail", "dns.public-answer")]),
+    "tls-inspection-untrusted": ("tls-intercepted-untrusted", [
+        ("tls:management.azure.com:443", "fail", "tls.untrusted"),
+        ("tcp:management.azure.com:443", "pass", None),
+        ("http:management.azure.com:443", "skip", "skip.dependency")]),
+    "websocket-refused": ("websocket-blocked", [(f"websocket:{INSTANCE}:443", "fail", "websocket.upgrade-refused"),
+                                                (f"tls:{INSTANCE}:443", "pass", None)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_fault_scenario(name: str, checked: Callable[[str], Checked]) -> None:
+    report, code = checked(name)
+    first, expectations = FAULTS[name]
+    assert (code, report["status"]) == (2, "critical")
+    assert report["findings"][0]["code"] == first
+    assert report["findings"][0]["severity"] == "critical"
+    assert set(SCENARIOS[name].expected_findings) <= {f["code"] for f in report["findings"]}
+    checks = by_id(report)
+    for check_id, status, reason in expectations:
+        assert (checks[check_id]["status"], checks[check_id]["reason"]) == (status, reason), checks[check_id]
+    explained = set(report["findings"][0]["checks"])
+    assert {cid for cid, status, _ in expectations if status == "fail"} <= explained
+    # no finding blames a layer that works
+    passing = {c["id"] for c in report["checks"] if c["status"] == "pass"}
+    assert not any(set(f["checks"]) & passing for f in report["findings"] if f["code"] != "instance-name-wrong-address")
+
+
+def test_tls_interception_names_the_ca_once(checked: Callable[[str], Checked]) -> None:
+    report, _ = checked("tls-inspection-untrusted")
+    intercepted = [f for f in report["findings"] if f["code"] == "tls-intercepted-untrusted"]
+    assert len(intercepted) == 1
+    assert "Contoso" in intercepted[0]["summary"]
+    assert len(intercepted[0]["targets"]) >= 10
+    cert = by_id(report)["tls:management.azure.com:443"]["evidence"]["cert"]
+    assert "Contoso" in cert["issuer"] and len(cert["sha256"].replace(":", "")) == 64
+
+
+def test_text_report_leads_with_the_problem() -> None:
+    with Lab(scenario("nsg-drop-445")) as lab:
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                                "--format", "text", "--timeout", TIMEOUT], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1] == "1 problem found"
+    assert "[smb-blocked]" in lines[3] and "CRITICAL" in lines[3]
+    assert any("fix:" in line and "TCP 445" in line for line in lines)
+    assert any("tcp.timeout in connect" in line and ":445/tcp" in line for line in lines)
+
+
+def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
+    output = tmp_path / "report.json"
+    with Lab(scenario("nsg-drop-445")) as lab:
+        proc = subprocess.Popen(lab.node_command(
+            [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--timeout", "30",
+             "--format", "json", "--output", str(output)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # long enough for every check but the dropped 445 to finish
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    report = json.loads(output.read_text())
+    jsonschema.validate(report, schema())
+    assert (report["status"], report["exit_code"]) == ("unknown", 3)
+    assert report["interrupted"] == "stopped by SIGTERM"
+    smb = by_id(report)[f"tcp:{STORAGE_FILE}:445"]
+    assert (smb["status"], smb["reason"], smb["phase"]) == ("inconclusive", "probe.cancelled", None)
+    assert by_id(report)["tcp:management.azure.com:443"]["status"] == "pass"
+    assert not list(tmp_path.glob(".report.json.*"))  # no temporary file left behind
+
+
+def test_run_deadline_ends_the_run_as_unknown() -> None:
+    with Lab(scenario("nsg-drop-445")) as lab:
+        started = time.monotonic()
+        report, code = check_in(lab, "--deadline", "2", fault_free_timeout="30")
+        elapsed = time.monotonic() - started
+    assert (code, report["status"]) == (3, "unknown")
+    assert report["interrupted"] == "run deadline of 2s reached"
+    assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
+    assert elapsed < 30  # ended by the deadline, not by the 30 s check timeout
+
+
+def test_opening_a_port_mid_lab_changes_the_verdict() -> None:
+    drop = Fault("drop", "tcp", 445)
+    with Lab(scenario("nsg-drop-445")) as lab:
+        first, code_before = check_in(lab)
+        lab.clear(drop)
+        second, code_after = check_in(lab)
+    assert (code_before, code_after) == (2, 0)
+    assert by_id(second)[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
