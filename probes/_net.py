@@ -99,11 +99,12 @@ async def connect_first(addresses: list[str], port: int) -> tuple[str, socket.so
 
 def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
     """The node's trust store (honours SSL_CERT_FILE), or a given CA bundle; unverified only to
-    capture what a failing peer presents."""
-    context = ssl.create_default_context(cafile=cafile)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    capture what a failing peer presents (no store to load then)."""
+    if verify:
+        return ssl.create_default_context(cafile=cafile)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     return context
 
 

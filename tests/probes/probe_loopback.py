@@ -104,3 +104,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.write_eof()
 
 
+
+
+def self_signed_context(ca: trustme.CA, directory: str) -> ssl.SSLContext:
+    """A server presenting a lone self-signed certificate (a device's factory default)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert, key = f"{directory}/self.pem", f"{directory}/self.key"
+    ca.cert_pem.write_to_path(cert)
+    ca.private_key_pem.write_to_path(key)
+    context.load_cert_chain(cert, key)
+    return context
