@@ -1,0 +1,155 @@
+"""The engine against real loopback peers: deadlines, phase attribution, dependencies,
+cancellation, the concurrency bound on descriptors, and no leaked tasks or sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dns.message
+import pytest
+
+from agent import engine
+from agent.model import Check, Layer
+from probe_loopback import UNIT, dns_reply
+from probes import PROBES
+from probes._trace import Trace
+from probes.reasons import Reason, Status
+
+pytest_plugins = ["probe_peers"]
+
+
+def tcp_check(port: int, *, name: str = "svc.test", needs: str | None = None) -> Check:
+    return Check(id=f"tcp:{name}:{port}", layer=Layer.TCP, kind="tcp", params={"host": name, "port": port},
+                 host=name, port=port, protocol="tcp", requirements=("test",), needs=needs)
+
+
+def dns_check(name: str, server: str) -> Check:
+    return Check(id=f"dns:{name}", layer=Layer.DNS, kind="dns",
+                 params={"host": name, "resolvers": [server], "system": False, "query_timeout": 2 * UNIT},
+                 host=name, port=None, protocol="udp", requirements=("test",))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_timeout_names_the_open_phase(stalled_port: int) -> None:
+    result = await engine.attempt(tcp_check(stalled_port), ("127.0.0.1",), timeout=0.2 * UNIT)
+    assert (result.status, result.reason, result.phase) == (Status.FAIL, Reason.TCP_TIMEOUT, "connect")
+    assert "no answer within" in result.detail and result.addresses == ()
+
+
+@pytest.fixture
+def half_stalled() -> Iterator[int]:
+    """One port on two loopback addresses: 127.0.0.2 accepts, 127.0.0.1 has a full accept queue."""
+    with socket.socket() as stalled, socket.socket() as filler, socket.socket() as good:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(0)
+        filler.connect(stalled.getsockname())
+        port = stalled.getsockname()[1]
+        good.bind(("127.0.0.2", port))
+        good.listen()
+        yield int(port)
+
+
+async def test_some_addresses_passing_at_the_deadline_is_a_warning(half_stalled: int) -> None:
+    result = await engine.attempt(tcp_check(half_stalled), ("127.0.0.2", "127.0.0.1"), timeout=0.3 * UNIT)
+    assert (result.status, result.reason, result.phase) == (Status.WARN, Reason.TCP_TIMEOUT, "connect")
+    assert result.addresses == ("127.0.0.2",)
+    assert "1 address(es) passed" in result.detail
+
+
+async def test_a_layer_uses_the_addresses_the_layer_below_passed(
+        dns_server: object, tcp_listener: int) -> None:
+    def answer(query: dns.message.Message) -> dns.message.Message:
+        return dns_reply(query, "svc.test. 60 IN A 127.0.0.1")
+
+    server = await dns_server(answer)  # type: ignore[operator]
+    checks = [dns_check("svc.test", server), tcp_check(tcp_listener, needs="dns:svc.test")]
+    dns_result, tcp_result = await engine.run(checks, timeout=2 * UNIT)
+    assert dns_result.status is Status.PASS and dns_result.addresses == ("127.0.0.1",)
+    assert tcp_result.status is Status.PASS and tcp_result.addresses == ("127.0.0.1",)
+
+
+async def test_a_failed_layer_skips_the_layers_above(dns_server: object, tcp_listener: int) -> None:
+    def nxdomain(query: dns.message.Message) -> dns.message.Message:
+        return dns_reply(query, rcode=dns.rcode.NXDOMAIN)
+
+    server = await dns_server(nxdomain)  # type: ignore[operator]
+    checks = [dns_check("gone.test", server), tcp_check(tcp_listener, name="gone.test", needs="dns:gone.test")]
+    dns_result, tcp_result = await engine.run(checks, timeout=2 * UNIT)
+    assert dns_result.reason is Reason.DNS_NXDOMAIN
+    assert (tcp_result.status, tcp_result.reason) == (Status.SKIP, Reason.SKIP_DEPENDENCY)
+    assert "dns:gone.test" in tcp_result.detail
+
+
+async def test_run_deadline_cancels_what_is_left(stalled_port: int, tcp_listener: int) -> None:
+    state = engine.RunState()
+    checks = [tcp_check(tcp_listener, name="fast.test"), tcp_check(stalled_port)]
+    fast, slow = await engine.run(checks, timeout=60, deadline=0.5 * UNIT, state=state)
+    assert fast.status is Status.PASS
+    assert (slow.status, slow.reason) == (Status.INCONCLUSIVE, Reason.PROBE_CANCELLED)
+    assert state.interrupted and "deadline" in state.interrupted
+
+
+async def test_cancellation_keeps_finished_results_and_leaks_nothing(stalled_port: int, tcp_listener: int) -> None:
+    baseline = open_fds()
+    state = engine.RunState()
+    checks = [tcp_check(tcp_listener, name="fast.test")] + [tcp_check(stalled_port, name=f"s{i}.test") for i in range(20)]
+    task = asyncio.create_task(engine.run(checks, timeout=60, state=state))
+    while "tcp:fast.test:%d" % tcp_listener not in state.results:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    results = engine.finish(checks, state)
+    assert results[0].status is Status.PASS
+    assert {r.reason for r in results[1:]} == {Reason.PROBE_CANCELLED}
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert open_fds() == baseline
+
+
+async def test_concurrency_bound_caps_open_sockets(stalled_port: int) -> None:
+    baseline = open_fds()
+    peak = baseline
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, open_fds())
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
+    checks = [tcp_check(stalled_port, name=f"n{i}.test") for i in range(300)]
+    results = await engine.run(checks, timeout=0.02 * UNIT, concurrency=16)
+    done.set()
+    await sampler
+    assert {r.reason for r in results} == {Reason.TCP_TIMEOUT}
+    assert peak - baseline <= 16 + 4  # the bound, plus the loop's own descriptors
+    assert open_fds() == baseline
+
+
+@dataclass(frozen=True, slots=True)
+class _BrokenSpec:
+    host: str
+
+
+async def _broken(spec: _BrokenSpec, addresses: tuple[str, ...], trace: Trace) -> None:
+    with trace.phase("exchange"):
+        raise RuntimeError("a bug in a probe")
+
+
+async def test_unexpected_errors_are_internal_results(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(PROBES, "broken", (_BrokenSpec, _broken))
+    check = Check(id="local:x", layer=Layer.LOCAL, kind="broken", params={"host": "x"}, host="x", port=None,
+                  protocol="tcp", requirements=("test",))
+    result = await engine.attempt(check, (), timeout=1)
+    assert (result.status, result.reason, result.phase) == (Status.INCONCLUSIVE, Reason.PROBE_INTERNAL, "exchange")
+    assert "a bug in a probe" in result.detail
+    assert "unexpected error" in caplog.text
