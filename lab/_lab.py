@@ -26,12 +26,13 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from lab import addresses, netns, pki
+from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
-from lab.config import ServerConfig
 from lab.zones import node_resolver, zones_of
 
 READY_TIMEOUT = 20.0
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 _active: list[Lab] = []
@@ -73,34 +74,50 @@ class Lab:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
     def _build(self) -> None:
         self._up = True
-        shutil.rmtree(self.workdir, ignore_errors=True)  # a dead owner's, if the pid was reused
+        # anything already named after this pid and counter is a dead owner's (pid reuse)
+        netns.destroy(self._names)
+        shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(mode=0o700)
         lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA)
         inspection_ca = pki.create_ca(self.workdir, "inspection-ca", pki.INSPECTION_CA)
-        hosts = (f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
-                 f"{addresses.NODE} {self.scenario.context.compute_name}\n")  # fmt: skip
+        hosts = (
+            f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+            f"{addresses.NODE} {self.scenario.context.compute_name}\n"
+        )
         netns.build(self._names, resolver=node_resolver(self.scenario), hosts=hosts)
         self._faults = list(dict.fromkeys(self.scenario.faults))
         self._install_faults()
         config = self.workdir / "servers.json"
-        config.write_text(ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json())
+        config.write_text(
+            ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json()
+        )
         self._start_servers(config)
 
     def _start_servers(self, config: Path) -> None:
         log = self.workdir / "servers.log"
-        env = ["env", "-i", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
-               f"PYTHONPATH={_PACKAGE_ROOT}"]  # fmt: skip
+        env = [
+            "env",
+            "-i",
+            f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}",
+            f"PYTHONPATH={_PACKAGE_ROOT}",
+        ]
         with log.open("w") as stderr:
             self._server = subprocess.Popen(
                 netns.in_ns(self.az_ns, [*env, sys.executable, "-m", "lab.servers", str(config)]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )  # fmt: skip
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         assert self._server.stdout is not None
         ready, _, _ = select.select([self._server.stdout], [], [], READY_TIMEOUT)
         line = self._server.stdout.readline() if ready else ""
@@ -126,7 +143,7 @@ class Lab:
     def node_env(self) -> dict[str, str]:
         """The agent's environment: the lab CA as its trust store, no proxy variables."""
         env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": f"{Path(sys.executable).parent}:{_SYSTEM_PATH}",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "SSL_CERT_FILE": self.ca_bundle,
@@ -145,7 +162,7 @@ class Lab:
     def run_in_node(
         self, argv: Sequence[str], *, timeout: float = 60, **kw: Any
     ) -> subprocess.CompletedProcess[str]:
-        """subprocess.run in the node namespace; output captured as text unless kw says otherwise."""
+        """subprocess.run in the node namespace; captures text output unless kw says otherwise."""
         if "stdout" not in kw and "stderr" not in kw:
             kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
@@ -177,7 +194,8 @@ class Lab:
         if not self._up:
             raise RuntimeError("the lab is not up")
         netns.set_faults(
-            self.az_ns, [(f, None if f.host is None else self.address_of(f.host)) for f in self._faults]
+            self.az_ns,
+            [(f, None if f.host is None else self.address_of(f.host)) for f in self._faults],
         )
 
 

@@ -24,12 +24,14 @@ class ServerConfig:
     workdir: Path
 
     def to_json(self) -> str:
-        return json.dumps({
-            "scenario": self.scenario.to_dict(),
-            "lab_ca": [str(self.lab_ca.cert), str(self.lab_ca.key)],
-            "inspection_ca": [str(self.inspection_ca.cert), str(self.inspection_ca.key)],
-            "workdir": str(self.workdir),
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "scenario": self.scenario.to_dict(),
+                "lab_ca": [str(self.lab_ca.cert), str(self.lab_ca.key)],
+                "inspection_ca": [str(self.inspection_ca.cert), str(self.inspection_ca.key)],
+                "workdir": str(self.workdir),
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> ServerConfig:

@@ -45,9 +45,14 @@ def respond(wire: bytes, resolve: Resolve) -> bytes | None:
         # A queries get the chain and the address; AAAA and others only the CNAME chain (no IPv6)
         if record.rtype == "CNAME" or question.rdtype == dns.rdatatype.A:
             response.answer.append(
-                dns.rrset.from_text(record.name + ".", TTL, dns.rdataclass.IN, record.rtype,
-                                    record.value + ("." if record.rtype == "CNAME" else ""))
-            )  # fmt: skip
+                dns.rrset.from_text(
+                    record.name + ".",
+                    TTL,
+                    dns.rdataclass.IN,
+                    record.rtype,
+                    record.value + ("." if record.rtype == "CNAME" else ""),
+                )
+            )
     return response.to_wire()
 
 

@@ -8,6 +8,7 @@ a dead owner are recognised and removed by the next lab.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,6 +26,11 @@ NETNS_ETC = Path("/etc/netns")
 NODE_IF = "eth0"
 AZ_IF = "vnet0"
 _NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az)?$")
+_AZ_SYSCTLS = (
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv4.icmp_msgs_per_sec=100000",
+    "net.ipv4.icmp_msgs_burst=100000",
+)
 _VERDICTS = {
     "drop": "drop",
     "reset": "reject with tcp reset",
@@ -72,7 +78,8 @@ def in_ns(ns: str, argv: Sequence[str]) -> list[str]:
 
 
 def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
-    """Create both namespaces and wire them; the caller destroys them if this raises."""
+    """Create both namespaces and wire them (faults come later, from set_faults); the caller
+    destroys them if this raises."""
     try:
         run(["ip", "netns", "add", names.node])
     except CommandFailed as error:
@@ -80,27 +87,35 @@ def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
     run(["ip", "netns", "add", names.az])
     etc = NETNS_ETC / names.node
     etc.mkdir(parents=True, exist_ok=True)
-    (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:2\n")
+    (etc / "resolv.conf").write_text(f"nameserver {resolver}\n")
     (etc / "hosts").write_text(hosts)
 
-    run(["ip", "-n", names.node, "link", "add", NODE_IF, "address", addresses.NODE_MAC,
-         "type", "veth", "peer", "name", AZ_IF, "netns", names.az])  # fmt: skip
-    run(["ip", "-n", names.node, "-batch", "-"], stdin="\n".join([
-        "link set lo up",
-        f"link set {NODE_IF} up",
-        f"addr add {addresses.NODE}/24 dev {NODE_IF}",
-        f"route add default via {addresses.GATEWAY} dev {NODE_IF}",
-    ]) + "\n")  # fmt: skip
-    run(["ip", "-n", names.az, "-batch", "-"], stdin="\n".join([
-        "link set lo up",
-        f"link set {AZ_IF} up",
-        f"addr add {addresses.GATEWAY}/24 dev {AZ_IF}",
-        *(f"route add local {prefix} dev lo" for prefix in addresses.LOCAL_PREFIXES),
-    ]) + "\n")  # fmt: skip
+    veth = f"link add {NODE_IF} address {addresses.NODE_MAC} type veth peer name {AZ_IF}"
+    run(["ip", "-n", names.node, *veth.split(), "netns", names.az])
+    _batch(
+        names.node,
+        [
+            "link set lo up",
+            f"link set {NODE_IF} up",
+            f"addr add {addresses.NODE}/24 dev {NODE_IF}",
+            f"route add default via {addresses.GATEWAY} dev {NODE_IF}",
+        ],
+    )
+    _batch(
+        names.az,
+        [
+            "link set lo up",
+            f"link set {AZ_IF} up",
+            f"addr add {addresses.GATEWAY}/24 dev {AZ_IF}",
+            *(f"route add local {prefix} dev lo" for prefix in addresses.LOCAL_PREFIXES),
+        ],
+    )
     # ICMP errors are the evidence of reject faults: never let the kernel rate-limit them away
-    run(in_ns(names.az, ["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0",
-                         "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=100000"]))  # fmt: skip
-    set_faults(names.az, ())
+    run(in_ns(names.az, ["sysctl", "-q", "-w", *_AZ_SYSCTLS]))
+
+
+def _batch(ns: str, commands: Sequence[str]) -> None:
+    run(["ip", "-n", ns, "-batch", "-"], stdin="".join(f"{c}\n" for c in commands))
 
 
 def set_faults(az: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
@@ -111,13 +126,13 @@ def set_faults(az: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
         + f" {fault.protocol} dport {fault.port} counter {_VERDICTS[fault.action]}"
         for fault, address in faults
     ]
-    run(in_ns(az, ["nft", "-f", "-"]), stdin="\n".join([
+    table = [
         "table inet lab {",
         "  chain input { type filter hook input priority filter; policy accept; }",
         "}",
         "flush chain inet lab input",
-        *rules,
-    ]) + "\n")  # fmt: skip
+    ]
+    run(in_ns(az, ["nft", "-f", "-"]), stdin="".join(f"{line}\n" for line in [*table, *rules]))
 
 
 def destroy(names: Namespaces) -> None:
@@ -130,10 +145,8 @@ def destroy(names: Namespaces) -> None:
 def _remove(ns: str) -> None:
     pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
     for pid in pids.stdout.split():  # only processes inside this lab namespace
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
     shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 

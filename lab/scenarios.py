@@ -64,7 +64,9 @@ class Scenario:
     context: Context = field(default_factory=Context)
     # DNS: which server the node uses, how the privatelink zones look from the VNet
     resolver: Resolver = "azure"
-    private_zones: PrivateZones = "linked"  # linked: PE address; unlinked: public; missing: NXDOMAIN
+    private_zones: PrivateZones = (
+        "linked"  # linked: PE address; unlinked: public; missing: NXDOMAIN
+    )
     custom_dns_forwards: bool = True  # the custom server forwards the private zones to Azure DNS
     nxdomain: tuple[str, ...] = ()
     servfail: tuple[str, ...] = ()
@@ -82,15 +84,21 @@ class Scenario:
         """The context as `aml-netcheck check` options."""
         c = self.context
         return [
-            "--region", c.region,
-            "--workspace-id", c.workspace_id,
-            "--workspace-name", c.workspace_name,
-            "--storage-account", c.storage_account,
-            "--compute-name", c.compute_name,
-            "--compute", c.compute,
+            "--region",
+            c.region,
+            "--workspace-id",
+            c.workspace_id,
+            "--workspace-name",
+            c.workspace_name,
+            "--storage-account",
+            c.storage_account,
+            "--compute-name",
+            c.compute_name,
+            "--compute",
+            c.compute,
             "--public-ip" if c.public_ip else "--no-public-ip",
             "--private-endpoint" if c.private_endpoint else "--no-private-endpoint",
-        ]  # fmt: skip
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,7 +106,9 @@ class Scenario:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
         """Inverse of to_dict (the server process gets its scenario as JSON)."""
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         values["context"] = Context(**data["context"])
         values["faults"] = tuple(Fault(**f) for f in data["faults"])
         return cls(**values)
@@ -112,7 +122,10 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 
 _PRIVATE = Context()
 _PUBLIC = Context(public_ip=True, private_endpoint=False)
-BATCH_FRONT_ENDS = (f"{_PRIVATE.region}.batch.azure.com", f"{_PRIVATE.region}.service.batch.azure.com")
+BATCH_FRONT_ENDS = (
+    f"{_PRIVATE.region}.batch.azure.com",
+    f"{_PRIVATE.region}.service.batch.azure.com",
+)
 """Every name under these resolves to the front end's own address (see lab.zones), so a fault on
 these two hosts blocks all of `*.eastus.batch.azure.com` and `*.eastus.service.batch.azure.com`."""
 
@@ -138,8 +151,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "nsg-drop-445",
             "An NSG silently drops SMB (TCP 445) to storage",
-            "An NSG rule drops outbound TCP 445, so the workspace file share (Azure Files over SMB) "
-            "cannot be mounted; connections time out. Expect smb-blocked.",
+            "An NSG rule drops outbound TCP 445, so the workspace file share (Azure Files over "
+            "SMB) cannot be mounted; connections time out. Expect smb-blocked.",
             faults=(Fault("drop", "tcp", 445),),
             expected_exit=2,
             expected_findings=("smb-blocked",),

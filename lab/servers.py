@@ -57,7 +57,11 @@ def _udp_responder(port: int, silent: bool) -> socket.socket:
             except BlockingIOError:
                 return
             destination = next(
-                (d[8:12] for level, kind, d in ancillary if (level, kind) == (socket.SOL_IP, _IP_PKTINFO)),
+                (
+                    d[8:12]
+                    for level, kind, d in ancillary
+                    if (level, kind) == (socket.SOL_IP, _IP_PKTINFO)
+                ),
                 None,
             )
             if silent or destination is None:

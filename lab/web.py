@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import ssl
 import uuid
 from pathlib import Path
@@ -17,6 +18,9 @@ from lab.scenarios import Scenario, matches
 SERVER = "Lab-Azure-FrontEnd/1.0"
 WEBSOCKET_NAMES = ("*.instances.azureml.ms", "*.instances.ml.azure.ms", "*.instances.azureml.net")
 IMDS_VERSIONS = ("2017-04-02", "2018-10-01", "2019-06-04", "2020-10-01", "2021-02-01", "2021-12-13")
+"""Listed by /metadata/versions; any well-formed version from 2017-04-02 on is accepted, so the
+agent's choice of a newer version never looks like an IMDS outage."""
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -47,20 +51,28 @@ def imds_instance(scenario: Scenario) -> dict[str, Any]:
             "zone": "",
         },
         "network": {
-            "interface": [{
-                "ipv4": {
-                    "ipAddress": [{
-                        "privateIpAddress": addresses.NODE,
-                        "publicIpAddress": addresses.NODE_PUBLIC_IP if c.public_ip else "",
-                    }],
-                    "subnet": [{"address": addresses.NODE_SUBNET.split("/")[0],
-                                "prefix": addresses.NODE_SUBNET.split("/")[1]}],
-                },
-                "ipv6": {"ipAddress": []},
-                "macAddress": mac,
-            }],
+            "interface": [
+                {
+                    "ipv4": {
+                        "ipAddress": [
+                            {
+                                "privateIpAddress": addresses.NODE,
+                                "publicIpAddress": addresses.NODE_PUBLIC_IP if c.public_ip else "",
+                            }
+                        ],
+                        "subnet": [
+                            {
+                                "address": addresses.NODE_SUBNET.split("/")[0],
+                                "prefix": addresses.NODE_SUBNET.split("/")[1],
+                            }
+                        ],
+                    },
+                    "ipv6": {"ipAddress": []},
+                    "macAddress": mac,
+                }
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 def imds_loadbalancer(scenario: Scenario) -> dict[str, Any]:
@@ -87,15 +99,21 @@ def _leaf(document: Any, path: list[str]) -> Any:
 
 async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
     """Instance metadata with IMDS's rules: Metadata: true, no X-Forwarded-For, api-version."""
-    if request.headers.get("Metadata", "").lower() != "true" or "X-Forwarded-For" in request.headers:
+    if (
+        request.headers.get("Metadata", "").lower() != "true"
+        or "X-Forwarded-For" in request.headers
+    ):
         return _imds_error("Bad request. Required metadata header not specified")
     parts = [p for p in request.path.split("/") if p]
     if parts == ["metadata", "versions"]:
         return web.json_response({"apiVersions": list(IMDS_VERSIONS)})
     if "api-version" not in request.query:
         return _imds_error("Bad request. api-version was not specified in the request.")
-    if request.query["api-version"] not in IMDS_VERSIONS:
-        return _imds_error("Bad request. api-version is invalid or was not specified in the request.")
+    version = request.query["api-version"]
+    if not _VERSION.match(version) or version < IMDS_VERSIONS[0]:
+        return _imds_error(
+            "Bad request. api-version is invalid or was not specified in the request."
+        )
     documents = {"instance": imds_instance, "loadbalancer": imds_loadbalancer}
     if len(parts) < 2 or parts[0] != "metadata" or parts[1] not in documents:
         return _not_found()

@@ -41,8 +41,13 @@ def private_names(context: Context) -> dict[str, PrivateName]:
     """The names a private-endpoint workspace serves privately, built from the context."""
     if not context.private_endpoint:
         return {}
-    r, g, w, c, s = (context.region, context.workspace_id, context.workspace_name,
-                     context.compute_name, context.storage_account)  # fmt: skip
+    r, g, w, c, s = (
+        context.region,
+        context.workspace_id,
+        context.workspace_name,
+        context.compute_name,
+        context.storage_account,
+    )
     api = f"{g}.workspace.{r}.privatelink.api.azureml.ms"
     notebooks_label = f"ml-{w}-{r}-{g}"[:63]
     names = {
@@ -74,11 +79,12 @@ def _front_end(name: str) -> str:
 class Zones:
     """The answers of one resolver in one scenario."""
 
-    def __init__(self, scenario: Scenario, *, private_zones: PrivateZones | None = None) -> None:
-        """private_zones overrides the scenario's mode (a custom DNS server that does not
-        forward the private zones sees them as the public internet does: "unlinked")."""
+    def __init__(self, scenario: Scenario, *, forwarded: bool = True) -> None:
+        """forwarded=False: a resolver that does not forward the workspace's zones to Azure DNS
+        sees them as the internet does: privatelink names unlinked, instance names public."""
         self._scenario = scenario
-        self._mode = private_zones or scenario.private_zones
+        self._forwarded = forwarded
+        self._mode: PrivateZones = scenario.private_zones if forwarded else "unlinked"
         self._private = private_names(scenario.context)
         self._links = {p.link: p.address for p in self._private.values() if p.link}
 
@@ -93,12 +99,15 @@ class Zones:
         if private is None:
             if name in self._links:
                 return self._privatelink(name, self._links[name], ())
-            return Answer("NOERROR", (Record(name, "A", addresses.public_address(_front_end(name))),))
-        if private.link is None:  # a plain record in a zone the customer forwards or links
-            address = (addresses.public_address(name) if self._mode == "unlinked"
-                       else private.address)  # fmt: skip
+            return Answer(
+                "NOERROR", (Record(name, "A", addresses.public_address(_front_end(name))),)
+            )
+        if private.link is None:  # a record the customer adds to an instances zone of their own
+            address = private.address if self._forwarded else addresses.public_address(name)
             return Answer("NOERROR", (Record(name, "A", address),))
-        return self._privatelink(private.link, private.address, (Record(name, "CNAME", private.link),))
+        return self._privatelink(
+            private.link, private.address, (Record(name, "CNAME", private.link),)
+        )
 
     def _privatelink(self, link: str, address: str, chain: tuple[Record, ...]) -> Answer:
         if self._mode == "missing":
@@ -129,5 +138,5 @@ def zones_of(scenario: Scenario, server: str) -> Zones:
     """The answers of the DNS server at `server` (Azure DNS or the custom one). A custom server
     that does not forward the private zones resolves them as the internet does: publicly."""
     if server == addresses.CUSTOM_DNS and not scenario.custom_dns_forwards:
-        return Zones(scenario, private_zones="unlinked")
+        return Zones(scenario, forwarded=False)
     return Zones(scenario)
