@@ -11,8 +11,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-PROBE_KINDS = ("https", "websocket", "tcp", "udp", "dns")
+PROBE_KINDS = ("https", "websocket", "tcp", "udp", "dns", "listen")
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
+CLOUDS = ("public", "usgov", "china")
+DIRECTIONS = ("outbound", "inbound")
+_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,11 @@ class Requirement:
     dns_private: bool = False
     pe_address: str | None = None
     feature: str | None = None
+    direction: str = "outbound"
+    source_tag: str = ""  # inbound: who connects (an NSG source service tag)
+    rule_protocol: str = ""  # what the NSG rule names when it differs from the probe ("*" for Any)
+    clouds: tuple[str, ...] = CLOUDS
+    notes: str = ""  # where the documentation disagrees, and what we check because of it
 
     @property
     def situational(self) -> bool:
@@ -45,6 +53,8 @@ class Zone:
     suffix: str
     privatelink_zone: str  # "" where no private zone exists (records go in the public zone)
     forward_zone: str
+    cloud: str = "public"
+    workspace: bool = False  # a zone a private-endpoint workspace needs linked / forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,38 +83,71 @@ class CatalogError(ValueError):
 
 
 @cache
-def load() -> Catalog:
+def load(cloud: str = "public") -> Catalog:
+    """The catalog as seen from one cloud: its host names, rule FQDNs, tags and zones."""
     text = resources.files("agent").joinpath("data/requirements.toml").read_text("utf-8")
-    return parse(tomllib.loads(text))
+    return parse(tomllib.loads(text), cloud)
 
 
-def parse(data: dict[str, Any]) -> Catalog:
+def parse(data: dict[str, Any], cloud: str = "public") -> Catalog:
+    """Validate every row for every cloud, and keep the rows that apply to `cloud` with that
+    cloud's variant of hosts, rule_fqdn and service_tag (a row's `usgov` / `china` table)."""
+    if cloud not in CLOUDS:
+        raise CatalogError(f"unknown cloud {cloud!r}")
     rows = data.get("requirement", [])
-    requirements = tuple(_requirement(row) for row in rows)
-    ids = [r.id for r in requirements]
+    variants = {c: [_requirement(row, c) for row in rows] for c in CLOUDS}
+    requirements = tuple(r for r in variants[cloud] if cloud in r.clouds)
+    ids = [row.get("id") for row in rows]
     if len(ids) != len(set(ids)):
         raise CatalogError(f"duplicate requirement ids: {sorted({i for i in ids if ids.count(i) > 1})}")
-    zones = tuple(Zone(suffix=z["suffix"], privatelink_zone=z["privatelink_zone"],
-                       forward_zone=z["forward_zone"]) for z in data.get("zone", []))
-    return Catalog(version=str(data["version"]), requirements=requirements, zones=zones)
+    zones = tuple(_zone(z) for z in data.get("zone", []))
+    return Catalog(version=str(data["version"]), requirements=requirements,
+                   zones=tuple(z for z in zones if z.cloud == cloud))
 
 
-def _requirement(row: dict[str, Any]) -> Requirement:
+def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
+    name = row.get("id", "?")
+    values = dict(row)
+    variant = values.pop("usgov", None), values.pop("china", None)
+    override = dict(zip(("usgov", "china"), variant)).get(cloud) or {}
+    unknown = set(override) - set(_CLOUD_FIELDS)
+    if unknown:
+        raise CatalogError(f"requirement {name}: {cloud} may only override {_CLOUD_FIELDS}, not {sorted(unknown)}")
+    values.update(override)
     try:
         requirement = Requirement(
-            id=row["id"], refs=tuple(row.get("refs", ())), purpose=row["purpose"],
-            hosts=tuple(row["hosts"]), rule_fqdn=row["rule_fqdn"],
-            service_tag=row.get("service_tag", ""), protocol=row["protocol"],
-            ports=tuple(int(p) for p in row["ports"]), probe=row["probe"],
-            required_for=row["required_for"], compute=tuple(row["compute"]),
-            docs=tuple(row.get("docs", ())), public_ip=row.get("public_ip"),
-            private_endpoint=row.get("private_endpoint"), dns_private=row.get("dns_private", False),
-            pe_address=row.get("pe_address"), feature=row.get("feature"),
+            id=values["id"], refs=tuple(values.get("refs", ())), purpose=values["purpose"],
+            hosts=tuple(values.get("hosts", ())), rule_fqdn=values.get("rule_fqdn", ""),
+            service_tag=values.get("service_tag", ""), protocol=values["protocol"],
+            ports=tuple(int(p) for p in values["ports"]), probe=values["probe"],
+            required_for=values["required_for"], compute=tuple(values["compute"]),
+            docs=tuple(values.get("docs", ())), public_ip=values.get("public_ip"),
+            private_endpoint=values.get("private_endpoint"), dns_private=values.get("dns_private", False),
+            pe_address=values.get("pe_address"), feature=values.get("feature"),
+            direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
+            rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
+            notes=values.get("notes", ""),
         )
     except KeyError as exc:
-        raise CatalogError(f"requirement {row.get('id', '?')}: missing field {exc}") from exc
+        raise CatalogError(f"requirement {name}: missing field {exc}") from exc
+    known = set(Requirement.__dataclass_fields__) | {"usgov", "china"}
+    if set(row) - known:
+        raise CatalogError(f"requirement {name}: unknown fields {sorted(set(row) - known)}")
     if requirement.probe not in PROBE_KINDS or requirement.required_for not in REQUIRED_FOR:
-        raise CatalogError(f"requirement {requirement.id}: bad probe or required_for")
-    if requirement.protocol not in ("tcp", "udp"):
-        raise CatalogError(f"requirement {requirement.id}: protocol must be tcp or udp")
+        raise CatalogError(f"requirement {name}: bad probe or required_for")
+    if requirement.protocol not in ("tcp", "udp") or requirement.direction not in DIRECTIONS:
+        raise CatalogError(f"requirement {name}: protocol must be tcp or udp, direction outbound or inbound")
+    if not set(requirement.clouds) <= set(CLOUDS):
+        raise CatalogError(f"requirement {name}: clouds must be among {CLOUDS}")
+    if requirement.probe != "listen" and not requirement.hosts:
+        raise CatalogError(f"requirement {name}: a probed requirement needs hosts")
     return requirement
+
+
+def _zone(row: dict[str, Any]) -> Zone:
+    try:
+        return Zone(suffix=row["suffix"], privatelink_zone=row.get("privatelink_zone", ""),
+                    forward_zone=row["forward_zone"], cloud=row.get("cloud", "public"),
+                    workspace=row.get("workspace", False))
+    except KeyError as exc:
+        raise CatalogError(f"zone {row.get('suffix', '?')}: missing field {exc}") from exc
