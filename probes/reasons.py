@@ -62,6 +62,7 @@ class Reason(StrEnum):
     HTTP_TIMEOUT = "http.timeout"  # request sent, no response in time
     HTTP_STATUS = "http.status"  # an HTTP status the check does not accept
     HTTP_FIREWALL_DENIED = "http.firewall-denied"  # Azure Firewall deny page (HTTP 470)
+    HTTP_INVALID_RESPONSE = "http.invalid-response"  # the peer answered, but not with valid HTTP
     PROXY_AUTH_REQUIRED = "proxy.auth-required"  # the proxy answered 407
     PROXY_DENIED = "proxy.denied"  # the proxy refused the CONNECT (403 and friends)
     PROXY_UPSTREAM_FAILED = "proxy.upstream-failed"  # the proxy could not reach the target (502-504)
@@ -181,10 +182,12 @@ def classify(exc: BaseException) -> Reason:
 
 
 def _classify_one(exc: BaseException) -> Reason | None:
+    if isinstance(exc, ssl.SSLError) and isinstance(exc.__cause__, OSError):
+        return None  # a library's wrapper (aiohttp's ClientConnectorCertificateError lacks verify_code)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return VERIFY_CODES.get(exc.verify_code, Reason.TLS_UNTRUSTED)
+        return VERIFY_CODES.get(getattr(exc, "verify_code", 0), Reason.TLS_UNTRUSTED)
     if isinstance(exc, ssl.SSLError):
-        if exc.reason in PROTOCOL_MISMATCH_REASONS:
+        if getattr(exc, "reason", None) in PROTOCOL_MISMATCH_REASONS:
             return Reason.TLS_PROTOCOL_MISMATCH
         return Reason.TLS_HANDSHAKE
     if isinstance(exc, socket.gaierror):

@@ -1,0 +1,129 @@
+"""One HTTP(S) request with aiohttp, pinned to the address the lower layers passed, directly or
+through an explicit proxy. Any status from the service proves reachability (401/404 from an
+API root included); what fails are the middleboxes: Azure Firewall's 470, and proxies that want
+credentials, deny the CONNECT or cannot reach the target."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from probes._net import errno_name, proxy_reason, require
+from probes._net import family as address_family
+from probes._trace import ProbeError, Trace
+from probes.node import redact
+from probes.reasons import Reason
+
+FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    url: str
+    host: str  # the name in the URL: SNI and Host stay this name whatever address is used
+    proxy: str | None = None  # explicit: the engine decides, the environment is not consulted
+    cafile: str | None = None
+    method: str = "GET"
+
+
+class _Pinned(AbstractResolver):
+    """Resolves the target name to the address the dns/tcp layers passed, never again through
+    DNS; any other name (a proxy's) the way applications do."""
+
+    def __init__(self, host: str, address: str | None) -> None:
+        self._host = host
+        self._address = address
+        self._system = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if host != self._host or self._address is None:
+            return await self._system.resolve(host, port, family)
+        return [{"hostname": host, "host": self._address, "port": port, "family": address_family(self._address),
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        await self._system.close()
+
+
+async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
+    """Through a proxy the proxy resolves the target, so `addresses` may then be empty."""
+    trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
+               proxy=redact(spec.proxy) if spec.proxy else None)
+    address = require(addresses)[0] if addresses or not spec.proxy else None
+    context: ssl.SSLContext | bool = True
+    if urlsplit(spec.url).scheme == "https":
+        context = ssl.create_default_context(cafile=spec.cafile)
+    with ExitStack() as phases:
+        config = aiohttp.TraceConfig()
+
+        async def connecting(*_: Any) -> None:
+            phases.enter_context(trace.phase("connect"))
+
+        async def connected(*_: Any) -> None:
+            phases.close()  # ends "connect" cleanly; the request phase follows
+            phases.enter_context(trace.phase("request"))
+
+        config.on_connection_create_start.append(connecting)
+        config.on_connection_create_end.append(connected)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=_Pinned(spec.host, address), use_dns_cache=False,
+                                           force_close=True),
+            trust_env=False,  # the engine passes the proxy explicitly
+            timeout=aiohttp.ClientTimeout(total=None),  # the engine owns time
+            trace_configs=[config],
+        )
+        async with session:
+            try:
+                async with session.request(spec.method, spec.url, proxy=spec.proxy, ssl=context,
+                                           allow_redirects=False) as response:
+                    await _judge(spec, response, trace)
+            except aiohttp.ClientHttpProxyError as exc:
+                trace.note(proxy_status=exc.status,
+                           proxy_authenticate=exc.headers.getall("Proxy-Authenticate", []) if exc.headers else [])
+                raise ProbeError(proxy_reason(exc.status),
+                                 f"proxy answered CONNECT with {exc.status} {exc.message}") from exc
+            except aiohttp.ClientProxyConnectionError as exc:
+                trace.note(proxy_errno=errno_name(exc))
+                raise ProbeError(Reason.PROXY_UNREACHABLE, f"cannot connect to the proxy: {exc.strerror}") from exc
+            except aiohttp.ServerDisconnectedError as exc:
+                raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response") from exc
+            except aiohttp.ClientResponseError as exc:
+                raise ProbeError(Reason.HTTP_INVALID_RESPONSE, f"not a valid HTTP response: {exc.message}") from exc
+    if address is not None:
+        trace.passed(address)
+
+
+async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> None:
+    date = response.headers.get("Date")
+    trace.note(status=response.status, server=response.headers.get("Server"), date=date,
+               clock_skew_s=_skew(date))
+    if response.status == FIREWALL_DENIED:
+        body = (await response.content.read(512)).decode(errors="replace").strip()
+        trace.note(body=body)
+        raise ProbeError(Reason.HTTP_FIREWALL_DENIED, f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
+    if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
+        trace.note(proxy_authenticate=response.headers.getall("Proxy-Authenticate", []))
+        raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
+
+
+def _skew(date: str | None) -> float | None:
+    """Server Date minus local time, seconds: TLS and Entra tokens tolerate only minutes."""
+    if not date:
+        return None
+    try:
+        server = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=timezone.utc)
+    return round((server - datetime.now(timezone.utc)).total_seconds(), 3)

@@ -1,0 +1,144 @@
+"""http probe against aiohttp.web servers on loopback (TLS from trustme), raw peers that answer
+badly, and a small CONNECT proxy. The URL's name is never resolved: the probe is pinned to the
+address it is given, and through a proxy the proxy (here: a test double) does the resolving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+import trustme
+from aiohttp import web
+
+from probe_loopback import Serve, StreamHandler, plaintext, proxy, reset_after_read, server_context, silent
+from probes import http
+from probes._trace import ProbeError, Trace
+from probes.reasons import Reason, classify
+
+pytest_plugins = ["probe_peers"]
+
+NAME = "svc.test"
+HttpServer = Callable[..., Awaitable[int]]
+
+
+def status(code: int, **headers: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        assert request.host.startswith(NAME)  # Host stays the name, whatever address was used
+        return web.Response(status=code, text="Action: Deny. Reason: No rule matched." if code == 470 else "",
+                            headers={"Server": "test", **headers})
+    return handler
+
+
+@pytest.fixture
+async def https(http_server: HttpServer, ca: trustme.CA) -> Callable[..., Awaitable[int]]:
+    async def start(code: int, **headers: str) -> int:
+        return await http_server(status(code, **headers), tls=server_context(ca.issue_cert(NAME)))
+    return start
+
+
+@pytest.mark.parametrize("code", [200, 401, 404])
+async def test_any_service_status_passes(code: int, https: Callable[..., Awaitable[int]], cafile: str,
+                                         trace: Trace) -> None:
+    port = await https(code)
+    await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.facts["status"] == code and trace.facts["server"] == "test"
+    assert trace.facts["addresses_ok"] == ["127.0.0.1"] and trace.facts["via_proxy"] is False
+    assert abs(trace.facts["clock_skew_s"]) < 5  # type: ignore[arg-type]
+    assert [p.name for p in trace.phases] == ["connect", "request"] and trace.current is None
+
+
+async def test_firewall_deny(https: Callable[..., Awaitable[int]], cafile: str, trace: Trace) -> None:
+    port = await https(470)
+    with pytest.raises(ProbeError) as info:
+        await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_FIREWALL_DENIED
+    assert trace.current == "request"
+    assert trace.facts["body"] == "Action: Deny. Reason: No rule matched."
+
+
+async def test_clock_skew(https: Callable[..., Awaitable[int]], cafile: str, trace: Trace) -> None:
+    ahead = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=10), usegmt=True)
+    port = await https(200, Date=ahead)
+    await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.facts["date"] == ahead
+    assert trace.facts["clock_skew_s"] == pytest.approx(600, abs=5)
+
+
+async def test_no_date_header(serve: Serve, trace: Trace) -> None:
+    port = await serve(plaintext(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
+    await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert trace.facts["status"] == 204 and trace.facts["clock_skew_s"] is None
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (407, Reason.PROXY_AUTH_REQUIRED),
+    (403, Reason.PROXY_DENIED),
+    (502, Reason.PROXY_UPSTREAM_FAILED),
+])
+async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, cafile: str, trace: Trace) -> None:
+    offers = 'Proxy-Authenticate: Basic realm="corp"\r\nProxy-Authenticate: Negotiate\r\n'
+    proxy_port = await serve(proxy(code, offers if code == 407 else ""))
+    spec = http.Spec(f"https://{NAME}/", NAME, proxy=f"http://alice:s3cret@127.0.0.1:{proxy_port}", cafile=cafile)
+    with pytest.raises(ProbeError) as info:
+        await http.run(spec, (), trace)
+    assert info.value.reason is reason
+    assert trace.current == "connect"
+    assert trace.facts["proxy_status"] == code and trace.facts["via_proxy"] is True
+    assert trace.facts["proxy"] == f"http://alice:***@127.0.0.1:{proxy_port}"
+    if code == 407:
+        assert trace.facts["proxy_authenticate"] == ['Basic realm="corp"', "Negotiate"]
+
+
+async def test_through_proxy(serve: Serve, https: Callable[..., Awaitable[int]], cafile: str,
+                             trace: Trace) -> None:
+    port = await https(200)
+    proxy_port = await serve(proxy(200))
+    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=f"http://127.0.0.1:{proxy_port}", cafile=cafile)
+    await http.run(spec, (), trace)
+    assert trace.facts["status"] == 200 and trace.facts["via_proxy"] is True
+
+
+async def test_proxy_unreachable(refused_port: int, cafile: str, trace: Trace) -> None:
+    spec = http.Spec(f"https://{NAME}/", NAME, proxy=f"http://127.0.0.1:{refused_port}", cafile=cafile)
+    with pytest.raises(ProbeError) as info:
+        await http.run(spec, (), trace)
+    assert info.value.reason is Reason.PROXY_UNREACHABLE
+    assert trace.facts["proxy_errno"] == "ECONNREFUSED" and trace.current == "connect"
+
+
+@pytest.mark.parametrize(("handler", "reason"), [
+    (plaintext(b""), Reason.TCP_CLOSED),
+    (reset_after_read, Reason.TCP_RESET),
+    (plaintext(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), Reason.HTTP_INVALID_RESPONSE),
+], ids=["closed", "reset", "not-http"])
+async def test_broken_responses(handler: StreamHandler, reason: Reason, serve: Serve, trace: Trace) -> None:
+    """Library errors either become a ProbeError or keep the OSError in their chain for classify."""
+    port = await serve(handler)
+    with pytest.raises(Exception) as info:
+        await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    got = info.value.reason if isinstance(info.value, ProbeError) else classify(info.value)
+    assert got is reason
+    assert trace.current == "request"
+
+
+async def test_untrusted_certificate_is_classified(http_server: HttpServer, cafile: str, trace: Trace) -> None:
+    other = trustme.CA(organization_name="Contoso Inspection")
+    port = await http_server(status(200), tls=server_context(other.issue_cert(NAME)))
+    with pytest.raises(Exception) as info:
+        await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert classify(info.value) is Reason.TLS_UNTRUSTED  # found in aiohttp's cause chain
+    assert trace.current == "connect"
+
+
+@pytest.mark.parametrize(("scheme", "phase"), [("http", "request"), ("https", "connect")])
+async def test_silent_server(scheme: str, phase: str, serve: Serve, cafile: str, trace: Trace, unit: float) -> None:
+    """No library timer fires first: the engine's deadline does, in the phase that stalled
+    (over HTTPS the TLS handshake is part of aiohttp's connection set-up)."""
+    port = await serve(silent)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(6 * unit):
+            await http.run(http.Spec(f"{scheme}://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.current == phase
