@@ -14,11 +14,14 @@ import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import dns.message
 import pytest
 import trustme
 from aiohttp import web
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as serve_websocket
 
 from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler
 from probes._trace import Trace
@@ -202,3 +205,20 @@ def tcp_listener() -> Iterator[int]:
         server.bind(("127.0.0.1", 0))
         server.listen()
         yield int(server.getsockname()[1])
+
+
+@pytest.fixture
+async def ws_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
+    """websockets servers on loopback: `await ws_server(handler, tls=..., process_request=...)`."""
+    servers: list[Server] = []
+
+    async def start(handler: Callable[[ServerConnection], Awaitable[None]],
+                    tls: ssl.SSLContext | None = None, **options: Any) -> int:
+        server = await serve_websocket(handler, "127.0.0.1", 0, ssl=tls, **options)
+        servers.append(server)
+        return int(next(iter(server.sockets)).getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()

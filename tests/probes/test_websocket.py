@@ -1,0 +1,119 @@
+"""websocket probe against websockets servers on loopback, raw peers that answer the upgrade
+wrongly, and the CONNECT proxy double."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+import pytest
+import trustme
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from probe_loopback import Serve, StreamHandler, plaintext, proxy, reset_after_read, server_context, silent
+from probes import websocket
+from probes._trace import ProbeError, Trace
+from probes.reasons import Reason, classify
+
+pytest_plugins = ["probe_peers"]
+
+NAME = "svc.test"
+WsServer = Callable[..., Awaitable[int]]
+
+
+async def stay_open(ws: ServerConnection) -> None:
+    await ws.wait_closed()
+
+
+async def hang_up(ws: ServerConnection) -> None:
+    """Upgrade, then close at once: what an inspecting proxy with a short idle timeout does."""
+
+
+def forbidden(connection: ServerConnection, request: Request) -> Response:
+    return connection.respond(HTTPStatus.FORBIDDEN, "blocked by policy\n")
+
+
+async def test_upgrade(ws_server: WsServer, ca: trustme.CA, cafile: str, trace: Trace) -> None:
+    port = await ws_server(stay_open, tls=server_context(ca.issue_cert(NAME)))
+    await websocket.run(websocket.Spec(f"wss://{NAME}:{port}/api/kernels", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.facts["status"] == 101 and trace.facts["addresses_ok"] == ["127.0.0.1"]
+    assert [p.name for p in trace.phases] == ["connect", "upgrade"] and trace.current is None
+
+
+async def test_refused(ws_server: WsServer, trace: Trace) -> None:
+    port = await ws_server(stay_open, process_request=forbidden)
+    with pytest.raises(ProbeError) as info:
+        await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.WS_UPGRADE_REFUSED
+    assert "HTTP 403" in info.value.detail
+    assert trace.facts["status"] == 403 and trace.current == "upgrade"
+
+
+async def test_closed_early(ws_server: WsServer, trace: Trace) -> None:
+    port = await ws_server(hang_up)
+    with pytest.raises(ProbeError) as info:
+        await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.WS_CLOSED_EARLY
+    assert trace.facts["close_code"] == 1000 and trace.current == "upgrade"
+
+
+BAD_ACCEPT = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n")
+
+
+@pytest.mark.parametrize(("handler", "reason"), [
+    (plaintext(BAD_ACCEPT), Reason.WS_UPGRADE_INVALID),
+    (plaintext(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), Reason.WS_UPGRADE_REFUSED),
+    (plaintext(b"\x00\x01garbage\r\n\r\n"), Reason.WS_UPGRADE_INVALID),
+    (reset_after_read, Reason.TCP_CLOSED),
+], ids=["bad-accept", "plain-200", "not-http", "reset"])
+async def test_broken_upgrades(handler: StreamHandler, reason: Reason, serve: Serve, trace: Trace) -> None:
+    """websockets reports an RST during the upgrade as EOF (InvalidMessage from EOFError): the
+    errno is gone, so a reset classifies as tcp.closed at this layer."""
+    port = await serve(handler)
+    with pytest.raises(Exception) as info:
+        await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    got = info.value.reason if isinstance(info.value, ProbeError) else classify(info.value)
+    assert got is reason
+    assert trace.current == "upgrade"
+
+
+async def test_stalled_upgrade(serve: Serve, trace: Trace, unit: float) -> None:
+    port = await serve(silent)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(6 * unit):
+            await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert trace.current == "upgrade"
+
+
+async def test_through_proxy(ws_server: WsServer, serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) -> None:
+    port = await ws_server(stay_open, tls=server_context(ca.issue_cert(NAME)))
+    proxy_port = await serve(proxy(200))
+    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=f"http://127.0.0.1:{proxy_port}", cafile=cafile)
+    await websocket.run(spec, (), trace)
+    assert trace.facts["status"] == 101 and trace.facts["via_proxy"] is True
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (407, Reason.PROXY_AUTH_REQUIRED), (403, Reason.PROXY_DENIED), (504, Reason.PROXY_UPSTREAM_FAILED),
+])
+async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, trace: Trace) -> None:
+    proxy_port = await serve(proxy(code, "Proxy-Authenticate: NTLM\r\n" if code == 407 else ""))
+    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=f"http://bob:pw@127.0.0.1:{proxy_port}")
+    with pytest.raises(ProbeError) as info:
+        await websocket.run(spec, (), trace)
+    assert info.value.reason is reason
+    assert trace.facts["proxy_status"] == code and trace.current == "connect"
+    assert trace.facts["proxy"] == f"http://bob:***@127.0.0.1:{proxy_port}"
+    if code == 407:
+        assert trace.facts["proxy_authenticate"] == ["NTLM"]
+
+
+async def test_proxy_unreachable(refused_port: int, trace: Trace) -> None:
+    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=f"http://127.0.0.1:{refused_port}")
+    with pytest.raises(ProbeError) as info:
+        await websocket.run(spec, (), trace)
+    assert info.value.reason is Reason.PROXY_UNREACHABLE
+    assert trace.facts["proxy_errno"] == "ECONNREFUSED" and trace.current == "connect"
