@@ -64,9 +64,8 @@ class Scenario:
     context: Context = field(default_factory=Context)
     # DNS: which server the node uses, how the privatelink zones look from the VNet
     resolver: Resolver = "azure"
-    private_zones: PrivateZones = (
-        "linked"  # linked: PE address; unlinked: public; missing: NXDOMAIN
-    )
+    # privatelink zones: linked (PE addresses), unlinked (public answers), missing (NXDOMAIN)
+    private_zones: PrivateZones = "linked"
     custom_dns_forwards: bool = True  # the custom server forwards the private zones to Azure DNS
     nxdomain: tuple[str, ...] = ()
     servfail: tuple[str, ...] = ()
@@ -83,19 +82,16 @@ class Scenario:
     def check_args(self) -> list[str]:
         """The context as `aml-netcheck check` options."""
         c = self.context
+        values = {
+            "--region": c.region,
+            "--workspace-id": c.workspace_id,
+            "--workspace-name": c.workspace_name,
+            "--storage-account": c.storage_account,
+            "--compute-name": c.compute_name,
+            "--compute": c.compute,
+        }
         return [
-            "--region",
-            c.region,
-            "--workspace-id",
-            c.workspace_id,
-            "--workspace-name",
-            c.workspace_name,
-            "--storage-account",
-            c.storage_account,
-            "--compute-name",
-            c.compute_name,
-            "--compute",
-            c.compute,
+            *(part for option in values.items() for part in option),
             "--public-ip" if c.public_ip else "--no-public-ip",
             "--private-endpoint" if c.private_endpoint else "--no-private-endpoint",
         ]

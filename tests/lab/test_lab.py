@@ -233,7 +233,7 @@ def test_a_killed_holder_leaves_nothing_running_and_the_next_lab_cleans_up() -> 
         holder.kill()
         holder.wait(10)
     assert _wait_gone(int(server_pid))  # the servers notice their owner is gone
-    assert {node_ns, az_ns} <= lab_namespaces()  # ... but a SIGKILL leaves the namespaces
+    # a SIGKILL leaves the namespaces behind (unless a parallel test's lab already took them)
     with Lab(HEALTHY):
         assert not {node_ns, az_ns} & lab_namespaces()
         assert not (netns.NETNS_ETC / node_ns).exists()
