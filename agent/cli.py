@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -25,7 +26,7 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from agent import __version__, catalog, config, context, planner
+from agent import __version__, catalog, config, context, detect, planner
 from agent.model import Check, ContextValue, Report, Result
 
 EXIT_UNKNOWN = 3
@@ -67,7 +68,8 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 # Context options shared by check, plan and rules: declared once, added to each command.
 _CONTEXT_OPTIONS: list[inspect.Parameter] = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if name == "no_detect" else None,
+                      annotation=annotation)
     for name, annotation in [
         ("region", Annotated[Optional[str], typer.Option(help="Azure region of the workspace, e.g. eastus.")]),
         ("cloud", Annotated[Optional[str], typer.Option(help="public, usgov or china.")]),
@@ -88,6 +90,8 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
             "--config", help="TOML file with context keys and settings.", dir_okay=False)]),
         ("features", Annotated[Optional[str], typer.Option(
             "--with", help="Situational requirements to include, comma-separated (e.g. rstudio).")]),
+        ("no_detect", Annotated[bool, typer.Option(
+            "--no-detect", help="Use only the options and the config file; detect nothing.")]),
     ]
 ]
 _CONTEXT_NAMES = [p.name for p in _CONTEXT_OPTIONS]
@@ -109,18 +113,42 @@ def _with_context_options(command: Callable[..., int | None]) -> Callable[..., i
     return wrapper
 
 
-def _resolve_context(options: dict[str, Any]) -> tuple[dict[str, ContextValue], config.Config, planner.PlanOptions]:
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What the user gave: options and the config file, validated before anything is sent."""
+
+    options: dict[str, Any]
+    config: config.Config
+    plan_options: planner.PlanOptions
+
+    def context(self, detected: Optional["detect.Detected"] = None) -> dict[str, ContextValue]:
+        given = {k: v for k, v in self.options.items() if k in context.KEYS_BY_NAME}
+        layers: list[tuple[context.Source, Any]] = [("option", given), ("config", self.config.context)]
+        if detected is not None:
+            layers.append((detected.sources, detected.values))
+        try:
+            return context.build(layers)
+        except context.ContextError as exc:
+            raise UsageProblem(str(exc)) from None
+
+    def local_detection(self) -> Optional["detect.Detected"]:
+        """Detection from files and the environment only: sends nothing (plan and rules)."""
+        return None if self.options["no_detect"] else detect.local(os.environ)
+
+
+def _inputs(options: dict[str, Any]) -> _Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
-    given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
-    try:
-        values = context.build([("option", given), ("config", cfg.context)])
-    except context.ContextError as exc:
-        raise UsageProblem(str(exc)) from None
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip()) or cfg.settings.features
-    plan_options = planner.PlanOptions(
+    inputs = _Inputs(options, cfg, planner.PlanOptions(
         features=frozenset(features),
-        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS)
-    return values, cfg, plan_options
+        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS))
+    inputs.context()  # a bad option or config value stops here, before any detection or probing
+    return inputs
+
+
+def _plan(values: dict[str, ContextValue], inputs: _Inputs) -> tuple[catalog.Catalog, tuple[Check, ...]]:
+    cat = catalog.load(str(values["cloud"].value))
+    return cat, planner.plan(cat, values, inputs.plan_options)
 
 
 @app.command()
@@ -142,25 +170,29 @@ def check(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
-    values, cfg, plan_options = _resolve_context(options)
+    inputs = _inputs(options)
     from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
 
-    checks = planner.plan(catalog.load(), values, plan_options)
-    settings = cfg.settings
-    run_timeout = timeout or settings.timeout or engine.DEFAULT_TIMEOUT
-    run_deadline = deadline or settings.deadline
+    settings = inputs.config.settings
+    limits = _Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
+                     deadline=deadline or settings.deadline,
+                     concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
-    report = asyncio.run(_run_check(checks, values, run_timeout, run_deadline,
-                                    concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY,
-                                    progress=fmt is Format.text and sys.stderr.isatty()))
-    _emit(report, fmt, output, verbose)
+    report, cat = asyncio.run(_run_check(inputs, limits, progress=fmt is Format.text and sys.stderr.isatty()))
+    _emit(report, cat, fmt, output, verbose)
     if exit_codes is ExitCodes.simple:
         return 0 if report.exit_code in (0, 1) else 1
     return report.exit_code
 
 
-async def _run_check(checks: Sequence[Check], values: dict[str, ContextValue], timeout: float,
-                     deadline: float | None, concurrency: int, *, progress: bool) -> Report:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    timeout: float
+    deadline: float | None
+    concurrency: int
+
+
+async def _run_check(inputs: _Inputs, limits: _Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
     from agent import diagnose, engine
     from probes import node
 
@@ -180,10 +212,20 @@ async def _run_check(checks: Sequence[Check], values: dict[str, ContextValue], t
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
     node_facts = node.collect()
-    display = _Progress(len(checks)) if progress else None
+    detected = inputs.local_detection()
+    values = inputs.context(detected)
+    cat, checks = _plan(values, inputs)
+    display: _Progress | None = None
     try:
-        results = await engine.run(checks, timeout=timeout, deadline=deadline, concurrency=concurrency,
-                                   state=state, on_result=display.advance if display else None)
+        if detected is not None:
+            await detect.imds(detected)
+            node_facts["detection"] = detected.notes
+            values = inputs.context(detected)
+            cat, checks = _plan(values, inputs)
+        display = _Progress(len(checks)) if progress else None
+        results = await engine.run(checks, timeout=limits.timeout, deadline=limits.deadline,
+                                   concurrency=limits.concurrency, state=state,
+                                   on_result=display.advance if display else None)
     except asyncio.CancelledError:
         if not signalled:
             raise
@@ -193,13 +235,12 @@ async def _run_check(checks: Sequence[Check], values: dict[str, ContextValue], t
             loop.remove_signal_handler(sig)
         if display:
             display.close()
-    cat = catalog.load()
     findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
     status, exit_code = diagnose.verdict(findings, results, signalled=bool(signalled))
     return Report(started_at=started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                   duration_ms=int((time.monotonic() - t0) * 1000), status=status, exit_code=exit_code,
                   context=values, node=node_facts, results=results, findings=findings,
-                  catalog_version=cat.version, interrupted=state.interrupted)
+                  catalog_version=cat.version, interrupted=state.interrupted), cat
 
 
 class _Progress:
@@ -222,7 +263,7 @@ class _Progress:
         self._progress.stop()
 
 
-def _emit(report: Report, fmt: Format, output: Optional[Path], verbose: bool) -> None:
+def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Path], verbose: bool) -> None:
     from agent import report as report_json
 
     if fmt is Format.json:
@@ -231,7 +272,7 @@ def _emit(report: Report, fmt: Format, output: Optional[Path], verbose: bool) ->
         from agent.render import render_text
         console = Console(record=output is not None, file=open(os.devnull, "w") if output else None,
                           width=None if output is None else 120)
-        render_text(report, catalog.load(), console, verbose=verbose)
+        render_text(report, cat, console, verbose=verbose)
         text = console.export_text() if output is not None else ""
     if output is None:
         if fmt is Format.json:
@@ -251,9 +292,9 @@ def plan(
     output_format: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
 ) -> int:
     """List the checks `check` would run for this context, without sending a packet."""
-    values, _, plan_options = _resolve_context(options)
-    cat = catalog.load()
-    checks = planner.plan(cat, values, plan_options)
+    inputs = _inputs(options)
+    values = inputs.context(inputs.local_detection())
+    cat, checks = _plan(values, inputs)
     if output_format is PlanFormat.json:
         print(json.dumps({
             "catalog_version": cat.version,

@@ -89,14 +89,18 @@ def validate(name: str, value: object) -> str | bool:
         raise ContextError(f"{name}: {exc}") from None
 
 
-def build(layers: list[tuple[str, Mapping[str, object]]]) -> dict[str, ContextValue]:
+Source = str | Mapping[str, str]  # one source for a whole layer, or one per key (detection)
+
+
+def build(layers: list[tuple[Source, Mapping[str, object]]]) -> dict[str, ContextValue]:
     """Merge (source, values) layers, first wins; the documented defaults come last."""
     merged: dict[str, ContextValue] = {}
     for key in KEYS:
         for source, values in layers:
             value = values.get(key.name)
             if value is not None:
-                merged[key.name] = ContextValue(validate(key.name, value), source)
+                where = source if isinstance(source, str) else source.get(key.name, "detected")
+                merged[key.name] = ContextValue(validate(key.name, value), where)
                 break
         else:
             merged[key.name] = ContextValue(key.default, "default" if key.default is not None else "unknown")
