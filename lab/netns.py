@@ -60,7 +60,7 @@ class Namespaces:
 def check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise LabUnavailable("the lab needs root (network namespaces, veth, nftables)")
-    for tool in ("ip", "nft"):
+    for tool in ("ip", "nft", "sysctl"):
         if shutil.which(tool) is None:
             raise LabUnavailable(f"the lab needs the `{tool}` command, which is not on PATH")
 
@@ -86,9 +86,12 @@ def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
         raise LabUnavailable(f"cannot create network namespaces: {error}") from None
     run(["ip", "netns", "add", names.az])
     etc = NETNS_ETC / names.node
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "resolv.conf").write_text(f"nameserver {resolver}\n")
-    (etc / "hosts").write_text(hosts)
+    try:
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {resolver}\n")
+        (etc / "hosts").write_text(hosts)
+    except OSError as error:
+        raise LabUnavailable(f"cannot write the node's resolver configuration: {error}") from None
 
     veth = f"link add {NODE_IF} address {addresses.NODE_MAC} type veth peer name {AZ_IF}"
     run(["ip", "-n", names.node, *veth.split(), "netns", names.az])
