@@ -22,9 +22,17 @@ from probes.reasons import Reason, Status
 pytest_plugins = ["probe_peers"]
 
 
-def tcp_check(port: int, *, name: str = "svc.test", needs: str | None = None) -> Check:
+def tcp_check(port: int, *, name: str = "127.0.0.1", needs: str | None = None) -> Check:
+    """A tcp check of `name`; an IP literal is connected to directly, a name needs a dns check."""
     return Check(id=f"tcp:{name}:{port}", layer=Layer.TCP, kind="tcp", params={"host": name, "port": port},
                  host=name, port=port, protocol="tcp", requirements=("test",), needs=needs)
+
+
+def stalled_checks(port: int, count: int) -> list[Check]:
+    """`count` distinct checks of the same stalled loopback port."""
+    return [Check(id=f"tcp:stalled-{i}:{port}", layer=Layer.TCP, kind="tcp",
+                  params={"host": "127.0.0.1", "port": port}, host="127.0.0.1", port=port, protocol="tcp",
+                  requirements=("test",)) for i in range(count)]
 
 
 def dns_check(name: str, server: str) -> Check:
@@ -69,7 +77,7 @@ async def test_a_layer_uses_the_addresses_the_layer_below_passed(
         return dns_reply(query, "svc.test. 60 IN A 127.0.0.1")
 
     server = await dns_server(answer)  # type: ignore[operator]
-    checks = [dns_check("svc.test", server), tcp_check(tcp_listener, needs="dns:svc.test")]
+    checks = [dns_check("svc.test", server), tcp_check(tcp_listener, name="svc.test", needs="dns:svc.test")]
     dns_result, tcp_result = await engine.run(checks, timeout=2 * UNIT)
     assert dns_result.status is Status.PASS and dns_result.addresses == ("127.0.0.1",)
     assert tcp_result.status is Status.PASS and tcp_result.addresses == ("127.0.0.1",)
@@ -89,7 +97,7 @@ async def test_a_failed_layer_skips_the_layers_above(dns_server: object, tcp_lis
 
 async def test_run_deadline_cancels_what_is_left(stalled_port: int, tcp_listener: int) -> None:
     state = engine.RunState()
-    checks = [tcp_check(tcp_listener, name="fast.test"), tcp_check(stalled_port)]
+    checks = [tcp_check(tcp_listener), *stalled_checks(stalled_port, 1)]
     fast, slow = await engine.run(checks, timeout=60, deadline=0.5 * UNIT, state=state)
     assert fast.status is Status.PASS
     assert (slow.status, slow.reason) == (Status.INCONCLUSIVE, Reason.PROBE_CANCELLED)
@@ -99,9 +107,9 @@ async def test_run_deadline_cancels_what_is_left(stalled_port: int, tcp_listener
 async def test_cancellation_keeps_finished_results_and_leaks_nothing(stalled_port: int, tcp_listener: int) -> None:
     baseline = open_fds()
     state = engine.RunState()
-    checks = [tcp_check(tcp_listener, name="fast.test")] + [tcp_check(stalled_port, name=f"s{i}.test") for i in range(20)]
+    checks = [tcp_check(tcp_listener), *stalled_checks(stalled_port, 20)]
     task = asyncio.create_task(engine.run(checks, timeout=60, state=state))
-    while "tcp:fast.test:%d" % tcp_listener not in state.results:
+    while checks[0].id not in state.results:
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -125,7 +133,7 @@ async def test_concurrency_bound_caps_open_sockets(stalled_port: int) -> None:
             await asyncio.sleep(0)
 
     sampler = asyncio.create_task(sample())
-    checks = [tcp_check(stalled_port, name=f"n{i}.test") for i in range(300)]
+    checks = stalled_checks(stalled_port, 300)
     results = await engine.run(checks, timeout=0.02 * UNIT, concurrency=16)
     done.set()
     await sampler
