@@ -1,2 +1,42 @@
 """Probes: one module per kind, each exposing a frozen `Spec` and
-`async def run(spec, addresses, trace) -> None`. Knows nothing of agent/."""
+`async def run(spec, addresses, trace) -> None`. Knows nothing of agent/.
+
+The contract the engine relies on:
+
+* `addresses` are IP literals that passed the layer below (the dns probe gets ()); a probe never
+  resolves the target name again to connect. Through an explicit proxy (http, websocket) the
+  proxy resolves the target, so `addresses` may be empty there.
+* Success: return normally. Every probe keeps `trace.facts["addresses_ok"]`, appended as each
+  address passes, so a deadline that cuts a probe short still shows what worked.
+* Unmet expectation: `ProbeError(reason, detail)`. Other exceptions (OSError, ssl errors,
+  gaierror, some library errors with the OSError in their cause chain) propagate for
+  `reasons.classify`.
+* No timers: the engine's `asyncio.timeout()` is the deadline. A phase left by an exception or
+  by the deadline's cancellation stays open, so `trace.current` names the phase that failed.
+* Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
+  (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
+  "upgrade".
+
+`node` (facts about this machine, no traffic) is not a probe kind and is not registered."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from probes import dns, http, tcp, tls, udp, websocket
+from probes._trace import Fact, Phase, ProbeError, Trace
+from probes.reasons import Reason, Status, classify
+
+Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]
+
+PROBES: dict[str, tuple[type, Run]] = {
+    "dns": (dns.Spec, dns.run),
+    "tcp": (tcp.Spec, tcp.run),
+    "udp": (udp.Spec, udp.run),
+    "tls": (tls.Spec, tls.run),
+    "http": (http.Spec, http.run),
+    "websocket": (websocket.Spec, websocket.run),
+}
+
+__all__ = ["PROBES", "Fact", "Phase", "ProbeError", "Reason", "Run", "Status", "Trace", "classify"]

@@ -21,7 +21,7 @@ import trustme
 UNIT = 0.05 * float(os.environ.get("PROBE_TEST_TIME_SCALE", "1"))
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-DnsHandler = Callable[[dns.message.Message, bool], "dns.message.Message | None"]
+DnsHandler = Callable[[dns.message.Message], "dns.message.Message | None"]
 
 
 class Serve(Protocol):
@@ -52,8 +52,7 @@ def plaintext(reply: bytes) -> StreamHandler:
     return handler
 
 
-def dns_reply(query: dns.message.Message, *records: str, rcode: int = dns.rcode.NOERROR,
-              truncated: bool = False) -> dns.message.Message:
+def dns_reply(query: dns.message.Message, *records: str, rcode: int = dns.rcode.NOERROR) -> dns.message.Message:
     """A response with records in zone-file syntax ("name 60 IN A 10.0.0.5"); A/AAAA records of
     the other type than asked are left out, as a real server would."""
     response = dns.message.make_response(query)
@@ -64,9 +63,13 @@ def dns_reply(query: dns.message.Message, *records: str, rcode: int = dns.rcode.
         if rtype in ("A", "AAAA") and dns.rdatatype.from_text(rtype) != qtype:
             continue
         response.answer.append(dns.rrset.from_text(name, int(ttl), klass, rtype, data))
-    if truncated:
-        response.flags |= dns.flags.TC
-        response.answer.clear()
+    return response
+
+
+def truncated(response: dns.message.Message) -> dns.message.Message:
+    """The same response cut down as a server does when it does not fit a UDP datagram."""
+    response.flags |= dns.flags.TC
+    response.answer.clear()
     return response
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as serve_websocket
 
-from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler
+from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from probes._trace import Trace
 
 
@@ -127,28 +127,32 @@ async def udp_echo() -> AsyncIterator[int]:
 
 
 class _DnsUdp(asyncio.DatagramProtocol):
-    def __init__(self, handler: DnsHandler) -> None:
+    def __init__(self, handler: DnsHandler, truncate: bool) -> None:
         self.handler = handler
+        self.truncate = truncate
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        response = self.handler(dns.message.from_wire(data), False)
+        response = self.handler(dns.message.from_wire(data))
         if response is not None:
-            self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
+            wire = (truncated(response) if self.truncate else response).to_wire()
+            self.transport.sendto(wire, addr)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-async def dns_server(serve: Serve) -> AsyncIterator[Callable[[DnsHandler], Awaitable[str]]]:
-    """A nameserver on 127.0.0.1 (UDP and TCP on one port) answering through a per-test handler
-    `handler(query, over_tcp) -> response | None`; None means stay silent."""
+async def dns_server(serve: Serve) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """A nameserver on 127.0.0.1 (UDP and TCP on one port) answering through a per-test
+    `handler(query) -> response | None` (None: stay silent): `await dns_server(handler)` gives
+    "127.0.0.1:port". With truncate_udp=True, UDP answers come back truncated (TC) and only TCP
+    carries the records."""
     transports: list[asyncio.BaseTransport] = []
 
-    async def start(handler: DnsHandler) -> str:
+    async def start(handler: DnsHandler, *, truncate_udp: bool = False) -> str:
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             (length,) = struct.unpack("!H", await reader.readexactly(2))
-            response = handler(dns.message.from_wire(await reader.readexactly(length)), True)
+            response = handler(dns.message.from_wire(await reader.readexactly(length)))
             if response is not None:
                 wire = response.to_wire()
                 writer.write(struct.pack("!H", len(wire)) + wire)
@@ -156,7 +160,7 @@ async def dns_server(serve: Serve) -> AsyncIterator[Callable[[DnsHandler], Await
 
         port = await serve(tcp)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _DnsUdp(handler), local_addr=("127.0.0.1", port))
+            lambda: _DnsUdp(handler, truncate_udp), local_addr=("127.0.0.1", port))
         transports.append(transport)
         return f"127.0.0.1:{port}"
 

@@ -19,13 +19,13 @@ from probe_loopback import DnsHandler, dns_reply
 
 pytest_plugins = ["probe_peers"]
 
-Server = Callable[[DnsHandler], Awaitable[str]]
+Server = Callable[..., Awaitable[str]]
 NAME = "ws.api.azureml.test"
 CNAME = f"{NAME}. 60 IN CNAME ws.privatelink.api.azureml.test."
 
 
 def answering(*records: str, rcode: int = dns.rcode.NOERROR) -> DnsHandler:
-    return lambda query, tcp: dns_reply(query, *records, rcode=rcode)
+    return lambda query: dns_reply(query, *records, rcode=rcode)
 
 
 def spec(*servers: str, unit: float, **options: object) -> dns_probe.Spec:
@@ -54,10 +54,8 @@ async def test_cname_chain(dns_server: Server, trace: Trace, unit: float) -> Non
 
 
 async def test_truncated_answer_retries_over_tcp(dns_server: Server, trace: Trace, unit: float) -> None:
-    def handler(query: dns.message.Message, tcp: bool) -> dns.message.Message:
-        return dns_reply(query, f"{NAME}. 60 IN A 10.0.0.5", truncated=not tcp)
-
-    await dns_probe.run(spec(await dns_server(handler), unit=unit), (), trace)
+    server = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"), truncate_udp=True)
+    await dns_probe.run(spec(server, unit=unit), (), trace)
     assert trace.facts["addresses_ok"] == ["10.0.0.5"]
 
 
@@ -72,7 +70,7 @@ async def test_nxdomain_keeps_the_cname_chain(dns_server: Server, trace: Trace, 
     assert trace.facts["servers"][0]["rcode"] == "NXDOMAIN"  # type: ignore[index]
 
 
-def silent(query: dns.message.Message, tcp: bool) -> None:
+def silent(query: dns.message.Message) -> None:
     return None
 
 
