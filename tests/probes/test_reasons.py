@@ -1,0 +1,60 @@
+"""The taxonomy as the probes produce it: classify() on the exceptions that propagate from them
+(the real ones are raised in the per-probe tests; here the table itself), and the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import inspect
+import socket
+
+import aiohttp
+import pytest
+from websockets.exceptions import InvalidMessage
+
+import probes
+from probes.reasons import UDP_ERRNO_CODES, Reason, classify
+
+pytest_plugins = ["probe_peers"]
+
+
+def chained(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), Reason.DNS_NXDOMAIN),
+    (socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), Reason.DNS_TIMEOUT),
+    (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), Reason.TCP_REFUSED),
+    (OSError(errno.EHOSTUNREACH, "no route"), Reason.TCP_HOST_UNREACHABLE),
+    (OSError(errno.ENETUNREACH, "unreachable"), Reason.TCP_NET_UNREACHABLE),
+    (ConnectionResetError(), Reason.TCP_CLOSED),  # asyncio's EOF during a handshake
+    (aiohttp.ClientOSError(errno.ECONNRESET, "reset"), Reason.TCP_RESET),
+    (chained(InvalidMessage("did not receive a valid HTTP response"), EOFError("closed")), Reason.TCP_CLOSED),
+    (RuntimeError("a bug"), Reason.PROBE_INTERNAL),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_classify(exc: BaseException, reason: Reason) -> None:
+    assert classify(exc) is reason
+
+
+def test_udp_errno_table() -> None:
+    assert UDP_ERRNO_CODES[errno.ECONNREFUSED] is Reason.UDP_CLOSED
+    assert {UDP_ERRNO_CODES[e] for e in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOPROTOOPT,
+                                         errno.EACCES)} == {Reason.UDP_PROHIBITED}
+
+
+def test_codes_are_unique_and_layered() -> None:
+    values = [r.value for r in Reason]
+    assert len(values) == len(set(values))
+    assert all(v == v.lower() and "." in v for v in values)
+
+
+def test_registry() -> None:
+    assert set(probes.PROBES) == {"dns", "tcp", "udp", "tls", "http", "websocket"}
+    for spec_type, run in probes.PROBES.values():
+        params = spec_type.__dataclass_params__  # type: ignore[attr-defined]
+        assert params.frozen and hasattr(spec_type, "__slots__")
+        assert [f.name for f in dataclasses.fields(spec_type)][0] in ("host", "url")
+        assert inspect.iscoroutinefunction(run)
+        assert list(inspect.signature(run).parameters) == ["spec", "addresses", "trace"]
