@@ -107,7 +107,7 @@ async def _system(spec: Spec, trace: Trace) -> list[str] | socket.gaierror | Pro
                 trace.note(system_error=_GAI_NAMES.get(exc.errno, str(exc.errno)))
                 raise
             found = ordered(str(info[4][0]) for info in infos)
-            trace.note(addresses=found)
+            trace.note(addresses=[*found])
             _accept(spec, found, trace)
     except (socket.gaierror, ProbeError) as exc:
         return exc
@@ -131,20 +131,22 @@ async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_A
 def _accept(spec: Spec, found: list[str], trace: Trace) -> None:
     """Check the answer against the spec; when it holds, pass the addresses downstream: IPv4
     when there is any (Azure endpoints are IPv4), else IPv6."""
-    private = [a for a in found if is_private(a)]
-    public = [a for a in found if not is_private(a)]
+    private: list[Fact] = [a for a in found if is_private(a)]
+    public: list[Fact] = [a for a in found if not is_private(a)]
     trace.note(private_addresses=private, public_addresses=public)
     if spec.expect == "private" and public:
         raise ProbeError(Reason.DNS_PUBLIC_ANSWER,
-                         f"{spec.host} resolves to public {', '.join(public)}, a private address is required")
+                         f"{spec.host} resolves to public {', '.join(map(str, public))}, "
+                         "a private address is required")
     if spec.expect == "public" and private:
         raise ProbeError(Reason.DNS_WRONG_ADDRESS,
-                         f"{spec.host} resolves to private {', '.join(private)}, a public address is expected")
+                         f"{spec.host} resolves to private {', '.join(map(str, private))}, "
+                         "a public address is expected")
     expected = {ipaddress.ip_address(a) for a in spec.expect_addresses}
     stray = [a for a in found if expected and ipaddress.ip_address(a.partition("%")[0]) not in expected]
     if stray:
-        raise ProbeError(Reason.DNS_WRONG_ADDRESS,
-                         f"{spec.host} resolves to {', '.join(stray)}, expected {', '.join(spec.expect_addresses)}")
+        raise ProbeError(Reason.DNS_WRONG_ADDRESS, f"{spec.host} resolves to {', '.join(stray)}, "
+                         f"expected {', '.join(spec.expect_addresses)}")
     v4 = [a for a in found if ":" not in a]
     for address in v4 or found:
         trace.passed(address)
@@ -208,7 +210,8 @@ async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port:
             return _Query(None, "timeout", since_ms(start))
         response = dns.message.from_wire(sent.reply)
         if not query.is_response(response):
-            raise dns.exception.FormError("the reply does not answer the query")
+            raise dns.exception.FormError(  # type: ignore[no-untyped-call]
+                "the reply does not answer the query")
         if response.flags & dns.flags.TC:
             response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
     except dns.exception.Timeout:
@@ -227,7 +230,7 @@ def _cname_chain(response: dns.message.Message) -> tuple[str, ...]:
     name = response.question[0].name
     while (rrset := next((r for r in response.answer if r.name == name
                           and r.rdtype == dns.rdatatype.CNAME), None)) is not None:
-        name = rrset[0].target  # type: ignore[attr-defined]
+        name = rrset[0].target
         chain.append(name.to_text(omit_final_dot=True))
         if len(chain) > 16:  # a CNAME loop: the resolver would have cut it too
             break

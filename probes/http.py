@@ -9,7 +9,7 @@ import socket
 import ssl
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +19,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probes._net import errno_name, proxy_reason, require
 from probes._net import family as address_family
-from probes._trace import ProbeError, Trace
+from probes._trace import Fact, ProbeError, Trace
 from probes.node import redact
 from probes.reasons import Reason
 
@@ -48,8 +48,8 @@ class _Pinned(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         if host != self._host or self._address is None:
             return await self._system.resolve(host, port, family)
-        return [{"hostname": host, "host": self._address, "port": port, "family": address_family(self._address),
-                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+        return [{"hostname": host, "host": self._address, "port": port,
+                 "family": address_family(self._address), "proto": 0, "flags": socket.AI_NUMERICHOST}]
 
     async def close(self) -> None:
         await self._system.close()
@@ -88,17 +88,20 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                                            allow_redirects=False) as response:
                     await _judge(spec, response, trace)
             except aiohttp.ClientHttpProxyError as exc:
-                trace.note(proxy_status=exc.status,
-                           proxy_authenticate=exc.headers.getall("Proxy-Authenticate", []) if exc.headers else [])
+                offers: list[Fact] = [*exc.headers.getall("Proxy-Authenticate", [])] if exc.headers else []
+                trace.note(proxy_status=exc.status, proxy_authenticate=offers)
                 raise ProbeError(proxy_reason(exc.status),
                                  f"proxy answered CONNECT with {exc.status} {exc.message}") from exc
             except aiohttp.ClientProxyConnectionError as exc:
                 trace.note(proxy_errno=errno_name(exc))
-                raise ProbeError(Reason.PROXY_UNREACHABLE, f"cannot connect to the proxy: {exc.strerror}") from exc
+                raise ProbeError(Reason.PROXY_UNREACHABLE,
+                                 f"cannot connect to the proxy: {exc.strerror}") from exc
             except aiohttp.ServerDisconnectedError as exc:
-                raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response") from exc
+                raise ProbeError(Reason.TCP_CLOSED,
+                                 "the server closed the connection without a response") from exc
             except aiohttp.ClientResponseError as exc:
-                raise ProbeError(Reason.HTTP_INVALID_RESPONSE, f"not a valid HTTP response: {exc.message}") from exc
+                raise ProbeError(Reason.HTTP_INVALID_RESPONSE,
+                                 f"not a valid HTTP response: {exc.message}") from exc
     if address is not None:
         trace.passed(address)
 
@@ -110,9 +113,10 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> 
     if response.status == FIREWALL_DENIED:
         body = (await response.content.read(512)).decode(errors="replace").strip()
         trace.note(body=body)
-        raise ProbeError(Reason.HTTP_FIREWALL_DENIED, f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
+        raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
+                         f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
     if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
-        trace.note(proxy_authenticate=response.headers.getall("Proxy-Authenticate", []))
+        trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
         raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
 
 
@@ -125,5 +129,5 @@ def _skew(date: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if server.tzinfo is None:
-        server = server.replace(tzinfo=timezone.utc)
-    return round((server - datetime.now(timezone.utc)).total_seconds(), 3)
+        server = server.replace(tzinfo=UTC)
+    return round((server - datetime.now(UTC)).total_seconds(), 3)

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
 
 from probes._trace import Fact
 
@@ -62,7 +62,8 @@ def collect(resolv_conf: Path | None = None, upstreams: Path | None = None,
     return {
         "hostname": socket.gethostname(),
         "interfaces": _interfaces(),
-        "default_routes": _ipv4_default_routes(proc / "net/route") + _ipv6_default_routes(proc / "net/ipv6_route"),
+        "default_routes": (_ipv4_default_routes(proc / "net/route")
+                           + _ipv6_default_routes(proc / "net/ipv6_route")),
         "resolvers": list(resolvers(resolv_conf, upstreams)),
         "search_domains": list(search_domains(resolv_conf)),
         "proxy": proxy_settings(),
@@ -117,7 +118,7 @@ def _cidr(address: str, netmask: str | None) -> str:
     """psutil gives masks as addresses (255.255.255.0, ffff:ffff::); count their bits."""
     address = address.partition("%")[0]
     try:
-        return f"{address}/{bin(int(ipaddress.ip_address(netmask or ''))).count('1')}"
+        return f"{address}/{int(ipaddress.ip_address(netmask or '')).bit_count()}"
     except ValueError:
         return address
 
@@ -154,7 +155,7 @@ def _listening() -> dict[str, Fact]:
            if c.type == socket.SOCK_STREAM and c.status == psutil.CONN_LISTEN}
     udp = {_endpoint(c.laddr.ip, c.laddr.port) for c in connections
            if c.type == socket.SOCK_DGRAM and not c.raddr}
-    return {"tcp": sorted(tcp), "udp": sorted(udp)}
+    return {"tcp": [*sorted(tcp)], "udp": [*sorted(udp)]}
 
 
 def _endpoint(ip: str, port: int) -> str:

@@ -191,7 +191,7 @@ def _classify_one(exc: BaseException) -> Reason | None:
             return Reason.TLS_PROTOCOL_MISMATCH
         return Reason.TLS_HANDSHAKE
     if isinstance(exc, socket.gaierror):
-        return GAI_CODES.get(exc.errno, Reason.DNS_TIMEOUT)
+        return GAI_CODES.get(exc.errno or 0, Reason.DNS_TIMEOUT)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and exc.errno is None:
         return Reason.TCP_CLOSED  # asyncio turns an EOF during a handshake into an errno-less reset
     if isinstance(exc, OSError) and exc.errno is not None:

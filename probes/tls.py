@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -58,7 +58,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             trace.passed(address)
             if spec.expected_issuers and cert["issuer_org"] not in spec.expected_issuers:
                 raise ProbeError(Reason.TLS_UNEXPECTED_ISSUER,
-                                 f"trusted, but issued by {_who(cert)}, not {' or '.join(spec.expected_issuers)}")
+                                 f"trusted, but issued by {_who(cert)}, "
+                                 f"not {' or '.join(spec.expected_issuers)}")
     finally:
         sock.close()
 
@@ -92,9 +93,11 @@ async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, tra
                 return tls
             chunk = await loop.sock_recv(sock, 65536)
         except (ConnectionResetError, BrokenPipeError) as exc:
-            raise ProbeError(Reason.TLS_RESET, "reset by the peer during the TLS handshake") from exc
+            raise ProbeError(Reason.TLS_RESET,
+                             "reset by the peer during the TLS handshake") from exc
         if not chunk:
-            raise ProbeError(Reason.TLS_RESET, "the peer closed the connection during the TLS handshake")
+            raise ProbeError(Reason.TLS_RESET,
+                             "the peer closed the connection during the TLS handshake")
         first = first or chunk
         incoming.write(chunk)
 
@@ -135,7 +138,7 @@ def describe_cert(der: bytes) -> dict[str, Fact]:
         "sans": sans,
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": not_after.isoformat(),
-        "days_left": (not_after - datetime.now(timezone.utc)).days,
+        "days_left": (not_after - datetime.now(UTC)).days,
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
     }
 

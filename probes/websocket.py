@@ -61,13 +61,16 @@ async def _upgrade(spec: Spec, sock: socket.socket, context: ssl.SSLContext | No
     except InvalidStatus as exc:
         trace.note(status=exc.response.status_code)
         raise ProbeError(Reason.WS_UPGRADE_REFUSED,
-                         f"HTTP {exc.response.status_code} {exc.response.reason_phrase} to the upgrade") from exc
+                         f"HTTP {exc.response.status_code} {exc.response.reason_phrase} "
+                         "to the upgrade") from exc
     except InvalidMessage as exc:
         if isinstance(exc.__cause__, (OSError, EOFError)):
             raise  # closed or reset instead of a response: classify reads the cause
-        raise ProbeError(Reason.WS_UPGRADE_INVALID, f"not a valid HTTP response to the upgrade: {exc}") from exc
+        raise ProbeError(Reason.WS_UPGRADE_INVALID,
+                         f"not a valid HTTP response to the upgrade: {exc}") from exc
     except InvalidHandshake as exc:
-        raise ProbeError(Reason.WS_UPGRADE_INVALID, f"upgrade answered, but mangled: {exc}") from exc
+        raise ProbeError(Reason.WS_UPGRADE_INVALID,
+                         f"upgrade answered, but mangled: {exc}") from exc
     trace.note(status=ws.response.status_code if ws.response else None,
                server=ws.response.headers.get("Server") if ws.response else None)
     try:
@@ -75,7 +78,8 @@ async def _upgrade(spec: Spec, sock: socket.socket, context: ssl.SSLContext | No
     except ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd else None
         trace.note(close_code=code)
-        raise ProbeError(Reason.WS_CLOSED_EARLY, f"closed right after the upgrade (close code {code})") from exc
+        raise ProbeError(Reason.WS_CLOSED_EARLY,
+                         f"closed right after the upgrade (close code {code})") from exc
     finally:
         await ws.close()
 
@@ -90,11 +94,13 @@ async def _tunnel(proxy: str, host: str, port: int, trace: Trace) -> socket.sock
         if _net.is_ip(parts.hostname):
             sock = await _net.connect(parts.hostname, proxy_port)
         else:  # the proxy's own name resolves the way applications resolve it
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, proxy_port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, proxy_port,
+                                                                 type=socket.SOCK_STREAM)
             _, sock = await _net.connect_first(_net.ordered(str(i[4][0]) for i in infos), proxy_port)
     except OSError as exc:
         trace.note(proxy_errno=_net.errno_name(exc))
-        raise ProbeError(Reason.PROXY_UNREACHABLE, f"cannot connect to the proxy: {exc.strerror or exc}") from exc
+        raise ProbeError(Reason.PROXY_UNREACHABLE,
+                         f"cannot connect to the proxy: {exc.strerror or exc}") from exc
     try:
         status, headers = await _connect_request(sock, host, port, parts.username, parts.password)
     except BaseException:
@@ -120,12 +126,14 @@ async def _connect_request(sock: socket.socket, host: str, port: int, user: str 
     while b"\r\n\r\n" not in head:  # the peer sends nothing past the head before we speak again
         chunk = await loop.sock_recv(sock, 4096)
         if not chunk:
-            raise ProbeError(Reason.PROXY_DENIED, "the proxy closed the connection instead of answering CONNECT")
+            raise ProbeError(Reason.PROXY_DENIED,
+                             "the proxy closed the connection instead of answering CONNECT")
         head += chunk
     status_line, *lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     try:
         status = int(status_line.split()[1])
     except (IndexError, ValueError):
-        raise ProbeError(Reason.PROXY_DENIED, f"not an HTTP answer to CONNECT: {status_line[:60]!r}") from None
+        raise ProbeError(Reason.PROXY_DENIED,
+                         f"not an HTTP answer to CONNECT: {status_line[:60]!r}") from None
     headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines)]
     return status, headers

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 import trustme
 from aiohttp import web
+from probe_loopback import (
+    Serve,
+    StreamHandler,
+    plaintext,
+    proxy,
+    reset_after_read,
+    server_context,
+    silent,
+)
 
-from probe_loopback import Serve, StreamHandler, plaintext, proxy, reset_after_read, server_context, silent
 from probes import http
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
@@ -60,7 +68,7 @@ async def test_firewall_deny(https: Callable[..., Awaitable[int]], cafile: str, 
 
 
 async def test_clock_skew(https: Callable[..., Awaitable[int]], cafile: str, trace: Trace) -> None:
-    ahead = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=10), usegmt=True)
+    ahead = format_datetime(datetime.now(UTC) + timedelta(minutes=10), usegmt=True)
     port = await https(200, Date=ahead)
     await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
     assert trace.facts["date"] == ahead

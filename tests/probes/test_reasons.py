@@ -55,6 +55,6 @@ def test_registry() -> None:
     for spec_type, run in probes.PROBES.values():
         params = spec_type.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and hasattr(spec_type, "__slots__")
-        assert [f.name for f in dataclasses.fields(spec_type)][0] in ("host", "url")
+        assert dataclasses.fields(spec_type)[0].name in ("host", "url")
         assert inspect.iscoroutinefunction(run)
         assert list(inspect.signature(run).parameters) == ["spec", "addresses", "trace"]

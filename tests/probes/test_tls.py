@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trustme
+from probe_loopback import (
+    Serve,
+    StreamHandler,
+    plaintext,
+    reset_after_read,
+    self_signed_context,
+    server_context,
+    silent,
+)
 
-from probe_loopback import Serve, StreamHandler, plaintext, reset_after_read, self_signed_context, \
-    server_context, silent
 from probes import tls
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, Status, classify
@@ -20,7 +27,7 @@ from probes.reasons import Reason, Status, classify
 pytest_plugins = ["probe_peers"]
 
 NAME = "svc.test"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 async def test_valid(serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) -> None:

@@ -9,10 +9,18 @@ from http import HTTPStatus
 
 import pytest
 import trustme
+from probe_loopback import (
+    Serve,
+    StreamHandler,
+    plaintext,
+    proxy,
+    reset_after_read,
+    server_context,
+    silent,
+)
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from probe_loopback import Serve, StreamHandler, plaintext, proxy, reset_after_read, server_context, silent
 from probes import websocket
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
