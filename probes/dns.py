@@ -20,7 +20,7 @@ import dns.rdatatype
 
 from probes import node
 from probes._datagram import exchange
-from probes._net import errno_name, ordered, since_ms, split_hostport
+from probes._net import errno_name, is_ip, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
 
@@ -104,7 +104,7 @@ async def _system(spec: Spec, trace: Trace) -> list[str] | socket.gaierror | Pro
             try:
                 infos = await loop.getaddrinfo(spec.host, None, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
-                trace.note(system_error=_GAI_NAMES.get(exc.errno, str(exc.errno)))
+                trace.note(addresses=[], system_error=_GAI_NAMES.get(exc.errno or 0, str(exc.errno)))
                 raise
             found = ordered(str(info[4][0]) for info in infos)
             trace.note(addresses=[*found])
@@ -156,6 +156,8 @@ def _failure(answers: list[_Answer]) -> ProbeError | None:
     """The most specific reason the direct answers give, in a fixed order of precedence."""
     if not answers:
         return ProbeError(Reason.DNS_NO_RESOLVER, "no resolver is configured on this node")
+    if all(a.error and a.error.startswith("invalid") for a in answers):
+        return ProbeError(Reason.DNS_NO_RESOLVER, f"no usable resolver: {_summary(answers)}")
     summary = _summary(answers)
     rcodes = {a.rcode for a in answers}
     if "NXDOMAIN" in rcodes:
@@ -182,6 +184,8 @@ def _note_consistency(trace: Trace, resolved: list[bool]) -> None:
 
 async def _ask(server: str, host: str, timeout: float) -> _Answer:
     address, port = split_hostport(server, 53)
+    if not is_ip(address):  # a name here would make the socket resolve it, through DNS, blocking
+        return _Answer(server, None, "invalid: not an IP address", (), (), None)
     a, aaaa = await asyncio.gather(*(_query(host, rdtype, address, port, timeout)
                                      for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)))
     responses = [q.response for q in (a, aaaa) if q.response is not None]

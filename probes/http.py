@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from probes._net import errno_name, proxy_reason, require
+from probes._net import errno_name, proxy_reason, require, tls_context
 from probes._net import family as address_family
 from probes._trace import Fact, ProbeError, Trace
 from probes.node import redact
@@ -62,7 +62,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     address = require(addresses)[0] if addresses or not spec.proxy else None
     context: ssl.SSLContext | bool = True
     if urlsplit(spec.url).scheme == "https":
-        context = ssl.create_default_context(cafile=spec.cafile)
+        context = tls_context(spec.cafile)
     with ExitStack() as phases:
         config = aiohttp.TraceConfig()
 

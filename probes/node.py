@@ -10,6 +10,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
@@ -128,9 +129,10 @@ def _ipv4_default_routes(path: Path) -> list[Fact]:
     routes: list[Fact] = []
     for fields in (line.split() for line in _lines(path)[1:]):
         if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
-            gateway = socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
-            routes.append({"family": "ipv4", "interface": fields[0], "gateway": gateway,
-                           "metric": int(fields[6])})
+            with suppress(ValueError, OverflowError):
+                gateway = socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+                routes.append({"family": "ipv4", "interface": fields[0], "gateway": gateway,
+                               "metric": int(fields[6])})
     return routes
 
 
@@ -139,9 +141,10 @@ def _ipv6_default_routes(path: Path) -> list[Fact]:
     routes: list[Fact] = []
     for fields in (line.split() for line in _lines(path)):
         if len(fields) >= 10 and fields[0] == "0" * 32 and fields[1] == "00" and fields[9] != "lo":
-            gateway = str(ipaddress.IPv6Address(bytes.fromhex(fields[4])))
-            routes.append({"family": "ipv6", "interface": fields[9], "gateway": gateway,
-                           "metric": int(fields[5], 16)})
+            with suppress(ValueError):
+                gateway = str(ipaddress.IPv6Address(bytes.fromhex(fields[4])))
+                routes.append({"family": "ipv6", "interface": fields[9], "gateway": gateway,
+                               "metric": int(fields[5], 16)})
     return routes
 
 

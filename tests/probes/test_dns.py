@@ -147,6 +147,14 @@ async def test_no_resolver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trac
     assert trace.facts["servers"] == []
 
 
+async def test_resolver_entries_are_addresses(trace: Trace, unit: float) -> None:
+    """A name in the resolver list is refused, not resolved (that would be DNS to find DNS)."""
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec("dns.corp.test", unit=unit), (), trace)
+    assert info.value.reason is Reason.DNS_NO_RESOLVER
+    assert trace.facts["servers"][0]["error"] == "invalid: not an IP address"  # type: ignore[index]
+
+
 async def test_system_path_wins_over_direct(dns_server: Server, trace: Trace, unit: float) -> None:
     """What applications see decides; a resolver that disagrees is evidence, not a failure."""
     server = await dns_server(answering(rcode=dns.rcode.NXDOMAIN))
