@@ -6,6 +6,7 @@ traceback, so a setup script can tell "the agent could not decide" from "the net
 import asyncio
 import functools
 import inspect
+import io
 import json
 import os
 import signal
@@ -270,8 +271,9 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Pa
         text = report_json.to_json(report)
     else:
         from agent.render import render_text
-        console = Console(record=output is not None, file=open(os.devnull, "w") if output else None,
-                          width=None if output is None else 120)
+        # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
+        console = Console(record=output is not None, file=io.StringIO() if output else None,
+                          soft_wrap=output is not None or not sys.stdout.isatty())
         render_text(report, cat, console, verbose=verbose)
         text = console.export_text() if output is not None else ""
     if output is None:

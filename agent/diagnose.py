@@ -130,9 +130,9 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
     if reason in _REJECTED:
         return [_Problem("egress-rejected", (facts.tag(result), check.protocol, str(check.port)), result)]
     if reason in _TLS_UNTRUSTED:
-        return [_Problem("tls-intercepted-untrusted", (_fingerprint(result),), result)]
+        return [_Problem("tls-intercepted-untrusted", (_issuing_ca(result),), result)]
     if reason is Reason.TLS_UNEXPECTED_ISSUER:
-        return [_Problem("tls-intercepted", (_fingerprint(result),), result)]
+        return [_Problem("tls-intercepted", (_issuing_ca(result),), result)]
     if reason is Reason.TLS_TIMEOUT:
         return [_Problem("tls-handshake-stalled", (), result)]
     if reason in _TLS_INVALID:
@@ -188,9 +188,13 @@ def _strings(value: Fact) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _fingerprint(result: Result) -> str:
+def _issuing_ca(result: Result) -> str:
+    """Who signed the presented certificate: every leaf an inspecting proxy mints differs, the
+    CA behind them is one (its key identifier where the certificate names it, else its name)."""
     cert = result.evidence.get("cert")
-    return str(cert.get("sha256", "")) if isinstance(cert, dict) else ""
+    if not isinstance(cert, dict):
+        return ""
+    return str(cert.get("issuer_key_id") or cert.get("issuer") or "")
 
 
 def _targets(results: Sequence[Result]) -> tuple[str, ...]:
@@ -371,9 +375,18 @@ def _instance_wrong(results: Sequence[Result], facts: Facts) -> Finding:
 
 def _issuer(result: Result) -> str:
     cert = result.evidence.get("cert")
-    if isinstance(cert, dict):
-        return f"{cert.get('issuer', '?')} (SHA-256 {cert.get('sha256', '?')})"
-    return "an unknown issuer"
+    if not isinstance(cert, dict):
+        return "an unknown issuer"
+    ca = cert.get("issuer_sha256")
+    key = cert.get("issuer_key_id")
+    detail = f"CA certificate SHA-256 {ca}" if ca else (f"CA key id {key}" if key else "")
+    return f"{cert.get('issuer', '?')}" + (f" ({detail})" if detail else "")
+
+
+def _leaf_fingerprints(results: Sequence[Result]) -> str:
+    prints = [f"{r.check.host}: {c.get('sha256')}" for r in results[:3]
+              if isinstance(c := r.evidence.get("cert"), dict)]
+    return "; ".join(prints)
 
 
 def _tls_intercepted(trusted: bool) -> Builder:
@@ -385,7 +398,7 @@ def _tls_intercepted(trusted: bool) -> Builder:
                      + ("" if trusted else ", which this node does not trust")),
             cause=(f"The certificate presented for {_hosts(results)} is issued by {issuer}, not by the "
                    "expected Microsoft or DigiCert CAs: a TLS-inspecting firewall or proxy re-signs the "
-                   "traffic." + (" This node trusts it, but Azure ML's Python clients use their own CA "
+                   f"traffic (leaf SHA-256 {_leaf_fingerprints(results)})." + (" This node trusts it, but Azure ML's Python clients use their own CA "
                                  "bundle and will not." if trusted else "")),
             remedy=("Exempt the Azure ML endpoints (" + facts.rule_fqdns(results) + ") from TLS inspection in "
                     "the firewall or proxy; inspection of Azure ML traffic is not supported. If inspection "

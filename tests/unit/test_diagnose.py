@@ -20,7 +20,7 @@ PE_ADDRESSES = {WS: ("10.0.1.5",), f"{GUID}.workspace.eastus.cert.api.azureml.ms
                 NB: ("10.0.1.6",), CI: ("10.0.1.5",), "ci-alice.eastus.instances.ml.azure.ms": ("10.0.1.5",)}
 AZURE_DNS_NODE = {"hostname": "ci-alice", "resolvers": ["168.63.129.16"]}
 CERT = {"issuer": "CN=Contoso Inspection CA,O=Contoso Firewall", "issuer_org": "Contoso Firewall",
-        "sha256": "ab" * 32}
+        "sha256": "ab" * 32, "issuer_key_id": "cd" * 20}
 
 
 def run(outcomes: Mapping[str, Outcome], *, node: Mapping[str, object] = AZURE_DNS_NODE,
@@ -124,10 +124,12 @@ def test_one_blocked_service_tag_is_one_finding_listing_every_target() -> None:
 
 def test_one_intercepting_ca_is_one_finding() -> None:
     hosts = ["management.azure.com", "mcr.microsoft.com", "graph.windows.net"]
-    findings = run({f"tls:{h}:443": Outcome(Reason.TLS_UNTRUSTED, evidence={"cert": CERT}) for h in hosts})
+    minted = {h: {**CERT, "sha256": f"{i:02x}" * 32} for i, h in enumerate(hosts)}  # a new leaf per name
+    findings = run({f"tls:{h}:443": Outcome(Reason.TLS_UNTRUSTED, evidence={"cert": minted[h]}) for h in hosts})
     assert codes(findings) == ["tls-intercepted-untrusted"]
     assert len(findings[0].targets) == 3
-    assert "Contoso Inspection CA" in findings[0].summary and "ab" * 32 in findings[0].summary
+    assert "Contoso Inspection CA" in findings[0].summary and "cd" * 20 in findings[0].summary
+    assert "01" * 32 in findings[0].cause
 
 
 def test_layers_above_a_failure_are_not_findings() -> None:
