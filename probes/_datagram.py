@@ -71,12 +71,23 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
     sent = 0
     try:
         while sent < attempts and not listener.done.done():
-            transport.sendto(payload)
+            _send(sock, listener, payload)
             sent += 1
             await asyncio.wait({listener.done}, timeout=interval)
     finally:
         transport.close()
     return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent)
+
+
+def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:
+    """Send on the socket itself: asyncio's transport silently drops an empty datagram (3.11),
+    and an empty datagram is the classic UDP probe. Errors go where the transport sends them."""
+    try:
+        sock.send(payload)
+    except BlockingIOError:
+        pass  # a full send buffer loses the datagram, as the network may: the next one retries
+    except OSError as exc:
+        listener.error_received(exc)
 
 
 def _read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:

@@ -17,9 +17,7 @@ from probes.reasons import UDP_ERRNO_CODES, Reason, classify
 class Spec:
     host: str
     port: int
-    # A protocol-valid request where one exists (many services ignore garbage); never empty:
-    # asyncio silently drops a zero-length sendto, so an empty payload would send nothing.
-    payload: bytes = b"\x00"
+    payload: bytes = b""  # a protocol-valid request where one exists: many services ignore garbage
     attempts: int = 3  # datagrams sent; ICMP is rate limited and UDP is lossy, so retransmit
     interval: float = 0.5  # listening window after each datagram (a protocol parameter)
 

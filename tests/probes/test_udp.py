@@ -48,6 +48,12 @@ def test_silence_is_inconclusive() -> None:
     assert Reason.UDP_CLOSED.status is Status.FAIL
 
 
+async def test_empty_datagram(udp_echo: int, trace: Trace, unit: float) -> None:
+    """The default payload is empty, and an empty datagram is really sent (asyncio would drop it)."""
+    await udp.run(udp.Spec("svc.test", udp_echo, interval=unit), ("127.0.0.1",), trace)
+    assert trace.facts["addresses_ok"] == ["127.0.0.1"]
+
+
 async def test_any_reply_passes(udp_echo: int, trace: Trace, unit: float) -> None:
     # The echo server is IPv4 only: ::1 on that port is closed, and the probe still passes.
     await udp.run(spec(udp_echo, unit), ("::1", "127.0.0.1"), trace)
