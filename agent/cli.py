@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -142,13 +142,15 @@ def _inputs(options: dict[str, Any]) -> _Inputs:
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip()) or cfg.settings.features
     inputs = _Inputs(options, cfg, planner.PlanOptions(
         features=frozenset(features),
-        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS))
+        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS,
+        blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason))
     inputs.context()  # a bad option or config value stops here, before any detection or probing
     return inputs
 
 
 def _plan(values: dict[str, ContextValue], inputs: _Inputs) -> tuple[catalog.Catalog, tuple[Check, ...]]:
-    cat = catalog.load(str(values["cloud"].value))
+    cat = planner.with_endpoints(catalog.load(str(values["cloud"].value)),
+                                 ((e.host, e.port, e.probe, e.purpose, e.required) for e in inputs.config.endpoints))
     return cat, planner.plan(cat, values, inputs.plan_options)
 
 
@@ -178,6 +180,10 @@ def check(
     limits = _Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
                      deadline=deadline or settings.deadline,
                      concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
+    # A resolver's answer must be awaited well inside the check's timeout, or a slow second
+    # resolver turns a resolved name into a timeout.
+    inputs = replace(inputs, plan_options=replace(inputs.plan_options,
+                                                  dns_query_timeout=min(2.0, limits.timeout / 2)))
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
     report, cat = asyncio.run(_run_check(inputs, limits, progress=fmt is Format.text and sys.stderr.isatty()))
     _emit(report, cat, fmt, output, verbose)

@@ -5,6 +5,7 @@ typo in a setup script's config fails loudly instead of silently checking the wr
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,9 +31,30 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint of the user's own (a private package mirror, their own storage) to check too."""
+
+    host: str
+    port: int
+    probe: str = "https"  # https | websocket | tcp | udp | dns
+    purpose: str = ""
+    required: bool = True  # False: a failure is a warning
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Endpoints blocked on purpose: reported as `skip` with the reason instead of failing."""
+
+    blocked: tuple[str, ...] = ()  # "host", "*.suffix" or either with ":port"
+    reason: str = "blocked by policy"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     context: Mapping[str, object] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
+    endpoints: tuple[Endpoint, ...] = ()
+    policy: Policy = field(default_factory=Policy)
 
 
 def _number(name: str, value: Any, *, integer: bool = False) -> float:
@@ -49,7 +71,9 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with")
+_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
+_PROBES = ("https", "websocket", "tcp", "udp", "dns")
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
 
 def load(path: Path) -> Config:
@@ -70,9 +94,15 @@ def load(path: Path) -> Config:
 def parse(data: Mapping[str, Any]) -> Config:
     values: dict[str, object] = {}
     settings: dict[str, Any] = {}
+    endpoints: tuple[Endpoint, ...] = ()
+    policy = Policy()
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
-        if key in context.KEYS_BY_NAME:
+        if key == "endpoint":
+            endpoints = _endpoints(value)
+        elif key == "policy":
+            policy = _policy(value)
+        elif key in context.KEYS_BY_NAME:
             values[key] = context.validate(key, value)
         elif key in ("timeout", "deadline"):
             settings[key] = float(_number(key, value))
@@ -85,4 +115,42 @@ def parse(data: Mapping[str, Any]) -> Config:
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
             raise ConfigError(f"unknown key {raw_key!r} (known: {known})")
-    return Config(context=values, settings=Settings(**settings))
+    return Config(context=values, settings=Settings(**settings), endpoints=endpoints, policy=policy)
+
+
+def _endpoints(value: Any) -> tuple[Endpoint, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError("endpoint: expected [[endpoint]] tables")
+    endpoints = []
+    for index, table in enumerate(value, 1):
+        where = f"endpoint #{index}"
+        unknown = set(table) - {"host", "port", "probe", "purpose", "required"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        host, port = table.get("host"), table.get("port")
+        if not isinstance(host, str) or "*" in host or not _HOST.fullmatch(host):
+            raise ConfigError(f"{where}: host must be a DNS name or address, not {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"{where}: port must be 1-65535, not {port!r}")
+        probe = table.get("probe", "https")
+        if probe not in _PROBES:
+            raise ConfigError(f"{where}: probe must be one of {', '.join(_PROBES)}, not {probe!r}")
+        required = table.get("required", True)
+        if not isinstance(required, bool):
+            raise ConfigError(f"{where}: required must be true or false")
+        endpoints.append(Endpoint(host.lower(), port, probe, str(table.get("purpose", "")), required))
+    return tuple(endpoints)
+
+
+def _policy(value: Any) -> Policy:
+    if not isinstance(value, dict) or set(value) - {"blocked", "reason"}:
+        raise ConfigError("policy: expected a [policy] table with `blocked` and `reason`")
+    blocked = _strings("policy.blocked", value.get("blocked", []))
+    for entry in blocked:
+        host, _, port = entry.partition(":")
+        if not _HOST.fullmatch(host) or (port and not port.isdigit()):
+            raise ConfigError(f"policy.blocked: {entry!r} is not a host, *.suffix or host:port")
+    reason = value.get("reason", Policy.reason)
+    if not isinstance(reason, str):
+        raise ConfigError("policy.reason: expected a string")
+    return Policy(tuple(e.lower() for e in blocked), reason)

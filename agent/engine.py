@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from agent.model import Check, Result
 from probes import PROBES
+from probes._net import is_ip
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import TIMEOUT_BY_LAYER, Reason, Status, classify
 
@@ -106,7 +106,7 @@ async def _run_one(check: Check, by_id: Mapping[str, Check], futures: Mapping[st
                    limit: asyncio.Semaphore, timeout: float) -> Result:
     if check.skip is not None:
         return _result(check, check.skip, None, check.skip_detail, 0.0)
-    addresses: tuple[str, ...] = (check.host,) if _is_address(check.host) else ()
+    addresses: tuple[str, ...] = (check.host,) if is_ip(check.host) else ()
     if check.needs is not None:
         below = await asyncio.shield(futures[check.needs])
         if below.status not in (Status.PASS, Status.WARN) or not below.addresses:
@@ -145,14 +145,6 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float) -> R
         return _result(check, reason, trace.current, _describe(exc), trace.elapsed(), trace)
     return _result(check, None, None, "", trace.elapsed(), trace, _passed_addresses(trace))
 
-
-def _is_address(host: str) -> bool:
-    """An IP literal target needs no name resolution (e.g. Azure DNS at 168.63.129.16)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _passed_addresses(trace: Trace) -> tuple[str, ...]:

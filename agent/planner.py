@@ -6,6 +6,7 @@ port is shared by every requirement that names that host and port."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import string
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 from agent import context as ctx
 from agent.catalog import Catalog, Requirement
 from agent.model import Check, Layer
+from probes._net import is_ip
 from probes._trace import Fact
 from probes.reasons import Reason
 
@@ -35,6 +37,19 @@ class PlanOptions:
     features: frozenset[str] = frozenset()
     expected_issuers: tuple[str, ...] = DEFAULT_EXPECTED_ISSUERS
     dns_query_timeout: float = 2.0
+    blocked: tuple[str, ...] = ()  # "host", "*.suffix", with ":port" optionally: skipped by policy
+    blocked_reason: str = "blocked by policy"
+
+
+def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
+    """The catalog plus the user's own endpoints (host, port, probe, purpose, required), each a
+    requirement `custom:<host>:<port>` so plan, check and rules treat them like the rest."""
+    extra = tuple(Requirement(
+        id=f"custom:{host}:{port}", refs=(), purpose=purpose or f"{host}:{port} (from the config file)",
+        hosts=(host,), rule_fqdn=host, service_tag="", protocol="udp" if probe == "udp" else "tcp",
+        ports=(port,), probe=probe, required_for="use" if required else "situational",
+        compute=ctx.COMPUTE_KINDS, docs=()) for host, port, probe, purpose, required in endpoints)
+    return replace(catalog, requirements=catalog.requirements + extra)
 
 
 def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] = ()) -> list[Requirement]:
@@ -77,15 +92,27 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 add(_missing_context_check(requirement, template, sorted(missing)))
                 continue
             host = template.format(**values)
-            expect = "private" if requirement.dns_private and private_endpoint else "any"
-            add(_dns_check(host, requirement.id, expect, options))
+            literal = is_ip(host)  # an IP literal target is connected to without resolving
+            if not literal:
+                expect = "private" if requirement.dns_private and private_endpoint else "any"
+                add(_dns_check(host, requirement.id, expect, options))
             for port in requirement.ports:
-                below = f"dns:{host}"
+                below: str | None = None if literal else f"dns:{host}"
                 for layer in _CHAINS[requirement.probe]:
                     check = _layer_check(layer, host, port, requirement, below, options)
                     add(check)
                     below = check.id
-    return tuple(sorted((checks[i] for i in order), key=lambda c: _LAYER_ORDER[c.layer]))
+    planned = (_apply_policy(checks[i], options) for i in order)
+    return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
+
+
+def _apply_policy(check: Check, options: PlanOptions) -> Check:
+    for entry in options.blocked:
+        pattern, _, port = entry.partition(":")
+        if fnmatch.fnmatchcase(check.host, pattern) and (not port or check.port == int(port)):
+            return replace(check, skip=Reason.SKIP_POLICY, skip_detail=f"{options.blocked_reason} ({entry})")
+    return check
+
 
 
 def _placeholders(template: str) -> set[str]:
@@ -108,7 +135,7 @@ def _dns_check(host: str, requirement: str, expect: str, options: PlanOptions) -
                  port=None, protocol="udp", requirements=(requirement,))
 
 
-def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str,
+def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str | None,
                  options: PlanOptions) -> Check:
     params: dict[str, Fact]
     if layer is Layer.TLS:

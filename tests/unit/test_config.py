@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,39 @@ def test_options_beat_config_beat_defaults() -> None:
     assert (values["compute"].value, values["compute"].source) == ("cluster", "config")
     assert (values["cloud"].value, values["cloud"].source) == ("public", "default")
     assert (values["storage_account"].value, values["storage_account"].source) == (None, "unknown")
+
+
+def test_extra_endpoints_and_policy(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '''
+[[endpoint]]
+host = "PyPI.contoso.net"
+port = 443
+purpose = "our package mirror"
+
+[[endpoint]]
+host = "10.20.0.5"
+port = 5000
+probe = "tcp"
+required = false
+
+[policy]
+blocked = ["*.anaconda.com", "graph.windows.net:443"]
+reason = "Contoso policy: packages come from the mirror"
+'''))
+    assert cfg.endpoints == (config.Endpoint("pypi.contoso.net", 443, "https", "our package mirror", True),
+                             config.Endpoint("10.20.0.5", 5000, "tcp", "", False))
+    assert cfg.policy == config.Policy(("*.anaconda.com", "graph.windows.net:443"),
+                                       "Contoso policy: packages come from the mirror")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[[endpoint]]\nhost = 'x.net'\nport = 70000", "endpoint #1: port must be 1-65535"),
+    ("[[endpoint]]\nhost = '*.x.net'\nport = 443", "endpoint #1: host must be a DNS name"),
+    ("[[endpoint]]\nhost = 'x.net'\nport = 443\nprobe = 'ftp'", "probe must be one of"),
+    ("[[endpoint]]\nhost = 'x.net'\nport = 443\ncolour = 1", "unknown key(s) colour"),
+    ("[policy]\nblocked = ['a b']", "not a host, *.suffix or host:port"),
+    ("[policy]\nallowed = []", "policy: expected a [policy] table"),
+])
+def test_bad_endpoints_and_policy(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load(write(tmp_path, text))

@@ -128,3 +128,23 @@ def test_shipped_catalog_is_consistent() -> None:
             cat.by_id(requirement.pe_address)
         if requirement.dns_private:
             assert all(cat.zone_of(h.split("}", 1)[-1].lstrip(".")) for h in requirement.hosts), requirement.id
+
+
+def test_policy_blocked_endpoints_are_skipped_with_the_reason() -> None:
+    options = planner.PlanOptions(blocked=("graph.windows.net", "*.tundra.azureml.ms:5831"),
+                                  blocked_reason="Contoso policy")
+    checks = {c.id: c for c in planner.plan(catalog.load(), make_context(), options)}
+    for check_id in ("dns:graph.windows.net", "tcp:graph.windows.net:443", "http:graph.windows.net:443",
+                     "udp:eastus.tundra.azureml.ms:5831"):
+        assert checks[check_id].skip is Reason.SKIP_POLICY, check_id
+        assert checks[check_id].skip_detail.startswith("Contoso policy")
+    assert checks["dns:eastus.tundra.azureml.ms"].skip is None  # only the port is blocked
+
+
+def test_extra_endpoints_become_requirements() -> None:
+    cat = planner.with_endpoints(catalog.load(), [("pypi.contoso.net", 443, "https", "mirror", True),
+                                                 ("10.20.0.5", 5000, "tcp", "", False)])
+    checks = {c.id: c for c in planner.plan(cat, make_context())}
+    assert checks["http:pypi.contoso.net:443"].requirements == ("custom:pypi.contoso.net:443",)
+    assert checks["tcp:10.20.0.5:5000"].needs is None and "dns:10.20.0.5" not in checks
+    assert cat.by_id("custom:10.20.0.5:5000").situational
