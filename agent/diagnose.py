@@ -106,7 +106,31 @@ def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
     for problem in problems:
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
     findings = [_BUILDERS[code](group, facts) for (code, _), group in groups.items()]
+    findings += [f for rule in _NODE_RULES if (f := rule(facts))]
     return tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
+
+
+def _imds_unavailable(facts: Facts) -> Finding | None:
+    """Detection could not read IMDS: a warning only when that left the region unknown (then
+    region-specific checks were skipped); otherwise the context came from elsewhere."""
+    detection = facts.node.get("detection")
+    imds = detection.get("imds") if isinstance(detection, dict) else None
+    if not isinstance(imds, dict) or "error" not in imds:
+        return None
+    region_unknown = facts.context["region"].value is None
+    return Finding(
+        code="imds-unavailable", severity=Severity.WARNING if region_unknown else Severity.INFO,
+        summary="Instance metadata (IMDS, 169.254.169.254) could not be read"
+        + ("; the region is unknown, so region-specific checks were skipped" if region_unknown else ""),
+        cause=f"{imds['error']}. Region, cloud and public IP were taken from options, the config file or defaults.",
+        remedy=("Allow the node to reach 169.254.169.254:80 directly (never through a proxy: add it to NO_PROXY) "
+                "and make sure no local firewall rule blocks it; or give --region, --cloud and "
+                "--public-ip/--no-public-ip."),
+        targets=("169.254.169.254:80/tcp",), checks=(),
+        docs=("https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",))
+
+
+_NODE_RULES: tuple[Callable[[Facts], Finding | None], ...] = (_imds_unavailable,)
 
 
 def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_Problem]:

@@ -87,6 +87,7 @@ class Lab:
         netns.destroy(self._names)
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(mode=0o700)
+        (self.workdir / "share").mkdir()
         lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA)
         inspection_ca = pki.create_ca(self.workdir, "inspection-ca", pki.INSPECTION_CA)
         hosts = (
@@ -141,23 +142,33 @@ class Lab:
     # -- running things in the node ----------------------------------------------------------
 
     def node_env(self) -> dict[str, str]:
-        """The agent's environment: the lab CA as its trust store, no proxy variables."""
+        """The agent's environment: the lab CA as its trust store, no proxy variables, and what
+        Azure ML sets on a compute instance (CI_*), so detection is exercised end to end."""
         env = {
             "PATH": f"{Path(sys.executable).parent}:{_SYSTEM_PATH}",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "SSL_CERT_FILE": self.ca_bundle,
         }
+        c = self.scenario.context
+        if c.compute == "instance":
+            env.update(CI_NAME=c.compute_name, CI_WORKSPACE=c.workspace_name,
+                       CI_RESOURCE_GROUP="lab-rg", CI_LOCAL_UBUNTU_USER="azureuser")
         for passthrough in ("PYTHONPATH", "TERM", "COLUMNS", "NO_COLOR", "FORCE_COLOR"):
             if passthrough in os.environ:
                 env[passthrough] = os.environ[passthrough]
         return env
 
     def node_command(self, argv: Sequence[str]) -> list[str]:
-        """argv run in the node namespace with node_env() and nothing else."""
-        return netns.in_ns(
-            self.node_ns, ["env", "-i", *(f"{k}={v}" for k, v in self.node_env().items()), *argv]
-        )
+        """argv run in the node namespace with node_env() and nothing else, with the workspace
+        file share mounted where a compute instance has it. The mount lives in the private mount
+        namespace `ip netns exec` makes for this one command, so it never touches the host."""
+        share = f"//{self.scenario.context.storage_account}.file.core.windows.net/code-{self.node_ns[-6:]}"
+        mount = 'mount -t tmpfs -o size=64k "$0" "$1" && shift && exec env -i "$@"'
+        return netns.in_ns(self.node_ns, [
+            "sh", "-c", mount, share, str(self.workdir / "share"),
+            *(f"{k}={v}" for k, v in self.node_env().items()), *argv,
+        ])
 
     def run_in_node(
         self, argv: Sequence[str], *, timeout: float = 60, **kw: Any

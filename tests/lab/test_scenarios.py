@@ -197,3 +197,35 @@ def test_opening_a_port_mid_lab_changes_the_verdict() -> None:
         second, code_after = check_in(lab)
     assert (code_before, code_after) == (2, 0)
     assert by_id(second)[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
+
+
+def test_context_is_detected_with_no_options() -> None:
+    """No context options at all: IMDS gives region, cloud and public IP; CI_* give the compute;
+    the workspace share mount gives the storage account; the report says where each came from."""
+    with Lab(scenario("healthy-public")) as lab:
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", "--format", "json", "--timeout", TIMEOUT],
+                               timeout=120)
+    report = json.loads(proc.stdout)
+    jsonschema.validate(report, schema())
+    sources = {k: (v["value"], v["source"]) for k, v in report["context"].items()}
+    assert sources["region"] == ("eastus", "imds:compute.location")
+    assert sources["cloud"] == ("public", "imds:compute.azEnvironment")
+    assert sources["public_ip"] == (True, "imds:network.publicIpAddress")
+    assert sources["compute_name"] == (CTX.compute_name, "environment:CI_NAME")
+    assert sources["compute"] == ("instance", "environment:CI_NAME")
+    assert sources["storage_account"][0] == CTX.storage_account
+    assert sources["storage_account"][1].startswith("mounts:")
+    # what could not be detected is skipped with a hint, never a failure
+    skipped = [c for c in report["checks"] if c["reason"] == "skip.missing-context"]
+    assert skipped and all("--workspace-id" in c["detail"] or "--workspace-name" in c["detail"] for c in skipped)
+    assert (proc.returncode, report["status"]) == (0, "ok")
+
+
+def test_no_detect_uses_only_options() -> None:
+    with Lab(scenario("healthy-public")) as lab:
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", "--format", "json", "--timeout", TIMEOUT,
+                                "--no-detect", "--region", "eastus"], timeout=120)
+    report = json.loads(proc.stdout)
+    assert report["context"]["compute_name"] == {"value": None, "source": "unknown"}
+    assert report["context"]["public_ip"] == {"value": False, "source": "default"}
+    assert "detection" not in report["node"]
