@@ -27,8 +27,9 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from agent import __version__, catalog, config, context, detect, planner
+from agent import __version__, catalog, config, context, detect, planner, proxy
 from agent.model import Check, ContextValue, Report, Result
+from probes import node
 
 EXIT_UNKNOWN = 3
 
@@ -140,10 +141,12 @@ class _Inputs:
 def _inputs(options: dict[str, Any]) -> _Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip()) or cfg.settings.features
+    proxied = proxy.settings(os.environ, node.environment_file())
     inputs = _Inputs(options, cfg, planner.PlanOptions(
         features=frozenset(features),
         expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS,
-        blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason))
+        blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason,
+        proxy=proxied.url, no_proxy=proxied.no_proxy))
     inputs.context()  # a bad option or config value stops here, before any detection or probing
     return inputs
 
@@ -201,7 +204,6 @@ class _Limits:
 
 async def _run_check(inputs: _Inputs, limits: _Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
     from agent import diagnose, engine
-    from probes import node
 
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
@@ -309,7 +311,7 @@ def plan(
             "context": {k: {"value": v.value, "source": v.source} for k, v in values.items()},
             "checks": [{"id": c.id, "layer": c.layer.value, "host": c.host, "port": c.port,
                         "protocol": c.protocol, "requirements": list(c.requirements), "needs": c.needs,
-                        "params": dict(c.params), "skip": c.skip.value if c.skip else None,
+                        "path": c.path, "params": _redacted(c.params), "skip": c.skip.value if c.skip else None,
                         "skip_detail": c.skip_detail or None} for c in checks],
         }, indent=2))
         return 0
@@ -322,6 +324,10 @@ def plan(
         table.add_row(c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "")
     Console(width=max(Console().width, 140)).print(table)
     return 0
+
+
+def _redacted(params: Any) -> dict[str, Any]:
+    return {k: node.redact(v) if k == "proxy" and isinstance(v, str) else v for k, v in params.items()}
 
 
 @app.command()

@@ -101,7 +101,8 @@ Builder = Callable[[Sequence[Result], Facts], Finding]
 
 
 def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
-    problems = [p for r in results for p in _problems(r, results, facts)]
+    unused = _unused_direct_paths(results)
+    problems = [p for r in results if r.check.id not in unused for p in _problems(r, results, facts)]
     groups: dict[tuple[str, tuple[str, ...]], list[Result]] = {}
     for problem in problems:
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
@@ -133,6 +134,19 @@ def _imds_unavailable(facts: Facts) -> Finding | None:
 _NODE_RULES: tuple[Callable[[Facts], Finding | None], ...] = (_imds_unavailable,)
 
 
+def _unused_direct_paths(results: Sequence[Result]) -> set[str]:
+    """Direct checks of endpoints Azure ML reaches through the configured proxy: their failures
+    are not problems (a proxy-only network drops direct egress on purpose), and the proxy
+    resolves those names, so their DNS does not matter either unless another port is direct."""
+    proxied = {(r.check.host, r.check.port) for r in results if r.check.path == "proxy"}
+    direct_ports = {r.check.host for r in results if r.check.path == "direct" and r.check.port is not None
+                    and (r.check.host, r.check.port) not in proxied}
+    proxied_hosts = {host for host, _ in proxied}
+    return {r.check.id for r in results if r.check.path == "direct" and (
+        (r.check.host, r.check.port) in proxied
+        or (r.check.layer is Layer.DNS and r.check.host in proxied_hosts - direct_ports))}
+
+
 def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_Problem]:
     """The problem(s) one result shows; cross-result rules read `results` for comparisons."""
     check = result.check
@@ -141,6 +155,10 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
         return _instance_address_problem(result, results)
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
+    if check.path == "to-proxy":
+        return [_Problem("proxy-unreachable", (), result)]
+    if check.path == "proxy" and _direct_counterpart_passes(result, results):
+        return [_Problem("proxy-bypass-required", (), result)]
     if check.layer is Layer.DNS:
         return [_dns_problem(result, facts)]
     if reason in _PROXY:
@@ -164,6 +182,11 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
     if reason in _WS_BLOCKED:
         return [_Problem("websocket-blocked", (), result)]
     return [_Problem("endpoint-unreachable", (reason.value,), result)]
+
+
+def _direct_counterpart_passes(result: Result, results: Sequence[Result]) -> bool:
+    return any(r.check.path == "direct" and r.check.layer is result.check.layer and r.status is Status.PASS
+               and (r.check.host, r.check.port) == (result.check.host, result.check.port) for r in results)
 
 
 def _is_pe_instance_name(result: Result) -> bool:
@@ -516,6 +539,11 @@ _BUILDERS: dict[str, Builder] = {
     "proxy-unreachable": _proxy("proxy-unreachable", "cannot be reached",
                                 "Fix HTTPS_PROXY/HTTP_PROXY (address and port) or allow the compute subnet to "
                                 "reach the proxy."),
+    "proxy-bypass-required": _proxy("proxy-bypass-required", "fails for names the node reaches directly",
+                                    "Add these names to NO_PROXY (and no_proxy) wherever HTTPS_PROXY is set for "
+                                    "Azure ML (the compute's environment, /etc/environment, the setup script): "
+                                    "private endpoints are reached only from inside the VNet, never through the "
+                                    "proxy."),
     "endpoint-unreachable": _unreachable,
 }
 

@@ -47,6 +47,7 @@ class Check:
     protocol: str  # tcp | udp
     requirements: tuple[str, ...]
     needs: str | None = None
+    path: str = "direct"  # direct | proxy (through the configured proxy) | to-proxy (reaching it)
     skip: Reason | None = None  # set at planning time: missing context or blocked by policy
     skip_detail: str = ""
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from agent import context as ctx
+from agent import proxy
 from agent.catalog import Catalog, Requirement
 from agent.model import Check, Layer
 from probes._net import is_ip
@@ -39,6 +41,8 @@ class PlanOptions:
     dns_query_timeout: float = 2.0
     blocked: tuple[str, ...] = ()  # "host", "*.suffix", with ":port" optionally: skipped by policy
     blocked_reason: str = "blocked by policy"
+    proxy: str | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
+    no_proxy: tuple[str, ...] = ()
 
 
 def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
@@ -102,6 +106,10 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                     check = _layer_check(layer, host, port, requirement, below, options)
                     add(check)
                     below = check.id
+                if options.proxy and requirement.probe in ("https", "websocket") \
+                        and not proxy.bypassed(host, port, options.no_proxy):
+                    for check in _proxied(host, port, requirement, options.proxy, options):
+                        add(check)
     planned = (_apply_policy(checks[i], options) for i in order)
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
 
@@ -149,6 +157,30 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
     return Check(id=f"{layer.value}:{host}:{port}", layer=layer, kind=layer.value, params=params,
                  host=host, port=port, protocol=requirement.protocol,
                  requirements=(requirement.id,), needs=needs)
+
+
+def _proxied(host: str, port: int, requirement: Requirement, proxy_url: str,
+             options: PlanOptions) -> list[Check]:
+    """The path Azure ML's own clients take: the proxy's name, a connection to the proxy, and the
+    request through it (the proxy resolves the target). Shared by every proxied endpoint."""
+    parsed = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}")
+    proxy_host = parsed.hostname or ""
+    proxy_port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    checks = []
+    below: str | None = None
+    if not is_ip(proxy_host):
+        below = f"dns:{proxy_host}"
+        checks.append(replace(_dns_check(proxy_host, requirement.id, "any", options), path="to-proxy"))
+    to_proxy = Check(id=f"tcp:{proxy_host}:{proxy_port}", layer=Layer.TCP, kind="tcp",
+                     params={"host": proxy_host, "port": proxy_port}, host=proxy_host, port=proxy_port,
+                     protocol="tcp", requirements=(requirement.id,), needs=below, path="to-proxy")
+    layer = Layer.WEBSOCKET if requirement.probe == "websocket" else Layer.HTTP
+    scheme = "wss" if layer is Layer.WEBSOCKET else "https"
+    through = Check(id=f"{layer.value}:{host}:{port}@proxy", layer=layer, kind=layer.value,
+                    params={"url": _url(scheme, host, port), "host": host, "proxy": proxy_url},
+                    host=host, port=port, protocol="tcp", requirements=(requirement.id,),
+                    needs=to_proxy.id, path="proxy")
+    return [*checks, to_proxy, through]
 
 
 def _url(scheme: str, host: str, port: int) -> str:

@@ -56,6 +56,7 @@ def _check(result: Result) -> dict[str, Any]:
         "host": check.host,
         "port": check.port,
         "protocol": check.protocol,
+        "path": check.path,
         "addresses": list(result.addresses),
         "status": result.status.value,
         "reason": result.reason.value if result.reason else None,

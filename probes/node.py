@@ -83,6 +83,12 @@ def _read_resolv(path: Path) -> tuple[list[str], list[str]]:
     return servers, search
 
 
+def environment_file(path: Path | None = None) -> dict[str, str]:
+    """/etc/environment as KEY=value pairs, unredacted (systemd units and cron do not inherit a
+    login shell's variables, but PAM sessions read this file)."""
+    return _read_environment(path or ETC_ENVIRONMENT)
+
+
 def _read_environment(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for line in _lines(path):

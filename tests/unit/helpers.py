@@ -22,8 +22,10 @@ def make_context(**overrides: object) -> dict[str, ContextValue]:
     return context.build([("option", {**PE_CONTEXT, **overrides})])
 
 
-def make_plan(features: Sequence[str] = (), **overrides: object) -> tuple[Check, ...]:
-    return planner.plan(catalog.load(), make_context(**overrides), planner.PlanOptions(features=frozenset(features)))
+def make_plan(features: Sequence[str] = (), options: planner.PlanOptions | None = None,
+              **overrides: object) -> tuple[Check, ...]:
+    chosen = options or planner.PlanOptions(features=frozenset(features))
+    return planner.plan(catalog.load(), make_context(**overrides), chosen)
 
 
 @dataclass(frozen=True)

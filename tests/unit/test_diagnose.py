@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from agent import catalog
+from agent import catalog, planner
 from agent.diagnose import Facts, diagnose, verdict
 from agent.model import Finding, Severity
 from probes.reasons import Reason, Status
@@ -175,3 +175,47 @@ def test_verdict(outcomes: Mapping[str, Outcome], signalled: bool, expected: tup
     results = simulate(checks, outcomes, PE_ADDRESSES)
     findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
     assert verdict(findings, results, signalled=signalled) == expected
+
+
+PROXY = planner.PlanOptions(proxy="http://proxy.contoso.net:3128", no_proxy=(".privatelink.api.azureml.ms",))
+PROXY_TCP = "tcp:proxy.contoso.net:3128"
+
+
+def run_proxied(outcomes: Mapping[str, Outcome]) -> tuple[Finding, ...]:
+    results = simulate(make_plan(options=PROXY), outcomes, PE_ADDRESSES)
+    return diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+
+
+def test_proxied_plan_shape() -> None:
+    checks = {c.id: c for c in make_plan(options=PROXY)}
+    through = checks["http:management.azure.com:443@proxy"]
+    assert (through.path, through.needs, through.params["proxy"]) == ("proxy", PROXY_TCP, PROXY.proxy)
+    assert checks[PROXY_TCP].path == "to-proxy" and checks[PROXY_TCP].needs == "dns:proxy.contoso.net"
+    assert f"websocket:{CI}:443@proxy" in checks
+    assert not any(c.path == "proxy" for c in checks.values() if c.port not in (443,))
+
+
+def test_direct_egress_blocked_is_fine_when_the_proxy_works() -> None:
+    assert run_proxied({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+                        "dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}) == ()
+
+
+def test_proxy_authentication_is_the_one_finding() -> None:
+    findings = run_proxied({"http:management.azure.com:443@proxy": Outcome(Reason.PROXY_AUTH_REQUIRED),
+                            "http:mcr.microsoft.com:443@proxy": Outcome(Reason.PROXY_AUTH_REQUIRED),
+                            "tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+                            "tcp:mcr.microsoft.com:443": Outcome(Reason.TCP_TIMEOUT)})
+    assert codes(findings) == ["proxy-auth-required"] and len(findings[0].targets) == 2
+
+
+def test_unreachable_proxy() -> None:
+    findings = run_proxied({PROXY_TCP: Outcome(Reason.TCP_REFUSED),
+                            "tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)})
+    assert codes(findings) == ["proxy-unreachable"]
+    assert findings[0].checks == (PROXY_TCP,)
+
+
+def test_private_endpoint_through_the_proxy_needs_no_proxy() -> None:
+    findings = run_proxied({f"http:{WS}:443@proxy": Outcome(Reason.PROXY_UPSTREAM_FAILED)})
+    assert codes(findings) == ["proxy-bypass-required"]
+    assert "NO_PROXY" in findings[0].remedy and WS in findings[0].summary
