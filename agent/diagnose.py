@@ -15,6 +15,7 @@ from agent.catalog import Catalog
 from agent.context import Context
 from agent.model import Finding, Layer, Result, Severity
 from probes._trace import Fact
+from probes.dns import is_private
 from probes.reasons import Reason, Status
 
 AZURE_DNS = "168.63.129.16"
@@ -101,8 +102,14 @@ Builder = Callable[[Sequence[Result], Facts], Finding]
 
 
 def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
-    unused = _unused_direct_paths(results)
-    problems = [p for r in results if r.check.id not in unused for p in _problems(r, results, facts)]
+    considered = [r for r in results if r.check.id not in _unused_direct_paths(results)]
+    problems: list[_Problem] = []
+    for rule in _ROOT_CAUSE_RULES:  # a root cause claims the results it explains, first rule first
+        claimed = rule(considered)
+        problems += claimed
+        taken = {p.result.check.id for p in claimed}
+        considered = [r for r in considered if r.check.id not in taken]
+    problems += [p for r in considered for p in _problems(r, results, facts)]
     groups: dict[tuple[str, tuple[str, ...]], list[Result]] = {}
     for problem in problems:
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
@@ -132,6 +139,47 @@ def _imds_unavailable(facts: Facts) -> Finding | None:
 
 
 _NODE_RULES: tuple[Callable[[Facts], Finding | None], ...] = (_imds_unavailable,)
+
+
+CLOCK_TOLERANCE_S = 300.0  # Microsoft Entra ID accepts tokens about five minutes off; TLS less kindly
+_CLOCK_TLS = {Reason.TLS_NOT_YET_VALID, Reason.TLS_EXPIRED}
+
+
+def _clock_skew(results: Sequence[Result]) -> list[_Problem]:
+    """The node clock is wrong when servers' Date headers say so, or when certificates from many
+    endpoints all look not yet valid (or all expired) at once: then those TLS failures are the
+    clock's, not the endpoints'."""
+    skewed = [r for r in results if isinstance(skew := r.evidence.get("clock_skew_s"), (int, float))
+              and abs(skew) > CLOCK_TOLERANCE_S]
+    by_reason = {reason: [r for r in results if r.reason is reason and r.status is Status.FAIL]
+                 for reason in _CLOCK_TLS}
+    tls = max(by_reason.values(), key=len)
+    if not skewed and len({r.check.host for r in tls}) < 3:
+        return []
+    return [_Problem("clock-skew", (), r) for r in [*skewed, *tls]]
+
+
+def _no_outbound(results: Sequence[Result]) -> list[_Problem]:
+    """Every connection to a public address fails while names resolve: no route out at all
+    (no-public-IP compute without a NAT gateway or a firewall route), not one missing rule."""
+    public = [r for r in results if r.check.path == "direct" and r.check.layer in (Layer.TCP, Layer.UDP)
+              and _public_target(r, results)]
+    failed = [r for r in public if r.status is Status.FAIL and (r.reason in _BLOCKED or r.reason in _REJECTED
+                                                                or r.reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED))]
+    if any(r.status is Status.PASS for r in public) or len({r.check.host for r in failed}) < 3:
+        return []
+    return [_Problem("no-outbound-connectivity", (), r) for r in failed]
+
+
+def _public_target(result: Result, results: Sequence[Result]) -> bool:
+    """The check's target resolved (dns passed) to public addresses only."""
+    dns = next((r for r in results if r.check.id == result.check.needs), None)
+    if dns is None or dns.status is not Status.PASS or not dns.addresses:
+        return False
+    return not any(is_private(a) for a in dns.addresses)
+
+
+_ROOT_CAUSE_RULES: tuple[Callable[[Sequence[Result]], list[_Problem]], ...] = (_clock_skew, _no_outbound)
 
 
 def _unused_direct_paths(results: Sequence[Result]) -> set[str]:
@@ -480,6 +528,44 @@ def _tls_invalid(results: Sequence[Result], facts: Facts) -> Finding:
         docs=facts.docs(results, "firewall"))
 
 
+def _clock(results: Sequence[Result], facts: Facts) -> Finding:
+    skews = sorted(float(r.evidence["clock_skew_s"]) for r in results  # type: ignore[arg-type]
+                   if isinstance(r.evidence.get("clock_skew_s"), (int, float)))
+    tls = [r for r in results if r.reason in _CLOCK_TLS]
+    if skews:
+        median = skews[len(skews) // 2]
+        how = f"servers' clocks are {abs(median):.0f}s {'ahead of' if median > 0 else 'behind'} this node's"
+    else:
+        ahead = any(r.reason is Reason.TLS_NOT_YET_VALID for r in tls)
+        how = f"certificates of {len(tls)} endpoints all look {'not yet valid' if ahead else 'expired'}"
+    return _finding(
+        "clock-skew", results, facts,
+        summary=f"The node clock is wrong: {how}",
+        cause=(f"{how} (Date headers and certificate validity). TLS verification"
+               + (f" fails for {_hosts(tls)}" if tls else " will fail")
+               + " and Microsoft Entra ID rejects tokens more than about five minutes off."),
+        remedy=("Synchronise the clock: timedatectl set-ntp true, and check chrony/systemd-timesyncd "
+                "(Azure VMs sync from the host through the PTP clock /dev/ptp_hyperv, or time.windows.com "
+                "over UDP 123). Then run the check again."),
+        docs=facts.docs(results, "firewall"))
+
+
+def _no_egress(results: Sequence[Result], facts: Facts) -> Finding:
+    ports = ", ".join(sorted({f"{r.check.protocol.upper()} {r.check.port}" for r in results}))
+    return _finding(
+        "no-outbound-connectivity", results, facts,
+        summary=f"No outbound connectivity: every public endpoint fails ({len({r.check.host for r in results})} "
+                f"hosts, {ports}) while DNS works",
+        cause=("; ".join(f"{r.check.target}: {r.reason}" for r in results[:4])
+               + ". Nothing outside the VNet answers: compute without a public IP has no way out unless "
+                 "the subnet has a NAT gateway or a route to a firewall (Azure's default outbound access is "
+                 "being retired and must not be relied on)."),
+        remedy=("Give the compute subnet a way out: attach a NAT gateway to it, or add a route table with "
+                "0.0.0.0/0 -> your Azure Firewall/NVA and allow the Azure ML service tags and FQDNs there "
+                "(`aml-netcheck rules` lists them). Check that no NSG rule denies all outbound traffic."),
+        docs=facts.docs(results, "training-vnet", "firewall"))
+
+
 def _websocket(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "websocket-blocked", results, facts,
@@ -530,6 +616,8 @@ _BUILDERS: dict[str, Builder] = {
     "tls-handshake-stalled": _tls_stalled,
     "tls-certificate-invalid": _tls_invalid,
     "websocket-blocked": _websocket,
+    "clock-skew": _clock,
+    "no-outbound-connectivity": _no_egress,
     "proxy-auth-required": _proxy("proxy-auth-required", "demands authentication (HTTP 407)",
                                   "Give the proxy credentials in HTTPS_PROXY (http://user:pass@proxy:port) for the "
                                   "Azure ML processes, or allow the compute subnet without authentication."),

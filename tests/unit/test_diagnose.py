@@ -219,3 +219,42 @@ def test_private_endpoint_through_the_proxy_needs_no_proxy() -> None:
     findings = run_proxied({f"http:{WS}:443@proxy": Outcome(Reason.PROXY_UPSTREAM_FAILED)})
     assert codes(findings) == ["proxy-bypass-required"]
     assert "NO_PROXY" in findings[0].remedy and WS in findings[0].summary
+
+
+def test_clock_skew_from_date_headers_claims_the_tls_failures() -> None:
+    findings = run({"http:management.azure.com:443": Outcome(status=Status.PASS, evidence={"clock_skew_s": 7200.0}),
+                    "tls:mcr.microsoft.com:443": Outcome(Reason.TLS_NOT_YET_VALID)})
+    assert codes(findings) == ["clock-skew"]
+    assert "ahead of" in findings[0].summary and "mcr.microsoft.com" in findings[0].cause
+    assert "timedatectl" in findings[0].remedy
+
+
+def test_clock_skew_from_certificates_alone() -> None:
+    hosts = ["management.azure.com", "mcr.microsoft.com", "graph.windows.net"]
+    findings = run({f"tls:{h}:443": Outcome(Reason.TLS_NOT_YET_VALID) for h in hosts})
+    assert codes(findings) == ["clock-skew"] and "not yet valid" in findings[0].summary
+
+
+def test_small_skew_and_one_expired_certificate_are_not_clock_problems() -> None:
+    findings = run({"http:management.azure.com:443": Outcome(status=Status.PASS, evidence={"clock_skew_s": 4.0}),
+                    "tls:mcr.microsoft.com:443": Outcome(Reason.TLS_EXPIRED)})
+    assert codes(findings) == ["tls-certificate-invalid"]
+
+
+def test_no_outbound_connectivity_is_one_root_cause() -> None:
+    public_tcp = [c.id for c in make_plan() if c.layer.value == "tcp" and ".workspace." not in c.id
+                  and "notebooks" not in c.id and ".instances.azureml.ms" not in c.id
+                  and ".instances.ml.azure.ms" not in c.id]
+    outcomes = {cid: Outcome(Reason.TCP_TIMEOUT) for cid in public_tcp}
+    outcomes["udp:eastus.tundra.azureml.ms:5831"] = Outcome(Reason.UDP_NO_REPLY)
+    findings = run(outcomes)
+    assert codes(findings) == ["no-outbound-connectivity"]
+    assert "NAT gateway" in findings[0].remedy
+    assert set(findings[0].checks) == set(public_tcp)
+
+
+def test_one_blocked_service_is_not_a_missing_route() -> None:
+    findings = run({"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+                    "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
+                    "tcp:graph.windows.net:443": Outcome(Reason.TCP_TIMEOUT)})
+    assert "no-outbound-connectivity" not in codes(findings)
