@@ -44,6 +44,7 @@ class UsageProblem(Exception):
 class Format(str, Enum):
     text = "text"
     json = "json"
+    markdown = "markdown"
 
 
 class PlanFormat(str, Enum):
@@ -162,7 +163,7 @@ def _plan(values: dict[str, ContextValue], inputs: _Inputs) -> tuple[catalog.Cat
 def check(
     options: dict[str, Any],
     output_format: Annotated[Optional[Format], typer.Option(
-        "--format", help="text (default on a terminal) or json (default otherwise).")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise) or markdown.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
@@ -277,6 +278,9 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Pa
 
     if fmt is Format.json:
         text = report_json.to_json(report)
+    elif fmt is Format.markdown:
+        from agent.markdown import render_markdown
+        text = render_markdown(report, cat)
     else:
         from agent.render import render_text
         # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
@@ -285,8 +289,7 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Pa
         render_text(report, cat, console, verbose=verbose)
         text = console.export_text() if output is not None else ""
     if output is None:
-        if fmt is Format.json:
-            sys.stdout.write(text)
+        sys.stdout.write(text)
         return
     try:
         report_json.write_atomic(output, text)

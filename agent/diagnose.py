@@ -301,12 +301,12 @@ def _hosts(results: Sequence[Result]) -> str:
 
 
 def _addresses(result: Result) -> str:
-    attempts = result.evidence.get("attempts")
-    if isinstance(attempts, list):
-        found = [str(a.get("address")) for a in attempts if isinstance(a, dict)]
-        if found:
-            return ", ".join(found)
-    return ", ".join(_strings(result.evidence.get("addresses"))) or "?"
+    return ", ".join(attempted(result)) or "?"
+
+
+def attempted(result: Result) -> list[str]:
+    """The addresses a check went to: the ones the engine handed it, else what it resolved."""
+    return _strings(result.evidence.get("tried")) or _strings(result.evidence.get("addresses"))
 
 
 def _severity(results: Sequence[Result], facts: Facts, base: Severity = Severity.CRITICAL) -> Severity:

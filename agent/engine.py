@@ -123,6 +123,8 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float) -> R
     spec_type, probe = PROBES[check.kind]
     spec = spec_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in check.params.items()})
     trace = Trace()
+    if addresses:
+        trace.note(tried=list(addresses))  # kept even when the deadline cuts every attempt short
     try:
         async with asyncio.timeout(timeout):
             await probe(spec, addresses, trace)

@@ -229,3 +229,15 @@ def test_no_detect_uses_only_options() -> None:
     assert report["context"]["compute_name"] == {"value": None, "source": "unknown"}
     assert report["context"]["public_ip"] == {"value": False, "source": "default"}
     assert "detection" not in report["node"]
+
+
+def test_markdown_summary_for_the_network_team() -> None:
+    with Lab(scenario("nsg-drop-445")) as lab:
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                                "--format", "markdown", "--timeout", TIMEOUT], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    text = proc.stdout
+    assert text.startswith("# Azure ML network check: CRITICAL on ")
+    assert "### 1. CRITICAL `smb-blocked`" in text and "**Change needed:** Allow outbound TCP 445" in text
+    flow = next(line for line in text.splitlines() if line.startswith("| 10.0.0.4 | ") and "TCP 445" in line)
+    assert STORAGE_FILE in flow and "tcp.timeout" in flow and "Storage.eastus" in flow
