@@ -61,16 +61,23 @@ class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
 async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
               deadline: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
               state: RunState | None = None,
-              on_result: Callable[[Result], None] | None = None) -> tuple[Result, ...]:
+              on_result: Callable[[Result], None] | None = None,
+              known: Mapping[str, Result] | None = None) -> tuple[Result, ...]:
     """Run every check; return one result per check, in the order given.
 
     `deadline` is seconds from now for the whole run; checks still running then end as
-    `probe.cancelled`. Cancelling the caller's task ends the run the same way."""
+    `probe.cancelled`. Cancelling the caller's task ends the run the same way. `known` holds
+    earlier results of checks not run again, which the checks here may depend on."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_DaemonThreadExecutor())
     state = state if state is not None else RunState()
-    by_id = {check.id: check for check in checks}
+    by_id = {result.check.id: result.check for result in (known or {}).values()}
+    by_id.update((check.id, check) for check in checks)
     futures: dict[str, asyncio.Future[Result]] = {c.id: loop.create_future() for c in checks}
+    for check_id, result in (known or {}).items():
+        if check_id not in futures:
+            futures[check_id] = loop.create_future()
+            futures[check_id].set_result(result)
     limit = asyncio.Semaphore(concurrency)
 
     async def one(check: Check) -> None:
