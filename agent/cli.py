@@ -8,13 +8,10 @@ import functools
 import inspect
 import io
 import json
-import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -27,8 +24,8 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from agent import __version__, catalog, config, context, detect, planner, proxy
-from agent.model import Check, ContextValue, Report, Result
+from agent import __version__, catalog, config, context, metrics, runner
+from agent.model import Report, Result
 from probes import node
 
 EXIT_UNKNOWN = 3
@@ -45,6 +42,7 @@ class Format(str, Enum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    prometheus = "prometheus"
 
 
 class PlanFormat(str, Enum):
@@ -54,6 +52,7 @@ class PlanFormat(str, Enum):
 
 class ExitCodes(str, Enum):
     nagios = "nagios"
+    npd = "npd"
     simple = "simple"
 
 
@@ -116,46 +115,14 @@ def _with_context_options(command: Callable[..., int | None]) -> Callable[..., i
     return wrapper
 
 
-@dataclass(frozen=True, slots=True)
-class _Inputs:
-    """What the user gave: options and the config file, validated before anything is sent."""
-
-    options: dict[str, Any]
-    config: config.Config
-    plan_options: planner.PlanOptions
-
-    def context(self, detected: Optional["detect.Detected"] = None) -> dict[str, ContextValue]:
-        given = {k: v for k, v in self.options.items() if k in context.KEYS_BY_NAME}
-        layers: list[tuple[context.Source, Any]] = [("option", given), ("config", self.config.context)]
-        if detected is not None:
-            layers.append((detected.sources, detected.values))
-        try:
-            return context.build(layers)
-        except context.ContextError as exc:
-            raise UsageProblem(str(exc)) from None
-
-    def local_detection(self) -> Optional["detect.Detected"]:
-        """Detection from files and the environment only: sends nothing (plan and rules)."""
-        return None if self.options["no_detect"] else detect.local(os.environ)
-
-
-def _inputs(options: dict[str, Any]) -> _Inputs:
+def _inputs(options: dict[str, Any]) -> runner.Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
-    features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip()) or cfg.settings.features
-    proxied = proxy.settings(os.environ, node.environment_file())
-    inputs = _Inputs(options, cfg, planner.PlanOptions(
-        features=frozenset(features),
-        expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS,
-        blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason,
-        proxy=proxied.url, no_proxy=proxied.no_proxy))
-    inputs.context()  # a bad option or config value stops here, before any detection or probing
-    return inputs
-
-
-def _plan(values: dict[str, ContextValue], inputs: _Inputs) -> tuple[catalog.Catalog, tuple[Check, ...]]:
-    cat = planner.with_endpoints(catalog.load(str(values["cloud"].value)),
-                                 ((e.host, e.port, e.probe, e.purpose, e.required) for e in inputs.config.endpoints))
-    return cat, planner.plan(cat, values, inputs.plan_options)
+    features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip())
+    given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
+    try:
+        return runner.Inputs.build(given, cfg, features, detect_context=not options["no_detect"])
+    except runner.InputError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 @app.command()
@@ -163,17 +130,24 @@ def _plan(values: dict[str, ContextValue], inputs: _Inputs) -> tuple[catalog.Cat
 def check(
     options: dict[str, Any],
     output_format: Annotated[Optional[Format], typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise) or markdown.")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise), markdown or prometheus.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
+    textfile: Annotated[Optional[Path], typer.Option(
+        help="Also write Prometheus metrics to this file (atomically), for node_exporter's textfile collector.",
+        dir_okay=False)] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
                                                      min=0.1, max=300)] = None,
     deadline: Annotated[Optional[float], typer.Option(help="Seconds the whole run may take.",
                                                       min=0.5, max=3600)] = None,
+    wait: Annotated[Optional[float], typer.Option(
+        help="Hook mode: re-run failing checks with backoff until healthy or this many seconds have passed.",
+        min=1, max=86400)] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Checks probing at once [default: 128].",
                                                        min=1, max=4096)] = None,
     exit_codes: Annotated[ExitCodes, typer.Option(
-        help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; simple: 0 healthy, 1 not.")] = ExitCodes.nagios,
+        help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
+             "finding first on stdout; simple: 0 healthy, 1 not.")] = ExitCodes.nagios,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
@@ -181,87 +155,83 @@ def check(
     from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
 
     settings = inputs.config.settings
-    limits = _Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
-                     deadline=deadline or settings.deadline,
-                     concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
-    # A resolver's answer must be awaited well inside the check's timeout, or a slow second
-    # resolver turns a resolved name into a timeout.
-    inputs = replace(inputs, plan_options=replace(inputs.plan_options,
-                                                  dns_query_timeout=min(2.0, limits.timeout / 2)))
+    limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
+                           deadline=deadline or settings.deadline, wait=wait,
+                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
-    report, cat = asyncio.run(_run_check(inputs, limits, progress=fmt is Format.text and sys.stderr.isatty()))
-    _emit(report, cat, fmt, output, verbose)
-    if exit_codes is ExitCodes.simple:
+    interactive = fmt is Format.text and sys.stderr.isatty() and not wait
+    report, cat = asyncio.run(_run_check(inputs, limits, progress=interactive))
+    if exit_codes is ExitCodes.npd:
+        print(npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
+        if output is not None:
+            _emit(report, cat, fmt, output, verbose)
+    else:
+        _emit(report, cat, fmt, output, verbose)
+    if textfile is not None:
+        _write(textfile, metrics.render_prometheus(report))
+    return exit_code(report, exit_codes)
+
+
+def exit_code(report: Report, profile: "ExitCodes") -> int:
+    if profile is ExitCodes.simple:
         return 0 if report.exit_code in (0, 1) else 1
+    if profile is ExitCodes.npd:
+        return {0: 0, 1: 1, 2: 1}.get(report.exit_code, 2)
     return report.exit_code
 
 
-@dataclass(frozen=True, slots=True)
-class _Limits:
-    timeout: float
-    deadline: float | None
-    concurrency: int
+def npd_line(report: Report) -> str:
+    """`<STATUS> <worst finding> <its first target>`: what node-problem-detector shows."""
+    worst = report.findings[0] if report.findings else None
+    if worst is None or report.status == "ok":
+        return f"{report.status.upper()} aml-netcheck: no problems"
+    target = worst.targets[0] if worst.targets else ""
+    return f"{report.status.upper()} {worst.code} {target} {worst.summary}"
 
 
-async def _run_check(inputs: _Inputs, limits: _Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
-    from agent import diagnose, engine
+async def _run_check(inputs: runner.Inputs, limits: runner.Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
+    from agent import engine
 
-    started = datetime.now(timezone.utc)
-    t0 = time.monotonic()
     loop = asyncio.get_running_loop()
     state = engine.RunState()
     task = asyncio.current_task()
-    signalled: list[str] = []
 
     def stop(signame: str) -> None:
-        signalled.append(signame)
         state.interrupted = f"stopped by {signame}"
         assert task is not None
         task.cancel()
 
+    def round_done(number: int, results: Sequence[Result], pause: float) -> None:
+        failing = sorted({r.check.id for r in results if r.status.value == "fail"})
+        print(f"aml-netcheck: round {number}: {len(failing)} failing ({', '.join(failing[:3])}"
+              f"{', ...' if len(failing) > 3 else ''}); retrying in {pause:.0f}s", file=sys.stderr, flush=True)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
-    node_facts = node.collect()
-    detected = inputs.local_detection()
-    values = inputs.context(detected)
-    cat, checks = _plan(values, inputs)
-    display: _Progress | None = None
+    display = _Progress() if progress else None
     try:
-        if detected is not None:
-            await detect.imds(detected)
-            node_facts["detection"] = detected.notes
-            values = inputs.context(detected)
-            cat, checks = _plan(values, inputs)
-        display = _Progress(len(checks)) if progress else None
-        results = await engine.run(checks, timeout=limits.timeout, deadline=limits.deadline,
-                                   concurrency=limits.concurrency, state=state,
-                                   on_result=display.advance if display else None)
-    except asyncio.CancelledError:
-        if not signalled:
-            raise
-        results = engine.finish(checks, state)
+        return await runner.diagnose_node(
+            inputs, limits, state, on_result=display.advance if display else None,
+            on_plan=display.start if display else None, on_round=round_done)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if display:
             display.close()
-    findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
-    status, exit_code = diagnose.verdict(findings, results, signalled=bool(signalled))
-    return Report(started_at=started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                  duration_ms=int((time.monotonic() - t0) * 1000), status=status, exit_code=exit_code,
-                  context=values, node=node_facts, results=results, findings=findings,
-                  catalog_version=cat.version, interrupted=state.interrupted), cat
 
 
 class _Progress:
     """Live progress on stderr while probing (interactive text mode only)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
-        self._task = self._progress.add_task("", total=total)
+        self._task = self._progress.add_task("", total=None)
         self._failed = 0
+
+    def start(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
         self._progress.start()
 
     def advance(self, result: Result) -> None:
@@ -281,6 +251,8 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Pa
     elif fmt is Format.markdown:
         from agent.markdown import render_markdown
         text = render_markdown(report, cat)
+    elif fmt is Format.prometheus:
+        text = metrics.render_prometheus(report)
     else:
         from agent.render import render_text
         # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
@@ -291,11 +263,17 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Pa
     if output is None:
         sys.stdout.write(text)
         return
-    try:
-        report_json.write_atomic(output, text)
-    except OSError as exc:
-        raise UsageProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+    _write(output, text)
     print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}", file=sys.stderr)
+
+
+def _write(path: Path, text: str) -> None:
+    from agent.report import write_atomic
+
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise UsageProblem(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @app.command()
@@ -306,8 +284,11 @@ def plan(
 ) -> int:
     """List the checks `check` would run for this context, without sending a packet."""
     inputs = _inputs(options)
-    values = inputs.context(inputs.local_detection())
-    cat, checks = _plan(values, inputs)
+    try:
+        values = inputs.context(inputs.local_detection())
+    except runner.InputError as exc:
+        raise UsageProblem(str(exc)) from None
+    cat, checks = inputs.plan(values)
     if output_format is PlanFormat.json:
         print(json.dumps({
             "catalog_version": cat.version,

@@ -241,3 +241,49 @@ def test_markdown_summary_for_the_network_team() -> None:
     assert "### 1. CRITICAL `smb-blocked`" in text and "**Change needed:** Allow outbound TCP 445" in text
     flow = next(line for line in text.splitlines() if line.startswith("| 10.0.0.4 | ") and "TCP 445" in line)
     assert STORAGE_FILE in flow and "tcp.timeout" in flow and "Storage.eastus" in flow
+
+
+def test_wait_returns_once_the_blocked_port_opens(tmp_path: Path) -> None:
+    output = tmp_path / "hook.json"
+    with Lab(scenario("nsg-drop-445")) as lab:
+        started = time.monotonic()
+        proc = subprocess.Popen(lab.node_command(
+            [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--wait", "20",
+             "--timeout", "2", "--format", "json", "--output", str(output)]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        lab.clear(Fault("drop", "tcp", 445))
+        _, stderr = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0, stderr
+    assert "round 1: 1 failing (tcp:" in stderr and "retrying in" in stderr
+    report = json.loads(output.read_text())
+    assert report["status"] == "ok" and by_id(report)[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
+    assert elapsed < 20  # it stopped waiting once healthy, well before the 20 s wait ran out
+
+
+def test_wait_gives_up_at_its_deadline() -> None:
+    with Lab(scenario("nsg-drop-445")) as lab:
+        started = time.monotonic()
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                                "--wait", "8", "--timeout", "2", "--format", "json"], timeout=60)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["findings"][0]["code"] == "smb-blocked"
+    assert elapsed < 8 + 3  # the wait is a deadline: lab start-up and interpreter start included
+
+
+def test_exit_code_profiles_and_textfile(tmp_path: Path) -> None:
+    metrics = tmp_path / "aml.prom"
+    with Lab(scenario("nsg-drop-445")) as lab:
+        npd = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--timeout",
+                               TIMEOUT, "--exit-codes", "npd", "--textfile", str(metrics)], timeout=120)
+        simple = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--timeout",
+                                  TIMEOUT, "--exit-codes", "simple", "--format", "json"], timeout=120)
+    assert npd.returncode == 1 and simple.returncode == 1
+    assert npd.stdout.startswith("CRITICAL smb-blocked ") and len(npd.stdout.strip()) <= 80
+    text = metrics.read_text()
+    assert 'aml_netcheck_status{status="critical"} 1' in text
+    assert 'aml_netcheck_finding{code="smb-blocked",severity="critical"} 1' in text
+    assert f'aml_netcheck_check_failure_info{{check="tcp:{STORAGE_FILE}:445",reason="tcp.timeout"}} 1' in text

@@ -1,0 +1,53 @@
+"""Prometheus text exposition of a report: for node_exporter's textfile collector and the
+serve mode's /metrics. Label values are bounded (check ids from the catalog, reason and finding
+codes from the taxonomy), so the series count does not grow with failures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from agent.model import Report
+from agent.report import summary_counts
+from probes.reasons import Status
+
+_STATUSES = ("ok", "warning", "critical", "unknown")
+
+
+def render_prometheus(report: Report) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP aml_netcheck_{name} {help_text}")
+        lines.append(f"# TYPE aml_netcheck_{name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            lines.append(f"aml_netcheck_{name}{{{rendered}}} {value:g}" if rendered else f"aml_netcheck_{name} {value:g}")
+
+    metric("status", "gauge", "1 for the node's current status (ok, warning, critical, unknown).",
+           [({"status": s}, float(report.status == s)) for s in _STATUSES])
+    metric("exit_code", "gauge", "Exit code of the last run (0 ok, 1 warning, 2 critical, 3 unknown).",
+           [({}, float(report.exit_code))])
+    metric("run_duration_seconds", "gauge", "Wall time of the last run.", [({}, report.duration_ms / 1000)])
+    started = datetime.fromisoformat(report.started_at.replace("Z", "+00:00")).timestamp()
+    metric("last_run_timestamp_seconds", "gauge", "When the last run started (Unix time).", [({}, started)])
+    metric("catalog_info", "gauge", "Requirement catalog version in use.", [({"version": report.catalog_version}, 1.0)])
+    counts = summary_counts(report)
+    metric("checks", "gauge", "Checks in the last run by status.",
+           [({"status": s.value}, float(counts[s.value])) for s in Status])
+    metric("check_success", "gauge", "1 if the check passed (or warned), 0 if it failed; skipped and "
+           "inconclusive checks are left out.",
+           [({"check": r.check.id, "layer": r.check.layer.value, "requirement": r.check.requirements[0]},
+             float(r.status in (Status.PASS, Status.WARN)))
+            for r in report.results if r.status in (Status.PASS, Status.WARN, Status.FAIL)])
+    metric("check_duration_seconds", "gauge", "Time the check took.",
+           [({"check": r.check.id}, round(r.elapsed, 4)) for r in report.results if r.status is not Status.SKIP])
+    metric("check_failure_info", "gauge", "1 with the reason of each failing check.",
+           [({"check": r.check.id, "reason": r.reason.value}, 1.0)
+            for r in report.results if r.status is Status.FAIL and r.reason])
+    metric("finding", "gauge", "1 for each finding of the last run.",
+           [({"code": f.code, "severity": f.severity.label}, 1.0) for f in report.findings])
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

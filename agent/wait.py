@@ -1,0 +1,56 @@
+"""Hook mode: run the checks, then run again only what failed (and what it held back), with
+backoff, until the node is healthy or the wait is over. Never runs past the wait: every round's
+checks are clipped to the time left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from agent import engine
+from agent.model import Check, Result
+from probes.reasons import Reason, Status
+
+FIRST_BACKOFF = 1.0  # seconds before the first retry; doubles each round
+MAX_BACKOFF = 15.0  # a setup script waiting for a firewall change wants to notice it quickly
+MARGIN = 0.2  # seconds kept back for diagnosis and writing the report
+
+
+def _retryable(result: Result) -> bool:
+    return result.status in (Status.FAIL, Status.WARN) or result.reason in (
+        Reason.SKIP_DEPENDENCY, Reason.PROBE_CANCELLED)
+
+
+async def until_healthy(checks: Sequence[Check], *, wait: float, healthy: Callable[[Sequence[Result]], bool],
+                        timeout: float, concurrency: int, state: engine.RunState,
+                        on_round: Callable[[int, Sequence[Result], float], None] | None = None
+                        ) -> tuple[Result, ...]:
+    """Results of the last round merged over the earlier ones. `state` collects every finished
+    result, so a signal mid-round still leaves the best knowledge for a partial report."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+    current: dict[str, Result] = {}
+    pending = list(checks)
+    backoff = FIRST_BACKOFF
+    rounds = 0
+    while True:
+        rounds += 1
+        left = end - loop.time() - MARGIN
+        fresh = await engine.run(pending, timeout=max(min(timeout, left), 0.05), deadline=max(left, 0.05),
+                                 concurrency=concurrency, known=current,
+                                 on_result=lambda r: state.results.__setitem__(r.check.id, r))
+        for result in fresh:  # a retry cut off by the wait's end keeps the earlier, real result
+            if result.reason is not Reason.PROBE_CANCELLED or result.check.id not in current:
+                current[result.check.id] = result
+        results = tuple(current[c.id] for c in checks)
+        left = end - loop.time() - MARGIN
+        if healthy(results) or left <= 0:
+            return results
+        pause = min(backoff, left)
+        if on_round is not None:
+            on_round(rounds, results, pause)
+        await asyncio.sleep(pause)
+        backoff = min(backoff * 2, MAX_BACKOFF)
+        if end - loop.time() - MARGIN <= 0:
+            return results
+        pending = [c for c in checks if _retryable(current[c.id])]
