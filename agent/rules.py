@@ -190,7 +190,8 @@ def _nsg(rows: Sequence[Requirement], fill: Fill) -> tuple[NsgRule, ...]:
     return tuple(built)
 
 
-def _firewall_rows(rows: Sequence[Requirement], fill: Fill, web: bool) -> Iterable[tuple[Requirement, str]]:
+def _firewall_rows(rows: Sequence[Requirement], fill: Fill,
+                   web: bool) -> Iterable[tuple[Requirement, str]]:
     """(row, FQDN pattern) for outbound rows a firewall rule covers: web=True those that are
     application rules (TCP on 80/443 only), web=False the network rules."""
     for row in rows:
@@ -206,8 +207,9 @@ def _application_rules(rows: Sequence[Requirement], fill: Fill) -> tuple[Applica
     merged = _merge((fqdn, row, row.ports) for row, fqdn in _firewall_rows(rows, fill, web=True))
     priorities = _collection_priorities(m.collection for m in merged.values())
     built = [ApplicationRule(
-        collection=m.collection, collection_priority=priorities[m.collection], name=_name(fqdn.replace("*", "wildcard")),
-        fqdn=fqdn, protocols=tuple(f"{_WEB_PROTOCOLS[p]}={p}" for p in sorted(m.ports)),
+        collection=m.collection, collection_priority=priorities[m.collection],
+        name=_name(fqdn.replace("*", "wildcard")), fqdn=fqdn,
+        protocols=tuple(f"{_WEB_PROTOCOLS[p]}={p}" for p in sorted(m.ports)),
         requirements=tuple(m.requirements)) for fqdn, m in merged.items()]
     return tuple(sorted(built, key=lambda r: r.collection_priority))
 
@@ -238,7 +240,8 @@ def _collection_priorities(collections: Iterable[str]) -> dict[str, int]:
     return {name: FIRST_PRIORITY + PRIORITY_STEP * i for i, name in enumerate(names)}
 
 
-def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill) -> tuple[tuple[PrivateZone, ...], tuple[Forwarder, ...]]:
+def _dns(catalog: Catalog, rows: Sequence[Requirement],
+         fill: Fill) -> tuple[tuple[PrivateZone, ...], tuple[Forwarder, ...]]:
     """The workspace zones, plus the zone of any other name a row needs resolved privately. A zone
     carries the requirements whose names live in it; one none of them names (aznbcontent.net,
     inference.ml.azure.com) serves them all: a partial forwarder set makes answers flip."""
@@ -257,7 +260,8 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill) -> tuple[tup
     for zone, ids in in_zone.items():
         requirements = tuple(ids) or every
         if zone.privatelink_zone:
-            zones.setdefault(zone.privatelink_zone, PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
+            zones.setdefault(zone.privatelink_zone,
+                             PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
         forwarders.setdefault(zone.forward_zone, Forwarder(zone.forward_zone, AZURE_DNS, requirements))
     return tuple(zones.values()), tuple(forwarders.values())
 
@@ -295,9 +299,12 @@ def port_ranges(ports: Iterable[int]) -> tuple[str, ...]:
 # ---------------------------------------------------------------- rendering
 
 
+def _where(ruleset: RuleSet) -> str:
+    return f"{ruleset.cloud} cloud, {ruleset.region or '<region>'}, catalog {ruleset.catalog_version}"
+
+
 def render_table(ruleset: RuleSet) -> Group:
     """The rule set as rich tables, one per kind of change, empty kinds left out."""
-    where = f"{ruleset.cloud} cloud, {ruleset.region or '<region>'}, catalog {ruleset.catalog_version}"
     tables: list[Table] = []
 
     def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -309,7 +316,7 @@ def render_table(ruleset: RuleSet) -> Group:
             tables.append(t)
 
     ids = ", ".join
-    table(f"NSG rules ({where})", ("priority", "direction", "name", "protocol", "source", "destination",
+    table(f"NSG rules ({_where(ruleset)})", ("priority", "direction", "name", "protocol", "source", "destination",
                                    "ports", "requirements"),
           ((str(r.priority), r.direction, r.name, r.protocol, r.source, r.destination,
             ",".join(port_ranges(r.ports)), ids(r.requirements)) for r in ruleset.nsg))
@@ -334,8 +341,7 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
               subnet_prefix: str = "<compute-subnet-prefix>") -> str:
     """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
     forwarders are comments: a customer's DNS server has no az command."""
-    lines = [f"# aml-netcheck rules: {ruleset.cloud} cloud, {ruleset.region or '<region>'}, "
-             f"catalog {ruleset.catalog_version}"]
+    lines = [f"# aml-netcheck rules: {_where(ruleset)}"]
 
     def command(requirements: Sequence[str], *argv: str) -> None:
         lines.extend((f"# {', '.join(requirements)}", shlex.join(argv)))

@@ -1,0 +1,198 @@
+"""`rules` is pure: catalog + context in, NSG / firewall / DNS changes out, matching the plan."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import pytest
+from rich.console import Console
+
+from agent import catalog, planner, rules
+
+from .helpers import make_context
+
+ALL_FEATURES = frozenset({"rstudio", "vscode", "conda", "pypi", "cran", "pytorch", "automl", "monitor", "hbi",
+                          "huggingface", "custom-apps", "github"})
+CONTEXTS = [
+    {"compute": compute, "public_ip": pip, "private_endpoint": pe}
+    for compute in ("instance", "cluster", "serverless") for pip in (False, True) for pe in (False, True)
+] + [{"compute": "vm"}, {"compute": "hdinsight", "public_ip": True}, {"compute": "databricks"},
+     {"cloud": "usgov"}, {"cloud": "china", "compute": "cluster"}, {"region": None, "storage_account": None}]
+
+
+def ruleset(features: frozenset[str] = frozenset(), /, **overrides: object) -> rules.RuleSet:
+    context = make_context(**overrides)
+    return rules.rules(catalog.load(str(context["cloud"].value)), context, features)
+
+
+def nsg(rs: rules.RuleSet, direction: str, peer: str, protocol: str = "Tcp") -> rules.NsgRule | None:
+    return next((r for r in rs.nsg if r.direction == direction and protocol == r.protocol
+                 and peer in (r.source if direction == "Inbound" else r.destination)), None)
+
+
+def test_public_ip_compute_gets_inbound_44224_from_azure_machine_learning() -> None:
+    rule = nsg(ruleset(public_ip=True), "Inbound", "AzureMachineLearning")
+    assert rule is not None and rule.ports == (44224,) and rule.destination == "VirtualNetwork"
+    assert rule.requirements == ("inbound-44224",) and rule.priority == 100
+    assert not any(r.direction == "Inbound" for r in ruleset(public_ip=False).nsg)
+
+
+def test_attached_vm_gets_inbound_ssh_with_protocol_any() -> None:
+    rule = nsg(ruleset(compute="vm"), "Inbound", "AzureMachineLearning", "*")
+    assert rule is not None and rule.ports == (22,) and rule.requirements == ("inbound-ssh",)
+
+
+@pytest.mark.parametrize("overrides, tag, protocol, ports", [
+    ({}, "BatchNodeManagement.eastus", "*", (443,)),
+    ({}, "Storage.eastus", "Tcp", (443, 445)),
+    ({}, "AzureMachineLearning", "Udp", (5831,)),
+    ({}, "AzureActiveDirectory", "Tcp", (80, 443)),
+    ({}, "168.63.129.16", "*", (53,)),
+    ({"compute": "serverless"}, "Storage.eastus", "Tcp", (443,)),
+    ({"region": None}, "Storage.<region>", "Tcp", (443, 445)),
+])
+def test_outbound_nsg_rules_merge_ports_per_tag(overrides: dict[str, object], tag: str, protocol: str,
+                                                ports: tuple[int, ...]) -> None:
+    rule = nsg(ruleset(**overrides), "Outbound", tag, protocol)
+    assert rule is not None and rule.ports == ports and rule.source == "VirtualNetwork"
+
+
+def test_private_endpoint_workspace_gets_zones_links_and_forwarders() -> None:
+    rs = ruleset(private_endpoint=True)
+    assert [z.zone for z in rs.private_dns_zones] == ["privatelink.api.azureml.ms", "privatelink.notebooks.azure.net"]
+    assert all(z.link_name for z in rs.private_dns_zones)
+    assert [f.zone for f in rs.forwarders] == ["api.azureml.ms", "notebooks.azure.net", "instances.azureml.ms",
+                                               "instances.ml.azure.ms", "aznbcontent.net", "inference.ml.azure.com"]
+    assert {f.target for f in rs.forwarders} == {"168.63.129.16"}
+    assert "workspace-api" in rs.private_dns_zones[0].requirements
+    assert nsg(rs, "Outbound", "VirtualNetwork") is not None
+    public = ruleset(private_endpoint=False)
+    assert public.private_dns_zones == () and public.forwarders == ()
+    assert nsg(public, "Outbound", "VirtualNetwork") is None
+
+
+@pytest.mark.parametrize("cloud, zones, forwarded", [
+    ("usgov", {"privatelink.api.ml.azure.us", "privatelink.notebooks.usgovcloudapi.net"}, "instances.ml.azure.us"),
+    ("china", {"privatelink.api.ml.azure.cn", "privatelink.notebooks.chinacloudapi.cn"}, "instances.azureml.cn"),
+])
+def test_sovereign_private_endpoint_zones(cloud: str, zones: set[str], forwarded: str) -> None:
+    rs = ruleset(cloud=cloud)
+    assert {z.zone for z in rs.private_dns_zones} == zones
+    assert forwarded in {f.zone for f in rs.forwarders}
+    assert not any(f.zone.endswith("azure.com") for f in rs.forwarders)
+
+
+def test_firewall_rules_split_web_ports_from_the_rest() -> None:
+    rs = ruleset(frozenset({"rstudio"}))
+    entra = next(a for a in rs.application_rules if a.fqdn == "login.microsoftonline.com")
+    assert entra.protocols == ("Http=80", "Https=443") and entra.collection == "aml-required"
+    assert next(a for a in rs.application_rules if a.fqdn == "*.azureml.ms").requirements[:1] == ("aml-api",)
+    assert next(a for a in rs.application_rules if a.fqdn == "ghcr.io").collection == "aml-rstudio"
+    by_destination = {n.destination: n for n in rs.network_rules}
+    assert by_destination["eastus.tundra.azureml.ms"].protocol == "UDP"
+    assert by_destination["eastus.tundra.azureml.ms"].destination_is_fqdn
+    smb = by_destination["contosomlsa.file.core.windows.net"]
+    assert smb.ports == (445,) and smb.protocol == "TCP"
+    # a wildcard cannot be a network-rule FQDN: its service tag stands in
+    assert not by_destination["AzureMachineLearning"].destination_is_fqdn
+    assert not any("*" in n.destination for n in rs.network_rules)
+    assert not any({80, 443} & set(n.ports) for n in rs.network_rules)
+
+
+@pytest.mark.parametrize("overrides", CONTEXTS)
+def test_rules_and_plan_name_the_same_requirements(overrides: dict[str, object]) -> None:
+    context = make_context(**overrides)
+    cat = catalog.load(str(context["cloud"].value))
+    for features in (frozenset(), ALL_FEATURES):
+        applicable = {r.id for r in planner.applicable(cat, context, features)}
+        assert rules.rules(cat, context, features).requirements == applicable
+
+
+@pytest.mark.parametrize("overrides", CONTEXTS)
+def test_priorities_and_names_are_valid_and_deterministic(overrides: dict[str, object]) -> None:
+    rs = ruleset(ALL_FEATURES, **overrides)
+    assert rs == ruleset(ALL_FEATURES, **overrides)
+    for direction in ("Inbound", "Outbound"):
+        priorities = [r.priority for r in rs.nsg if r.direction == direction]
+        assert priorities == list(range(100, 100 + 10 * len(priorities), 10))
+    names = [*(r.name for r in rs.nsg), *(r.name for r in rs.application_rules),
+             *(r.name for r in rs.network_rules)]
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,78}[A-Za-z0-9_]", n) for n in names), names
+    assert len({r.name for r in rs.nsg}) == len(rs.nsg)
+    assert len({(r.collection, r.name) for r in rs.application_rules}) == len(rs.application_rules)
+
+
+def test_port_ranges_compress_consecutive_ports() -> None:
+    assert rules.port_ranges([8710, 443, *range(8704, 8710), 445]) == ("443", "445", "8704-8710")
+    inbound = nsg(ruleset(frozenset({"vscode", "custom-apps"})), "Inbound", "VirtualNetwork")
+    assert inbound is not None and rules.port_ranges(inbound.ports) == ("8704-8993",)
+    assert inbound.requirements == ("vscode-server", "custom-apps")
+
+
+REQUIRED_ARGS = {
+    ("nsg", "rule", "create"): ["--resource-group", "--nsg-name", "--name", "--priority", "--direction", "--access",
+                                "--protocol", "--source-address-prefixes", "--source-port-ranges",
+                                "--destination-address-prefixes", "--destination-port-ranges"],
+    ("firewall", "application-rule", "create"): ["--resource-group", "--firewall-name", "--collection-name",
+                                                 "--name", "--protocols", "--source-addresses", "--target-fqdns"],
+    ("firewall", "network-rule", "create"): ["--resource-group", "--firewall-name", "--collection-name", "--name",
+                                             "--protocols", "--source-addresses", "--destination-ports"],
+    ("private-dns", "zone", "create"): ["--resource-group", "--name"],
+    ("private-dns", "link", "vnet"): ["--resource-group", "--zone-name", "--name", "--virtual-network",
+                                      "--registration-enabled"],
+}
+
+
+@pytest.mark.parametrize("overrides", CONTEXTS)
+def test_az_commands_parse_and_carry_every_required_argument(overrides: dict[str, object]) -> None:
+    rs = ruleset(ALL_FEATURES, **overrides)
+    text = rules.render_az(rs, resource_group="rg-ml", nsg="nsg-compute", firewall="fw-hub",
+                           vnet="/subscriptions/x/vnet", subnet_prefix="10.0.1.0/24")
+    commands = [shlex.split(line) for line in text.splitlines() if line and not line.startswith("#")]
+    seen: dict[tuple[str, ...], int] = {}
+    collections: set[tuple[str, str]] = set()
+    for argv in commands:
+        assert argv[:2] == ["az", "network"], argv
+        key = tuple(argv[2:5])
+        assert key in REQUIRED_ARGS, argv
+        seen[key] = seen.get(key, 0) + 1
+        assert all(arg in argv for arg in REQUIRED_ARGS[key]), (argv, REQUIRED_ARGS[key])
+        assert all(not argv[i + 1].startswith("--") for i, a in enumerate(argv) if a in REQUIRED_ARGS[key])
+        if key[0] == "firewall":
+            collection = (key[1], argv[argv.index("--collection-name") + 1])
+            assert ("--priority" in argv) == (collection not in collections)  # once, on the first rule
+            collections.add(collection)
+            if key[1] == "network-rule":
+                assert ("--destination-fqdns" in argv) != ("--destination-addresses" in argv)
+    assert seen.get(("nsg", "rule", "create"), 0) == len(rs.nsg)
+    assert seen.get(("private-dns", "zone", "create"), 0) == len(rs.private_dns_zones)
+    assert seen.get(("private-dns", "link", "vnet"), 0) == len(rs.private_dns_zones)
+    assert all(f"#   {f.zone} -> 168.63.129.16" in text for f in rs.forwarders)
+
+
+def test_az_defaults_are_quoted_placeholders() -> None:
+    text = rules.render_az(ruleset())
+    assert "--resource-group '<resource-group>'" in text and "--source-port-ranges '*'" in text
+    assert "--virtual-network '<vnet-id>'" in text and "--source-addresses '<compute-subnet-prefix>'" in text
+
+
+def test_json_is_serialisable_and_stable() -> None:
+    data = rules.to_dict(ruleset(ALL_FEATURES, public_ip=True))
+    text = json.dumps(data, sort_keys=True)
+    assert text == json.dumps(rules.to_dict(ruleset(ALL_FEATURES, public_ip=True)), sort_keys=True)
+    assert data["schema"] == "aml-netcheck.rules/1" and data["catalog_version"] == catalog.load().version
+    first = data["nsg_rules"][0]
+    assert set(first) == {"name", "priority", "direction", "protocol", "source", "destination", "ports",
+                          "port_ranges", "requirements"}
+    assert json.loads(text)["private_dns_zones"][0]["zone"] == "privatelink.api.azureml.ms"
+
+
+def test_table_renders_every_section() -> None:
+    console = Console(width=240, record=True)
+    console.print(rules.render_table(ruleset(frozenset({"rstudio"}), public_ip=True)))
+    text = console.export_text()
+    for heading in ("NSG rules", "application rules", "network rules", "Private DNS zones", "Conditional forwarders"):
+        assert heading in text
+    assert "in-AzureMachineLearning-tcp-44224" in text and "privatelink.notebooks.azure.net" in text
