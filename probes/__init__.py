@@ -15,7 +15,10 @@ The contract the engine relies on:
   by the deadline's cancellation stays open, so `trace.current` names the phase that failed.
 * Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
   (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
-  "upgrade".
+  "upgrade"; local "inspect".
+
+`local` checks this node without sending a packet (listeners, netfilter rules, OS, Docker's
+bridge) and ignores `addresses`.
 
 `node` (facts about this machine, no traffic) is not a probe kind and is not registered."""
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from probes import dns, http, tcp, tls, udp, websocket
+from probes import dns, http, local, tcp, tls, udp, websocket
 from probes._trace import Fact, Phase, ProbeError, Trace
 from probes.reasons import Reason, Status, classify
 
@@ -37,6 +40,7 @@ PROBES: dict[str, tuple[type, Run]] = {
     "tls": (tls.Spec, tls.run),
     "http": (http.Spec, http.run),
     "websocket": (websocket.Spec, websocket.run),
+    "local": (local.Spec, local.run),
 }
 
 __all__ = ["PROBES", "Fact", "Phase", "ProbeError", "Reason", "Run", "Status", "Trace", "classify"]

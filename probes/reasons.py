@@ -75,6 +75,7 @@ class Reason(StrEnum):
     # local checks on the node
     LOCAL_CHECK_FAILED = "local.check-failed"  # a node-local requirement is not met
     LOCAL_TIMEOUT = "local.timeout"  # a node-local check did not finish in time
+    LOCAL_INCONCLUSIVE = "local.inconclusive"  # the node could not be inspected, or not fully
     # the check did not run, or the probe could not run
     SKIP_DEPENDENCY = "skip.dependency"  # the layer below failed, so this one was not tried
     SKIP_MISSING_CONTEXT = "skip.missing-context"  # a context value this check needs is unknown
@@ -93,6 +94,7 @@ class Reason(StrEnum):
 
 _STATUS: dict[Reason, Status] = {
     Reason.UDP_NO_REPLY: Status.INCONCLUSIVE,
+    Reason.LOCAL_INCONCLUSIVE: Status.INCONCLUSIVE,
     Reason.TLS_UNEXPECTED_ISSUER: Status.WARN,
     Reason.SKIP_DEPENDENCY: Status.SKIP,
     Reason.SKIP_MISSING_CONTEXT: Status.SKIP,

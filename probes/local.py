@@ -1,0 +1,682 @@
+"""Node-local requirements, read on the node without sending a packet: an inbound port has a
+listener (I-01 44224, I-04 22), no local netfilter rule drops that port or Azure's platform
+address 168.63.129.16 (I-05), the node runs Ubuntu (attached VMs, HDInsight), and Docker's
+default bridge does not overlap the VNet (failure mode 19). The NSG, UDRs and Azure Firewall are
+invisible from here; these checks cover what only the node can see.
+
+One phase, "inspect". Pass: return with facts. Unmet: `ProbeError(LOCAL_CHECK_FAILED)` whose
+detail names the problem and the local fix. Cannot tell (no privilege, `nft` missing, a file
+unreadable, or the outcome hangs on a rule this module cannot evaluate):
+`ProbeError(LOCAL_INCONCLUSIVE)`. `addresses` is unused: a local check has no peer.
+
+The firewall checks read `nft -j list ruleset`, which also holds iptables-nft rules (and so ufw
+and Docker on a current Ubuntu). They model IPv4 traffic as it meets the base chains of the
+families ip, inet and netdev: inbound at the prerouting, input and ingress hooks, outbound at
+output, postrouting and egress. Every base chain is walked on its own (an accept in one does
+not stop a drop in another), rule by rule, following jump and goto into named chains at any
+depth, with `return` and a drop policy honoured. Understood matches: tcp/udp/sctp/dccp/udplite
+and `th` ports, `ip saddr/daddr/protocol`, `meta l4proto/nfproto/protocol`, interface names (the
+traffic is on a non-loopback interface of unknown name), `ct state` (new connections), with
+`==`, `!=`, `in` and numeric comparisons against values, ranges, prefixes, anonymous and named
+sets; `tcp dport vmap {...}`-style verdict maps on those keys. Anything else (iptables-nft `xt`
+extensions such as multiport or conntrack, `fib`, `limit`, concatenations, marks) cannot be
+evaluated: such a drop counts only when the rule also names the port (or platform address), and
+such an accept before a drop makes the drop uncertain; both end inconclusive, never pass.
+Not understood at all: IPv6, the forward hook (containers' traffic), bridge and arp families,
+rules in the legacy iptables backend (nft cannot see them: their presence alone makes a clean
+nft reading inconclusive), and anything outside the node (NSG, Azure Firewall)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import operator
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
+
+from probes._trace import Fact, ProbeError, Trace
+from probes.reasons import Reason
+
+PLATFORM_ADDRESS = "168.63.129.16"
+# What the node itself sends to the platform address: DNS, the WireServer (VM agent) on 80 and
+# 32526, and 443 (WIRE); health probes come the other way.
+PLATFORM_SERVICES: tuple[tuple[str, int], ...] = (
+    ("udp", 53), ("tcp", 53), ("tcp", 80), ("tcp", 443), ("tcp", 32526))
+DOCKER_DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")
+
+# Injectable for tests: read at call time.
+NFT: tuple[str, ...] = ("nft",)  # argv prefix; a test runs it inside its own network namespace
+OS_RELEASE = Path("/etc/os-release")
+DOCKER_DAEMON_JSON = Path("/etc/docker/daemon.json")
+DOCKER_BRIDGE = "docker0"
+LEGACY_IPTABLES = Path("/proc/net/ip_tables_names")  # tables of the legacy backend, per netns
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    check: str  # listening | firewall-inbound | firewall-platform | os | docker-bridge
+    port: int | None = None
+    protocol: str = "tcp"
+    address: str | None = None  # firewall-platform; default PLATFORM_ADDRESS
+    subnets: tuple[str, ...] = ()  # docker-bridge; empty: the node's own interface networks
+
+    def __post_init__(self) -> None:
+        """A malformed spec is the planner's bug: refuse it when it is built, not mid-run."""
+        if self.check not in _CHECKS:
+            raise ValueError(f"unknown local check {self.check!r}; known: {', '.join(_CHECKS)}")
+        if self.protocol not in ("tcp", "udp"):
+            raise ValueError(f"protocol must be tcp or udp, not {self.protocol!r}")
+        if self.check in ("listening", "firewall-inbound") and not 0 < (self.port or 0) < 65536:
+            raise ValueError(f"the {self.check} check needs a port in 1..65535, not {self.port!r}")
+        if self.address is not None:
+            ipaddress.IPv4Address(self.address)  # the firewall reading models IPv4 only
+        for subnet in self.subnets:
+            ipaddress.ip_network(subnet, strict=False)
+
+
+async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
+    with trace.phase("inspect"):
+        await _CHECKS[spec.check](spec, trace)
+
+
+def _failed(detail: str) -> ProbeError:
+    return ProbeError(Reason.LOCAL_CHECK_FAILED, detail)
+
+
+def _inconclusive(detail: str) -> ProbeError:
+    return ProbeError(Reason.LOCAL_INCONCLUSIVE, detail)
+
+
+# --- listening ---------------------------------------------------------------------------------
+
+
+async def _listening(spec: Spec, trace: Trace) -> None:
+    """Pass when a socket on the port is bound to a wildcard or non-loopback address: a
+    loopback-only listener is unreachable from the VNet, so it fails with the bind fix."""
+    target = f"{spec.protocol}/{spec.port}"
+    try:  # walks /proc/*/fd for the owning pids: off the event loop
+        connections = await asyncio.to_thread(psutil.net_connections, "inet")
+    except (psutil.Error, OSError) as exc:
+        raise _inconclusive(f"cannot list this node's sockets: {exc}") from exc
+    kind = socket.SOCK_STREAM if spec.protocol == "tcp" else socket.SOCK_DGRAM
+    sockets = dict.fromkeys(
+        (c.laddr.ip, c.pid) for c in connections
+        if c.type == kind and c.laddr and c.laddr.port == spec.port
+        and (c.status == psutil.CONN_LISTEN if kind == socket.SOCK_STREAM else not c.raddr))
+    listeners: list[Fact] = [
+        {"address": ip, "port": spec.port, "pid": pid, "process": _process(pid)}
+        for ip, pid in sockets]
+    trace.note(listeners=listeners)
+    if any(not ipaddress.ip_address(ip.partition("%")[0]).is_loopback for ip, _ in sockets):
+        return
+    if not sockets:
+        raise _failed(f"nothing listens on {target}: start (or fix the configuration of) the "
+                      "service that should serve it")
+    bound = ", ".join(sorted({ip for ip, _ in sockets}))
+    raise _failed(f"{target} listens only on loopback ({bound}), unreachable from the VNet: make "
+                  "the service bind 0.0.0.0 or the node's address")
+
+
+def _process(pid: int | None) -> str | None:
+    """The owning process's name; None when the pid is hidden (not root) or already gone."""
+    if pid is None:
+        return None
+    try:
+        return str(psutil.Process(pid).name())
+    except psutil.Error:
+        return None
+
+
+# --- os ----------------------------------------------------------------------------------------
+
+
+async def _os(spec: Spec, trace: Trace) -> None:
+    """Azure ML attaches only Ubuntu VMs (and HDInsight runs Ubuntu): ID=ubuntu passes."""
+    path = OS_RELEASE
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise _inconclusive(f"cannot read {path}: {exc.strerror or exc}") from exc
+    release: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            release[name.strip()] = value.strip().strip("\"'")
+    os_id = release.get("ID", "").lower()
+    trace.note(id=os_id or None, version_id=release.get("VERSION_ID"),
+               pretty_name=release.get("PRETTY_NAME"))
+    if os_id == "ubuntu":
+        return
+    name = release.get("PRETTY_NAME") or os_id or "an unidentified OS"
+    raise _failed(f"the node runs {name} (ID={os_id or 'unset'}), not Ubuntu: Azure ML supports "
+                  "only Ubuntu for attached VMs and HDInsight; use an Ubuntu image")
+
+
+# --- docker-bridge -----------------------------------------------------------------------------
+
+
+async def _docker_bridge(spec: Spec, trace: Trace) -> None:
+    """Containers on Docker's bridge cannot reach VNet addresses inside the bridge's range: it
+    must overlap none of the given subnets (or, given none, the node's own networks)."""
+    interfaces = _interface_networks()
+    bridge, bridge_source = _bridge(interfaces.pop(DOCKER_BRIDGE, []))
+    if spec.subnets:
+        subnets = [ipaddress.ip_network(s, strict=False) for s in spec.subnets]
+        subnets_source = "spec"
+    else:
+        subnets = [n for networks in interfaces.values() for n in networks]
+        subnets_source = "interfaces"
+    overlapping = [str(n) for n in subnets if n.version == 4 and n.overlaps(bridge)]
+    trace.note(bridge=str(bridge), bridge_source=bridge_source, subnets=[str(n) for n in subnets],
+               subnets_source=subnets_source, overlapping=[*overlapping])
+    if overlapping:
+        raise _failed(f"Docker's bridge {bridge} ({bridge_source}) overlaps "
+                      f"{', '.join(overlapping)}: containers cannot reach those addresses; set "
+                      f"\"bip\" in {DOCKER_DAEMON_JSON} to an unused range (then restart docker), "
+                      "or use another address space")
+
+
+def _bridge(docker0: list[ipaddress.IPv4Network]) -> tuple[ipaddress.IPv4Network, str]:
+    """The bridge's network and where it came from: the live docker0 interface, else daemon.json's
+    "bip", else Docker's default."""
+    if docker0:
+        return docker0[0], DOCKER_BRIDGE
+    path = DOCKER_DAEMON_JSON
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return DOCKER_DEFAULT_BRIDGE, "default"
+    except (OSError, ValueError) as exc:
+        raise _inconclusive(f"cannot read {path}: {exc}") from exc
+    bip = config.get("bip") if isinstance(config, dict) else None
+    if bip is None:
+        return DOCKER_DEFAULT_BRIDGE, "default"
+    try:
+        return ipaddress.IPv4Interface(bip).network, f"{path} bip"
+    except ValueError as exc:
+        raise _inconclusive(f"{path}: bip {bip!r} is not an IPv4 address/prefix") from exc
+
+
+def _interface_networks() -> dict[str, list[ipaddress.IPv4Network]]:
+    """IPv4 networks per interface, without loopback and link-local ones."""
+    networks: dict[str, list[ipaddress.IPv4Network]] = {}
+    for name, entries in psutil.net_if_addrs().items():
+        for entry in entries:
+            if entry.family == socket.AF_INET and entry.netmask:
+                interface = ipaddress.IPv4Interface(f"{entry.address}/{entry.netmask}")
+                if not (interface.is_loopback or interface.is_link_local):
+                    networks.setdefault(name, []).append(interface.network)
+    return networks
+
+
+# --- firewall: traffic and its evaluation against one rule -------------------------------------
+
+INBOUND = frozenset({"prerouting", "input", "ingress"})
+OUTBOUND = frozenset({"output", "postrouting", "egress"})
+_FAMILIES = frozenset({"ip", "inet", "netdev"})  # the families that see IPv4 traffic
+_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp", "dccp", "udplite"})
+_NOT_IPV4 = frozenset({"ip6", "icmpv6", "arp", "rt0", "hbh", "frag", "dst", "mh", "srh"})
+_PROTOCOL_NUMBERS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+_NEUTRAL = frozenset({"counter", "log", "mangle", "notrack", "set"})  # statements, not conditions
+
+
+class _M(IntEnum):
+    """How a condition meets a traffic class; combining takes the maximum."""
+    YES = 0  # all of the traffic matches
+    SOME = 1  # part of it does (a field the check leaves open is constrained)
+    MAYBE = 2  # cannot tell (a value the node does not know, or a match not understood)
+    NO = 3  # none of it does
+
+
+class _Open:
+    """A field the check leaves open: any value counts (platform traffic on any port)."""
+
+
+class _NotLoopback:
+    """The traffic's interface: not lo, name unknown."""
+
+
+_OPEN = _Open()
+_NOT_LOOPBACK = _NotLoopback()
+
+_Value = int | str | ipaddress.IPv4Address | _Open | _NotLoopback | None
+_Verdict = tuple[str, str | None]  # (accept|drop|reject|jump|goto|return|continue, jump target)
+
+
+@dataclass(frozen=True, slots=True)
+class _Traffic:
+    """One class of IPv4 packets, new connections; None: the node does not know the value."""
+    label: str
+    hooks: frozenset[str]
+    key: str  # the field a rule must match to be about this traffic (dport, saddr, daddr)
+    protocol: str | _Open = "tcp"
+    sport: int | _Open | None = None
+    dport: int | _Open | None = None
+    saddr: ipaddress.IPv4Address | None = None
+    daddr: ipaddress.IPv4Address | None = None
+    policy_counts: bool = True  # False: only rules that match `key` count, not chain policies
+
+    def value(self, name: str) -> _Value:
+        fixed: dict[str, _Value] = {"interface": _NOT_LOOPBACK, "state": "new",
+                                   "nfproto": "ipv4", "ethertype": "ip"}
+        return fixed[name] if name in fixed else getattr(self, name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    family: str
+    table: str
+    chain: str
+    handle: int
+    expr: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    family: str
+    table: str
+    name: str
+    hook: str | None
+    policy: str | None
+
+
+@dataclass(slots=True)
+class _Ruleset:
+    chains: dict[tuple[str, str, str], _Chain] = field(default_factory=dict)
+    rules: dict[tuple[str, str, str], list[_Rule]] = field(default_factory=dict)
+    sets: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, document: Any) -> _Ruleset:
+        ruleset = cls()
+        for item in document["nftables"]:
+            [(kind, body)] = item.items()
+            if kind == "chain":
+                chain = _Chain(body["family"], body["table"], body["name"], body.get("hook"),
+                               body.get("policy"))
+                ruleset.chains[(chain.family, chain.table, chain.name)] = chain
+            elif kind == "rule":
+                key = (body["family"], body["table"], body["chain"])
+                ruleset.rules.setdefault(key, []).append(_Rule(*key, body["handle"], body["expr"]))
+            elif kind in ("set", "map"):
+                key = (body["family"], body["table"], body["name"])
+                ruleset.sets[key] = _listed(body.get("elem", []))
+        return ruleset
+
+    def base_chains(self, hooks: frozenset[str]) -> list[_Chain]:
+        return [c for c in self.chains.values() if c.family in _FAMILIES and c.hook in hooks]
+
+    def elements(self, rule: _Rule, right: Any) -> list[Any] | None:
+        """The values a match compares against; None for a named set this ruleset lacks."""
+        if isinstance(right, str) and right.startswith("@"):
+            return self.sets.get((rule.family, rule.table, right[1:]))
+        if isinstance(right, dict) and "set" in right:
+            return _listed(right["set"])
+        return _listed(right)
+
+    def evaluate(self, rule: _Rule, traffic: _Traffic) -> tuple[_M, bool, _Verdict | None]:
+        """(how the rule's conditions meet the traffic, whether a condition on the traffic's key
+        matched, the verdict as (kind, jump target))."""
+        state, keyed, verdict = _M.YES, False, None
+        for expr in rule.expr:
+            [(kind, body)] = expr.items()
+            if kind == "match":
+                name, met = self._match(rule, body, traffic)
+            elif kind == "vmap":
+                name, met, verdict = self._vmap(rule, body, traffic)
+            elif kind in ("accept", "drop", "reject", "return", "continue"):
+                name, met, verdict = None, _M.YES, (kind, None)
+            elif kind in ("jump", "goto"):
+                name, met, verdict = None, _M.YES, (kind, body["target"])
+            else:
+                name, met = None, _M.YES if kind in _NEUTRAL else _M.MAYBE
+            state = max(state, met)
+            keyed = keyed or (met is _M.YES and name == traffic.key)
+            if state is _M.NO:
+                break
+        return state, keyed, verdict
+
+    def _match(self, rule: _Rule, body: Any, traffic: _Traffic) -> tuple[str | None, _M]:
+        name, implied = _field(body["left"])
+        if name == "never":
+            return name, _M.NO
+        met = _M.YES if implied is None else _compare(traffic.protocol, "==", [implied])
+        if name is None or met is _M.NO:
+            return name, max(met, _M.MAYBE if name is None else met)
+        elements = self.elements(rule, body["right"])
+        if elements is None:
+            return name, _M.MAYBE
+        return name, max(met, _compare(traffic.value(name), body.get("op", "=="), elements))
+
+    def _vmap(self, rule: _Rule, body: Any,
+              traffic: _Traffic) -> tuple[str | None, _M, _Verdict | None]:
+        """A verdict map decides only when its key's value is known: the matching entry's verdict,
+        or none when no entry matches (the rule does nothing)."""
+        name, implied = _field(body["key"])
+        met = _M.YES if implied is None else _compare(traffic.protocol, "==", [implied])
+        if name == "never" or met is _M.NO:
+            return name, _M.NO, None
+        value = None if name is None else traffic.value(name)
+        entries = self.elements(rule, body["data"])
+        if met is not _M.YES or value is None or isinstance(value, _Open) or entries is None:
+            return name, _M.MAYBE, None
+        for entry in entries:
+            if isinstance(entry, list) and len(entry) == 2 and _contains(entry[0], value):
+                [(kind, target)] = entry[1].items()
+                return name, _M.YES, (kind, target["target"] if isinstance(target, dict) else None)
+        return name, _M.NO, None
+
+
+def _listed(value: Any) -> list[Any]:
+    """Set elements, unwrapped from {"elem": {"val": ...}} (sets with timeouts or counters)."""
+    items = value if isinstance(value, list) else [value]
+    return [i["elem"]["val"] if isinstance(i, dict) and "elem" in i else i for i in items]
+
+
+def _field(left: Any) -> tuple[str | None, str | None]:
+    """(the traffic field a match's left side reads, or None when not understood, "never" when
+    IPv4 traffic cannot match; the transport protocol it implies)."""
+    if not isinstance(left, dict) or len(left) != 1:
+        return None, None
+    [(kind, body)] = left.items()
+    key = body.get("key") if isinstance(body, dict) else None
+    if kind == "payload":
+        base, name = body.get("protocol"), body.get("field")
+        if base in _NOT_IPV4:
+            return "never", None
+        if base in _PORT_PROTOCOLS or base == "th":
+            implied = None if base == "th" else base
+            return (name if name in ("sport", "dport") else None), implied
+        if base == "ip" and name in ("saddr", "daddr", "protocol"):
+            return name, None
+        return None, base if base in ("icmp", "igmp", "esp", "ah") else None
+    if kind == "meta":
+        return {"l4proto": "protocol", "nfproto": "nfproto", "protocol": "ethertype",
+                "iifname": "interface", "oifname": "interface", "iif": "interface",
+                "oif": "interface"}.get(str(key)), None
+    if kind == "ct" and key == "state":
+        return "state", None
+    return None, None
+
+
+def _compare(value: _Value, op: str, elements: list[Any]) -> _M:
+    if value is None:
+        return _M.MAYBE
+    if isinstance(value, _Open):
+        return _M.SOME
+    if op in ("==", "in", "!="):
+        found = [_contains(e, value) for e in elements]
+        met = _M.YES if True in found else _M.MAYBE if None in found else _M.NO
+        if op == "!=" and met is not _M.MAYBE:
+            return _M.NO if met is _M.YES else _M.YES
+        return met
+    number = _number(elements[0]) if len(elements) == 1 else None
+    if op in _COMPARISONS and isinstance(value, int) and number is not None:
+        return _M.YES if _COMPARISONS[op](value, number) else _M.NO
+    return _M.MAYBE
+
+
+def _contains(element: Any, value: _Value) -> bool | None:
+    """Whether one set element (value, range or prefix) holds the value; None: cannot tell."""
+    if value is _NOT_LOOPBACK:
+        return False if element == "lo" else None
+    if isinstance(element, dict) and "range" in element:
+        low, high = element["range"]
+        if isinstance(value, int):
+            low, high = _number(low), _number(high)
+            return None if low is None or high is None else low <= value <= high
+        if isinstance(value, ipaddress.IPv4Address):
+            try:
+                return ipaddress.IPv4Address(low) <= value <= ipaddress.IPv4Address(high)
+            except ValueError:
+                return None
+        return None
+    if isinstance(element, dict) and "prefix" in element:
+        element = f"{element['prefix']['addr']}/{element['prefix']['len']}"
+    if isinstance(value, ipaddress.IPv4Address):
+        try:
+            network = ipaddress.ip_network(element, strict=False)
+        except (TypeError, ValueError):
+            return None
+        return network.version == 4 and value in network
+    if isinstance(value, int):
+        number = _number(element)
+        return None if number is None else number == value
+    if isinstance(element, int):
+        element = _PROTOCOL_NUMBERS.get(element)
+    return None if not isinstance(element, str) else element == value
+
+
+def _number(element: Any) -> int | None:
+    if isinstance(element, int) and not isinstance(element, bool):
+        return element
+    return int(element) if isinstance(element, str) and element.isdigit() else None
+
+
+# --- firewall: walking the chains --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """A rule (or, with handle None, a chain's policy) an outcome depends on."""
+    family: str
+    table: str
+    chain: str
+    handle: int | None
+    verdict: str
+
+
+_ACCEPT: Literal["accept"] = "accept"
+
+
+class _Walk:
+    """One traffic class through every base chain of its hooks: what blocks it for sure
+    (`blocking`), and what might block it or might save it from a block (`uncertain`)."""
+
+    def __init__(self, ruleset: _Ruleset, traffic: _Traffic) -> None:
+        self.ruleset = ruleset
+        self.traffic = traffic
+        self.blocking: list[_Ref] = []
+        self.uncertain: list[_Ref] = []
+        self._possible_accepts: list[_Ref] = []
+        for chain in ruleset.base_chains(traffic.hooks):
+            self._base(chain)
+
+    def _base(self, chain: _Chain) -> None:
+        self._possible_accepts = []
+        key = (chain.family, chain.table, chain.name)
+        outcome = self._chain(key, _M.YES, False, (key,))
+        if outcome is None and chain.policy == "drop" and self.traffic.policy_counts:
+            outcome = _Ref(*key, None, "drop")
+        if isinstance(outcome, _Ref):
+            if self._possible_accepts:
+                self.uncertain += [*self._possible_accepts, outcome]
+            else:
+                self.blocking.append(outcome)
+
+    def _chain(self, key: tuple[str, str, str], context: _M, keyed: bool,
+               stack: tuple[tuple[str, str, str], ...]) -> _Ref | Literal["accept"] | None:
+        """The chain's decision for the traffic: accept, a blocking rule, or None (it fell
+        through or returned). Under a context of SOME or MAYBE (a jump that only part of the
+        traffic takes, or that may not be taken) nothing inside is decisive for all of it."""
+        for rule in self.ruleset.rules.get(key, []):
+            met, rule_keyed, verdict = self.ruleset.evaluate(rule, self.traffic)
+            met, rule_keyed = max(met, context), keyed or rule_keyed
+            if met is _M.NO or verdict is None:
+                continue
+            kind, target = verdict
+            ref = _Ref(rule.family, rule.table, rule.chain, rule.handle, kind)
+            if kind == "accept":
+                if met is _M.YES:
+                    return _ACCEPT
+                if met is _M.MAYBE:  # SOME: part of the traffic is accepted, the rest goes on
+                    self._possible_accepts.append(ref)
+            elif kind in ("drop", "reject") and (rule_keyed or self.traffic.policy_counts):
+                if met is not _M.MAYBE:
+                    return ref  # SOME: part of the traffic is dropped, which is enough
+                if rule_keyed:
+                    self.uncertain.append(ref)
+            elif kind in ("jump", "goto") and target is not None:
+                inner = (rule.family, rule.table, target)
+                if inner not in stack:
+                    outcome = self._chain(inner, met, rule_keyed, (*stack, inner))
+                    if outcome is not None:
+                        return outcome
+                if kind == "goto" and met is _M.YES:
+                    return None
+            elif kind == "return" and met is _M.YES:
+                return None
+        return None
+
+
+# --- firewall: the checks ----------------------------------------------------------------------
+
+
+async def _firewall_inbound(spec: Spec, trace: Trace) -> None:
+    """No local rule drops or rejects new inbound spec.protocol/spec.port from the VNet."""
+    assert spec.port is not None  # Spec refuses the check without one
+    traffic = _Traffic(f"{spec.protocol}/{spec.port} inbound", INBOUND, "dport",
+                       protocol=spec.protocol, dport=spec.port)
+    await _firewall(trace, [traffic],
+                    f"accept {spec.protocol}/{spec.port} inbound before it (e.g. `ufw allow "
+                    f"{spec.port}/{spec.protocol}`)")
+
+
+async def _firewall_platform(spec: Spec, trace: Trace) -> None:
+    """No local rule drops or rejects the node's own traffic to the platform address (DNS,
+    WireServer) nor any inbound traffic from it (health probes): WIRE says blocking it breaks
+    DNS, DHCP, the VM agent and health probes."""
+    address = ipaddress.IPv4Address(spec.address or PLATFORM_ADDRESS)
+    traffic = [_Traffic(f"{protocol}/{port} to {address}", OUTBOUND, "daddr", protocol=protocol,
+                        dport=port, daddr=address) for protocol, port in PLATFORM_SERVICES]
+    traffic.append(_Traffic(f"inbound traffic from {address}", INBOUND, "saddr", protocol=_OPEN,
+                            sport=_OPEN, dport=_OPEN, saddr=address, policy_counts=False))
+    await _firewall(trace, traffic, f"allow {address} in both directions: it is Azure's platform "
+                                    "address (DNS, DHCP, VM agent, health probes)")
+
+
+async def _firewall(trace: Trace, traffic: list[_Traffic], fix: str) -> None:
+    trace.note(firewall="nftables")
+    document = await _nft("-j", "list", "ruleset")
+    try:
+        ruleset = _Ruleset.parse(json.loads(document))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _inconclusive(f"cannot parse `nft -j list ruleset`: {exc!r}") from exc
+    trace.note(chains=[f"{c.family} {c.table} {c.name} (hook {c.hook}, policy {c.policy})"
+                       for hooks in (INBOUND, OUTBOUND) for c in ruleset.base_chains(hooks)])
+    blocking: dict[_Ref, list[str]] = {}
+    uncertain: dict[_Ref, list[str]] = {}
+    for item in traffic:
+        walk = _Walk(ruleset, item)
+        for ref in walk.blocking:
+            blocking.setdefault(ref, []).append(item.label)
+        for ref in walk.uncertain:
+            uncertain.setdefault(ref, []).append(item.label)
+    texts = await _rule_texts() if blocking or uncertain else {}
+    trace.note(blocking=_refs(blocking, texts), uncertain=_refs(uncertain, texts))
+    if blocking:
+        ref, labels = next(iter(blocking.items()))
+        more = len(blocking) - 1
+        raise _failed(f"nftables {'rejects' if ref.verdict == 'reject' else 'drops'} "
+                      f"{_labels(labels)}: {_describe(ref, texts)}"
+                      f"{f' (+{more} more rule(s), see facts)' if more else ''}; "
+                      f"{'remove it or ' if ref.handle is not None else ''}{fix}")
+    if uncertain:
+        ref, labels = next(iter(uncertain.items()))
+        raise _inconclusive(f"cannot tell whether {_labels(labels)} is allowed: it depends on "
+                            f"{_describe(ref, texts)}, a condition this check cannot evaluate on "
+                            "the node (facts.uncertain lists every rule involved)")
+    legacy = _legacy_tables()
+    if legacy:
+        trace.note(legacy_iptables=[*legacy])
+        raise _inconclusive(f"nftables does not block {_labels([t.label for t in traffic])}, "
+                            f"but legacy iptables tables ({', '.join(legacy)}) are loaded and nft "
+                            "cannot see their rules: inspect them with `iptables-legacy -S`")
+
+
+def _labels(labels: list[str]) -> str:
+    return labels[0] + (f" (and {len(labels) - 1} more)" if len(labels) > 1 else "")
+
+
+def _describe(ref: _Ref, texts: dict[tuple[str, str, str, int], str]) -> str:
+    where = f"{ref.family} {ref.table} {ref.chain}"
+    if ref.handle is None:
+        return f"the policy {ref.verdict} of chain {where}, with no rule accepting it first"
+    text = texts.get((ref.family, ref.table, ref.chain, ref.handle))
+    return f"chain {where} rule handle {ref.handle}" + (f" `{text}`" if text else "")
+
+
+def _refs(refs: dict[_Ref, list[str]], texts: dict[tuple[str, str, str, int], str]) -> list[Fact]:
+    return [{"family": r.family, "table": r.table, "chain": r.chain, "handle": r.handle,
+             "verdict": r.verdict, "traffic": list(labels),
+             "rule": f"policy {r.verdict}" if r.handle is None
+             else texts.get((r.family, r.table, r.chain, r.handle))}
+            for r, labels in refs.items()]
+
+
+async def _nft(*args: str) -> str:
+    """Run nft without a shell; a missing binary or a refusal (not root) is inconclusive."""
+    argv = [*NFT, *args]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise _inconclusive(f"cannot run {argv[0]} to read the firewall rules: "
+                            f"{exc.strerror or exc}") from exc
+    try:
+        stdout, stderr = await process.communicate()
+    except BaseException:  # the engine's deadline: leave no nft behind
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        why = lines[0] if lines else f"exit status {process.returncode}"
+        raise _inconclusive(f"`{' '.join(argv)}` failed: {why} (reading the firewall rules needs "
+                            "root)")
+    return stdout.decode(errors="replace")
+
+
+async def _rule_texts() -> dict[tuple[str, str, str, int], str]:
+    """nft's own text of each rule by (family, table, chain, handle): `nft -a list ruleset`."""
+    texts: dict[tuple[str, str, str, int], str] = {}
+    table: tuple[str, str] | None = None
+    chain: str | None = None
+    for line in (await _nft("-a", "list", "ruleset")).splitlines():
+        words = line.split()
+        if words[:1] == ["table"] and len(words) >= 3:
+            table, chain = (words[1], words[2]), None
+        elif words[:1] == ["chain"] and len(words) >= 2:
+            chain = words[1].strip('"')
+        else:
+            body, sep, handle = line.strip().rpartition(" # handle ")
+            if sep and table and chain and handle.isdigit() and not body.endswith("{"):
+                texts[(*table, chain, int(handle))] = body
+    return texts
+
+
+def _legacy_tables() -> list[str]:
+    try:
+        return LEGACY_IPTABLES.read_text().split()
+    except OSError:
+        return []
+
+
+_CHECKS: dict[str, Callable[[Spec, Trace], Awaitable[None]]] = {
+    "listening": _listening,
+    "firewall-inbound": _firewall_inbound,
+    "firewall-platform": _firewall_platform,
+    "os": _os,
+    "docker-bridge": _docker_bridge,
+}
