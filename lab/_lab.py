@@ -9,6 +9,7 @@ removes the namespaces and work directory it left behind.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import itertools
 import os
 import select
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 from lab import addresses, netns, pki
 from lab.config import ServerConfig
@@ -50,7 +51,7 @@ class Lab:
         self.node_ns: str = names.node
         self.az_ns: str = names.az
         self.workdir = Path(tempfile.gettempdir()) / f"{netns.PREFIX}-{os.getpid()}-{n}"
-        self.ca_bundle: str = str(self.workdir / "lab-ca.pem")
+        self.ca_bundle: str = str(self.workdir / "ca-bundle.pem")  # the node's trust store
         self.bringup_seconds: float | None = None
         self._names = names
         self._zones = zones_of(scenario, node_resolver(scenario))
@@ -60,7 +61,7 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         netns.check_prerequisites()
         remove_stale()
         started = time.monotonic()
@@ -88,8 +89,11 @@ class Lab:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(mode=0o700)
         (self.workdir / "share").mkdir()
-        lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA)
+        root = pki.create_ca(self.workdir, "lab-root-ca", pki.LAB_ROOT)
+        lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA, signer=root)
         inspection_ca = pki.create_ca(self.workdir, "inspection-ca", pki.INSPECTION_CA)
+        trusted = [root, inspection_ca] if self.scenario.inspection_ca_trusted else [root]
+        Path(self.ca_bundle).write_bytes(b"".join(ca.cert.read_bytes() for ca in trusted))
         hosts = (
             f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
             f"{addresses.NODE} {self.scenario.context.compute_name}\n"
@@ -142,14 +146,20 @@ class Lab:
     # -- running things in the node ----------------------------------------------------------
 
     def node_env(self) -> dict[str, str]:
-        """The agent's environment: the lab CA as its trust store, no proxy variables, and what
-        Azure ML sets on a compute instance (CI_*), so detection is exercised end to end."""
+        """The agent's environment: the lab's trust store, the scenario's proxy variables (both
+        cases, as setup scripts write them), and what Azure ML sets on a compute instance (CI_*),
+        so detection is exercised end to end."""
         env = {
             "PATH": f"{Path(sys.executable).parent}:{_SYSTEM_PATH}",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "SSL_CERT_FILE": self.ca_bundle,
         }
+        if self.scenario.proxy is not None:
+            url = f"http://{addresses.PROXY}:{addresses.PROXY_PORT}"
+            no_proxy = ",".join(self.scenario.no_proxy)
+            for name, value in (("https_proxy", url), ("http_proxy", url), ("no_proxy", no_proxy)):
+                env[name] = env[name.upper()] = value
         c = self.scenario.context
         if c.compute == "instance":
             env.update(CI_NAME=c.compute_name, CI_WORKSPACE=c.workspace_name,
@@ -206,8 +216,18 @@ class Lab:
             raise RuntimeError("the lab is not up")
         netns.set_faults(
             self.az_ns,
-            [(f, None if f.host is None else self.address_of(f.host)) for f in self._faults],
+            [(f, self._destination(f.host)) for f in self._faults],
+            path_mtu=self.scenario.path_mtu,
         )
+
+    def _destination(self, host: str | None) -> str | None:
+        """A fault's destination for nftables: a network as it is, a name as it resolves."""
+        if host is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(host))
+        except ValueError:
+            return self.address_of(host)
 
 
 def _stop(server: subprocess.Popen[str]) -> None:

@@ -23,11 +23,15 @@ PE_BLOB = "10.0.1.8"  # <storage>.blob.core.windows.net
 AZURE_DNS = "168.63.129.16"  # the Azure-provided resolver (and WireServer)
 CUSTOM_DNS = "10.0.2.4"  # a customer DNS server in the VNet
 IMDS = "169.254.169.254"
+PROXY = "10.0.3.8"  # a forward HTTP proxy in a hub subnet (scenarios with `proxy`)
+PROXY_PORT = 3128
 
 PUBLIC_NET = "198.18.0.0/15"  # every public name lands here
 NODE_PUBLIC_IP = "198.19.255.4"  # the node's public IP in scenarios that give it one
 
-LOCAL_PREFIXES = (f"{AZURE_DNS}/32", f"{IMDS}/32", PE_SUBNET, f"{CUSTOM_DNS}/32", PUBLIC_NET)
+LOCAL_PREFIXES = (
+    f"{AZURE_DNS}/32", f"{IMDS}/32", PE_SUBNET, f"{CUSTOM_DNS}/32", f"{PROXY}/32", PUBLIC_NET
+)
 """Answered by the az namespace for any address inside (AnyIP local routes)."""
 
 _PUBLIC = ipaddress.ip_network(PUBLIC_NET)

@@ -121,19 +121,33 @@ def _batch(ns: str, commands: Sequence[str]) -> None:
     run(["ip", "-n", ns, "-batch", "-"], stdin="".join(f"{c}\n" for c in commands))
 
 
-def set_faults(az: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
-    """Replace the az namespace's fault rules, atomically, by (fault, destination address)."""
+def set_faults(
+    az: str, faults: Iterable[tuple[Fault, str | None]], *, path_mtu: int | None = None
+) -> None:
+    """Replace the az namespace's fault rules, atomically, by (fault, destination address or
+    network). path_mtu: a black hole for TCP 443 packets toward the node larger than that, with
+    ICMP fragmentation-needed filtered both ways, so nobody learns of it."""
     rules = [
         f"add rule inet lab input iifname {AZ_IF}"
         + (f" ip daddr {address}" if address else "")
-        + f" {fault.protocol} dport {fault.port} counter {_VERDICTS[fault.action]}"
-        for fault, address in faults
+        + (f" {f.protocol} dport {f.port}" if f.port else f" meta l4proto {f.protocol}")
+        + f" counter {_VERDICTS[f.action]}"
+        for f, address in faults
     ]
+    if path_mtu is not None:
+        frag_needed = "icmp type destination-unreachable icmp code frag-needed counter drop"
+        rules += [
+            f"add rule inet lab output oifname {AZ_IF} tcp sport 443 meta length > {path_mtu} drop",
+            f"add rule inet lab output oifname {AZ_IF} {frag_needed}",
+            f"add rule inet lab input iifname {AZ_IF} {frag_needed}",
+        ]
     table = [
         "table inet lab {",
         "  chain input { type filter hook input priority filter; policy accept; }",
+        "  chain output { type filter hook output priority filter; policy accept; }",
         "}",
         "flush chain inet lab input",
+        "flush chain inet lab output",
     ]
     run(in_ns(az, ["nft", "-f", "-"]), stdin="".join(f"{line}\n" for line in [*table, *rules]))
 

@@ -4,8 +4,8 @@ A scenario names DNS behaviour, NSG/firewall faults, and TLS/WebSocket/UDP behav
 simulated Azure side. The names in SCENARIOS are API: `aml-netcheck demo` and the end-to-end
 tests use them.
 
-Name lists (`nxdomain`, `servfail`, `tls_intercept`) hold exact names or shell-style patterns
-(`*.blob.core.windows.net`); `"*"` matches every name.
+Name lists (`nxdomain`, `servfail`, `tls_intercept`, `proxy_deny`, `firewall_deny_http`) hold
+exact names or shell-style patterns (`*.blob.core.windows.net`); `"*"` matches every name.
 """
 
 from __future__ import annotations
@@ -13,22 +13,27 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
+
+from lab import addresses
+from lab.names import private_names
 
 FaultAction = Literal["drop", "reset", "reject-port", "reject-admin"]
 Protocol = Literal["tcp", "udp"]
 PrivateZones = Literal["linked", "unlinked", "missing"]
 Resolver = Literal["azure", "custom"]
+ProxyMode = Literal["open", "auth", "unreachable"]
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """An NSG or firewall rule on the way into "Azure": host None means every destination."""
+    """An NSG or firewall rule on the way into "Azure": port None means every port; host is a
+    name, an address or a network (CIDR), None for every destination."""
 
     action: FaultAction
     protocol: Protocol
-    port: int
+    port: int | None
     host: str | None = None
 
     def __post_init__(self) -> None:
@@ -38,7 +43,7 @@ class Fault:
             raise ValueError(f"unknown protocol {self.protocol!r}")
         if self.action == "reset" and self.protocol != "tcp":
             raise ValueError("a reset fault needs protocol tcp")
-        if not 0 < self.port < 65536:
+        if self.port is not None and not 0 < self.port < 65536:
             raise ValueError(f"port out of range: {self.port}")
 
 
@@ -78,6 +83,19 @@ class Scenario:
     # what the agent should conclude
     expected_exit: int = 0
     expected_findings: tuple[str, ...] = ()
+    _: KW_ONLY
+    # a forward proxy at addresses.PROXY: the node's HTTPS_PROXY/HTTP_PROXY/NO_PROXY name it
+    proxy: ProxyMode | None = None  # auth: 407 without lab.proxy.CREDENTIALS; unreachable: down
+    proxy_deny: tuple[str, ...] = ()  # names the proxy refuses with 403
+    proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (502)
+    no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
+    # the path and the servers
+    path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
+    server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
+    firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
+    # DNS records and trust
+    instance_address: str | None = None  # the compute instance names' A record (None: the PE)
+    inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
 
     def check_args(self) -> list[str]:
         """The context as `aml-netcheck check` options."""
@@ -124,6 +142,21 @@ BATCH_FRONT_ENDS = (
 )
 """Every name under these resolves to the front end's own address (see lab.zones), so a fault on
 these two hosts blocks all of `*.eastus.batch.azure.com` and `*.eastus.service.batch.azure.com`."""
+NO_PROXY_LOCAL = ("localhost", "127.0.0.1", addresses.IMDS, addresses.AZURE_DNS)
+NO_PROXY_PRIVATE = (*NO_PROXY_LOCAL, *private_names(_PRIVATE))
+"""NO_PROXY of a node that reaches its private endpoints directly: the local names, IMDS, Azure DNS
+and every private endpoint name of the default context."""
+_PROXY = f"{addresses.PROXY}:{addresses.PROXY_PORT}"
+
+
+def _proxied(name: str, summary: str, description: str, **knobs: Any) -> Scenario:
+    """A private node whose only way out is the proxy: direct TCP 443 to the internet is
+    dropped; private endpoints, DNS, IMDS and UDP stay direct."""
+    knobs.setdefault("proxy", "open")
+    knobs.setdefault("no_proxy", NO_PROXY_PRIVATE)
+    faults = (Fault("drop", "tcp", 443, addresses.PUBLIC_NET),)
+    return Scenario(name, summary, description, faults=faults, **knobs)
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -211,6 +244,179 @@ SCENARIOS: dict[str, Scenario] = {
             websocket_refused=True,
             expected_exit=2,
             expected_findings=("websocket-blocked",),
+        ),
+        _proxied(
+            "proxy-ok",
+            "Healthy behind a forward proxy: the internet only through it, private endpoints direct",
+            f"HTTPS_PROXY and HTTP_PROXY point at an open forward proxy at {_PROXY} and direct "
+            "outbound TCP 443 to the internet is dropped, as in a network whose only way out is "
+            "the proxy. NO_PROXY lists the private endpoint names, so the workspace, notebooks, "
+            "storage and compute instance names are reached directly and everything else through "
+            "the proxy. Expect a clean report.",
+        ),
+        _proxied(
+            "proxy-auth-required",
+            "The proxy demands authentication (407) and the node sends no credentials",
+            "As proxy-ok, but the proxy answers every request without the right Basic credentials "
+            "with 407 Proxy Authentication Required (Proxy-Authenticate: Basic realm=\"contoso\"), "
+            "and HTTPS_PROXY carries none: nothing outside the private endpoints is reachable. "
+            "Expect proxy-auth-required.",
+            proxy="auth",
+            expected_exit=2,
+            expected_findings=("proxy-auth-required",),
+        ),
+        _proxied(
+            "proxy-denied",
+            "The proxy's policy refuses *.api.azureml.ms (403)",
+            "As proxy-ok, but the proxy's URL filter does not allow Azure Machine Learning: it "
+            "answers CONNECT to any name under api.azureml.ms (the regional API "
+            f"{_PRIVATE.region}.api.azureml.ms) with 403 Forbidden. The workspace's private "
+            "endpoint names bypass the proxy and work. Expect proxy-denied.",
+            proxy_deny=("*.api.azureml.ms",),
+            expected_exit=2,
+            expected_findings=("proxy-denied",),
+        ),
+        _proxied(
+            "proxy-unreachable",
+            "HTTPS_PROXY names a proxy that is down (connection refused)",
+            f"As proxy-ok, but nothing listens at the proxy's address {_PROXY}, so every "
+            "connection to it is refused and, with direct egress dropped, nothing outside the "
+            "private endpoints is reachable. Expect proxy-unreachable.",
+            proxy="unreachable",
+            expected_exit=2,
+            expected_findings=("proxy-unreachable",),
+        ),
+        _proxied(
+            "proxy-missing-no-proxy",
+            "NO_PROXY omits the private endpoint names, and the proxy cannot reach them",
+            "An open proxy as in proxy-ok, but NO_PROXY lists only localhost, IMDS and Azure DNS: "
+            "the workspace, notebooks, storage and compute instance names go to the proxy, which "
+            f"has no route to the private endpoint subnet {addresses.PE_SUBNET} and answers "
+            "CONNECT with 502 Bad Gateway. The same names work when reached directly. Expect "
+            "proxy-bypass-required.",
+            no_proxy=NO_PROXY_LOCAL,
+            proxy_reaches_private=False,
+            expected_exit=2,
+            expected_findings=("proxy-bypass-required",),
+        ),
+        Scenario(
+            "mtu-blackhole",
+            "A path-MTU black hole: TCP connects, TLS handshakes stall",
+            "Packets over 1200 bytes from TCP 443 toward the node are dropped on the way and the "
+            "ICMP fragmentation-needed messages that would report it are filtered. TCP connects "
+            "and small exchanges work, but every TLS handshake stalls when the server sends its "
+            "certificate chain (an RSA leaf and the issuing CA, well over 1200 bytes). Expect "
+            "tls-handshake-stalled.",
+            path_mtu=1200,
+            expected_exit=2,
+            expected_findings=("tls-handshake-stalled",),
+        ),
+        Scenario(
+            "custom-dns-no-forwarder",
+            "A custom DNS server that does not forward the private zones to Azure DNS",
+            f"The node's resolver is a customer DNS server at {addresses.CUSTOM_DNS} without "
+            f"conditional forwarders to {addresses.AZURE_DNS} for the workspace's zones: it "
+            "resolves the workspace, notebooks, storage and compute instance names as the "
+            "internet does, to public front ends instead of the private endpoints. Expect "
+            "custom-dns-not-forwarding.",
+            resolver="custom",
+            custom_dns_forwards=False,
+            expected_exit=2,
+            expected_findings=("custom-dns-not-forwarding",),
+        ),
+        Scenario(
+            "dns-dead",
+            "The node's only resolver does not answer",
+            f"A firewall drops UDP and TCP 53 to {addresses.AZURE_DNS}, the node's only "
+            "resolver, so every query times out; addresses themselves stay reachable. Expect "
+            "dns-unavailable.",
+            faults=(
+                Fault("drop", "udp", 53, addresses.AZURE_DNS),
+                Fault("drop", "tcp", 53, addresses.AZURE_DNS),
+            ),
+            expected_exit=2,
+            expected_findings=("dns-unavailable",),
+        ),
+        Scenario(
+            "dns-servfail",
+            "The resolver answers SERVFAIL for every name",
+            "The node's resolver answers every query with SERVFAIL, as a resolver does whose "
+            "upstream is unreachable or whose DNSSEC validation fails. Expect dns-servfail.",
+            servfail=("*",),
+            expected_exit=2,
+            expected_findings=("dns-servfail",),
+        ),
+        Scenario(
+            "clock-skew",
+            "The node's clock is two days behind Azure's",
+            "The simulated Azure servers' clocks run 48 hours ahead of the node's: every HTTP and "
+            "HTTPS answer (IMDS and the WebSocket handshake included) carries a Date header two "
+            "days ahead, and the servers' certificates, issued an hour before their time, are not "
+            "yet valid from the node's point of view. Expect clock-skew.",
+            server_clock_offset=2 * 86400,
+            expected_exit=2,
+            expected_findings=("clock-skew",),
+        ),
+        Scenario(
+            "no-egress",
+            "No outbound path: no public IP, no NAT gateway, no firewall route",
+            "A compute instance without a public IP in a subnet with neither a NAT gateway nor a "
+            "route to a firewall: every connection to the internet (the lab's public range "
+            f"{addresses.PUBLIC_NET}, every TCP and UDP port) is silently dropped, while Azure "
+            "DNS, IMDS and the private endpoints keep working. Expect no-outbound-connectivity.",
+            faults=(
+                Fault("drop", "tcp", None, addresses.PUBLIC_NET),
+                Fault("drop", "udp", None, addresses.PUBLIC_NET),
+            ),
+            expected_exit=2,
+            expected_findings=("no-outbound-connectivity",),
+        ),
+        Scenario(
+            "private-record-missing",
+            "The privatelink zones are linked but hold no records for the workspace",
+            "The privatelink zones (api.azureml.ms, notebooks.azure.net, file and blob) are "
+            "linked to the VNet but have no A records for this workspace's private endpoints (they "
+            "were created without a DNS zone group): the names CNAME into the zones and end in "
+            "NXDOMAIN. Expect private-dns-record-missing.",
+            private_zones="missing",
+            expected_exit=2,
+            expected_findings=("private-dns-record-missing",),
+        ),
+        Scenario(
+            "instance-name-wrong-address",
+            "The compute instance names resolve to the instance's own address",
+            "The customer's DNS records for the compute instance names "
+            f"({_PRIVATE.compute_name}.{_PRIVATE.region}.instances.azureml.ms and "
+            ".instances.ml.azure.ms) point at the instance's own address "
+            f"{addresses.NODE} instead of the workspace private endpoint "
+            f"{addresses.PE_WORKSPACE}, so the studio cannot reach its terminal and notebooks. "
+            "Expect instance-name-wrong-address.",
+            instance_address=addresses.NODE,
+            expected_exit=2,
+            expected_findings=("instance-name-wrong-address",),
+        ),
+        Scenario(
+            "tls-inspection-trusted",
+            "A TLS-inspecting firewall re-signs HTTPS with a CA the node trusts",
+            "Every HTTPS connection is intercepted and re-signed by 'Contoso Inspection CA' "
+            "(O=Contoso Firewall), which was added to the node's trust store: connections work, "
+            "but not with Microsoft's certificates, which breaks certificate pinning and is "
+            "unsupported for Azure ML's service traffic. Expect tls-intercepted (a warning).",
+            tls_intercept=("*",),
+            inspection_ca_trusted=True,
+            expected_exit=1,
+            expected_findings=("tls-intercepted",),
+        ),
+        Scenario(
+            "azure-firewall-deny",
+            "Azure Firewall denies plain HTTP to login.microsoftonline.com (HTTP 470)",
+            "An Azure Firewall without an application rule for http://login.microsoftonline.com "
+            "answers plain HTTP (port 80) to it with its default deny: 'HTTP/1.1 470 status code "
+            "470' and the body 'Action: Deny. Reason: No rule matched. Proceeding with default "
+            "action.'. TCP connects; HTTPS is allowed. Expect egress-rejected.",
+            firewall_deny_http=("login.microsoftonline.com",),
+            expected_exit=2,
+            expected_findings=("egress-rejected",),
         ),
     )
 }

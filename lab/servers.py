@@ -1,7 +1,8 @@
 """The "Azure" side of a lab, run in the az namespace: `python -m lab.servers CONFIG.json`.
 
 Hosts DNS (Azure DNS and a custom DNS server), IMDS and plain HTTP on 80, HTTPS/WebSocket on
-443, TCP listeners and the UDP 5831 responder, all on one asyncio loop. Prints `ready` on stdout
+443, TCP listeners, the UDP 5831 responder and the scenario's forward proxy, all on one asyncio
+loop. Prints `ready` on stdout
 once every listener is bound. Exits on SIGTERM, and on EOF on stdin: the owning process holds
 the other end of that pipe, so the servers never outlive it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import signal
 import socket
@@ -23,6 +25,7 @@ from aiohttp import web
 from lab import addresses, dnsserver
 from lab.config import ServerConfig
 from lab.pki import Issuer
+from lab.proxy import Proxy
 from lab.web import SniCertificates, http_app, https_app
 from lab.zones import zones_of
 
@@ -99,14 +102,17 @@ async def serve(config: ServerConfig) -> None:
         await dnsserver.serve(server, zones_of(scenario, server).answer)
     leaves = config.workdir / "leaves"
     leaves.mkdir(exist_ok=True)
+    clock = datetime.timedelta(seconds=scenario.server_clock_offset)
     certificates = SniCertificates(
-        scenario, Issuer(config.lab_ca), Issuer(config.inspection_ca), leaves
+        scenario, Issuer(config.lab_ca, clock), Issuer(config.inspection_ca, clock), leaves
     )
     runners = [
         await _web(http_app(scenario), 80),
         await _web(https_app(scenario), 443, certificates.context()),
     ]
     listeners = [await _tcp_listener(port) for port in TCP_PORTS]
+    if scenario.proxy in ("open", "auth"):  # "unreachable": nothing listens at its address
+        listeners.append(await Proxy(scenario).serve())
     responder = _udp_responder(UDP_PORT, scenario.udp_silent)
     print("ready", flush=True)
 

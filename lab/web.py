@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,22 @@ IMDS_VERSIONS = ("2017-04-02", "2018-10-01", "2019-06-04", "2020-10-01", "2021-0
 """Listed by /metadata/versions; any well-formed version from 2017-04-02 on is accepted, so the
 agent's choice of a newer version never looks like an IMDS outage."""
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+FIREWALL_DENY = "Action: Deny. Reason: No rule matched. Proceeding with default action."
+"""Azure Firewall's body for plain HTTP that no application rule allows, sent with status 470."""
+
+Stamp = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
 
-async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = SERVER
+def _stamp(scenario: Scenario) -> Stamp:
+    """Server and Date on every answer; Date as the servers' clock has it (clock-skew)."""
+    offset = datetime.timedelta(seconds=scenario.server_clock_offset)
+
+    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = SERVER
+        now = datetime.datetime.now(datetime.UTC) + offset
+        response.headers["Date"] = format_datetime(now.replace(microsecond=0), usegmt=True)
+
+    return stamp
 
 
 def _not_found() -> web.Response:
@@ -127,17 +142,20 @@ async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
 
 
 def http_app(scenario: Scenario) -> web.Application:
-    """Port 80 everywhere: IMDS at 169.254.169.254, a plain 404 front end on every other address."""
+    """Port 80 everywhere: IMDS at 169.254.169.254, a plain 404 front end on every other address,
+    and Azure Firewall's 470 deny for the scenario's `firewall_deny_http` names."""
 
     async def handle(request: web.Request) -> web.Response:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         if sockname and sockname[0] == addresses.IMDS:
             return await _imds(request, scenario)
+        if matches(request.host.rsplit(":", 1)[0], scenario.firewall_deny_http):
+            return web.Response(status=470, reason="status code 470", text=FIREWALL_DENY)
         return _not_found()
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(_stamp(scenario))
     return app
 
 
@@ -163,7 +181,7 @@ def https_app(scenario: Scenario) -> web.Application:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(_stamp(scenario))
     return app
 
 

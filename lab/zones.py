@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab import addresses
-from lab.scenarios import BATCH_FRONT_ENDS, Context, PrivateZones, Scenario, matches
+from lab.names import private_names
+from lab.scenarios import BATCH_FRONT_ENDS, PrivateZones, Scenario, matches
 
 Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL"]
 
@@ -27,45 +28,6 @@ class Record:
 class Answer:
     rcode: Rcode
     records: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class PrivateName:
-    """A name a private endpoint serves: it CNAMEs into `link` (None: a plain A record)."""
-
-    link: str | None
-    address: str
-
-
-def private_names(context: Context) -> dict[str, PrivateName]:
-    """The names a private-endpoint workspace serves privately, built from the context."""
-    if not context.private_endpoint:
-        return {}
-    r, g, w, c, s = (
-        context.region,
-        context.workspace_id,
-        context.workspace_name,
-        context.compute_name,
-        context.storage_account,
-    )
-    api = f"{g}.workspace.{r}.privatelink.api.azureml.ms"
-    notebooks_label = f"ml-{w}-{r}-{g}"[:63]
-    names = {
-        f"{g}.workspace.{r}.api.azureml.ms": PrivateName(api, addresses.PE_WORKSPACE),
-        f"{g}.workspace.{r}.cert.api.azureml.ms": PrivateName(api, addresses.PE_WORKSPACE),
-        f"{notebooks_label}.{r}.notebooks.azure.net": PrivateName(
-            f"{notebooks_label}.{r}.privatelink.notebooks.azure.net", addresses.PE_NOTEBOOKS
-        ),
-        f"{s}.file.core.windows.net": PrivateName(
-            f"{s}.privatelink.file.core.windows.net", addresses.PE_FILE
-        ),
-        f"{s}.blob.core.windows.net": PrivateName(
-            f"{s}.privatelink.blob.core.windows.net", addresses.PE_BLOB
-        ),
-        f"{c}.{r}.instances.azureml.ms": PrivateName(None, addresses.PE_WORKSPACE),
-        f"{c}.{r}.instances.ml.azure.ms": PrivateName(None, addresses.PE_WORKSPACE),
-    }
-    return {name.lower(): entry for name, entry in names.items()}
 
 
 def _front_end(name: str) -> str:
@@ -103,7 +65,9 @@ class Zones:
                 "NOERROR", (Record(name, "A", addresses.public_address(_front_end(name))),)
             )
         if private.link is None:  # a record the customer adds to an instances zone of their own
-            address = private.address if self._forwarded else addresses.public_address(name)
+            address = self._scenario.instance_address or private.address
+            if not self._forwarded:
+                address = addresses.public_address(name)
             return Answer("NOERROR", (Record(name, "A", address),))
         return self._privatelink(
             private.link, private.address, (Record(name, "CNAME", private.link),)

@@ -7,6 +7,7 @@ process only builds labs and reads their results.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import shutil
@@ -22,9 +23,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab import SCENARIOS, Fault, Lab, LabUnavailable, addresses, netns, scenario
+from lab import SCENARIOS, Fault, Lab, LabUnavailable, addresses, netns, proxy, scenario
+from lab.names import private_names
 from lab.scenarios import PrivateZones
-from lab.zones import private_names, zones_of
+from lab.zones import zones_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 CAN_BUILD = os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("nft") is not None
@@ -36,6 +38,7 @@ NOTEBOOKS = (
     f"ml-{CTX.workspace_name}-{CTX.region}-{CTX.workspace_id}.{CTX.region}.notebooks.azure.net"
 )
 INSTANCE = f"{CTX.compute_name}.{CTX.region}.instances.azureml.ms"
+LOCAL = addresses.LOCAL_PREFIXES
 
 
 def needs_lab(test: F) -> F:
@@ -77,9 +80,13 @@ def test_scenarios_are_consistent() -> None:
         assert (s.expected_exit == 0) == (not s.expected_findings), s.name
         assert s == type(s).from_dict(json.loads(json.dumps(s.to_dict())))
         zones = zones_of(s, addresses.AZURE_DNS)
-        for fault in s.faults:  # every fault host resolves to a lab address
+        for fault in s.faults:  # every fault host is, or resolves to, an address the az side has
             if fault.host is not None:
-                assert zones.address_of(fault.host).startswith("198.1")
+                try:
+                    target = ipaddress.IPv4Network(fault.host)
+                except ValueError:
+                    target = ipaddress.IPv4Network(zones.address_of(fault.host))
+                assert any(target.subnet_of(ipaddress.IPv4Network(p)) for p in LOCAL), fault
 
 
 def test_check_args_carry_the_context() -> None:
@@ -540,3 +547,360 @@ def test_scenario_faults_are_installed_at_start() -> None:
 def test_silent_udp_times_out() -> None:
     with Lab(dataclasses.replace(HEALTHY, udp_silent=True)) as lab:
         assert outcomes(lab, ("udp", "eastus.tundra.azureml.ms", 5831)) == ["timeout"]
+
+
+# -- scenarios for every finding code (each checked from inside the node) -----------------------
+
+
+def test_every_new_finding_code_has_a_scenario() -> None:
+    codes = {code for s in SCENARIOS.values() for code in s.expected_findings}
+    assert {
+        "proxy-auth-required", "proxy-denied", "proxy-unreachable", "proxy-bypass-required",
+        "tls-handshake-stalled", "custom-dns-not-forwarding", "dns-unavailable", "dns-servfail",
+        "clock-skew", "no-outbound-connectivity", "private-dns-record-missing",
+        "instance-name-wrong-address", "tls-intercepted", "egress-rejected",
+    } <= codes
+    assert scenario("tls-inspection-trusted").expected_exit == 1  # a warning, not critical
+
+
+def test_fault_port_and_host_may_be_wide() -> None:
+    assert Fault("drop", "udp", None, addresses.PUBLIC_NET).port is None
+    with pytest.raises(ValueError, match="port"):
+        Fault("drop", "tcp", 0)
+
+
+def test_proxy_parses_connect_and_rewrites_absolute_uris() -> None:
+    connect = proxy.parse(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n"
+                          b"Proxy-Authorization: Basic eA==\r\n\r\n")
+    assert (connect.method, connect.host, connect.port, connect.forward) == (
+        "CONNECT", "a.example", 443, b"")
+    assert connect.authorization == "Basic eA=="
+    get = proxy.parse(b"GET http://b.example/p?q=1 HTTP/1.1\r\nHost: b.example\r\n"
+                      b"Proxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n")
+    assert (get.host, get.port) == ("b.example", 80)
+    assert get.forward == (b"GET /p?q=1 HTTP/1.1\r\nHost: b.example\r\nAccept: */*\r\n"
+                           b"Connection: close\r\n\r\n")
+    for bad in (b"GET /relative HTTP/1.1\r\n\r\n", b"CONNECT nohost HTTP/1.1\r\n\r\n", b"junk\r\n\r\n"):
+        with pytest.raises(proxy.Refusal) as refusal:
+            proxy.parse(bad)
+        assert refusal.value.status == 400
+
+
+PROXY_PROBE = """
+import base64, errno, json, os, socket, ssl
+proxy_host, proxy_port = os.environ["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)
+def through_proxy(request, credentials, tls_name):
+    try:
+        sock = socket.create_connection((proxy_host, int(proxy_port)), timeout=3)
+    except OSError as error:
+        return [errno.errorcode[error.errno]]
+    with sock:
+        auth = "" if not credentials else (
+            "Proxy-Authorization: Basic " + base64.b64encode(credentials.encode()).decode() + "\\r\\n")
+        sock.sendall((request + auth + "\\r\\n").encode())
+        head = sock.recv(65536).decode().split("\\r\\n\\r\\n")[0].split("\\r\\n")
+        status = int(head[0].split(" ")[1])
+        challenge = [h.split(": ", 1)[1] for h in head[1:] if h.startswith("Proxy-Authenticate:")]
+        if status != 200 or not tls_name:
+            return [status, *challenge]
+        with ssl.create_default_context().wrap_socket(sock, server_hostname=tls_name) as tls:
+            tls.sendall(f"GET / HTTP/1.1\\r\\nHost: {tls_name}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+            return [status, tls.recv(4096).decode().split("\\r\\n")[0]]
+out = {"env": {k: os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                             "http_proxy", "NO_PROXY", "no_proxy")}}
+out["CONNECT"] = [
+    through_proxy(f"CONNECT {name}:443 HTTP/1.1\\r\\nHost: {name}:443\\r\\n", credentials, name)
+    for name, credentials in %r
+]
+get = "GET http://login.microsoftonline.com/x HTTP/1.1\\r\\nHost: login.microsoftonline.com\\r\\n"
+out["GET"] = through_proxy(get, None, None)
+print(json.dumps(out))
+"""
+OK_TUNNEL = [200, "HTTP/1.1 404 Not Found"]
+CREDENTIALS = ":".join(proxy.CREDENTIALS)
+# scenario -> ((name, credentials) -> what CONNECT gives), what a plain GET through it gives
+PROXIED: dict[str, tuple[dict[tuple[str, str | None], list[Any]], list[Any]]] = {
+    "proxy-ok": ({("management.azure.com", None): OK_TUNNEL, (WORKSPACE, None): OK_TUNNEL}, [404]),
+    "proxy-auth-required": (
+        {("management.azure.com", None): [407, 'Basic realm="contoso"'],
+         ("management.azure.com", CREDENTIALS): OK_TUNNEL,
+         ("management.azure.com", "aml-node:wrong"): [407, 'Basic realm="contoso"']},
+        [407, 'Basic realm="contoso"'],
+    ),
+    "proxy-denied": (
+        {("eastus.api.azureml.ms", None): [403], (WORKSPACE, None): [403],
+         ("management.azure.com", None): OK_TUNNEL},
+        [404],
+    ),
+    "proxy-unreachable": ({("management.azure.com", None): ["ECONNREFUSED"]}, ["ECONNREFUSED"]),
+    "proxy-missing-no-proxy": (
+        {(WORKSPACE, None): [502], (INSTANCE, None): [502], ("management.azure.com", None): OK_TUNNEL},
+        [404],
+    ),
+}
+
+
+@needs_lab
+@pytest.mark.parametrize("name", sorted(PROXIED))
+def test_proxy_scenarios(name: str) -> None:
+    """Through the proxy as the scenario has it; direct only to the private endpoints."""
+    connects, plain_get = PROXIED[name]
+    s = scenario(name)
+    with Lab(s) as lab:
+        out = in_node(lab, PROXY_PROBE % ([list(k) for k in connects],))
+        direct = outcomes(lab, ("tcp", "management.azure.com", 443), ("tcp", WORKSPACE, 443),
+                          ("udp", "eastus.tundra.azureml.ms", 5831))
+    url = f"http://{addresses.PROXY}:{addresses.PROXY_PORT}"
+    env = out["env"]
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == env["HTTP_PROXY"] == env["http_proxy"] == url
+    assert env["NO_PROXY"] == env["no_proxy"] == ",".join(s.no_proxy)
+    assert "169.254.169.254" in env["NO_PROXY"].split(",")
+    assert (WORKSPACE in env["NO_PROXY"].split(",")) == (name != "proxy-missing-no-proxy")
+    assert out["GET"] == plain_get
+    assert dict(zip(connects, out["CONNECT"], strict=True)) == connects
+    assert direct == ["timeout", "ok", "ok"]  # egress only through the proxy; PE and UDP direct
+
+
+@needs_lab
+def test_no_proxy_variables_without_a_proxy(healthy: Lab) -> None:
+    env = healthy.node_env()
+    assert not {k for k in env if k.lower().endswith("_proxy")}
+
+
+HANDSHAKE_PROBE = """
+import errno, json, socket, ssl
+out = {}
+for name in %r:
+    sock = socket.create_connection((name, 443), timeout=%r)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=name)
+    received = 0
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                received += len(data)
+                incoming.write(data)
+        out[name] = ["handshake", received, tls.cipher()[1]]
+    except socket.timeout:
+        out[name] = ["connected, handshake timed out", received]
+    except ssl.SSLCertVerificationError as error:
+        out[name] = ["verify", error.verify_message]
+    finally:
+        sock.close()
+print(json.dumps(out))
+"""
+
+
+def handshakes(lab: Lab, *names: str, timeout: float = 3) -> dict[str, list[Any]]:
+    return in_node(lab, HANDSHAKE_PROBE % (list(names), timeout))  # type: ignore[no-any-return]
+
+
+@needs_lab
+def test_server_flight_carries_an_rsa_leaf_and_the_issuing_ca(healthy: Lab) -> None:
+    """Big enough for the MTU black hole: well over 1200 bytes before the handshake completes."""
+    out = handshakes(healthy, WORKSPACE)
+    assert out[WORKSPACE][0] == "handshake" and out[WORKSPACE][1] > 1800
+    if shutil.which("openssl") is None:
+        return  # what the flight holds is openssl's to show
+    shown = healthy.run_in_node(
+        ["openssl", "s_client", "-connect", f"{WORKSPACE}:443", "-servername", WORKSPACE],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    ).stdout.split("Certificate chain\n")[1].split("---")[0]
+    chain = [line.strip() for line in shown.splitlines() if "NotBefore" not in line]
+    issuing = "C = US, O = Microsoft Corporation, CN = Lab Azure TLS Issuing CA"
+    assert chain == [
+        f"0 s:CN = {WORKSPACE[:64]}",
+        f"i:{issuing}",
+        "a:PKEY: rsaEncryption, 2048 (bit); sigalg: ecdsa-with-SHA256",
+        f"1 s:{issuing}",
+        "i:C = US, O = DigiCert Inc, CN = Lab DigiCert Global Root G2",
+        "a:PKEY: id-ecPublicKey, 256 (bit); sigalg: ecdsa-with-SHA256",
+    ]
+
+
+@needs_lab
+def test_mtu_blackhole_stalls_tls_while_tcp_connects() -> None:
+    with Lab(scenario("mtu-blackhole")) as lab:
+        stalled = handshakes(lab, WORKSPACE, "management.azure.com", timeout=2)
+        small = in_node(lab, """
+            import json, socket
+            with socket.create_connection(("management.azure.com", 80), timeout=3) as sock:
+                sock.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+                print(json.dumps(sock.recv(4096).decode().split("\\r\\n")[0]))
+        """)
+    for name in (WORKSPACE, "management.azure.com"):
+        assert stalled[name] == ["connected, handshake timed out", 0]
+    assert small == "HTTP/1.1 404 Not Found"
+
+
+RESOLVE = """
+import json, socket
+print(json.dumps({n: socket.gethostbyname(n) for n in %r}))
+"""
+
+
+@needs_lab
+def test_custom_dns_without_forwarder_answers_public() -> None:
+    with Lab(scenario("custom-dns-no-forwarder")) as lab:
+        resolv = lab.run_in_node(["cat", "/etc/resolv.conf"]).stdout
+        resolved = in_node(lab, RESOLVE % ([WORKSPACE, NOTEBOOKS, INSTANCE],))
+        azure = query(lab, (AZ, WORKSPACE, "A"))[(AZ, WORKSPACE, "A")]
+    assert resolv == f"nameserver {CUSTOM}\n"
+    assert resolved == {
+        WORKSPACE: addresses.public_address(WORKSPACE_LINK),
+        NOTEBOOKS: addresses.public_address(NOTEBOOKS.replace(".notebooks.", ".privatelink.notebooks.")),
+        INSTANCE: addresses.public_address(INSTANCE),
+    }
+    assert azure[1][-1][2] == "10.0.1.5"  # Azure DNS itself still has the private answer
+
+
+DNS_TIMEOUTS = """
+import json, dns.exception, dns.message, dns.query
+out = []
+for send in (dns.query.udp, dns.query.tcp):
+    try:
+        reply = send(dns.message.make_query("management.azure.com", "A"), "%s", timeout=1)
+        out.append(dns.rcode.to_text(reply.rcode()))
+    except dns.exception.Timeout:
+        out.append("timeout")
+print(json.dumps(out))
+"""
+
+
+@needs_lab
+def test_dns_dead_times_out_while_addresses_work() -> None:
+    with Lab(scenario("dns-dead")) as lab:
+        azure = in_node(lab, DNS_TIMEOUTS % AZ)
+        custom = in_node(lab, DNS_TIMEOUTS % CUSTOM)  # not the node's resolver: unaffected
+        reachable = outcomes(lab, ("tcp", addresses.IMDS, 80), ("tcp", "10.0.1.5", 443))
+    assert azure == ["timeout", "timeout"]
+    assert custom == ["NOERROR", "NOERROR"]
+    assert reachable == ["ok", "ok"]
+
+
+@needs_lab
+def test_dns_servfail_for_every_name() -> None:
+    with Lab(scenario("dns-servfail")) as lab:
+        answers = query(lab, (AZ, "management.azure.com", "A"), (AZ, WORKSPACE, "A"),
+                        (AZ, "login.microsoftonline.com", "AAAA"))
+    assert set(map(tuple, (a[0] for a in answers.values()))) == {tuple("SERVFAIL")}
+
+
+SKEW_PROBE = f"""
+import json, socket, ssl, time, urllib.request
+from email.utils import parsedate_to_datetime
+from websockets.sync.client import connect
+def skew(date):
+    return round(parsedate_to_datetime(date).timestamp() - time.time())
+insecure = ssl.create_default_context()
+insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+out = {{}}
+try:
+    socket.create_connection(("{WORKSPACE}", 443), timeout=3).close()
+    ssl.create_default_context().wrap_socket(
+        socket.create_connection(("{WORKSPACE}", 443), timeout=3), server_hostname="{WORKSPACE}")
+except ssl.SSLCertVerificationError as error:
+    out["verify"] = error.verify_message
+request = urllib.request.Request("http://169.254.169.254/metadata/versions", headers={{"Metadata": "true"}})
+with urllib.request.urlopen(request, timeout=3) as response:
+    out["imds"] = skew(response.headers["Date"])
+try:
+    urllib.request.urlopen("https://management.azure.com/", timeout=3, context=insecure)
+except urllib.error.HTTPError as error:
+    out["https"] = skew(error.headers["Date"])
+with connect("wss://{INSTANCE}/ws", open_timeout=3, ssl=insecure) as ws:
+    out["websocket"] = skew(ws.response.headers["Date"])
+print(json.dumps(out))
+"""
+
+
+@needs_lab
+def test_clock_skew_shows_in_dates_and_certificates() -> None:
+    with Lab(scenario("clock-skew")) as lab:
+        out = in_node(lab, SKEW_PROBE)
+    assert out.pop("verify") == "certificate is not yet valid"
+    offset = scenario("clock-skew").server_clock_offset
+    assert offset == 2 * 86400
+    assert all(abs(v - offset) < 30 for v in out.values()), out
+    assert set(out) == {"imds", "https", "websocket"}
+
+
+@needs_lab
+def test_healthy_dates_are_current(healthy: Lab) -> None:
+    out = in_node(healthy, SKEW_PROBE)
+    assert "verify" not in out and all(abs(v) < 30 for v in out.values()), out
+
+
+@needs_lab
+def test_no_egress_drops_every_public_port_but_keeps_dns_and_private_endpoints() -> None:
+    with Lab(scenario("no-egress")) as lab:
+        result = outcomes(
+            lab,
+            ("tcp", "management.azure.com", 443),
+            ("tcp", "login.microsoftonline.com", 80),
+            ("udp", "eastus.tundra.azureml.ms", 5831),
+            ("tcp", WORKSPACE, 443),
+            ("tcp", f"{CTX.storage_account}.file.core.windows.net", 445),
+            ("tcp", addresses.IMDS, 80),
+        )
+        dns_answer = query(lab, (AZ, "management.azure.com", "A"))[(AZ, "management.azure.com", "A")]
+    assert result == ["timeout", "timeout", "timeout", "ok", "ok", "ok"]
+    assert dns_answer[0] == "NOERROR"
+
+
+@needs_lab
+def test_private_record_missing_and_instance_name_wrong_address() -> None:
+    with Lab(scenario("private-record-missing")) as lab:
+        missing = query(lab, (AZ, WORKSPACE, "A"), (AZ, NOTEBOOKS, "A"), (AZ, INSTANCE, "A"))
+    assert missing[(AZ, WORKSPACE, "A")] == ["NXDOMAIN", [[WORKSPACE, "CNAME", WORKSPACE_LINK]]]
+    assert missing[(AZ, NOTEBOOKS, "A")][0] == "NXDOMAIN"
+    assert missing[(AZ, INSTANCE, "A")] == ["NOERROR", [[INSTANCE, "A", "10.0.1.5"]]]
+    ml_instance = INSTANCE.replace(".instances.azureml.ms", ".instances.ml.azure.ms")
+    with Lab(scenario("instance-name-wrong-address")) as lab:
+        resolved = in_node(lab, RESOLVE % ([INSTANCE, ml_instance, WORKSPACE],))
+        assert lab.address_of(INSTANCE) == addresses.NODE
+    assert resolved == {INSTANCE: addresses.NODE, ml_instance: addresses.NODE, WORKSPACE: "10.0.1.5"}
+
+
+@needs_lab
+def test_tls_inspection_trusted_verifies_with_the_contoso_ca() -> None:
+    with Lab(scenario("tls-inspection-trusted")) as lab:
+        out = in_node(lab, TLS_PROBE % (["management.azure.com", WORKSPACE],))
+    for name in ("management.azure.com", WORKSPACE):
+        assert out[name]["issuer"] == {
+            "countryName": "US", "organizationName": "Contoso Firewall",
+            "commonName": "Contoso Inspection CA"}
+        assert out[name]["status"].startswith("HTTP/1.1 404")
+
+
+HTTP_PROBE = """
+import json, socket
+out = {}
+for name in %r:
+    with socket.create_connection((name, 80), timeout=3) as sock:
+        sock.sendall(f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    head, _, body = data.decode().partition("\\r\\n\\r\\n")
+    out[name] = [head.split("\\r\\n")[0], body]
+print(json.dumps(out))
+"""
+
+
+@needs_lab
+def test_azure_firewall_answers_470_for_plain_http() -> None:
+    with Lab(scenario("azure-firewall-deny")) as lab:
+        plain = in_node(lab, HTTP_PROBE % (["login.microsoftonline.com", "management.azure.com"],))
+        tls = in_node(lab, TLS_PROBE % (["login.microsoftonline.com"],))
+    assert plain["login.microsoftonline.com"] == [
+        "HTTP/1.1 470 status code 470",
+        "Action: Deny. Reason: No rule matched. Proceeding with default action.",
+    ]
+    assert plain["management.azure.com"][0] == "HTTP/1.1 404 Not Found"
+    assert tls["login.microsoftonline.com"]["status"].startswith("HTTP/1.1 404")
