@@ -10,21 +10,23 @@ unreadable, or the outcome hangs on a rule this module cannot evaluate):
 `ProbeError(LOCAL_INCONCLUSIVE)`. `addresses` is unused: a local check has no peer.
 
 The firewall checks read `nft -j list ruleset`, which also holds iptables-nft rules (and so ufw
-and Docker on a current Ubuntu). They model IPv4 traffic as it meets the base chains of the
-families ip, inet and netdev: inbound at the prerouting, input and ingress hooks, outbound at
-output, postrouting and egress. Every base chain is walked on its own (an accept in one does
-not stop a drop in another), rule by rule, following jump and goto into named chains at any
-depth, with `return` and a drop policy honoured. Understood matches: tcp/udp/sctp/dccp/udplite
-and `th` ports, `ip saddr/daddr/protocol`, `meta l4proto/nfproto/protocol`, interface names (the
-traffic is on a non-loopback interface of unknown name), `ct state` (new connections), with
-`==`, `!=`, `in` and numeric comparisons against values, ranges, prefixes, anonymous and named
-sets; `tcp dport vmap {...}`-style verdict maps on those keys. Anything else (iptables-nft `xt`
-extensions such as multiport or conntrack, `fib`, `limit`, concatenations, marks) cannot be
-evaluated: such a drop counts only when the rule also names the port (or platform address), and
-such an accept before a drop makes the drop uncertain; both end inconclusive, never pass.
-Not understood at all: IPv6, the forward hook (containers' traffic), bridge and arp families,
-rules in the legacy iptables backend (nft cannot see them: their presence alone makes a clean
-nft reading inconclusive), and anything outside the node (NSG, Azure Firewall)."""
+and Docker on a current Ubuntu). They model IPv4 traffic, new connections, as it meets the base
+chains of the families ip, inet and netdev: inbound at the prerouting, input and ingress hooks,
+outbound at output, postrouting and egress. Every base chain is walked on its own (an accept in
+one does not stop a drop in another), rule by rule, following jump and goto into named chains at
+any depth, with `return` and a drop policy honoured.
+Understood: tcp/udp/sctp/dccp/udplite and `th` ports, `ip saddr/daddr/protocol`,
+`meta l4proto/nfproto/protocol`, interface names (the traffic is on some non-loopback
+interface), `ct state`, with `==`, `!=`, `in` and numeric comparisons against values, ranges,
+prefixes, anonymous and named sets; verdict maps on those keys; the iptables extensions
+conntrack, state and multiport (opaque `xt` in the JSON, read from nft's own translation in the
+rule text) and `-j REJECT`. Not evaluable: other `xt` extensions, `fib`, `limit`, marks,
+concatenations, and values the node does not know (the source address of inbound traffic). A
+drop hanging on those counts only when the rule also names the port (or the platform address),
+and an accept hanging on those before a drop makes the drop uncertain: both end inconclusive,
+never pass. Not seen at all: IPv6, the forward hook (containers' traffic), the bridge and arp
+families, the legacy iptables backend (nft cannot see it: loaded legacy tables alone make a
+clean reading inconclusive), and everything outside the node (NSG, UDR, Azure Firewall)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import asyncio
 import ipaddress
 import json
 import operator
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,23 +70,27 @@ class Spec:
     address: str | None = None  # firewall-platform; default PLATFORM_ADDRESS
     subnets: tuple[str, ...] = ()  # docker-bridge; empty: the node's own interface networks
 
-    def __post_init__(self) -> None:
-        """A malformed spec is the planner's bug: refuse it when it is built, not mid-run."""
-        if self.check not in _CHECKS:
-            raise ValueError(f"unknown local check {self.check!r}; known: {', '.join(_CHECKS)}")
-        if self.protocol not in ("tcp", "udp"):
-            raise ValueError(f"protocol must be tcp or udp, not {self.protocol!r}")
-        if self.check in ("listening", "firewall-inbound") and not 0 < (self.port or 0) < 65536:
-            raise ValueError(f"the {self.check} check needs a port in 1..65535, not {self.port!r}")
-        if self.address is not None:
-            ipaddress.IPv4Address(self.address)  # the firewall reading models IPv4 only
-        for subnet in self.subnets:
-            ipaddress.ip_network(subnet, strict=False)
-
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     with trace.phase("inspect"):
+        _validate(spec)
         await _CHECKS[spec.check](spec, trace)
+
+
+def _validate(spec: Spec) -> None:
+    """A malformed spec is the planner's bug: a ValueError, which the engine reports as
+    probe.internal for this check alone (the engine builds specs outside its error boundary, so
+    the dataclass itself does not refuse them)."""
+    if spec.check not in _CHECKS:
+        raise ValueError(f"unknown local check {spec.check!r}; known: {', '.join(_CHECKS)}")
+    if spec.protocol not in ("tcp", "udp"):
+        raise ValueError(f"protocol must be tcp or udp, not {spec.protocol!r}")
+    if spec.check in ("listening", "firewall-inbound") and not 0 < (spec.port or 0) < 65536:
+        raise ValueError(f"the {spec.check} check needs a port in 1..65535, not {spec.port!r}")
+    if spec.address is not None:
+        ipaddress.IPv4Address(spec.address)  # the firewall reading models IPv4 only
+    for subnet in spec.subnets:
+        ipaddress.ip_network(subnet, strict=False)
 
 
 def _failed(detail: str) -> ProbeError:
@@ -227,6 +234,10 @@ _PROTOCOL_NUMBERS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
 _COMPARISONS: dict[str, Callable[[int, int], bool]] = {
     "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 _NEUTRAL = frozenset({"counter", "log", "mangle", "notrack", "set"})  # statements, not conditions
+_XT_TRANSLATED = frozenset({"conntrack", "state", "multiport"})
+_TRANSLATED = re.compile(  # what nft prints for those: `ct state a,b`, `tcp dport { 1, 2-3 }`
+    r"(?:\b(?P<ct>ct state)|\b(?P<protocol>tcp|udp|sctp|dccp|udplite) (?P<field>dport|sport)) "
+    r"(?P<op>!= )?(?P<values>\{[^}]*\}|\S+)")
 
 
 class _M(IntEnum):
@@ -294,6 +305,7 @@ class _Ruleset:
     chains: dict[tuple[str, str, str], _Chain] = field(default_factory=dict)
     rules: dict[tuple[str, str, str], list[_Rule]] = field(default_factory=dict)
     sets: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    texts: dict[tuple[str, str, str, int], str] = field(default_factory=dict)  # for xt matches
 
     @classmethod
     def parse(cls, document: Any) -> _Ruleset:
@@ -329,6 +341,7 @@ class _Ruleset:
         state, keyed, verdict = _M.YES, False, None
         for expr in rule.expr:
             [(kind, body)] = expr.items()
+            xt = body if kind == "xt" and isinstance(body, dict) else {}
             if kind == "match":
                 name, met = self._match(rule, body, traffic)
             elif kind == "vmap":
@@ -337,6 +350,11 @@ class _Ruleset:
                 name, met, verdict = None, _M.YES, (kind, None)
             elif kind in ("jump", "goto"):
                 name, met, verdict = None, _M.YES, (kind, body["target"])
+            elif xt.get("type") == "target" and xt.get("name") == "REJECT":  # iptables -j REJECT
+                name, met, verdict = None, _M.YES, ("reject", None)
+            elif xt.get("type") == "match" and xt.get("name") in _XT_TRANSLATED:
+                xt_met, xt_keyed = self._xt(rule, traffic)
+                name, met, keyed = None, xt_met, keyed or xt_keyed
             else:
                 name, met = None, _M.YES if kind in _NEUTRAL else _M.MAYBE
             state = max(state, met)
@@ -344,6 +362,22 @@ class _Ruleset:
             if state is _M.NO:
                 break
         return state, keyed, verdict
+
+    def _xt(self, rule: _Rule, traffic: _Traffic) -> tuple[_M, bool]:
+        """An iptables extension match (conntrack, state, multiport): its JSON is opaque, but nft
+        prints its translation in the rule's text (`ct state related,established`, `tcp dport
+        8000-9000`); those parts of the text are evaluated as the native matches they name."""
+        text = self.texts.get((rule.family, rule.table, rule.chain, rule.handle), "")
+        met, keyed, found = _M.YES, False, False
+        for words in _TRANSLATED.finditer(text):
+            found = True
+            left = ({"ct": {"key": "state"}} if words["ct"] else
+                    {"payload": {"protocol": words["protocol"], "field": words["field"]}})
+            values = [_text_value(v) for v in words["values"].strip("{} ").split(",")]
+            name, one = self._match(rule, {"left": left, "op": words["op"] or "==",
+                                           "right": values}, traffic)
+            met, keyed = max(met, one), keyed or (one is _M.YES and name == traffic.key)
+        return (met, keyed) if found else (_M.MAYBE, False)
 
     def _match(self, rule: _Rule, body: Any, traffic: _Traffic) -> tuple[str | None, _M]:
         name, implied = _field(body["left"])
@@ -374,6 +408,14 @@ class _Ruleset:
                 [(kind, target)] = entry[1].items()
                 return name, _M.YES, (kind, target["target"] if isinstance(target, dict) else None)
         return name, _M.NO, None
+
+
+def _text_value(text: str) -> Any:
+    """One element of a translated match's text: a number, a range "a-b", or a word."""
+    low, dash, high = text.strip().partition("-")
+    if dash and low.isdigit() and high.isdigit():
+        return {"range": [int(low), int(high)]}
+    return int(text) if text.strip().isdigit() else text.strip()
 
 
 def _listed(value: Any) -> list[Any]:
@@ -571,6 +613,8 @@ async def _firewall(trace: Trace, traffic: list[_Traffic], fix: str) -> None:
         ruleset = _Ruleset.parse(json.loads(document))
     except (ValueError, KeyError, TypeError) as exc:
         raise _inconclusive(f"cannot parse `nft -j list ruleset`: {exc!r}") from exc
+    if '"xt"' in document:  # iptables-nft extensions: only their text says what they match
+        ruleset.texts = await _rule_texts()
     trace.note(chains=[f"{c.family} {c.table} {c.name} (hook {c.hook}, policy {c.policy})"
                        for hooks in (INBOUND, OUTBOUND) for c in ruleset.base_chains(hooks)])
     blocking: dict[_Ref, list[str]] = {}
@@ -581,7 +625,7 @@ async def _firewall(trace: Trace, traffic: list[_Traffic], fix: str) -> None:
             blocking.setdefault(ref, []).append(item.label)
         for ref in walk.uncertain:
             uncertain.setdefault(ref, []).append(item.label)
-    texts = await _rule_texts() if blocking or uncertain else {}
+    texts = ruleset.texts or (await _rule_texts() if blocking or uncertain else {})
     trace.note(blocking=_refs(blocking, texts), uncertain=_refs(uncertain, texts))
     if blocking:
         ref, labels = next(iter(blocking.items()))

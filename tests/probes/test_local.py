@@ -21,7 +21,7 @@ import pytest
 import probes
 from probes import local
 from probes._trace import ProbeError, Trace
-from probes.reasons import Reason, Status
+from probes.reasons import Reason, Status, classify
 
 pytest_plugins = ["probe_peers"]
 
@@ -67,9 +67,10 @@ def test_registered() -> None:
     {"check": "firewall-platform", "address": "fd00::1"},  # the firewall reading is IPv4 only
     {"check": "docker-bridge", "subnets": ("10.0.0.0/33",)},
 ], ids=lambda kwargs: "-".join(str(v) for v in kwargs.values()))
-def test_malformed_spec_is_refused(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        local.Spec(**kwargs)  # type: ignore[arg-type]
+async def test_malformed_spec_is_a_probe_bug(kwargs: dict[str, object], trace: Trace) -> None:
+    with pytest.raises(ValueError) as info:
+        await local.run(local.Spec(**kwargs), (), trace)  # type: ignore[arg-type]
+    assert classify(info.value) is Reason.PROBE_INTERNAL and trace.current == "inspect"
 
 
 # --- listening ---------------------------------------------------------------------------------
@@ -195,20 +196,24 @@ async def test_docker_bridge_live_interface_and_own_networks(
 # --- firewall ----------------------------------------------------------------------------------
 
 
+Load = Callable[..., None]
+
+
 @pytest.fixture
-def nft_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+def nft_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Load]:
     """A network namespace of this test's own (deleted whatever happens) whose nftables the probe
-    reads; `nft_rules(text)` loads a ruleset there. No legacy iptables tables unless a test
-    writes the (monkeypatched) names file."""
+    reads; `nft_rules(text)` loads a ruleset there (`nft_rules(text, "iptables-nft-restore")`
+    through another loader). No legacy iptables tables unless a test writes the
+    (monkeypatched) names file."""
     name = f"amlnc-test-{os.getpid()}-{next(_namespaces)}"
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     try:
         monkeypatch.setattr(local, "NFT", ("ip", "netns", "exec", name, "nft"))
         monkeypatch.setattr(local, "LEGACY_IPTABLES", tmp_path / "ip_tables_names")
 
-        def load(rules: str) -> None:
-            loaded = subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], input=rules,
-                                    text=True, capture_output=True, check=False)
+        def load(rules: str, *loader: str) -> None:
+            loaded = subprocess.run(["ip", "netns", "exec", name, *(loader or ("nft", "-f", "-"))],
+                                    input=rules, text=True, capture_output=True, check=False)
             assert loaded.returncode == 0, loaded.stderr
 
         yield load
@@ -225,7 +230,8 @@ def chain(name: str, hook: str | None, *rules: str, policy: str = "accept") -> s
     return f"chain {name} {{\n{head}" + "".join(f"{r}\n" for r in rules) + "}"
 
 
-DEFAULT_DENY = ("ct state established,related accept", 'iifname "lo" accept', "tcp dport 22 accept")
+DEFAULT_DENY = ("ct state vmap { established : accept, related : accept, invalid : drop }",
+                'iifname "lo" accept', "tcp dport 22 accept")
 NAMED_SET = "set aml { type inet_service; flags interval; elements = { 29876-29877, 44224 }; }"
 ALL_PLATFORM_SERVICES = [f"{p}/{n} to 168.63.129.16" for p, n in local.PLATFORM_SERVICES]
 
@@ -245,6 +251,9 @@ def inet(*chains: str) -> str:
                       chain("input", "input", "jump ufw-user-input")),
                  FAILED, ("drop", "ufw-user-input", "tcp dport 44000-45000 drop"),
                  id="range-in-jumped-chain"),
+    pytest.param(inet(chain("sub", None, "tcp dport 44224 return", "drop"),
+                      chain("input", "input", "jump sub")), None, None,
+                 id="return-before-drop-in-jumped-chain"),
     pytest.param(table("ip", chain("pre", "prerouting", "th dport 44224 drop")), FAILED,
                  ("drop", "pre", "th dport 44224 drop"), id="prerouting-ip-family"),
     pytest.param(inet(chain("input", "input", "tcp dport 22 drop", "udp dport 44224 drop",
@@ -265,7 +274,7 @@ def inet(*chains: str) -> str:
 ])
 async def test_firewall_inbound(rules: str, reason: Reason | None,
                                 first: tuple[str, str, str] | None,
-                                nft_rules: Callable[[str], None], trace: Trace) -> None:
+                                nft_rules: Load, trace: Trace) -> None:
     nft_rules(rules)
     error = await outcome(local.Spec("firewall-inbound", port=44224), trace)
     assert (error and error.reason) == reason
@@ -303,7 +312,7 @@ async def test_firewall_inbound(rules: str, reason: Reason | None,
                  None, None, [], id="default-deny-inbound-is-fine"),
 ])
 async def test_firewall_platform(rules: str, reason: Reason | None, text: str | None,
-                                 traffic: list[str], nft_rules: Callable[[str], None],
+                                 traffic: list[str], nft_rules: Load,
                                  trace: Trace) -> None:
     nft_rules(rules)
     error = await outcome(local.Spec("firewall-platform"), trace)
@@ -316,15 +325,57 @@ async def test_firewall_platform(rules: str, reason: Reason | None, text: str | 
     assert error is not None and "allow 168.63.129.16 in both directions" in error.detail
 
 
+UFW_ON_IPTABLES_NFT = """*filter
+:INPUT DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:ufw-before-input - [0:0]
+:ufw-user-input - [0:0]
+-A INPUT -j ufw-before-input
+-A ufw-before-input -i lo -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate INVALID -j DROP
+-A ufw-before-input -j ufw-user-input
+-A ufw-user-input -p tcp --dport 22 -j ACCEPT
+-A ufw-user-input -p tcp -m multiport --dports 8000:9000 -j ACCEPT
+-A ufw-user-input -m state --state NEW -p tcp --dport 5000 -j ACCEPT
+-A ufw-user-input -p tcp --dport 44224 -j DROP
+-A OUTPUT -d 168.63.129.16/32 -j REJECT
+COMMIT
+"""
+
+
 @needs_netns
-async def test_firewall_empty_ruleset_passes(nft_rules: Callable[[str], None],
+@pytest.mark.skipif(shutil.which("iptables-nft-restore") is None, reason="needs iptables-nft")
+@pytest.mark.parametrize(("spec", "reason", "rule"), [
+    (local.Spec("firewall-inbound", port=22), None, None),
+    (local.Spec("firewall-inbound", port=8787), None, None),  # multiport 8000:9000
+    (local.Spec("firewall-inbound", port=5000), None, None),  # --state NEW
+    (local.Spec("firewall-inbound", port=44224), FAILED,
+     "tcp dport 44224 counter packets 0 bytes 0 drop"),
+    (local.Spec("firewall-inbound", port=1234), FAILED, "policy drop"),
+    (local.Spec("firewall-platform"), FAILED,
+     "ip daddr 168.63.129.16 counter packets 0 bytes 0 reject"),
+], ids=["22", "multiport", "state-new", "dropped", "default-deny", "platform-reject"])
+async def test_firewall_iptables_nft(spec: local.Spec, reason: Reason | None, rule: str | None,
+                                     nft_rules: Load, trace: Trace) -> None:
+    """iptables-nft rules as ufw writes them: conntrack, state and multiport are `xt` blobs in
+    nft's JSON, read through nft's translation in the rule text; -j REJECT is an xt target."""
+    nft_rules(UFW_ON_IPTABLES_NFT, "iptables-nft-restore")
+    error = await outcome(spec, trace)
+    assert (error and error.reason) == reason
+    assert [r["rule"] for r in rules_in(trace, "blocking")] == ([rule] if rule else [])
+    assert rules_in(trace, "uncertain") == []
+
+
+@needs_netns
+async def test_firewall_empty_ruleset_passes(nft_rules: Load,
                                              trace: Trace) -> None:
     assert await outcome(local.Spec("firewall-inbound", port=22), trace) is None
     assert trace.facts["chains"] == [] and trace.facts["firewall"] == "nftables"
 
 
 @needs_netns
-async def test_firewall_legacy_iptables_is_inconclusive(nft_rules: Callable[[str], None],
+async def test_firewall_legacy_iptables_is_inconclusive(nft_rules: Load,
                                                         trace: Trace) -> None:
     """nft cannot see rules in the legacy backend: a clean nft reading proves nothing then."""
     local.LEGACY_IPTABLES.write_text("filter\nnat\n")
@@ -335,7 +386,7 @@ async def test_firewall_legacy_iptables_is_inconclusive(nft_rules: Callable[[str
 
 @needs_netns
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop root")
-async def test_firewall_not_root_is_inconclusive(nft_rules: Callable[[str], None], trace: Trace,
+async def test_firewall_not_root_is_inconclusive(nft_rules: Load, trace: Trace,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     drop_root = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all")
     monkeypatch.setattr(local, "NFT", (*drop_root, *local.NFT))
