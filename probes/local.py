@@ -381,11 +381,9 @@ class _Ruleset:
 
     def _match(self, rule: _Rule, body: Any, traffic: _Traffic) -> tuple[str | None, _M]:
         name, implied = _field(body["left"])
-        if name == "never":
-            return name, _M.NO
-        met = _M.YES if implied is None else _compare(traffic.protocol, "==", [implied])
+        met = _M.NO if name == "never" else _implied(implied, traffic)
         if name is None or met is _M.NO:
-            return name, max(met, _M.MAYBE if name is None else met)
+            return name, max(met, _M.MAYBE)
         elements = self.elements(rule, body["right"])
         if elements is None:
             return name, _M.MAYBE
@@ -396,8 +394,8 @@ class _Ruleset:
         """A verdict map decides only when its key's value is known: the matching entry's verdict,
         or none when no entry matches (the rule does nothing)."""
         name, implied = _field(body["key"])
-        met = _M.YES if implied is None else _compare(traffic.protocol, "==", [implied])
-        if name == "never" or met is _M.NO:
+        met = _M.NO if name == "never" else _implied(implied, traffic)
+        if met is _M.NO:
             return name, _M.NO, None
         value = None if name is None else traffic.value(name)
         entries = self.elements(rule, body["data"])
@@ -408,6 +406,11 @@ class _Ruleset:
                 [(kind, target)] = entry[1].items()
                 return name, _M.YES, (kind, target["target"] if isinstance(target, dict) else None)
         return name, _M.NO, None
+
+
+def _implied(protocol: str | None, traffic: _Traffic) -> _M:
+    """A match on a transport header implies its protocol (`tcp dport` needs tcp)."""
+    return _M.YES if protocol is None else _compare(traffic.protocol, "==", [protocol])
 
 
 def _text_value(text: str) -> Any:
