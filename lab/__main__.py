@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
+        width = max(map(len, SCENARIOS))
         for s in SCENARIOS.values():
-            print(f"{s.name:26} {s.summary}")
+            print(f"{s.name:{width}}  {s.summary}")
         return 0
     try:
         with Lab(scenario(args.scenario)) as lab:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from lab import addresses, netns, pki
+from lab import addresses, netns, pki, proxy
 from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
@@ -156,7 +156,8 @@ class Lab:
             "SSL_CERT_FILE": self.ca_bundle,
         }
         if self.scenario.proxy is not None:
-            url = f"http://{addresses.PROXY}:{addresses.PROXY_PORT}"
+            user = ":".join(proxy.CREDENTIALS) + "@" if self.scenario.proxy_credentials else ""
+            url = f"http://{user}{addresses.PROXY}:{addresses.PROXY_PORT}"
             no_proxy = ",".join(self.scenario.no_proxy)
             for name, value in (("https_proxy", url), ("http_proxy", url), ("no_proxy", no_proxy)):
                 env[name] = env[name.upper()] = value

@@ -86,6 +86,7 @@ class Scenario:
     _: KW_ONLY
     # a forward proxy at addresses.PROXY: the node's HTTPS_PROXY/HTTP_PROXY/NO_PROXY name it
     proxy: ProxyMode | None = None  # auth: 407 without lab.proxy.CREDENTIALS; unreachable: down
+    proxy_credentials: bool = False  # the node's proxy URLs carry lab.proxy.CREDENTIALS
     proxy_deny: tuple[str, ...] = ()  # names the proxy refuses with 403
     proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (502)
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
@@ -264,6 +265,15 @@ SCENARIOS: dict[str, Scenario] = {
             proxy="auth",
             expected_exit=2,
             expected_findings=("proxy-auth-required",),
+        ),
+        _proxied(
+            "proxy-auth-ok",
+            "Healthy behind an authenticating proxy whose credentials the node has",
+            "As proxy-auth-required, but HTTPS_PROXY and HTTP_PROXY carry the right user and "
+            "password (http://user:password@host:port), so the proxy lets everything through. "
+            "Expect a clean report, with the password redacted wherever the proxy is shown.",
+            proxy="auth",
+            proxy_credentials=True,
         ),
         _proxied(
             "proxy-denied",

@@ -587,11 +587,13 @@ def test_proxy_parses_connect_and_rewrites_absolute_uris() -> None:
 
 
 PROXY_PROBE = """
-import base64, errno, json, os, socket, ssl
-proxy_host, proxy_port = os.environ["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)
-def through_proxy(request, credentials, tls_name):
+import base64, errno, json, os, socket, ssl, urllib.parse
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+def through_proxy(request, credentials, tls_name):  # credentials None: the URL's, as clients do
+    if credentials is None and proxy.username:
+        credentials = f"{proxy.username}:{proxy.password}"
     try:
-        sock = socket.create_connection((proxy_host, int(proxy_port)), timeout=3)
+        sock = socket.create_connection((proxy.hostname, proxy.port), timeout=3)
     except OSError as error:
         return [errno.errorcode[error.errno]]
     with sock:
@@ -627,6 +629,7 @@ PROXIED: dict[str, tuple[dict[tuple[str, str | None], list[Any]], list[Any]]] = 
          ("management.azure.com", "aml-node:wrong"): [407, 'Basic realm="contoso"']},
         [407, 'Basic realm="contoso"'],
     ),
+    "proxy-auth-ok": ({("management.azure.com", None): OK_TUNNEL}, [404]),
     "proxy-denied": (
         {("eastus.api.azureml.ms", None): [403], (WORKSPACE, None): [403],
          ("management.azure.com", None): OK_TUNNEL},
@@ -650,7 +653,8 @@ def test_proxy_scenarios(name: str) -> None:
         out = in_node(lab, PROXY_PROBE % ([list(k) for k in connects],))
         direct = outcomes(lab, ("tcp", "management.azure.com", 443), ("tcp", WORKSPACE, 443),
                           ("udp", "eastus.tundra.azureml.ms", 5831))
-    url = f"http://{addresses.PROXY}:{addresses.PROXY_PORT}"
+    user = f"{CREDENTIALS}@" if name == "proxy-auth-ok" else ""
+    url = f"http://{user}{addresses.PROXY}:{addresses.PROXY_PORT}"
     env = out["env"]
     assert env["HTTPS_PROXY"] == env["https_proxy"] == env["HTTP_PROXY"] == env["http_proxy"] == url
     assert env["NO_PROXY"] == env["no_proxy"] == ",".join(s.no_proxy)
