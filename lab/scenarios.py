@@ -97,9 +97,13 @@ class Scenario:
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
+    # what `check` is told: False, nothing (the agent detects the context: CI_*, mounts, IMDS)
+    context_options: bool = True
 
     def check_args(self) -> list[str]:
-        """The context as `aml-netcheck check` options."""
+        """The context as `aml-netcheck check` options (none without `context_options`)."""
+        if not self.context_options:
+            return []
         c = self.context
         values = {
             "--region": c.region,
@@ -245,6 +249,29 @@ SCENARIOS: dict[str, Scenario] = {
             websocket_refused=True,
             expected_exit=2,
             expected_findings=("websocket-blocked",),
+        ),
+        Scenario(
+            "firewall-drop",
+            "A firewall silently drops HTTPS to Azure Batch",
+            "A firewall without the BatchNodeManagement rule drops TCP 443 to "
+            + " and ".join(f"*.{h}" for h in BATCH_FRONT_ENDS)
+            + " without an answer, so connections time out; everything else is open. Expect "
+            "egress-blocked.",
+            faults=tuple(Fault("drop", "tcp", 443, h) for h in BATCH_FRONT_ENDS),
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "imds-blocked",
+            "Instance metadata is unreachable and `check` is run with no options",
+            f"A host firewall rule drops traffic to IMDS ({addresses.IMDS}:80), and the agent runs "
+            "as a setup script would, with no context options: it finds the compute from CI_* "
+            "variables and the storage account from the workspace share mount, but not the "
+            "region, so region-specific checks are skipped. Expect imds-unavailable (a warning).",
+            faults=(Fault("drop", "tcp", 80, addresses.IMDS),),
+            context_options=False,
+            expected_exit=1,
+            expected_findings=("imds-unavailable",),
         ),
         _proxied(
             "proxy-ok",

@@ -552,14 +552,19 @@ def test_silent_udp_times_out() -> None:
 # -- scenarios for every finding code (each checked from inside the node) -----------------------
 
 
-def test_every_new_finding_code_has_a_scenario() -> None:
-    codes = {code for s in SCENARIOS.values() for code in s.expected_findings}
-    assert {
-        "proxy-auth-required", "proxy-denied", "proxy-unreachable", "proxy-bypass-required",
-        "tls-handshake-stalled", "custom-dns-not-forwarding", "dns-unavailable", "dns-servfail",
-        "clock-skew", "no-outbound-connectivity", "private-dns-record-missing",
-        "instance-name-wrong-address", "tls-intercepted", "egress-rejected",
-    } <= codes
+FINDING_CODES = {
+    "dns-unavailable", "dns-servfail", "dns-name-missing", "private-endpoint-resolves-public",
+    "custom-dns-not-forwarding", "private-dns-record-missing", "instance-name-wrong-address",
+    "egress-blocked", "egress-rejected", "no-outbound-connectivity", "udp-blocked", "smb-blocked",
+    "tls-intercepted-untrusted", "tls-intercepted", "tls-handshake-stalled", "websocket-blocked",
+    "proxy-auth-required", "proxy-denied", "proxy-unreachable", "proxy-bypass-required",
+    "clock-skew", "imds-unavailable",
+}
+"""DESIGN's finding codes, and proxy-bypass-required."""
+
+
+def test_every_finding_code_has_a_scenario() -> None:
+    assert {code for s in SCENARIOS.values() for code in s.expected_findings} == FINDING_CODES
     assert scenario("tls-inspection-trusted").expected_exit == 1  # a warning, not critical
 
 
@@ -908,3 +913,18 @@ def test_azure_firewall_answers_470_for_plain_http() -> None:
     ]
     assert plain["management.azure.com"][0] == "HTTP/1.1 404 Not Found"
     assert tls["login.microsoftonline.com"]["status"].startswith("HTTP/1.1 404")
+
+
+@needs_lab
+def test_firewall_drop_and_imds_blocked() -> None:
+    with Lab(scenario("firewall-drop")) as lab:
+        batch = outcomes(lab, ("tcp", "abc.eastus.batch.azure.com", 443),
+                         ("tcp", "eastus.service.batch.azure.com", 443),
+                         ("tcp", "management.azure.com", 443))
+    assert batch == ["timeout", "timeout", "ok"]
+    blocked = scenario("imds-blocked")
+    assert blocked.check_args() == []  # the agent has to detect the context
+    with Lab(blocked) as lab:
+        imds = outcomes(lab, ("tcp", addresses.IMDS, 80), ("tcp", "management.azure.com", 443))
+        assert lab.node_env()["CI_NAME"] == CTX.compute_name
+    assert imds == ["timeout", "ok"]
