@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab import addresses
-from lab.names import private_names
+from lab.names import PrivateName, private_names
 from lab.scenarios import BATCH_FRONT_ENDS, PrivateZones, Scenario, matches
 
 Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL"]
@@ -65,9 +65,11 @@ class Zones:
                 "NOERROR", (Record(name, "A", addresses.public_address(_front_end(name))),)
             )
         if private.link is None:  # a record the customer adds to an instances zone of their own
-            address = self._scenario.instance_address or private.address
-            if not self._forwarded:
-                address = addresses.public_address(name)
+            address = (
+                (self._scenario.instance_address or private.address)
+                if self._forwarded
+                else addresses.public_address(name)
+            )
             return Answer("NOERROR", (Record(name, "A", address),))
         return self._privatelink(
             private.link, private.address, (Record(name, "CNAME", private.link),)
@@ -104,3 +106,8 @@ def zones_of(scenario: Scenario, server: str) -> Zones:
     if server == addresses.CUSTOM_DNS and not scenario.custom_dns_forwards:
         return Zones(scenario, forwarded=False)
     return Zones(scenario)
+
+
+__all__ = [
+    "Answer", "PrivateName", "Record", "Zones", "node_resolver", "private_names", "zones_of"
+]
