@@ -1,0 +1,316 @@
+"""The release artifacts, built with the documented commands (`packaging/build wheel|zipapp|deb`,
+once per session, into a temporary DIST_DIR), then used the way a node uses them.
+
+Slow (marker `packaging`, about two minutes in all): the builds fetch wheels from PyPI. Deselect
+with `-m "not packaging"`. The .deb install test changes the machine (dpkg -i, then dpkg -P): it
+runs only as root, and only where aml-netcheck is not already installed; CI runs as root.
+Nothing here runs `check` or `serve`: `demo` keeps all traffic inside the lab's namespaces."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from agent import config
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+SYSTEM_PYTHON = "/usr/bin/python3"
+UNITS = ("aml-netcheck.service", "aml-netcheck-check.service", "aml-netcheck-check.timer",
+         "aml-netcheck-wait-online.service")
+SERVICES = [u for u in UNITS if u.endswith(".service")]
+IS_ROOT = os.geteuid() == 0
+HAS_LAB = IS_ROOT and bool(shutil.which("ip") and shutil.which("nft"))
+
+pytestmark = pytest.mark.packaging
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def build(target: str, dist: Path) -> None:
+    result = run([str(REPO / "packaging" / "build"), target], cwd=REPO, timeout=900,
+                 env={**os.environ, "DIST_DIR": str(dist)})
+    assert result.returncode == 0, f"packaging/build {target}:\n{result.stdout}\n{result.stderr}"
+
+
+def needs(*tools: str) -> None:
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+
+
+@pytest.fixture(scope="session")
+def wheel_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist-wheel")
+    build("wheel", dist)
+    return dist
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist-zipapp")
+    build("zipapp", dist)
+    return dist / "aml-netcheck.pyz"
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    needs("dpkg-deb", "dpkg")
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"the .deb is built on {SYSTEM_PYTHON}, which is missing")
+    dist = tmp_path_factory.mktemp("dist-deb")
+    build("deb", dist)
+    (found,) = dist.glob("aml-netcheck_*.deb")
+    return found
+
+
+@pytest.fixture(scope="session")
+def deb_tree(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = tmp_path_factory.mktemp("deb-tree")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    return tree
+
+
+# -- wheel and sdist -------------------------------------------------------------------------------
+
+def test_wheel_and_sdist_carry_the_package_data(wheel_dist: Path) -> None:
+    wheel = wheel_dist / f"aml_netcheck-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = archive.read(f"aml_netcheck-{VERSION}.dist-info/entry_points.txt").decode()
+    assert {"agent/data/requirements.toml", "agent/data/report-1.schema.json",
+            "probes/__init__.py", "lab/__init__.py"} <= names
+    assert "aml-netcheck = agent.cli:main" in entry_points
+    with tarfile.open(wheel_dist / f"aml_netcheck-{VERSION}.tar.gz") as sdist:
+        members = {m.name.partition("/")[2] for m in sdist.getmembers()}
+    assert {"pyproject.toml", "README.md", "agent/data/requirements.toml"} <= members
+
+
+def test_wheel_installs_into_a_fresh_venv(wheel_dist: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    wheel = wheel_dist / f"aml_netcheck-{VERSION}-py3-none-any.whl"
+    installed = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                     str(wheel)], timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    version = run([str(venv / "bin" / "aml-netcheck"), "--version"])
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith(f"aml-netcheck {VERSION} ")
+
+
+# -- zipapp ------------------------------------------------------------------------------------------
+
+def zipapp_env(tmp_path: Path) -> dict[str, str]:
+    """An empty home and cache, nothing else from this environment."""
+    return {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def offline(argv: list[str]) -> list[str]:
+    """argv in a new network namespace with only a down loopback: nothing can be fetched. Needs
+    root (or unprivileged user namespaces); without it the test still runs, online."""
+    if shutil.which("unshare") and run(["unshare", "--net", "true"]).returncode == 0:
+        return ["unshare", "--net", *argv]
+    return argv
+
+
+def zipapp(pyz: Path, *args: str) -> list[str]:
+    return [SYSTEM_PYTHON, "-I", str(pyz), *args]
+
+
+@pytest.fixture
+def system_python() -> None:
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{SYSTEM_PYTHON} missing")
+
+
+def test_zipapp_layout_is_pure_python_plus_stable_abi(pyz: Path) -> None:
+    with zipfile.ZipFile(pyz) as archive:
+        names = archive.namelist()
+    parts = {n.partition("/")[0] for n in names}
+    assert {"__main__.py", "BUILD_ID", "common", "abi3-x86_64", "abi3-aarch64"} <= parts
+    assert {f"cp3{minor}-{m}" for minor in (11, 12, 13, 14) for m in ("x86_64", "aarch64")} <= parts
+    # aiohttp, multidict, yarl, frozenlist, propcache, websockets: their pure-Python fallbacks.
+    assert not [n for n in names if n.startswith("common/") and n.endswith(".so")]
+    assert any(re.fullmatch(r"abi3-x86_64/cryptography/hazmat/bindings/_rust\.abi3\.so", n) for n in names)
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+
+
+def test_zipapp_runs_isolated_and_offline(pyz: Path, tmp_path: Path, system_python: None) -> None:
+    env = zipapp_env(tmp_path)
+    version = run(offline(zipapp(pyz, "--version")), env=env, cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith(f"aml-netcheck {VERSION} ")
+    (unpacked,) = (tmp_path / "cache" / "aml-netcheck").iterdir()
+    assert re.fullmatch(r"[0-9a-f]{16}-cp3\d+-\w+", unpacked.name)
+    assert not (tmp_path / "home").exists()  # XDG_CACHE_HOME wins over ~/.cache
+
+    plan = run(offline(zipapp(pyz, "plan", "--region", "eastus", "--format", "json")), env=env,
+               cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["checks"]
+
+
+def test_zipapp_concurrent_first_starts_share_one_unpack(pyz: Path, tmp_path: Path,
+                                                         system_python: None) -> None:
+    env = zipapp_env(tmp_path)
+    procs = [subprocess.Popen(zipapp(pyz, "--version"), env=env, cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    outputs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(rc == 0 and out.startswith(f"aml-netcheck {VERSION} ") for out, _, rc in outputs), outputs
+    # One tree, no temporary directory left behind by the copies that lost the rename.
+    assert len(list((tmp_path / "cache" / "aml-netcheck").iterdir())) == 1
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not HAS_LAB, reason="demo needs root, `ip` and `nft`")
+def test_zipapp_demo_needs_no_network(pyz: Path, tmp_path: Path, system_python: None) -> None:
+    # The lab lives in its own namespaces, so demo runs even from a namespace with no network.
+    demo = run(offline(zipapp(pyz, "demo", "--format", "json")), env=zipapp_env(tmp_path),
+               cwd=tmp_path, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert json.loads(demo.stdout)["status"] == "ok"
+
+
+# -- .deb ---------------------------------------------------------------------------------------------
+
+def test_deb_control_files_and_contents(deb: Path) -> None:
+    field = {name: run(["dpkg-deb", "-f", str(deb), name]).stdout.strip()
+             for name in ("Package", "Version", "Architecture", "Depends", "Maintainer", "Description")}
+    assert field["Package"] == "aml-netcheck"
+    assert field["Version"] == f"{VERSION}-1"
+    assert field["Architecture"] == run(["dpkg", "--print-architecture"]).stdout.strip()
+    minor = run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[1])"]).stdout.strip()
+    assert field["Depends"] == (f"python3 (>= 3.{minor}~), python3 (<< 3.{int(minor) + 1}~), "
+                                "iproute2, nftables, procps")
+    assert field["Maintainer"] and field["Description"]
+
+    info = run(["dpkg-deb", "-I", str(deb)]).stdout
+    for script in ("postinst", "prerm", "postrm"):
+        assert re.search(rf"^\s+\d+ bytes,\s+\d+ lines\s+\*\s+{script}\s", info, re.M), info
+    control_tar = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True,
+                                 check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(control_tar)) as control:
+        member = control.extractfile("./conffiles")
+        assert member is not None and member.read().decode().split() == ["/etc/aml-netcheck/config.toml"]
+
+    listing = run(["dpkg-deb", "-c", str(deb)]).stdout
+    paths = {line.split()[5] for line in listing.splitlines()}
+    assert {f"./lib/systemd/system/{u}" for u in UNITS} <= paths
+    assert {"./etc/aml-netcheck/config.toml", "./opt/aml-netcheck/bin/aml-netcheck",
+            "./opt/aml-netcheck/pyvenv.cfg", "./usr/share/doc/aml-netcheck/copyright",
+            "./usr/share/doc/aml-netcheck/changelog.Debian.gz"} <= paths
+    assert re.search(r"^l\S+ root/root .* \./usr/bin/aml-netcheck -> /opt/aml-netcheck/bin/aml-netcheck$",
+                     listing, re.M)
+    # Nothing of the build machine: the staging path was rewritten everywhere.
+    assert "build/deb/root" not in listing
+
+
+def executable_stack(path: Path) -> bool:
+    """Whether a 64-bit little-endian ELF object asks for an executable stack (PT_GNU_STACK with
+    PF_X): dlopen() would then mprotect the stack executable, which MemoryDenyWriteExecute=
+    forbids."""
+    data = path.read_bytes()
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        p_type, p_flags = struct.unpack_from("<II", data, phoff + i * phentsize)
+        if p_type == 0x6474E551:  # PT_GNU_STACK
+            return bool(p_flags & 1)
+    return True  # no PT_GNU_STACK: the loader assumes an executable stack
+
+
+def test_deb_compiled_modules_suit_memory_deny_write_execute(deb_tree: Path) -> None:
+    objects = list((deb_tree / "opt/aml-netcheck/lib").rglob("*.so"))
+    assert objects
+    assert [o.name for o in objects if executable_stack(o)] == []
+
+
+def test_deb_installs_runs_demo_and_purges_clean(deb: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("dpkg -i needs root (CI runs as root)")
+    if not HAS_LAB:
+        pytest.skip("demo needs `ip` and `nft`")
+    if Path("/opt/aml-netcheck").exists() or run(["dpkg", "-s", "aml-netcheck"]).returncode == 0:
+        pytest.skip("aml-netcheck is already installed on this machine: not touching it")
+    leftovers = ["/opt/aml-netcheck", "/etc/aml-netcheck", "/usr/bin/aml-netcheck",
+                 "/var/lib/aml-netcheck", "/run/aml-netcheck",
+                 *(f"/lib/systemd/system/{u}" for u in UNITS)]
+    try:
+        installed = run(["dpkg", "-i", str(deb)], timeout=300)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        version = run(["/usr/bin/aml-netcheck", "--version"])
+        assert version.stdout.startswith(f"aml-netcheck {VERSION} "), version.stderr
+        demo = run(["/usr/bin/aml-netcheck", "demo", "--format", "json"], timeout=300, cwd=Path("/"))
+        assert demo.returncode == 0, demo.stderr
+        assert json.loads(demo.stdout)["status"] == "ok"
+    finally:
+        purged = run(["dpkg", "-P", "aml-netcheck"], timeout=300)
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert [p for p in leftovers if os.path.lexists(p)] == []
+
+
+# -- systemd units ----------------------------------------------------------------------------------
+
+def test_units_verify_against_the_package(deb_tree: Path, tmp_path: Path) -> None:
+    """`systemd-analyze verify` checks that every Exec*= binary exists, so it runs with --root on
+    the unpacked package (which provides /usr/bin/aml-netcheck) plus this machine's systemd units
+    (the targets the units order against) and kill(1) (ExecReload=, from procps, a Depends)."""
+    needs("systemd-analyze", "kill")
+    root = tmp_path / "root"
+    shutil.copytree(deb_tree, root, symlinks=True)
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+    (root / "bin").mkdir()
+    shutil.copy2(shutil.which("kill") or "", root / "bin/kill")
+    verify = run(["systemd-analyze", "verify", "--man=no", f"--root={root}", *UNITS])
+    assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
+
+    # The check is real: without the package's binary the same verification fails.
+    (root / "opt/aml-netcheck/bin/aml-netcheck").unlink()
+    assert run(["systemd-analyze", "verify", "--man=no", f"--root={root}", UNITS[0]]).returncode != 0
+
+
+@pytest.mark.parametrize("unit", SERVICES)
+def test_unit_exposure_is_at_most_2(unit: str) -> None:
+    needs("systemd-analyze")
+    result = run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                  str(REPO / "systemd" / unit)])
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
+def test_timer_service_can_fire_more_than_once() -> None:
+    # RemainAfterExit=yes on the timer's oneshot would keep it "active": the timer fires once.
+    text = (REPO / "systemd/aml-netcheck-check.service").read_text()
+    assert not re.search(r"^RemainAfterExit=", text, re.M)
+
+
+# -- shipped configuration and scripts ----------------------------------------------------------
+
+def test_default_config_is_empty_and_its_examples_are_valid() -> None:
+    path = REPO / "packaging" / "config.toml"
+    assert config.load(path) == config.Config()
+    examples = config.parse(tomllib.loads(re.sub(r"(?m)^# ", "", path.read_text())))
+    assert examples.context and examples.endpoints and examples.policy.blocked
+
+
+def test_setup_script_is_valid_shell() -> None:
+    result = run(["bash", "-n", str(REPO / "packaging" / "setup-script.sh")])
+    assert result.returncode == 0, result.stderr
