@@ -203,7 +203,7 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
 
     info = run(["dpkg-deb", "-I", str(deb)]).stdout
     for script in ("postinst", "prerm", "postrm"):
-        assert re.search(rf"^\s+\d+ bytes,\s+\d+ lines\s+\*\s+{script}\s", info, re.M), info
+        assert re.search(rf"^\s+\d+ bytes,\s+\d+ lines\s+\*\s+{script}\s", info, re.MULTILINE), info
     control_tar = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True,
                                  check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(control_tar)) as control:
@@ -217,7 +217,7 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
             "./opt/aml-netcheck/pyvenv.cfg", "./usr/share/doc/aml-netcheck/copyright",
             "./usr/share/doc/aml-netcheck/changelog.Debian.gz"} <= paths
     assert re.search(r"^l\S+ root/root .* \./usr/bin/aml-netcheck -> /opt/aml-netcheck/bin/aml-netcheck$",
-                     listing, re.M)
+                     listing, re.MULTILINE)
     # Nothing of the build machine: the staging path was rewritten everywhere.
     assert "build/deb/root" not in listing
 
@@ -299,7 +299,7 @@ def test_unit_exposure_is_at_most_2(unit: str) -> None:
 def test_timer_service_can_fire_more_than_once() -> None:
     # RemainAfterExit=yes on the timer's oneshot would keep it "active": the timer fires once.
     text = (REPO / "systemd/aml-netcheck-check.service").read_text()
-    assert not re.search(r"^RemainAfterExit=", text, re.M)
+    assert not re.search(r"^RemainAfterExit=", text, re.MULTILINE)
 
 
 # -- shipped configuration and scripts ----------------------------------------------------------
