@@ -8,6 +8,7 @@ import functools
 import inspect
 import io
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -308,6 +309,54 @@ def plan(
         table.add_row(c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "")
     Console(width=max(Console().width, 140)).print(table)
     return 0
+
+
+@app.command()
+@_with_context_options
+def serve(
+    options: dict[str, Any],
+    interval: Annotated[float, typer.Option(help="Seconds between diagnoses.", min=1, max=86400)] = 300,
+    state: Annotated[Optional[Path], typer.Option(
+        help="Where the last report is kept (atomically) [default: $STATE_DIRECTORY/report.json, "
+             "else /var/lib/aml-netcheck/report.json].", dir_okay=False)] = None,
+    textfile: Annotated[Optional[Path], typer.Option(
+        help="Prometheus metrics for node_exporter's textfile collector (written atomically).",
+        dir_okay=False)] = None,
+    listen: Annotated[Optional[str], typer.Option(
+        help="Serve /healthz (200/503) and /metrics on this loopback HOST:PORT, e.g. 127.0.0.1:9119.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
+                                                     min=0.1, max=300)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Checks probing at once [default: 128].",
+                                                       min=1, max=4096)] = None,
+) -> int:
+    """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
+    from agent import engine, serve as daemon
+    from agent.systemd import Journal, Notifier
+
+    def load() -> runner.Inputs:
+        return _inputs(options)
+
+    inputs = load()
+    settings = inputs.config.settings
+    address = _loopback(listen) if listen else None
+    state_path = state or Path(os.environ.get("STATE_DIRECTORY", "/var/lib/aml-netcheck").split(":")[0]) / "report.json"
+    try:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"cannot use the state directory {state_path.parent}: {exc.strerror or exc}") from None
+    limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
+                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
+    serving = daemon.Settings(interval=interval, state=state_path, textfile=textfile,
+                              listen=address)
+    return asyncio.run(daemon.Daemon(load, limits, serving, Notifier(), Journal()).run())
+
+
+def _loopback(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageProblem(f"--listen must be a loopback HOST:PORT such as 127.0.0.1:9119, not {listen!r}")
+    return host, int(port)
 
 
 def _redacted(params: Any) -> dict[str, Any]:

@@ -51,10 +51,10 @@ def test_codes_are_unique_and_layered() -> None:
 
 
 def test_registry() -> None:
-    assert set(probes.PROBES) == {"dns", "tcp", "udp", "tls", "http", "websocket"}
+    assert set(probes.PROBES) == {"dns", "tcp", "udp", "tls", "http", "websocket", "local"}
     for spec_type, run in probes.PROBES.values():
         params = spec_type.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and hasattr(spec_type, "__slots__")
-        assert dataclasses.fields(spec_type)[0].name in ("host", "url")
+        assert dataclasses.fields(spec_type)[0].name in ("host", "url", "check")
         assert inspect.iscoroutinefunction(run)
         assert list(inspect.signature(run).parameters) == ["spec", "addresses", "trace"]
