@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-PROBE_KINDS = ("https", "websocket", "tcp", "udp", "dns", "listen")
+PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen")
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")

@@ -39,6 +39,9 @@ _TLS_UNTRUSTED = {Reason.TLS_UNTRUSTED, Reason.TLS_SELF_SIGNED}
 _TLS_INVALID = {Reason.TLS_NAME_MISMATCH, Reason.TLS_EXPIRED, Reason.TLS_NOT_YET_VALID,
                 Reason.TLS_PROTOCOL_MISMATCH, Reason.TLS_HANDSHAKE}
 _WS_BLOCKED = {Reason.WS_UPGRADE_REFUSED, Reason.WS_UPGRADE_INVALID, Reason.WS_CLOSED_EARLY}
+_LOCAL_CODES = {"listening": "inbound-port-closed", "firewall-inbound": "local-firewall-blocks",
+                "firewall-platform": "local-firewall-blocks", "os": "unsupported-os",
+                "docker-bridge": "docker-bridge-overlap"}
 _PROXY = {Reason.PROXY_AUTH_REQUIRED: "proxy-auth-required", Reason.PROXY_DENIED: "proxy-denied",
           Reason.PROXY_UPSTREAM_FAILED: "proxy-denied", Reason.PROXY_UNREACHABLE: "proxy-unreachable"}
 
@@ -71,14 +74,14 @@ class Facts:
         names: list[str] = []
         for result in results:
             for rid in result.check.requirements:
-                pattern = self.catalog.by_id(rid).rule_fqdn
-                try:
-                    name = pattern.format(**values)
-                except KeyError:
-                    name = pattern
-                if name not in names:
-                    names.append(name)
-        return ", ".join(names)
+                for pattern in filter(None, (p.strip() for p in self.catalog.by_id(rid).rule_fqdn.split(","))):
+                    try:
+                        name = pattern.format(**values)
+                    except KeyError:
+                        name = pattern
+                    if name not in names:
+                        names.append(name)
+        return ", ".join(names) or ", ".join(dict.fromkeys(r.check.host for r in results))
 
     def docs(self, results: Sequence[Result], *extra: str) -> tuple[str, ...]:
         links = [_DOCS[e] for e in extra]
@@ -110,6 +113,7 @@ def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
         taken = {p.result.check.id for p in claimed}
         considered = [r for r in considered if r.check.id not in taken]
     problems += [p for r in considered for p in _problems(r, results, facts)]
+    problems = _with_cascades(problems)
     groups: dict[tuple[str, tuple[str, ...]], list[Result]] = {}
     for problem in problems:
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
@@ -182,6 +186,15 @@ def _public_target(result: Result, results: Sequence[Result]) -> bool:
 _ROOT_CAUSE_RULES: tuple[Callable[[Sequence[Result]], list[_Problem]], ...] = (_clock_skew, _no_outbound)
 
 
+def _with_cascades(problems: list[_Problem]) -> list[_Problem]:
+    """A name that resolves to the wrong address makes every connection to it fail too: those
+    failures belong to the DNS finding, not to findings of their own."""
+    wrong = {p.result.check.host: p for p in problems
+             if p.result.check.layer is Layer.DNS and p.result.status is Status.PASS}
+    return [_Problem(wrong[p.result.check.host].code, wrong[p.result.check.host].key, p.result)
+            if p.result.check.layer is not Layer.DNS and p.result.check.host in wrong else p for p in problems]
+
+
 def _unused_direct_paths(results: Sequence[Result]) -> set[str]:
     """Direct checks of endpoints Azure ML reaches through the configured proxy: their failures
     are not problems (a proxy-only network drops direct egress on purpose), and the proxy
@@ -203,6 +216,8 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
         return _instance_address_problem(result, results)
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
+    if check.layer is Layer.LOCAL:
+        return [_Problem(_LOCAL_CODES.get(str(check.params.get("check")), "endpoint-unreachable"), (), result)]
     if check.path == "to-proxy":
         return [_Problem("proxy-unreachable", (), result)]
     if check.path == "proxy" and _direct_counterpart_passes(result, results):
@@ -211,6 +226,9 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
         return [_dns_problem(result, facts)]
     if reason in _PROXY:
         return [_Problem(_PROXY[reason], (), result)]
+    if check.port == 53 and check.host in facts.resolvers and any(  # the dead resolver, probed directly
+            r.check.layer is Layer.DNS and r.reason in _DNS_UNAVAILABLE for r in results):
+        return [_Problem("dns-unavailable", (), result)]
     if check.port == 445 and (reason in _BLOCKED or reason in _REJECTED):
         return [_Problem("smb-blocked", (), result)]
     if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):
@@ -247,7 +265,8 @@ def _dns_problem(result: Result, facts: Facts) -> _Problem:
     host = result.check.host
     zone = facts.catalog.zone_of(host)
     zone_key = zone.forward_zone if zone else host
-    if reason in (Reason.DNS_PUBLIC_ANSWER, Reason.DNS_WRONG_ADDRESS) and _is_pe_instance_name(result):
+    if reason is Reason.DNS_WRONG_ADDRESS or (reason is Reason.DNS_PUBLIC_ANSWER and _is_pe_instance_name(result)
+                                              and not facts.custom_dns):
         return _Problem("instance-name-wrong-address", (), result)
     if reason is Reason.DNS_PUBLIC_ANSWER:
         code = "custom-dns-not-forwarding" if facts.custom_dns else "private-endpoint-resolves-public"
@@ -566,6 +585,20 @@ def _no_egress(results: Sequence[Result], facts: Facts) -> Finding:
         docs=facts.docs(results, "training-vnet", "firewall"))
 
 
+def _local(code: str, summary: str, severity: Severity, remedy: str) -> Builder:
+    """Findings about the node itself; the probe's detail names the rule, socket or network."""
+    def build(results: Sequence[Result], facts: Facts) -> Finding:
+        ports = sorted({r.check.port for r in results if r.check.port})
+        # Nothing listening on 44224 is not proof of a problem: the docs do not say which process
+        # takes Azure ML's management traffic there. SSH on an attached VM is required outright.
+        level = Severity.INFO if code == "inbound-port-closed" and 22 not in ports else severity
+        return _finding(code, results, facts, severity=level,
+                        summary=summary + (f" (port {', '.join(map(str, ports))})" if ports else ""),
+                        cause="; ".join(r.detail for r in results), remedy=remedy,
+                        docs=facts.docs(results, "training-vnet"))
+    return build
+
+
 def _websocket(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "websocket-blocked", results, facts,
@@ -617,6 +650,19 @@ _BUILDERS: dict[str, Builder] = {
     "tls-certificate-invalid": _tls_invalid,
     "websocket-blocked": _websocket,
     "clock-skew": _clock,
+    "inbound-port-closed": _local("inbound-port-closed", "Nothing on this node listens where Azure ML connects in",
+                                  Severity.WARNING, "Start the service (sshd for an attached VM: systemctl enable "
+                                  "--now ssh) and make it listen on all addresses, not only loopback."),
+    "local-firewall-blocks": _local("local-firewall-blocks", "A firewall rule on this node blocks required traffic",
+                                    Severity.CRITICAL, "Remove or narrow the local rule named above (nft list "
+                                    "ruleset / ufw status): allow inbound ports Azure ML uses and never block "
+                                    "168.63.129.16 in either direction."),
+    "unsupported-os": _local("unsupported-os", "This VM does not run Ubuntu", Severity.CRITICAL,
+                             "Azure ML attaches only Ubuntu VMs: use an Ubuntu image for the attached compute."),
+    "docker-bridge-overlap": _local("docker-bridge-overlap", "Docker's bridge network overlaps the VNet",
+                                    Severity.WARNING, "Move Docker's bridge off the VNet's range: set \"bip\" in "
+                                    "/etc/docker/daemon.json (e.g. 192.168.240.1/24) and restart Docker, or "
+                                    "avoid 172.17.0.0/16 in the VNet."),
     "no-outbound-connectivity": _no_egress,
     "proxy-auth-required": _proxy("proxy-auth-required", "demands authentication (HTTP 407)",
                                   "Give the proxy credentials in HTTPS_PROXY (http://user:pass@proxy:port) for the "

@@ -27,6 +27,7 @@ DEFAULT_EXPECTED_ISSUERS = ("Microsoft Corporation", "DigiCert Inc")
 _CHAINS: dict[str, tuple[Layer, ...]] = {
     "https": (Layer.TCP, Layer.TLS, Layer.HTTP),
     "websocket": (Layer.TCP, Layer.TLS, Layer.WEBSOCKET),
+    "http": (Layer.TCP, Layer.HTTP),
     "tcp": (Layer.TCP,),
     "udp": (Layer.UDP,),
     "dns": (),
@@ -90,6 +91,8 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
         checks[check.id] = replace(existing, requirements=merged, params=params)
 
     for requirement in applicable(catalog, context, options.features):
+        for check in _local_checks(requirement):
+            add(check)
         for template in requirement.hosts:
             missing = _placeholders(template) - values.keys()
             if missing:
@@ -149,7 +152,7 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
     if layer is Layer.TLS:
         params = {"host": host, "port": port, "expected_issuers": list(options.expected_issuers)}
     elif layer is Layer.HTTP:
-        params = {"url": _url("https", host, port), "host": host}
+        params = {"url": _url("http" if requirement.probe == "http" else "https", host, port), "host": host}
     elif layer is Layer.WEBSOCKET:
         params = {"url": _url("wss", host, port), "host": host}
     else:
@@ -157,6 +160,26 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
     return Check(id=f"{layer.value}:{host}:{port}", layer=layer, kind=layer.value, params=params,
                  host=host, port=port, protocol=requirement.protocol,
                  requirements=(requirement.id,), needs=needs)
+
+
+# Node-local checks that come with a requirement: what the agent can see of it from the inside.
+_NODE_CHECKS: dict[str, tuple[dict[str, Fact], ...]] = {
+    "azure-platform-dns": ({"check": "firewall-platform"},),  # no local rule may block 168.63.129.16
+    "inbound-ssh": ({"check": "os"},),  # Azure ML attaches only Ubuntu VMs
+    "mcr": ({"check": "docker-bridge"},),  # jobs run in Docker: its bridge must not overlap the VNet
+}
+
+
+def _local_checks(requirement: Requirement) -> list[Check]:
+    """An inbound requirement: something listens on the port and no local rule drops it (NSGs
+    are out of sight from the node); plus the node checks tied to a requirement."""
+    params: list[dict[str, Fact]] = list(_NODE_CHECKS.get(requirement.id, ()))
+    if requirement.probe == "listen":
+        params += [{"check": check, "port": port, "protocol": requirement.protocol}
+                   for port in requirement.ports for check in ("listening", "firewall-inbound")]
+    return [Check(id=f"local:{p['check']}" + (f":{p['port']}" if "port" in p else ""), layer=Layer.LOCAL,
+                  kind="local", params=p, host="localhost", port=p.get("port"),  # type: ignore[arg-type]
+                  protocol=requirement.protocol, requirements=(requirement.id,)) for p in params]
 
 
 def _proxied(host: str, port: int, requirement: Requirement, proxy_url: str,
@@ -184,7 +207,8 @@ def _proxied(host: str, port: int, requirement: Requirement, proxy_url: str,
 
 
 def _url(scheme: str, host: str, port: int) -> str:
-    return f"{scheme}://{host}/" if port == 443 else f"{scheme}://{host}:{port}/"
+    default = 80 if scheme == "http" else 443
+    return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
 
 
 __all__ = ["DEFAULT_EXPECTED_ISSUERS", "PlanOptions", "applicable", "plan"]

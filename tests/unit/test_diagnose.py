@@ -258,3 +258,41 @@ def test_one_blocked_service_is_not_a_missing_route() -> None:
                     "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
                     "tcp:graph.windows.net:443": Outcome(Reason.TCP_TIMEOUT)})
     assert "no-outbound-connectivity" not in codes(findings)
+
+
+def test_connections_to_a_wrong_instance_address_belong_to_the_dns_finding() -> None:
+    findings = run({f"dns:{CI}": Outcome(addresses=("10.0.0.4",)),
+                    f"tcp:{CI}:443": Outcome(Reason.TCP_REFUSED), f"tcp:{CI}:18881": Outcome(Reason.TCP_REFUSED)})
+    assert codes(findings) == ["instance-name-wrong-address"]
+    assert set(findings[0].checks) == {f"dns:{CI}", f"tcp:{CI}:443", f"tcp:{CI}:18881"}
+
+
+def test_custom_dns_not_forwarding_explains_public_instance_names_too() -> None:
+    findings = run({f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER), f"dns:{CI}": Outcome(Reason.DNS_PUBLIC_ANSWER)},
+                   node={"hostname": "n", "resolvers": ["10.0.2.4"]})
+    assert set(codes(findings)) == {"custom-dns-not-forwarding"}
+    assert "instances.azureml.ms" in " ".join(f.remedy for f in findings)
+
+
+def test_a_dead_resolver_is_one_finding_with_its_port_53_check() -> None:
+    outcomes = {c.id: Outcome(Reason.DNS_TIMEOUT) for c in make_plan() if c.layer.value == "dns"}
+    outcomes["tcp:168.63.129.16:53"] = Outcome(Reason.TCP_TIMEOUT)
+    findings = run(outcomes)
+    assert codes(findings) == ["dns-unavailable"] and "tcp:168.63.129.16:53" in findings[0].checks
+
+
+@pytest.mark.parametrize("check, port, code, severity", [
+    ("firewall-inbound", 44224, "local-firewall-blocks", Severity.CRITICAL),
+    ("listening", 44224, "inbound-port-closed", Severity.INFO),
+    ("docker-bridge", None, "docker-bridge-overlap", Severity.WARNING),
+])
+def test_local_findings(check: str, port: int | None, code: str, severity: Severity) -> None:
+    check_id = f"local:{check}" + (f":{port}" if port else "")
+    findings = run({check_id: Outcome(Reason.LOCAL_CHECK_FAILED, detail="rule inet filter input handle 4: drop")},
+                   public_ip=True)
+    assert [(f.code, f.severity) for f in findings] == [(code, severity)]
+
+
+def test_unsupported_os_on_an_attached_vm() -> None:
+    findings = run({"local:os": Outcome(Reason.LOCAL_CHECK_FAILED, detail="ID=debian")}, compute="vm")
+    assert [(f.code, f.severity) for f in findings] == [("unsupported-os", Severity.CRITICAL)]
