@@ -311,6 +311,45 @@ def plan(
     return 0
 
 
+class RulesFormat(str, Enum):
+    table = "table"
+    az = "az"
+    json = "json"
+
+
+@app.command()
+@_with_context_options
+def rules(
+    options: dict[str, Any],
+    output_format: Annotated[RulesFormat, typer.Option(
+        "--format", help="table, az (ready-to-run Azure CLI commands) or json.")] = RulesFormat.table,
+    resource_group: Annotated[str, typer.Option(help="For --format az.")] = "<resource-group>",
+    nsg: Annotated[str, typer.Option(help="For --format az: the compute subnet's NSG.")] = "<nsg-name>",
+    firewall: Annotated[str, typer.Option(help="For --format az: the Azure Firewall.")] = "<firewall-name>",
+    vnet: Annotated[str, typer.Option(help="For --format az: the compute VNet's resource id.")] = "<vnet-id>",
+    subnet_prefix: Annotated[str, typer.Option(
+        help="For --format az: the compute subnet's address prefix.")] = "<compute-subnet-prefix>",
+) -> int:
+    """The NSG, firewall and DNS changes this context needs, from the same catalog as the checks."""
+    from agent import rules as network_rules
+
+    inputs = _inputs(options)
+    try:
+        values = inputs.context(inputs.local_detection())
+    except runner.InputError as exc:
+        raise UsageProblem(str(exc)) from None
+    cat, _ = inputs.plan(values)
+    ruleset = network_rules.rules(cat, values, inputs.plan_options.features)
+    if output_format is RulesFormat.json:
+        print(json.dumps(network_rules.to_dict(ruleset), indent=2))
+    elif output_format is RulesFormat.az:
+        print(network_rules.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
+                                      vnet=vnet, subnet_prefix=subnet_prefix), end="")
+    else:
+        Console(width=max(Console().width, 140)).print(network_rules.render_table(ruleset))
+    return 0
+
+
 @app.command()
 @_with_context_options
 def serve(

@@ -262,17 +262,15 @@ def _is_pe_instance_name(result: Result) -> bool:
 
 def _dns_problem(result: Result, facts: Facts) -> _Problem:
     reason = result.reason
-    host = result.check.host
-    zone = facts.catalog.zone_of(host)
-    zone_key = zone.forward_zone if zone else host
     if reason is Reason.DNS_WRONG_ADDRESS or (reason is Reason.DNS_PUBLIC_ANSWER and _is_pe_instance_name(result)
                                               and not facts.custom_dns):
         return _Problem("instance-name-wrong-address", (), result)
+    # One finding per cause, not per zone: the remedy lists every zone that needs the change.
     if reason is Reason.DNS_PUBLIC_ANSWER:
         code = "custom-dns-not-forwarding" if facts.custom_dns else "private-endpoint-resolves-public"
-        return _Problem(code, (zone_key,), result)
+        return _Problem(code, (), result)
     if reason is Reason.DNS_NXDOMAIN and any(".privatelink." in n for n in _strings(result.evidence.get("cname_chain"))):
-        return _Problem("private-dns-record-missing", (zone_key,), result)
+        return _Problem("private-dns-record-missing", (), result)
     if reason in (Reason.DNS_NXDOMAIN, Reason.DNS_NODATA):
         return _Problem("dns-name-missing", (), result)
     if reason is Reason.DNS_SERVFAIL:

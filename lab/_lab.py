@@ -38,6 +38,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 _active: list[Lab] = []
 _previous_handlers: dict[int, Any] = {}
+NODE_MANAGEMENT_PORT = 44224
 _EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -57,6 +58,7 @@ class Lab:
         self._zones = zones_of(scenario, node_resolver(scenario))
         self._faults: list[Fault] = []
         self._server: subprocess.Popen[str] | None = None
+        self._node_agent: subprocess.Popen[str] | None = None
         self._up = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -106,6 +108,20 @@ class Lab:
             ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json()
         )
         self._start_servers(config)
+        if self.scenario.context.public_ip:
+            self._node_agent = self._listen_in_node(NODE_MANAGEMENT_PORT)
+
+    def _listen_in_node(self, port: int) -> subprocess.Popen[str]:
+        """A public-IP compute node takes Azure ML's management connections on 44224 (the
+        inbound rule's port); this stands in for the node agent that listens there."""
+        code = ("import socket, sys\n"
+                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                f"s.bind(('0.0.0.0', {port})); s.listen(); print('ready', flush=True); sys.stdin.read()")
+        agent = subprocess.Popen(netns.in_ns(self.node_ns, [sys.executable, "-c", code]), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert agent.stdout is not None
+        agent.stdout.readline()
+        return agent
 
     def _start_servers(self, config: Path) -> None:
         log = self.workdir / "servers.log"
@@ -134,9 +150,10 @@ class Lab:
         """Tear everything down; idempotent, and shielded from SIGTERM/SIGHUP/SIGINT while it
         runs (a pending signal is delivered once teardown has finished)."""
         with _signals_deferred():
-            if self._server is not None:
-                _stop(self._server)
-                self._server = None
+            for process in (self._server, self._node_agent):
+                if process is not None:
+                    _stop(process)
+            self._server = self._node_agent = None
             if self._up:
                 netns.destroy(self._names)
                 shutil.rmtree(self.workdir, ignore_errors=True)

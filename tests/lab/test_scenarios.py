@@ -287,3 +287,22 @@ def test_exit_code_profiles_and_textfile(tmp_path: Path) -> None:
     assert 'aml_netcheck_status{status="critical"} 1' in text
     assert 'aml_netcheck_finding{code="smb-blocked",severity="critical"} 1' in text
     assert f'aml_netcheck_check_failure_info{{check="tcp:{STORAGE_FILE}:445",reason="tcp.timeout"}} 1' in text
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_names_its_injected_cause_first(name: str, checked: Callable[[str], Checked]) -> None:
+    """The scenario's own expectations, for every scenario: the exit code, the first finding is
+    the injected cause, no finding blames a layer that passes, and healthy means clean."""
+    report, code = checked(name)
+    expected = SCENARIOS[name]
+    assert code == expected.expected_exit, [f["code"] for f in report["findings"]]
+    significant = [f for f in report["findings"] if f["severity"] != "info"]
+    if not expected.expected_findings:
+        assert significant == []
+        return
+    assert significant[0]["code"] == expected.expected_findings[0]
+    assert len({f["code"] for f in significant}) == len(significant)  # one finding per cause
+    passing = {c["id"] for c in report["checks"] if c["status"] == "pass"}
+    for finding in significant:
+        if finding["code"] not in ("instance-name-wrong-address", "clock-skew"):
+            assert not set(finding["checks"]) & passing, finding
