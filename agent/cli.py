@@ -390,6 +390,30 @@ def serve(
     return asyncio.run(daemon.Daemon(load, limits, serving, Notifier(), Journal()).run())
 
 
+@app.command()
+def merge(
+    reports: Annotated[list[Path], typer.Argument(help="Node reports (check --format json).", dir_okay=False)],
+    output_format: Annotated[PlanFormat, typer.Option("--format", help="table (text) or json.")] = PlanFormat.table,
+) -> int:
+    """Merge many node reports into one fleet view: findings per node, and the nodes that differ."""
+    from agent import fleet
+
+    loaded = []
+    for path in reports:
+        try:
+            loaded.append((str(path), fleet.validate(str(path), json.loads(path.read_text("utf-8")))))
+        except OSError as exc:
+            raise UsageProblem(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (ValueError, fleet.ReportError) as exc:
+            raise UsageProblem(f"{path}: {exc}" if not isinstance(exc, fleet.ReportError) else str(exc)) from None
+    view = fleet.merge(loaded)
+    if output_format is PlanFormat.json:
+        print(json.dumps(view, indent=2))
+    else:
+        sys.stdout.write(fleet.render_text(view))
+    return int(view["exit_code"])
+
+
 def _loopback(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"

@@ -1,0 +1,98 @@
+"""Many node reports into one fleet view: which findings on which nodes, and the nodes that
+differ from the rest (on a cluster, one node resolving differently is the clue). Pure: dicts in,
+dict out; the CLI reads the files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent.report import SCHEMA_ID
+
+FLEET_SCHEMA = "aml-netcheck.fleet/1"
+_STATUS_ORDER = ("ok", "warning", "unknown", "critical")
+
+
+class ReportError(ValueError):
+    """A file is not an aml-netcheck report; the message names it."""
+
+
+def validate(name: str, report: Any) -> Mapping[str, Any]:
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA_ID:
+        raise ReportError(f"{name}: not an {SCHEMA_ID} report")
+    for key in ("node", "status", "exit_code", "findings", "checks"):
+        if key not in report:
+            raise ReportError(f"{name}: report has no {key!r}")
+    return report
+
+
+def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """`reports` are (source name, report). Nodes are named by hostname (the source name when
+    two reports share one)."""
+    nodes = []
+    for source, report in reports:
+        hostname = str(report["node"].get("hostname") or source)
+        codes = sorted({f["code"] for f in report["findings"] if f.get("severity") != "info"})
+        nodes.append({"node": hostname, "source": source, "status": report["status"],
+                      "exit_code": report["exit_code"], "started_at": report.get("started_at"),
+                      "findings": codes, "failing_checks": sorted(c["id"] for c in report["checks"]
+                                                                  if c.get("status") == "fail")})
+    names = Counter(n["node"] for n in nodes)
+    for node in nodes:
+        if names[node["node"]] > 1:
+            node["node"] = f"{node['node']} ({node['source']})"
+    usual = _usual(nodes)
+    findings: dict[str, dict[str, Any]] = {}
+    for (source, report), node in zip(reports, nodes):
+        for finding in report["findings"]:
+            if finding.get("severity") == "info":
+                continue
+            entry = findings.setdefault(finding["code"], {"code": finding["code"], "severity": finding["severity"],
+                                                          "summary": finding["summary"], "remedy": finding["remedy"],
+                                                          "nodes": []})
+            if _rank(finding["severity"]) > _rank(entry["severity"]):
+                entry["severity"] = finding["severity"]
+            if node["node"] not in entry["nodes"]:
+                entry["nodes"].append(node["node"])
+    worst = max((n["status"] for n in nodes), key=_STATUS_ORDER.index, default="ok")
+    return {
+        "schema": FLEET_SCHEMA,
+        "nodes_total": len(nodes),
+        "status": worst,
+        "exit_code": {"ok": 0, "warning": 1, "critical": 2}.get(worst, 3),
+        "usual_findings": sorted(usual),
+        "findings": sorted(findings.values(), key=lambda f: (-_rank(f["severity"]), -len(f["nodes"]), f["code"])),
+        "outliers": [{"node": n["node"], "extra": sorted(set(n["findings"]) - usual),
+                      "missing": sorted(usual - set(n["findings"]))}
+                     for n in nodes if set(n["findings"]) != usual],
+        "nodes": nodes,
+    }
+
+
+def _usual(nodes: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The finding set most nodes share (ties: the smaller set, i.e. the healthier majority)."""
+    counts = Counter(tuple(n["findings"]) for n in nodes)
+    if not counts:
+        return set()
+    best = max(counts.items(), key=lambda item: (item[1], -len(item[0])))
+    return set(best[0])
+
+
+def _rank(severity: str) -> int:
+    return {"info": 0, "warning": 1, "critical": 2}.get(severity, 0)
+
+
+def render_text(fleet: Mapping[str, Any]) -> str:
+    lines = [f"{fleet['nodes_total']} nodes, fleet status {fleet['status']}"]
+    usual = ", ".join(fleet["usual_findings"]) or "none"
+    lines.append(f"most nodes share these findings: {usual}")
+    for finding in fleet["findings"]:
+        nodes = finding["nodes"]
+        lines.append(f"  {finding['severity'].upper():<8} {finding['code']}: {len(nodes)}/{fleet['nodes_total']} "
+                     f"nodes ({', '.join(nodes[:6])}{', ...' if len(nodes) > 6 else ''})")
+    for outlier in fleet["outliers"]:
+        parts = [f"+{', +'.join(outlier['extra'])}" if outlier["extra"] else "",
+                 f"-{', -'.join(outlier['missing'])}" if outlier["missing"] else ""]
+        lines.append(f"  differs: {outlier['node']}: {' '.join(p for p in parts if p)}")
+    return "\n".join(lines) + "\n"
