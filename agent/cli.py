@@ -126,6 +126,18 @@ def _inputs(options: dict[str, Any]) -> runner.Inputs:
         raise UsageProblem(str(exc)) from None
 
 
+def _planned(options: dict[str, Any]) -> tuple[runner.Inputs, dict[str, Any], catalog.Catalog, tuple[Any, ...]]:
+    """Inputs, context (detected from local files only: nothing is sent) and the plan, for the
+    commands that never probe."""
+    inputs = _inputs(options)
+    try:
+        values = inputs.context(inputs.local_detection())
+    except runner.InputError as exc:
+        raise UsageProblem(str(exc)) from None
+    cat, checks = inputs.plan(values)
+    return inputs, values, cat, checks
+
+
 @app.command()
 @_with_context_options
 def check(
@@ -284,12 +296,7 @@ def plan(
     output_format: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
 ) -> int:
     """List the checks `check` would run for this context, without sending a packet."""
-    inputs = _inputs(options)
-    try:
-        values = inputs.context(inputs.local_detection())
-    except runner.InputError as exc:
-        raise UsageProblem(str(exc)) from None
-    cat, checks = inputs.plan(values)
+    _, values, cat, checks = _planned(options)
     if output_format is PlanFormat.json:
         print(json.dumps({
             "catalog_version": cat.version,
@@ -333,12 +340,7 @@ def rules(
     """The NSG, firewall and DNS changes this context needs, from the same catalog as the checks."""
     from agent import rules as network_rules
 
-    inputs = _inputs(options)
-    try:
-        values = inputs.context(inputs.local_detection())
-    except runner.InputError as exc:
-        raise UsageProblem(str(exc)) from None
-    cat, _ = inputs.plan(values)
+    inputs, values, cat, _ = _planned(options)
     ruleset = network_rules.rules(cat, values, inputs.plan_options.features)
     if output_format is RulesFormat.json:
         print(json.dumps(network_rules.to_dict(ruleset), indent=2))

@@ -6,7 +6,6 @@ names the requirement ids it comes from."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +18,7 @@ from rich.table import Table
 from agent import context as ctx
 from agent.catalog import Catalog, Requirement, Zone
 from agent.planner import applicable
+from probes._net import is_ip
 
 SCHEMA = "aml-netcheck.rules/1"
 AZURE_DNS = "168.63.129.16"
@@ -173,7 +173,7 @@ def _nsg(rows: Sequence[Requirement], fill: Fill) -> tuple[NsgRule, ...]:
                     yield ("Inbound", protocol, fill(row.source_tag), VNET), row, row.ports
                 continue
             # a service tag, or else the IP literals the row probes (Azure DNS): never an FQDN
-            for destination in [fill(row.service_tag)] if row.service_tag else filter(_is_ip, row.hosts):
+            for destination in [fill(row.service_tag)] if row.service_tag else filter(is_ip, row.hosts):
                 yield ("Outbound", protocol, VNET, destination), row, row.ports
 
     built: list[NsgRule] = []
@@ -264,14 +264,6 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement],
                              PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
         forwarders.setdefault(zone.forward_zone, Forwarder(zone.forward_zone, AZURE_DNS, requirements))
     return tuple(zones.values()), tuple(forwarders.values())
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _name(*parts: str) -> str:

@@ -72,3 +72,28 @@ def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("aml-netcheck 0.1.0 (catalog ")
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ("json", '"schema": "aml-netcheck.rules/1"'),
+    ("az", "az network nsg rule create --resource-group rg1 --nsg-name nsg1 "),
+    ("table", "NSG rules"),
+])
+def test_rules_formats(fmt: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", *CONTEXT, "--format", fmt, "--resource-group", "rg1", "--nsg", "nsg1"]) == 0
+    out = capsys.readouterr().out
+    assert expected in out
+    if fmt == "az":
+        assert "az network private-dns link vnet create" in out and "privatelink.api.azureml.ms" in out
+
+
+def test_merge_rejects_what_is_not_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "r.json"
+    bogus.write_text('{"schema": "something/else"}')
+    assert main(["merge", str(bogus)]) == 3
+    assert capsys.readouterr().err.strip() == f"aml-netcheck: error: {bogus}: not an aml-netcheck.report/1 report"
+
+
+def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--listen", "0.0.0.0:9119", "--state", "/nonexistent/dir/r.json"]) == 3
+    assert "--listen must be a loopback HOST:PORT" in capsys.readouterr().err
