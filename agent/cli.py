@@ -4,6 +4,7 @@ Usage errors, bad config and internal errors all exit 3 (unknown) with one line 
 traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import io
@@ -11,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from enum import Enum
 from pathlib import Path
@@ -174,15 +175,27 @@ def check(
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
     interactive = fmt is Format.text and sys.stderr.isatty() and not wait
     report, cat = asyncio.run(_run_check(inputs, limits, progress=interactive))
-    if exit_codes is ExitCodes.npd:
-        print(npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
-        if output is not None:
+    with _signals_held():  # a signal now waits until the report is out whole
+        if exit_codes is ExitCodes.npd:
+            print(npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
+            if output is not None:
+                _emit(report, cat, fmt, output, verbose)
+        else:
             _emit(report, cat, fmt, output, verbose)
-    else:
-        _emit(report, cat, fmt, output, verbose)
-    if textfile is not None:
-        _write(textfile, metrics.render_prometheus(report))
+        if textfile is not None:
+            _write(textfile, metrics.render_prometheus(report))
     return exit_code(report, exit_codes)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while results are written; one that arrived is delivered after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def exit_code(report: Report, profile: "ExitCodes") -> int:
