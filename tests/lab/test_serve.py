@@ -114,3 +114,33 @@ def test_serve_logs_changes_only(tmp_path: Path) -> None:
     assert changes[0].startswith("<3>problem found: [smb-blocked]") and "aml_netcheck_state=appeared" in changes[0]
     assert changes[1].startswith("<5>problem cleared: [smb-blocked]")
     assert not any("Traceback" in line for line in log.lines)
+
+
+def test_sighup_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('timeout = 2\n')
+    state = tmp_path / "report.json"
+    with Lab(scenario("healthy-private")) as lab:
+        argv = [sys.executable, "-m", "agent", "serve", *lab.scenario.check_args(), "--config", str(config),
+                "--interval", "2", "--state", str(state)]
+        proc = subprocess.Popen(lab.node_command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = Lines(proc.stderr)
+        try:
+            wait_for_file(state, lambda r: r["status"] == "ok")
+            config.write_text("timeout = [\n")
+            proc.send_signal(signal.SIGHUP)
+            log.wait_for("config reload failed, keeping the previous config")
+            first = state.stat().st_mtime_ns
+            wait_for_file(state, lambda r: state.stat().st_mtime_ns > first)  # still diagnosing
+            assert proc.poll() is None
+            config.write_text('timeout = 2\n[policy]\nblocked = ["graph.windows.net"]\nreason = "test policy"\n')
+            proc.send_signal(signal.SIGHUP)
+            log.wait_for("config reloaded")
+            report = wait_for_file(state, lambda r: any(c["reason"] == "skip.policy" for c in r["checks"]))
+            assert report["status"] == "ok"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            log.join()
+    assert proc.returncode == 0
+    assert not any("Traceback" in line for line in log.lines)
