@@ -19,6 +19,7 @@ from probes.dns import is_private
 from probes.reasons import Reason, Status
 
 AZURE_DNS = "168.63.129.16"
+MAX_DOCS = 4
 
 _DOCS = {
     "training-vnet": "https://learn.microsoft.com/azure/machine-learning/how-to-secure-training-vnet",
@@ -84,11 +85,12 @@ class Facts:
         return ", ".join(names) or ", ".join(dict.fromkeys(r.check.host for r in results))
 
     def docs(self, results: Sequence[Result], *extra: str) -> tuple[str, ...]:
+        """The finding's own articles first, then each requirement's main one: at most MAX_DOCS."""
         links = [_DOCS[e] for e in extra]
         for result in results:
             for rid in result.check.requirements:
-                links.extend(self.catalog.by_id(rid).docs)
-        return tuple(dict.fromkeys(links))
+                links.extend(self.catalog.by_id(rid).docs[:1])
+        return tuple(dict.fromkeys(links))[:MAX_DOCS]
 
     def situational_only(self, results: Sequence[Result]) -> bool:
         return all(self.catalog.by_id(rid).situational for r in results for rid in r.check.requirements)
@@ -313,8 +315,13 @@ def _targets(results: Sequence[Result]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.check.target for r in results))
 
 
+SHOWN_HOSTS = 6  # a summary names this many; `targets` always lists them all
+
+
 def _hosts(results: Sequence[Result]) -> str:
-    return ", ".join(dict.fromkeys(r.check.host for r in results))
+    hosts = list(dict.fromkeys(r.check.host for r in results))
+    more = f" (+{len(hosts) - SHOWN_HOSTS} more)" if len(hosts) > SHOWN_HOSTS else ""
+    return ", ".join(hosts[:SHOWN_HOSTS]) + more
 
 
 def _addresses(result: Result) -> str:

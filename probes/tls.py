@@ -9,6 +9,7 @@ way (the engine owns time)."""
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
 import socket
 import ssl
@@ -115,9 +116,28 @@ async def _capture(address: str, spec: Spec, trace: Trace) -> dict[str, Fact] | 
         except (OSError, ProbeError) as exc:
             trace.note(capture_error=str(exc))
             return None
-        cert = describe_cert(tls.getpeercert(binary_form=True) or b"")
+        cert = {**describe_cert(tls.getpeercert(binary_form=True) or b""), **_issuer_facts(tls)}
         trace.note(cert=cert)
         return cert
+
+
+def _issuer_facts(tls: ssl.SSLObject) -> dict[str, Fact]:
+    """The issuing CA as the peer presented it: its certificate's subject and SHA-256 when the peer
+    sent the chain (an inspecting proxy usually does). The unverified chain is public API from
+    Python 3.13; 3.11 and 3.12 have it on the private object, so this is best effort."""
+    getter = getattr(tls, "get_unverified_chain", None) or getattr(getattr(tls, "_sslobj", None),
+                                                                   "get_unverified_chain", None)
+    try:
+        chain = list(getter() or []) if getter else []
+    except (ssl.SSLError, ValueError):
+        return {}
+    if len(chain) < 2:
+        return {}
+    second = chain[1]  # 3.13+: DER bytes; before: an _ssl.Certificate
+    der = second if isinstance(second, bytes) else second.public_bytes(_ssl.ENCODING_DER)
+    issuer = x509.load_der_x509_certificate(der)
+    return {"issuer_sha256": issuer.fingerprint(hashes.SHA256()).hex(),
+            "issuer_subject": issuer.subject.rfc4514_string()}
 
 
 def describe_cert(der: bytes) -> dict[str, Fact]:
@@ -131,6 +151,10 @@ def describe_cert(der: bytes) -> dict[str, Fact]:
     except x509.ExtensionNotFound:
         sans = []
     not_after = cert.not_valid_after_utc
+    try:
+        key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        key_id = None
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
@@ -140,6 +164,7 @@ def describe_cert(der: bytes) -> dict[str, Fact]:
         "not_after": not_after.isoformat(),
         "days_left": (not_after - datetime.now(UTC)).days,
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        "issuer_key_id": key_id.hex() if key_id else None,  # names the signing CA's key
     }
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -93,6 +95,21 @@ async def test_unexpected_issuer(serve: Serve, tmp_path: Path, trace: Trace) -> 
     assert trace.facts["addresses_ok"] == ["127.0.0.1"]  # the path works: the next layer may run
     await tls.run(tls.Spec(NAME, port, cafile=str(tmp_path / "inspection.pem"), expected_issuers=()),
                   ("127.0.0.1",), Trace())
+
+
+async def test_an_untrusted_chain_names_its_issuing_ca(serve: Serve, cafile: str, trace: Trace) -> None:
+    """An inspecting proxy that sends its intermediate: the capture names that CA by fingerprint."""
+    root = trustme.CA(organization_name="Contoso Inspection")
+    intermediate = root.create_child_ca()
+    port = await serve(silent, tls=server_context(intermediate.issue_cert(NAME)))  # leaf + intermediate
+    with pytest.raises(ProbeError) as info:
+        await tls.run(tls.Spec(NAME, port, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.TLS_UNTRUSTED
+    cert = trace.facts["cert"]
+    presented = x509.load_pem_x509_certificate(intermediate.cert_pem.bytes())
+    assert cert["issuer_sha256"] == presented.fingerprint(hashes.SHA256()).hex()  # type: ignore[index]
+    assert cert["issuer_subject"] == presented.subject.rfc4514_string()  # type: ignore[index]
+    assert cert["issuer_key_id"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("handler", "reason"), [
