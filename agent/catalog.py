@@ -34,6 +34,7 @@ class Requirement:
     docs: tuple[str, ...]
     public_ip: bool | None = None
     private_endpoint: bool | None = None
+    peered: bool | None = None
     dns_private: bool = False
     pe_address: str | None = None
     feature: str | None = None
@@ -122,7 +123,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             ports=tuple(int(p) for p in values["ports"]), probe=values["probe"],
             required_for=values["required_for"], compute=tuple(values["compute"]),
             docs=tuple(values.get("docs", ())), public_ip=values.get("public_ip"),
-            private_endpoint=values.get("private_endpoint"), dns_private=values.get("dns_private", False),
+            private_endpoint=values.get("private_endpoint"), peered=values.get("peered"),
+            dns_private=values.get("dns_private", False),
             pe_address=values.get("pe_address"), feature=values.get("feature"),
             direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),

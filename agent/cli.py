@@ -84,6 +84,9 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
         ("private_endpoint", Annotated[Optional[bool], typer.Option(
             "--private-endpoint/--no-private-endpoint",
             help="The workspace is reached through a private endpoint.", show_default=False)]),
+        ("peered", Annotated[Optional[bool], typer.Option(
+            "--peered/--no-peered", help="The compute is in another VNet (or region) than the workspace's "
+            "private endpoint, reached through VNet peering.", show_default=False)]),
         ("workspace_id", Annotated[Optional[str], typer.Option(help="Workspace GUID.")]),
         ("workspace_name", Annotated[Optional[str], typer.Option(help="Workspace name.")]),
         ("storage_account", Annotated[Optional[str], typer.Option(help="The workspace's default storage account.")]),

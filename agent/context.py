@@ -55,6 +55,7 @@ KEYS: tuple[Key, ...] = (
     Key("compute", str, _choice(COMPUTE_KINDS), "instance"),
     Key("public_ip", bool, default=False),
     Key("private_endpoint", bool, default=False),
+    Key("peered", bool, default=False),  # compute in another VNet than the workspace endpoint
     Key("workspace_id", str, _pattern(
         r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID"),
         hint="--workspace-id"),

@@ -63,11 +63,13 @@ def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] =
     compute = context["compute"].value
     public_ip = context["public_ip"].value
     private_endpoint = context["private_endpoint"].value
+    peered = context["peered"].value
     return [
         r for r in catalog.requirements
         if compute in r.compute
         and (r.public_ip is None or r.public_ip == public_ip)
         and (r.private_endpoint is None or r.private_endpoint == private_endpoint)
+        and (r.peered is None or r.peered == peered)
         and (r.feature is None or r.feature in selected)
     ]
 

@@ -148,3 +148,10 @@ def test_extra_endpoints_become_requirements() -> None:
     assert checks["http:pypi.contoso.net:443"].requirements == ("custom:pypi.contoso.net:443",)
     assert checks["tcp:10.20.0.5:5000"].needs is None and "dns:10.20.0.5" not in checks
     assert cat.by_id("custom:10.20.0.5:5000").situational
+
+
+def test_a_peered_cluster_also_needs_the_workspace_key_vault() -> None:
+    peered = {c.id for c in make_plan(compute="cluster", peered=True, key_vault="contoso-kv")}
+    same_vnet = {c.id for c in make_plan(compute="cluster", key_vault="contoso-kv")}
+    assert "http:contoso-kv.vault.azure.net:443" in peered - same_vnet
+    assert {c for c in same_vnet if "vault" in c} == set()
