@@ -27,20 +27,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from probes import dns, http, local, tcp, tls, udp, websocket
 from probes._trace import Fact, Phase, ProbeError, Trace
 from probes.reasons import Reason, Status, classify
 
 Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]
 
-PROBES: dict[str, tuple[type, Run]] = {
-    "dns": (dns.Spec, dns.run),
-    "tcp": (tcp.Spec, tcp.run),
-    "udp": (udp.Spec, udp.run),
-    "tls": (tls.Spec, tls.run),
-    "http": (http.Spec, http.run),
-    "websocket": (websocket.Spec, websocket.run),
-    "local": (local.Spec, local.run),
-}
+
+def __getattr__(name: str) -> Any:
+    """PROBES is built on first use: the probe modules pull in aiohttp, websockets and dnspython,
+    which `plan`, `rules` and `--version` never need (PEP 562)."""
+    if name != "PROBES":
+        raise AttributeError(f"module 'probes' has no attribute {name!r}")
+    from probes import dns, http, local, tcp, tls, udp, websocket
+
+    registry: dict[str, tuple[type, Run]] = {
+        "dns": (dns.Spec, dns.run),
+        "tcp": (tcp.Spec, tcp.run),
+        "udp": (udp.Spec, udp.run),
+        "tls": (tls.Spec, tls.run),
+        "http": (http.Spec, http.run),
+        "websocket": (websocket.Spec, websocket.run),
+        "local": (local.Spec, local.run),
+    }
+    globals()["PROBES"] = registry
+    return registry
+
 
 __all__ = ["PROBES", "Fact", "Phase", "ProbeError", "Reason", "Run", "Status", "Trace", "classify"]
