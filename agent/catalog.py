@@ -15,7 +15,7 @@ PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen")
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")
-_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag")
+_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class Requirement:
     rule_protocol: str = ""  # what the NSG rule names when it differs from the probe ("*" for Any)
     clouds: tuple[str, ...] = CLOUDS
     notes: str = ""  # where the documentation disagrees, and what we check because of it
+    query: str = ""  # probe dns with an IP literal host: the name asked of that DNS server
 
     @property
     def situational(self) -> bool:
@@ -128,7 +129,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             pe_address=values.get("pe_address"), feature=values.get("feature"),
             direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
-            notes=values.get("notes", ""),
+            notes=values.get("notes", ""), query=values.get("query", ""),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc

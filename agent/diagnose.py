@@ -228,9 +228,6 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
         return [_dns_problem(result, facts)]
     if reason in _PROXY:
         return [_Problem(_PROXY[reason], (), result)]
-    if check.port == 53 and check.host in facts.resolvers and any(  # the dead resolver, probed directly
-            r.check.layer is Layer.DNS and r.reason in _DNS_UNAVAILABLE for r in results):
-        return [_Problem("dns-unavailable", (), result)]
     if check.port == 445 and (reason in _BLOCKED or reason in _REJECTED):
         return [_Problem("smb-blocked", (), result)]
     if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):
@@ -296,6 +293,10 @@ def _instance_address_problem(result: Result, results: Sequence[Result]) -> list
 def _workspace_addresses(results: Sequence[Result]) -> set[str]:
     return {a for r in results if r.check.layer is Layer.DNS and r.status is Status.PASS
             and ".workspace." in r.check.host and ".cert." not in r.check.host for a in r.addresses}
+
+
+def _dicts(value: Fact) -> list[dict[str, Fact]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _strings(value: Fact) -> list[str]:
@@ -417,9 +418,10 @@ def _dns_servfail(results: Sequence[Result], facts: Facts) -> Finding:
 
 
 def _dns_unavailable(results: Sequence[Result], facts: Facts) -> Finding:
+    asked = sorted({str(s.get("server")) for r in results for s in _dicts(r.evidence.get("servers"))})
     return _finding(
         "dns-unavailable", results, facts,
-        summary=f"No configured resolver answers ({_resolver_text(facts)})",
+        summary=f"DNS servers do not answer: {', '.join(asked) or _resolver_text(facts)}",
         cause="; ".join(f"{r.check.host}: {r.detail or r.reason}" for r in results[:5]),
         remedy=(f"Check /etc/resolv.conf and the VNet's DNS servers setting, and allow UDP and TCP 53 to "
                 f"{_resolver_text(facts)} in the NSG and local firewall; {AZURE_DNS} must never be blocked."),

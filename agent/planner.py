@@ -102,6 +102,9 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 continue
             host = template.format(**values)
             literal = is_ip(host)  # an IP literal target is connected to without resolving
+            if literal and requirement.probe == "dns":  # a DNS server itself: ask it a question
+                add(_resolver_check(host, requirement, options))
+                continue
             if not literal:
                 expect = "private" if requirement.dns_private and private_endpoint else "any"
                 add(_dns_check(host, requirement.id, expect, options))
@@ -146,6 +149,14 @@ def _dns_check(host: str, requirement: str, expect: str, options: PlanOptions) -
     params: dict[str, Fact] = {"host": host, "expect": expect, "query_timeout": options.dns_query_timeout}
     return Check(id=f"dns:{host}", layer=Layer.DNS, kind="dns", params=params, host=host,
                  port=None, protocol="udp", requirements=(requirement,))
+
+
+def _resolver_check(server: str, requirement: Requirement, options: PlanOptions) -> Check:
+    params: dict[str, Fact] = {"host": requirement.query, "resolvers": [server], "system": False,
+                               "query_timeout": options.dns_query_timeout}
+    return Check(id=f"dns:{server}", layer=Layer.DNS, kind="dns", params=params, host=server,
+                 port=requirement.ports[0] if requirement.ports else 53, protocol=requirement.protocol,
+                 requirements=(requirement.id,))
 
 
 def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str | None,

@@ -276,9 +276,8 @@ def test_custom_dns_not_forwarding_explains_public_instance_names_too() -> None:
 
 def test_a_dead_resolver_is_one_finding_with_its_port_53_check() -> None:
     outcomes = {c.id: Outcome(Reason.DNS_TIMEOUT) for c in make_plan() if c.layer.value == "dns"}
-    outcomes["tcp:168.63.129.16:53"] = Outcome(Reason.TCP_TIMEOUT)
     findings = run(outcomes)
-    assert codes(findings) == ["dns-unavailable"] and "tcp:168.63.129.16:53" in findings[0].checks
+    assert codes(findings) == ["dns-unavailable"] and "dns:168.63.129.16" in findings[0].checks
 
 
 @pytest.mark.parametrize("check, port, code, severity", [
