@@ -13,10 +13,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,7 +23,7 @@ from rich.console import Console
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer depends on click itself
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+    from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
 
 from agent import __version__, catalog, config, context, metrics, runner
 from agent.model import Report, Result
@@ -75,27 +74,27 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if name == "no_detect" else None,
                       annotation=annotation)
     for name, annotation in [
-        ("region", Annotated[Optional[str], typer.Option(help="Azure region of the workspace, e.g. eastus.")]),
-        ("cloud", Annotated[Optional[str], typer.Option(help="public, usgov or china.")]),
-        ("compute", Annotated[Optional[str], typer.Option(
+        ("region", Annotated[str | None, typer.Option(help="Azure region of the workspace, e.g. eastus.")]),
+        ("cloud", Annotated[str | None, typer.Option(help="public, usgov or china.")]),
+        ("compute", Annotated[str | None, typer.Option(
             help="instance, cluster, serverless, vm, hdinsight or databricks.")]),
-        ("public_ip", Annotated[Optional[bool], typer.Option(
+        ("public_ip", Annotated[bool | None, typer.Option(
             "--public-ip/--no-public-ip", help="The compute has a public IP.", show_default=False)]),
-        ("private_endpoint", Annotated[Optional[bool], typer.Option(
+        ("private_endpoint", Annotated[bool | None, typer.Option(
             "--private-endpoint/--no-private-endpoint",
             help="The workspace is reached through a private endpoint.", show_default=False)]),
-        ("peered", Annotated[Optional[bool], typer.Option(
+        ("peered", Annotated[bool | None, typer.Option(
             "--peered/--no-peered", help="The compute is in another VNet (or region) than the workspace's "
             "private endpoint, reached through VNet peering.", show_default=False)]),
-        ("workspace_id", Annotated[Optional[str], typer.Option(help="Workspace GUID.")]),
-        ("workspace_name", Annotated[Optional[str], typer.Option(help="Workspace name.")]),
-        ("storage_account", Annotated[Optional[str], typer.Option(help="The workspace's default storage account.")]),
-        ("container_registry", Annotated[Optional[str], typer.Option(help="The workspace's container registry.")]),
-        ("key_vault", Annotated[Optional[str], typer.Option(help="The workspace's key vault.")]),
-        ("compute_name", Annotated[Optional[str], typer.Option(help="Name of this compute instance or cluster.")]),
-        ("config_file", Annotated[Optional[Path], typer.Option(
+        ("workspace_id", Annotated[str | None, typer.Option(help="Workspace GUID.")]),
+        ("workspace_name", Annotated[str | None, typer.Option(help="Workspace name.")]),
+        ("storage_account", Annotated[str | None, typer.Option(help="The workspace's default storage account.")]),
+        ("container_registry", Annotated[str | None, typer.Option(help="The workspace's container registry.")]),
+        ("key_vault", Annotated[str | None, typer.Option(help="The workspace's key vault.")]),
+        ("compute_name", Annotated[str | None, typer.Option(help="Name of this compute instance or cluster.")]),
+        ("config_file", Annotated[Path | None, typer.Option(
             "--config", help="TOML file with context keys and settings.", dir_okay=False)]),
-        ("features", Annotated[Optional[str], typer.Option(
+        ("features", Annotated[str | None, typer.Option(
             "--with", help="Situational requirements to include, comma-separated (e.g. rstudio).")]),
         ("no_detect", Annotated[bool, typer.Option(
             "--no-detect", help="Use only the options and the config file; detect nothing.")]),
@@ -146,21 +145,21 @@ def _planned(options: dict[str, Any]) -> tuple[runner.Inputs, dict[str, Any], ca
 @_with_context_options
 def check(
     options: dict[str, Any],
-    output_format: Annotated[Optional[Format], typer.Option(
+    output_format: Annotated[Format | None, typer.Option(
         "--format", help="text (default on a terminal), json (default otherwise), markdown or prometheus.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write the report to this file (atomically).",
+    output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
-    textfile: Annotated[Optional[Path], typer.Option(
+    textfile: Annotated[Path | None, typer.Option(
         help="Also write Prometheus metrics to this file (atomically), for node_exporter's textfile collector.",
         dir_okay=False)] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
+    timeout: Annotated[float | None, typer.Option(help="Seconds each check may take [default: 5].",
                                                      min=0.1, max=300)] = None,
-    deadline: Annotated[Optional[float], typer.Option(help="Seconds the whole run may take.",
+    deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take.",
                                                       min=0.5, max=3600)] = None,
-    wait: Annotated[Optional[float], typer.Option(
+    wait: Annotated[float | None, typer.Option(
         help="Hook mode: re-run failing checks with backoff until healthy or this many seconds have passed.",
         min=1, max=86400)] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Checks probing at once [default: 128].",
+    concurrency: Annotated[int | None, typer.Option(help="Checks probing at once [default: 128].",
                                                        min=1, max=4096)] = None,
     exit_codes: Annotated[ExitCodes, typer.Option(
         help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
@@ -272,7 +271,7 @@ class _Progress:
         self._progress.stop()
 
 
-def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Optional[Path], verbose: bool) -> None:
+def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None, verbose: bool) -> None:
     from agent import report as report_json
 
     if fmt is Format.json:
@@ -373,21 +372,22 @@ def rules(
 def serve(
     options: dict[str, Any],
     interval: Annotated[float, typer.Option(help="Seconds between diagnoses.", min=1, max=86400)] = 300,
-    state: Annotated[Optional[Path], typer.Option(
+    state: Annotated[Path | None, typer.Option(
         help="Where the last report is kept (atomically) [default: $STATE_DIRECTORY/report.json, "
              "else /var/lib/aml-netcheck/report.json].", dir_okay=False)] = None,
-    textfile: Annotated[Optional[Path], typer.Option(
+    textfile: Annotated[Path | None, typer.Option(
         help="Prometheus metrics for node_exporter's textfile collector (written atomically).",
         dir_okay=False)] = None,
-    listen: Annotated[Optional[str], typer.Option(
+    listen: Annotated[str | None, typer.Option(
         help="Serve /healthz (200/503) and /metrics on this loopback HOST:PORT, e.g. 127.0.0.1:9119.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds each check may take [default: 5].",
+    timeout: Annotated[float | None, typer.Option(help="Seconds each check may take [default: 5].",
                                                      min=0.1, max=300)] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Checks probing at once [default: 128].",
+    concurrency: Annotated[int | None, typer.Option(help="Checks probing at once [default: 128].",
                                                        min=1, max=4096)] = None,
 ) -> int:
     """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
-    from agent import engine, serve as daemon
+    from agent import engine
+    from agent import serve as daemon
     from agent.systemd import Journal, Notifier
 
     def load() -> runner.Inputs:
@@ -446,7 +446,7 @@ def _redacted(params: Any) -> dict[str, Any]:
 
 @app.command()
 def demo(
-    scenario: Annotated[Optional[str], typer.Argument(help="Lab scenario [default: healthy-private].")] = None,
+    scenario: Annotated[str | None, typer.Argument(help="Lab scenario [default: healthy-private].")] = None,
     list_scenarios: Annotated[bool, typer.Option("--list", help="Name the scenarios and exit.")] = False,
     output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
 ) -> int:
@@ -472,7 +472,7 @@ def demo(
     return proc.returncode
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=list(argv) if argv is not None else sys.argv[1:],

@@ -41,12 +41,15 @@ class Endpoint:
     required: bool = True  # False: a failure is a warning
 
 
+DEFAULT_POLICY_REASON = "blocked by policy"
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Endpoints blocked on purpose: reported as `skip` with the reason instead of failing."""
 
     blocked: tuple[str, ...] = ()  # "host", "*.suffix" or either with ":port"
-    reason: str = "blocked by policy"
+    reason: str = DEFAULT_POLICY_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def _policy(value: Any) -> Policy:
         host, _, port = entry.partition(":")
         if not _HOST.fullmatch(host) or (port and not port.isdigit()):
             raise ConfigError(f"policy.blocked: {entry!r} is not a host, *.suffix or host:port")
-    reason = value.get("reason", Policy.reason)
+    reason = value.get("reason", DEFAULT_POLICY_REASON)
     if not isinstance(reason, str):
         raise ConfigError("policy.reason: expected a string")
     return Policy(tuple(e.lower() for e in blocked), reason)

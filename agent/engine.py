@@ -89,7 +89,7 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
 
     tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
     try:
-        done, pending = await asyncio.wait(tasks, timeout=deadline)
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
         if pending:
             state.interrupted = f"run deadline of {deadline:g}s reached"
     except asyncio.CancelledError:

@@ -63,8 +63,8 @@ def _requirements(report: Report, catalog: Catalog, console: Console, verbose: b
     codes = {check: f.code for f in report.findings for check in f.checks}
     by_requirement: dict[str, list[Result]] = {}
     for result in report.results:
-        for requirement in result.check.requirements:
-            by_requirement.setdefault(requirement, []).append(result)
+        for requirement_id in result.check.requirements:
+            by_requirement.setdefault(requirement_id, []).append(result)
     for requirement in catalog.requirements:
         results = by_requirement.get(requirement.id)
         if not results:

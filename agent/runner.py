@@ -11,10 +11,12 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from agent import catalog, config, context, detect, planner, proxy
+from agent import catalog, context, detect, planner, proxy
+from agent.config import Config
+from agent.detect import Detected
 from agent.model import Check, ContextValue, Report, Result
 from probes import node
 
@@ -28,12 +30,12 @@ class Inputs:
     """What the user gave (options and config file), validated before anything is sent."""
 
     given: Mapping[str, object]  # context options from the command line
-    config: config.Config = field(default_factory=config.Config)
+    config: Config = field(default_factory=Config)
     plan_options: planner.PlanOptions = field(default_factory=planner.PlanOptions)
     detect: bool = True
 
     @classmethod
-    def build(cls, given: Mapping[str, object], cfg: config.Config, features: tuple[str, ...],
+    def build(cls, given: Mapping[str, object], cfg: Config, features: tuple[str, ...],
               detect_context: bool) -> Inputs:
         proxied = proxy.settings(os.environ, node.environment_file())
         inputs = cls(given, cfg, planner.PlanOptions(
@@ -44,7 +46,7 @@ class Inputs:
         inputs.context()  # a bad option or config value stops here, before any detection or probing
         return inputs
 
-    def context(self, detected: detect.Detected | None = None) -> dict[str, ContextValue]:
+    def context(self, detected: Detected | None = None) -> dict[str, ContextValue]:
         layers: list[tuple[context.Source, Any]] = [("option", self.given), ("config", self.config.context)]
         if detected is not None:
             layers.append((detected.sources, detected.values))
@@ -53,7 +55,7 @@ class Inputs:
         except context.ContextError as exc:
             raise InputError(str(exc)) from None
 
-    def local_detection(self) -> detect.Detected | None:
+    def local_detection(self) -> Detected | None:
         """Detection from files and the environment only: sends nothing (plan and rules)."""
         return detect.local(os.environ) if self.detect else None
 
@@ -81,7 +83,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     time (serve's backoff on endpoints that keep failing): they count as they were."""
     from agent import diagnose, engine, wait
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.monotonic()
     inputs = replace(inputs, plan_options=replace(  # a slow second resolver must not eat the check's time
         inputs.plan_options, dns_query_timeout=min(2.0, limits.timeout / 2)))

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from agent import engine, metrics, runner
 from agent.model import Finding, Report, Result, Severity
 from agent.report import to_json, write_atomic
@@ -227,8 +229,7 @@ class Daemon:
             self._notifier.send(watchdog="1")
             await asyncio.sleep(interval)
 
-    async def _http(self) -> object:
-        from aiohttp import web
+    async def _http(self) -> web.AppRunner:
 
         async def healthz(request: web.Request) -> web.Response:
             report = self.report

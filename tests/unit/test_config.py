@@ -99,3 +99,8 @@ reason = "Contoso policy: packages come from the mirror"
 def test_bad_endpoints_and_policy(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(config.ConfigError, match=re.escape(message)):
         config.load(write(tmp_path, text))
+
+
+def test_policy_reason_has_a_default(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[policy]\nblocked = ['pypi.org']\n"))
+    assert cfg.policy == config.Policy(("pypi.org",), "blocked by policy")
