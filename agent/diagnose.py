@@ -107,7 +107,7 @@ Builder = Callable[[Sequence[Result], Facts], Finding]
 
 
 def diagnose(results: Sequence[Result], facts: Facts) -> tuple[Finding, ...]:
-    considered = [r for r in results if r.check.id not in _unused_direct_paths(results)]
+    considered = [r for r in results if r.check.id not in unused_direct_paths(results)]
     problems: list[_Problem] = []
     for rule in _ROOT_CAUSE_RULES:  # a root cause claims the results it explains, first rule first
         claimed = rule(considered)
@@ -197,7 +197,7 @@ def _with_cascades(problems: list[_Problem]) -> list[_Problem]:
             if p.result.check.layer is not Layer.DNS and p.result.check.host in wrong else p for p in problems]
 
 
-def _unused_direct_paths(results: Sequence[Result]) -> set[str]:
+def unused_direct_paths(results: Sequence[Result]) -> set[str]:
     """Direct checks of endpoints Azure ML reaches through the configured proxy: their failures
     are not problems (a proxy-only network drops direct egress on purpose), and the proxy
     resolves those names, so their DNS does not matter either unless another port is direct."""

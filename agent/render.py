@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from agent.catalog import Catalog
+from agent.diagnose import unused_direct_paths
 from agent.model import Finding, Report, Result, Severity
 from agent.report import summary_counts
 from probes.reasons import Status
@@ -61,6 +62,7 @@ def _finding(index: int, finding: Finding, console: Console) -> None:
 
 def _requirements(report: Report, catalog: Catalog, console: Console, verbose: bool) -> None:
     codes = {check: f.code for f in report.findings for check in f.checks}
+    unused = unused_direct_paths(report.results)
     by_requirement: dict[str, list[Result]] = {}
     for result in report.results:
         for requirement_id in result.check.requirements:
@@ -69,14 +71,17 @@ def _requirements(report: Report, catalog: Catalog, console: Console, verbose: b
         results = by_requirement.get(requirement.id)
         if not results:
             continue
-        worst = max((r.status for r in results), key=_rank)
+        worst = max((r.status for r in results if r.check.id not in unused), key=_rank, default=Status.PASS)
         label, style = _STATUS_STYLE[worst]
         line = Text(f"{label:>4} ", style=style)
-        line.append(f"{requirement.id:<24}", style="bold")
+        line.append(f"{requirement.id:<28}", style="bold")
         line.append(requirement.purpose, style="dim" if worst is Status.PASS else "")
         console.print(line)
         for result in results:
-            if verbose or result.status not in (Status.PASS, Status.SKIP) or result.reason_is_context_skip:
+            if result.check.id in unused:  # the proxy path works: the direct one is not needed
+                if verbose:
+                    _result_line(result, "not needed: reached through the proxy", console)
+            elif verbose or result.status not in (Status.PASS, Status.SKIP) or result.reason_is_context_skip:
                 _result_line(result, codes.get(result.check.id), console)
 
 
@@ -84,11 +89,13 @@ def _rank(status: Status) -> int:
     return [Status.PASS, Status.SKIP, Status.INCONCLUSIVE, Status.WARN, Status.FAIL].index(status)
 
 
-def _result_line(result: Result, code: str | None, console: Console) -> None:
+def _result_line(result: Result, note: str | None, console: Console) -> None:
     label, style = _STATUS_STYLE[result.status]
     line = Text("       ")
     line.append(f"{label:<4} ", style=style)
     line.append(f"{result.check.layer.value:<9} {result.check.target}")
+    if result.check.path != "direct":
+        line.append(" via the proxy" if result.check.path == "proxy" else " (the proxy)", style="dim")
     if result.addresses and result.status is Status.PASS:
         line.append(f" [{', '.join(result.addresses)}]", style="dim")
     if result.reason:
@@ -96,8 +103,8 @@ def _result_line(result: Result, code: str | None, console: Console) -> None:
         line.append(f"  {result.reason.value}{where}", style=style)
     if result.detail:
         line.append(f": {result.detail}", style="dim")
-    if code:
-        line.append(f"  -> {code}", style="bold")
+    if note:
+        line.append(f"  -> {note}", style="bold")
     console.print(line)
 
 

@@ -1,0 +1,58 @@
+"""The text and markdown renderers over synthetic reports (pure: no network)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from agent import catalog, planner
+from agent.diagnose import Facts, diagnose, verdict
+from agent.markdown import render_markdown
+from agent.model import Report
+from agent.render import render_text
+from probes.reasons import Reason
+
+from .helpers import Outcome, make_context, make_plan, simulate
+
+NODE = {"hostname": "ci-alice", "resolvers": ["168.63.129.16"], "default_routes": [{"interface": "eth0"}],
+        "interfaces": [{"name": "eth0", "addresses": ["10.0.0.4/24"]}]}
+
+
+def report_of(outcomes: dict[str, Outcome], options: planner.PlanOptions | None = None) -> Report:
+    results = simulate(make_plan(options=options), outcomes)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), NODE))
+    status, code = verdict(findings, results)
+    return Report("2026-11-23T12:00:00.000Z", 1234, status, code, make_context(), NODE, results, findings,
+                  catalog.load().version)
+
+
+def text(report: Report, verbose: bool = False) -> str:
+    out = io.StringIO()
+    render_text(report, catalog.load(), Console(file=out, soft_wrap=True, width=200), verbose=verbose)
+    return out.getvalue()
+
+
+def test_text_leads_with_findings_and_names_each_failure() -> None:
+    rendered = text(report_of({"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT)})).splitlines()
+    assert rendered[1] == "1 problem found"
+    assert rendered[3].startswith("1. CRITICAL [smb-blocked]")
+    assert any("tcp.timeout" in line and ":445/tcp" in line and "-> smb-blocked" in line for line in rendered)
+    assert rendered[-1].endswith("status critical, exit 2")
+
+
+def test_direct_failures_behind_a_working_proxy_are_not_shown_as_failures() -> None:
+    proxied = planner.PlanOptions(proxy="http://proxy.contoso.net:3128")
+    report = report_of({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)}, proxied)
+    assert report.findings == ()
+    rendered = text(report)
+    assert "FAIL" not in rendered and "no problems found" in rendered
+    assert "not needed: reached through the proxy" in text(report, verbose=True)
+
+
+def test_markdown_lists_the_failing_flow_from_the_node_address() -> None:
+    markdown = render_markdown(report_of({"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_CLOSED)}),
+                               catalog.load())
+    assert "### 1. CRITICAL `udp-blocked`" in markdown
+    flow = next(line for line in markdown.splitlines() if line.startswith("| 10.0.0.4 |"))
+    assert "eastus.tundra.azureml.ms" in flow and "UDP 5831" in flow and "AzureMachineLearning" in flow
