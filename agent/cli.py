@@ -259,7 +259,8 @@ class _Progress:
         self._failed = 0
 
     def start(self, total: int) -> None:
-        self._progress.update(self._task, total=total)
+        """Called again when the run starts over with a new plan: the bar restarts."""
+        self._progress.reset(self._task, total=total)
         self._progress.start()
 
     def advance(self, result: Result) -> None:

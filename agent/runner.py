@@ -91,34 +91,69 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     detected = inputs.local_detection()
     values = inputs.context(detected)
     cat, checks = inputs.plan(values)
+    metadata: asyncio.Task[None] | None = None
     try:
-        if detected is not None:
-            await detect.imds(detected)
-            node_facts["detection"] = detected.notes
-            values = inputs.context(detected)
-            cat, checks = inputs.plan(values)
-        reused = {c.id: reuse[c.id] for c in checks if reuse and c.id in reuse}
-        probed = tuple(c for c in checks if c.id not in reused)
-        if on_plan is not None:
-            on_plan(len(probed))
-
         def judge(results: Sequence[Result]) -> bool:
             findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
             return diagnose.verdict(findings, results)[1] in (0, 1)
 
         if limits.wait:
+            if detected is not None:
+                await detect.imds(detected)
+                node_facts["detection"] = detected.notes
+                values = inputs.context(detected)
+                cat, checks = inputs.plan(values)
+            if on_plan is not None:
+                on_plan(len(checks))
             results = await wait.until_healthy(checks, wait=limits.wait, healthy=judge, timeout=limits.timeout,
                                                concurrency=limits.concurrency, state=state, on_round=on_round)
         else:
-            fresh = await engine.run(probed, timeout=limits.timeout, deadline=limits.deadline,
-                                     concurrency=limits.concurrency, state=state, on_result=on_result,
-                                     known=reused)
+            # Probing starts at once; IMDS is read meanwhile. Only if what it says changes the
+            # plan (on Azure it answers in milliseconds) does the run start over, so a node
+            # without IMDS never waits for its timeout.
+            if detected is not None:
+                metadata = asyncio.create_task(detect.imds(detected))
+            while True:
+                reused = {c.id: reuse[c.id] for c in checks if reuse and c.id in reuse}
+                probed = tuple(c for c in checks if c.id not in reused)
+                if on_plan is not None:
+                    on_plan(len(probed))
+
+                def record(result: Result) -> None:
+                    state.results[result.check.id] = result
+                    if on_result is not None:
+                        on_result(result)
+
+                attempt = engine.RunState()
+                probing = asyncio.create_task(engine.run(
+                    probed, timeout=limits.timeout, deadline=limits.deadline, concurrency=limits.concurrency,
+                    state=attempt, on_result=record, known=reused))
+                try:
+                    if metadata is not None and detected is not None:
+                        await metadata
+                        metadata = None
+                        node_facts["detection"] = detected.notes
+                        values = inputs.context(detected)
+                        new_cat, new_checks = inputs.plan(values)
+                        if _signature(new_checks) != _signature(checks):
+                            cat, checks = new_cat, new_checks
+                            continue
+                    fresh = await probing
+                finally:
+                    if not probing.done():
+                        probing.cancel()
+                        await asyncio.gather(probing, return_exceptions=True)
+                state.interrupted = state.interrupted or attempt.interrupted
+                break
             by_id = {**reused, **{r.check.id: r for r in fresh}}
             results = tuple(by_id[c.id] for c in checks)
     except asyncio.CancelledError:
         if not state.interrupted:
             raise
         results = engine.finish(checks, state)
+    finally:
+        if metadata is not None:
+            metadata.cancel()
     findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
     signalled = bool(state.interrupted and state.interrupted.startswith("stopped by"))
     status, exit_code = diagnose.verdict(findings, results, signalled=signalled)
@@ -127,3 +162,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                   context=values, node=node_facts, results=results, findings=findings,
                   catalog_version=cat.version, interrupted=state.interrupted), cat
 
+
+
+def _signature(checks: Sequence[Check]) -> list[tuple[str, object]]:
+    return [(c.id, sorted(c.params.items())) for c in checks]
