@@ -6,6 +6,8 @@ real hosts."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +61,14 @@ def test_usage_errors_exit_3_with_one_line(argv: list[str], message: str, capsys
         assert len(captured.err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare to run `check` in a network namespace of its own")
 def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
+    """`check` must stop at the config, before any probe; a private, empty network namespace makes
+    sure that even a regression here could not send anything."""
     broken = tmp_path / "broken.toml"
     broken.write_text("region = \n[[[")
-    proc = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(broken)],
+    proc = subprocess.run(["unshare", "--net", sys.executable, "-m", "agent", "check", "--config", str(broken)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     assert proc.stdout == ""
