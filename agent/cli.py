@@ -168,6 +168,9 @@ def check(
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
     inputs = _inputs(options)
+    for target in (output, textfile):  # fail before probing, not after a run whose report is lost
+        if target is not None and not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
+            raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
     from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
 
     settings = inputs.config.settings

@@ -103,3 +103,8 @@ def test_merge_rejects_what_is_not_a_report(tmp_path: Path, capsys: pytest.Captu
 def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--listen", "0.0.0.0:9119", "--state", "/nonexistent/dir/r.json"]) == 3
     assert "--listen must be a loopback HOST:PORT" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_refused_before_probing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--output", "/nonexistent-dir/report.json"]) == 3
+    assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
