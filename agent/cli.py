@@ -409,7 +409,10 @@ def serve(
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     serving = daemon.Settings(interval=interval, state=state_path, textfile=textfile,
                               listen=address)
-    return asyncio.run(daemon.Daemon(load, limits, serving, Notifier(), Journal()).run())
+    try:
+        return asyncio.run(daemon.Daemon(load, limits, serving, Notifier(), Journal()).run())
+    except daemon.ServeError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 @app.command()

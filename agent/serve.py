@@ -10,6 +10,7 @@ stands in between), so a long outage neither floods the journal nor hammers the 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing
 MAX_BACKOFF_ROUNDS = 8  # a check failing for long is re-probed at least every 8 rounds
 _PRIORITY = {Severity.CRITICAL: 3, Severity.WARNING: 4, Severity.INFO: 6}
 CLEARED_PRIORITY = 5
+
+
+class ServeError(RuntimeError):
+    """The daemon cannot start (its listen address is taken); one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +124,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop_now)
         loop.add_signal_handler(signal.SIGHUP, self._ask_reload)
         watchdog = asyncio.create_task(self._watchdog())
-        site = await self._http() if self._settings.listen else None
+        site: web.AppRunner | None = None
         announced: dict[str, Finding] = {}
         backoff = Backoff()
         last: dict[str, Result] = {}
         round_number = 0
         try:
+            if self._settings.listen:
+                site = await self._http()
             while not self._stop.is_set():
                 round_number += 1
                 if self._reload:
@@ -254,5 +261,10 @@ class Daemon:
         await runner_.setup()
         assert self._settings.listen is not None
         host, port = self._settings.listen
-        await web.TCPSite(runner_, host, port).start()
+        try:
+            await web.TCPSite(runner_, host, port).start()
+        except OSError as exc:
+            await runner_.cleanup()
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ServeError(f"cannot listen on {host}:{port}: {why}") from None
         return runner_

@@ -108,3 +108,16 @@ def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.Capt
 def test_an_unwritable_output_is_refused_before_probing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--output", "/nonexistent-dir/report.json"]) == 3
     assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
+
+
+def test_serve_says_when_its_listen_address_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--listen", f"127.0.0.1:{port}", "--state", str(tmp_path / "r.json"), "--no-detect"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert err.strip() == f"aml-netcheck: error: cannot listen on 127.0.0.1:{port}: Address already in use"
