@@ -325,6 +325,13 @@ def _hosts(results: Sequence[Result]) -> str:
     return ", ".join(hosts[:SHOWN_HOSTS]) + more
 
 
+def _observed(results: Sequence[Result], *, addresses: bool = False, limit: int = 5) -> str:
+    """What the failing checks saw, one clause each: the evidence line of a finding's cause."""
+    clauses = [f"{r.check.target}" + (f" ({_addresses(r)})" if addresses else "") + f": {r.detail or r.reason}"
+               for r in results[:limit]]
+    return "; ".join(clauses) + (f"; and {len(results) - limit} more" if len(results) > limit else "")
+
+
 def _addresses(result: Result) -> str:
     return ", ".join(attempted(result)) or "?"
 
@@ -352,7 +359,7 @@ def _egress(code: str, how: str, why: str) -> Builder:
         tag = facts.tag(first)
         destination = f"service tag {tag}" if tag else "the endpoints"
         rule_kind = "application rule (HTTPS)" if port in (80, 443) and proto == "TCP" else f"network rule ({proto} {port})"
-        detail = "; ".join(f"{r.check.target} ({_addresses(r)}): {r.detail or r.reason}" for r in results[:5])
+        detail = _observed(results, addresses=True)
         return _finding(
             code, results, facts,
             summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s))",
@@ -369,7 +376,7 @@ def _smb(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "smb-blocked", results, facts,
         summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
-        cause="; ".join(f"{r.check.target} ({_addresses(r)}): {r.detail or r.reason}" for r in results)
+        cause=_observed(results, addresses=True)
         + ". The workspace file share (notebooks, the compute instance's files) cannot be mounted.",
         remedy=(f"Allow outbound TCP 445 from the compute subnet to service tag Storage.{region} (or to the "
                 "storage private endpoint's address) in the NSG and in any firewall between the compute and "
@@ -383,7 +390,7 @@ def _udp(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "udp-blocked", results, facts,
         summary=f"UDP {first.check.port} to {_hosts(results)} is rejected",
-        cause="; ".join(f"{r.check.target}: {r.detail or r.reason}" for r in results)
+        cause=_observed(results)
         + ". An ICMP unreachable/prohibited answer came back: a firewall or NSG rejects the datagrams.",
         remedy=(f"Allow outbound UDP {first.check.port} to service tag {tag} in the compute subnet's NSG and "
                 f"add a firewall network rule (UDP {first.check.port}) for {facts.rule_fqdns(results)}; "
@@ -547,7 +554,7 @@ def _tls_invalid(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "tls-certificate-invalid", results, facts,
         summary=f"TLS fails ({first.reason}) for {_hosts(results)}",
-        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+        cause=_observed(results),
         remedy=("A name mismatch or a plaintext reply means something else answers at that address (a "
                 "captive portal, a proxy, a wrong DNS answer); an expired or not-yet-valid certificate often "
                 "means the node clock is wrong (check timedatectl / chrony)."),
@@ -610,7 +617,7 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "websocket-blocked", results, facts,
         summary=f"HTTPS works but the WebSocket upgrade is refused: {_hosts(results)}",
-        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4])
+        cause=_observed(results)
         + ". Jupyter, JupyterLab and the terminal will not connect.",
         remedy=("Allow WebSocket upgrades (Connection: Upgrade, Upgrade: websocket) to "
                 f"{facts.rule_fqdns(results)} in the proxy, firewall or WAF, and exempt these names from TLS "
@@ -622,7 +629,7 @@ def _proxy(code: str, what: str, fix: str) -> Builder:
     def build(results: Sequence[Result], facts: Facts) -> Finding:
         return _finding(
             code, results, facts, summary=f"The configured proxy {what}: {_hosts(results)}",
-            cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+            cause=_observed(results),
             remedy=fix, docs=facts.docs(results, "firewall"))
     return build
 
@@ -632,7 +639,7 @@ def _unreachable(results: Sequence[Result], facts: Facts) -> Finding:
     return _finding(
         "endpoint-unreachable", results, facts,
         summary=f"{first.check.layer.value.upper()} check fails ({first.reason}) for {_hosts(results)}",
-        cause="; ".join(f"{r.check.target}: {r.detail}" for r in results[:4]),
+        cause=_observed(results),
         remedy=f"Allow the flows listed for {facts.rule_fqdns(results)} and check the service answers.",
         docs=facts.docs(results, "firewall"))
 
