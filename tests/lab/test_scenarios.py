@@ -180,13 +180,11 @@ def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
 
 def test_run_deadline_ends_the_run_as_unknown() -> None:
     with Lab(scenario("nsg-drop-445")) as lab:
-        started = time.monotonic()
         report, code = check_in(lab, "--deadline", "2", fault_free_timeout="30")
-        elapsed = time.monotonic() - started
     assert (code, report["status"]) == (3, "unknown")
     assert report["interrupted"] == "run deadline of 2s reached"
+    # cancelled by the deadline: the 30 s check timeout would have said tcp.timeout
     assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
-    assert elapsed < 30  # ended by the deadline, not by the 30 s check timeout
 
 
 def test_opening_a_port_mid_lab_changes_the_verdict() -> None:
@@ -246,7 +244,6 @@ def test_markdown_summary_for_the_network_team() -> None:
 def test_wait_returns_once_the_blocked_port_opens(tmp_path: Path) -> None:
     output = tmp_path / "hook.json"
     with Lab(scenario("nsg-drop-445")) as lab:
-        started = time.monotonic()
         proc = subprocess.Popen(lab.node_command(
             [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--wait", "20",
              "--timeout", "2", "--format", "json", "--output", str(output)]),
@@ -254,24 +251,25 @@ def test_wait_returns_once_the_blocked_port_opens(tmp_path: Path) -> None:
         time.sleep(4)
         lab.clear(Fault("drop", "tcp", 445))
         _, stderr = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - started
     assert proc.returncode == 0, stderr
-    assert "round 1: 1 failing (tcp:" in stderr and "retrying in" in stderr
+    rounds = [line for line in stderr.splitlines() if " failing (" in line]
+    assert rounds and rounds[0].startswith("aml-netcheck: round 1: 1 failing (tcp:")
+    # it stopped as soon as it was healthy: no round ever reports the node without failures
+    assert all(f"tcp:{STORAGE_FILE}:445" in line for line in rounds)
     report = json.loads(output.read_text())
     assert report["status"] == "ok" and by_id(report)[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
-    assert elapsed < 20  # it stopped waiting once healthy, well before the 20 s wait ran out
 
 
 def test_wait_gives_up_at_its_deadline() -> None:
     with Lab(scenario("nsg-drop-445")) as lab:
-        started = time.monotonic()
         proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
                                 "--wait", "8", "--timeout", "2", "--format", "json"], timeout=60)
-        elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stderr
     report = json.loads(proc.stdout)
     assert report["findings"][0]["code"] == "smb-blocked"
-    assert elapsed < 8 + 3  # the wait is a deadline: lab start-up and interpreter start included
+    # the last round's real result is kept, not a cancellation at the end of the wait
+    assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "tcp.timeout"
+    assert report["interrupted"] is None
 
 
 def test_exit_code_profiles_and_textfile(tmp_path: Path) -> None:
