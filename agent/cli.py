@@ -25,7 +25,10 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
 
-from agent import __version__, catalog, config, context, metrics, runner
+from agent import __version__, catalog, runner
+from agent.inputs import config
+from agent.inputs import context
+from agent.output import prometheus as metrics
 from agent.model import Report, Result
 from probes import node
 
@@ -276,17 +279,17 @@ class _Progress:
 
 
 def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None, verbose: bool) -> None:
-    from agent import report as report_json
+    from agent.output import jsonreport as report_json
 
     if fmt is Format.json:
         text = report_json.to_json(report)
     elif fmt is Format.markdown:
-        from agent.markdown import render_markdown
+        from agent.output.markdown import render_markdown
         text = render_markdown(report, cat)
     elif fmt is Format.prometheus:
         text = metrics.render_prometheus(report)
     else:
-        from agent.render import render_text
+        from agent.output.text import render_text
         # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
         console = Console(record=output is not None, file=io.StringIO() if output else None,
                           soft_wrap=output is not None or not sys.stdout.isatty())
@@ -300,7 +303,7 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None
 
 
 def _write(path: Path, text: str) -> None:
-    from agent.report import write_atomic
+    from agent.output.jsonreport import write_atomic
 
     try:
         write_atomic(path, text)
@@ -357,7 +360,7 @@ def rules(
         help="For --format az: the compute subnet's address prefix.")] = "<compute-subnet-prefix>",
 ) -> int:
     """The NSG, firewall and DNS changes this context needs, from the same catalog as the checks."""
-    from agent import rules as network_rules
+    from agent import netrules as network_rules
 
     inputs, values, cat, _ = _planned(options)
     ruleset = network_rules.rules(cat, values, inputs.plan_options.features)
@@ -391,8 +394,8 @@ def serve(
 ) -> int:
     """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
     from agent import engine
-    from agent import serve as daemon
-    from agent.systemd import Journal, Notifier
+    from agent.modes import serve as daemon
+    from agent.modes.systemd import Journal, Notifier
 
     def load() -> runner.Inputs:
         return _inputs(options)
@@ -421,7 +424,7 @@ def merge(
     output_format: Annotated[PlanFormat, typer.Option("--format", help="table (text) or json.")] = PlanFormat.table,
 ) -> int:
     """Merge many node reports into one fleet view: findings per node, and the nodes that differ."""
-    from agent import fleet
+    from agent.output import fleet
 
     loaded = []
     for path in reports:

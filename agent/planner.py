@@ -13,8 +13,8 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from agent import context as ctx
-from agent import proxy
+from agent.inputs import context as ctx
+from agent.inputs import proxy
 from agent.catalog import Catalog, Requirement
 from agent.model import Check, Layer
 from probes._net import is_ip

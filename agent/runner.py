@@ -14,9 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from agent import catalog, context, detect, planner, proxy
-from agent.config import Config
-from agent.detect import Detected
+from agent import catalog, planner
+from agent.inputs import context
+from agent.inputs import detect
+from agent.inputs import proxy
+from agent.inputs.config import Config
+from agent.inputs.detect import Detected
 from agent.model import Check, ContextValue, Report, Result
 from probes import node
 
@@ -81,7 +84,8 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                         reuse: Mapping[str, Result] | None = None) -> tuple[Report, catalog.Catalog]:
     """`state` is an engine.RunState. `reuse` holds earlier results of checks not to probe this
     time (serve's backoff on endpoints that keep failing): they count as they were."""
-    from agent import diagnose, engine, wait
+    from agent import diagnose, engine
+    from agent.modes import hook as wait
 
     started = datetime.now(UTC)
     t0 = time.monotonic()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent.inputs import config
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent import catalog, context, planner
+from agent import catalog, planner
+from agent.inputs import context
 from agent.model import Check, ContextValue, Result
 from probes._trace import Fact
 from probes.reasons import Reason, Status

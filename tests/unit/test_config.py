@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import config, context
+from agent.inputs import config
+from agent.inputs import context
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import catalog, context, detect
+from agent import catalog
+from agent.inputs import context
+from agent.inputs import detect
 from agent.diagnose import Facts, diagnose
 from agent.model import Severity
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import catalog, context, planner
+from agent import catalog, planner
+from agent.inputs import context
 
 from .helpers import GUID
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent import catalog, context, planner
+from agent import catalog, planner
+from agent.inputs import context
 from agent.model import Layer
 from probes.reasons import Reason
 

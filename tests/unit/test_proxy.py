@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent import proxy
+from agent.inputs import proxy
 
 NO_PROXY = ("localhost", ".privatelink.api.azureml.ms", "*.notebooks.azure.net", "api.azureml.ms",
             "10.0.0.0/16", "169.254.169.254", "example.org:8443")

@@ -8,9 +8,9 @@ from rich.console import Console
 
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose, verdict
-from agent.markdown import render_markdown
+from agent.output.markdown import render_markdown
 from agent.model import Report
-from agent.render import render_text
+from agent.output.text import render_text
 from probes.reasons import Reason
 
 from .helpers import Outcome, make_context, make_plan, simulate

@@ -9,7 +9,8 @@ import shlex
 import pytest
 from rich.console import Console
 
-from agent import catalog, planner, rules
+from agent import catalog, planner
+from agent import netrules as rules
 
 from .helpers import make_context
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.model import Finding, Severity
-from agent.serve import Backoff, changes, merged
-from agent.systemd import Journal, Notifier, message_id
+from agent.modes.serve import Backoff, changes, merged
+from agent.modes.systemd import Journal, Notifier, message_id
 from probes.reasons import Reason
 
 from .helpers import Outcome, make_plan, simulate

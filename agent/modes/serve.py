@@ -18,10 +18,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent import engine, metrics, runner
+from agent import engine, runner
+from agent.output import prometheus as metrics
 from agent.model import Finding, Report, Result, Severity
-from agent.report import to_json, write_atomic
-from agent.systemd import Journal, Notifier, message_id
+from agent.output.jsonreport import to_json, write_atomic
+from agent.modes.systemd import Journal, Notifier, message_id
 from probes.reasons import Status
 
 CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing

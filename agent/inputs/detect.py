@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import context
+from agent.inputs import context
 from probes._trace import Fact
 
 IMDS = "http://169.254.169.254"

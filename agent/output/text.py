@@ -10,7 +10,7 @@ from rich.text import Text
 from agent.catalog import Catalog
 from agent.diagnose import unused_direct_paths
 from agent.model import Finding, Report, Result, Severity
-from agent.report import summary_counts
+from agent.output.jsonreport import summary_counts
 from probes.reasons import Status
 
 _STATUS_STYLE = {

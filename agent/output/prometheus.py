@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from agent.model import Report
-from agent.report import summary_counts
+from agent.output.jsonreport import summary_counts
 from probes.reasons import Status
 
 _STATUSES = ("ok", "warning", "critical", "unknown")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import context
+from agent.inputs import context
 
 
 class ConfigError(ValueError):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.catalog import Catalog
-from agent.context import Context
+from agent.inputs.context import Context
 from agent.model import Finding, Layer, Result, Severity
 from probes._trace import Fact
 from probes.dns import is_private

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from agent import context as ctx
+from agent.inputs import context as ctx
 from agent.catalog import Catalog, Requirement, Zone
 from agent.planner import applicable
 from probes._net import is_ip

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.report import SCHEMA_ID
+from agent.output.jsonreport import SCHEMA_ID
 
 FLEET_SCHEMA = "aml-netcheck.fleet/1"
 _STATUS_ORDER = ("ok", "warning", "unknown", "critical")
