@@ -5,6 +5,7 @@ traceback, so a setup script can tell "the agent could not decide" from "the net
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import io
@@ -26,8 +27,9 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
 
 from agent import __version__, catalog, runner
-from agent.inputs import config
-from agent.inputs import context
+from agent.clock import Deadline
+from agent.inputs import config, context
+from agent.inputs.given import InputError, Inputs
 from agent.output import prometheus as metrics
 from agent.model import Report, Result
 from probes import node
@@ -122,23 +124,23 @@ def _with_context_options(command: Callable[..., int | None]) -> Callable[..., i
     return wrapper
 
 
-def _inputs(options: dict[str, Any]) -> runner.Inputs:
+def _inputs(options: dict[str, Any]) -> Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip())
     given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
     try:
-        return runner.Inputs.build(given, cfg, features, detect_context=not options["no_detect"])
-    except runner.InputError as exc:
+        return Inputs.build(given, cfg, features, detect_context=not options["no_detect"])
+    except InputError as exc:
         raise UsageProblem(str(exc)) from None
 
 
-def _planned(options: dict[str, Any]) -> tuple[runner.Inputs, dict[str, Any], catalog.Catalog, tuple[Any, ...]]:
+def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.Catalog, tuple[Any, ...]]:
     """Inputs, context (detected from local files only: nothing is sent) and the plan, for the
     commands that never probe."""
     inputs = _inputs(options)
     try:
         values = inputs.context(inputs.local_detection())
-    except runner.InputError as exc:
+    except InputError as exc:
         raise UsageProblem(str(exc)) from None
     cat, checks = inputs.plan(values)
     return inputs, values, cat, checks
@@ -178,7 +180,8 @@ def check(
 
     settings = inputs.config.settings
     limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
-                           deadline=deadline or settings.deadline, wait=wait,
+                           deadline=Deadline.from_process_start(deadline or settings.deadline),
+                           wait=Deadline.from_process_start(wait) if wait else None,
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
     interactive = fmt is Format.text and sys.stderr.isatty() and not wait
@@ -223,7 +226,7 @@ def npd_line(report: Report) -> str:
     return f"{report.status.upper()} {worst.code} {target} {worst.summary}"
 
 
-async def _run_check(inputs: runner.Inputs, limits: runner.Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
+async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
     from agent import engine
 
     loop = asyncio.get_running_loop()
@@ -325,7 +328,7 @@ def plan(
             "context": {k: {"value": v.value, "source": v.source} for k, v in values.items()},
             "checks": [{"id": c.id, "layer": c.layer.value, "host": c.host, "port": c.port,
                         "protocol": c.protocol, "requirements": list(c.requirements), "needs": c.needs,
-                        "path": c.path, "params": _redacted(c.params), "skip": c.skip.value if c.skip else None,
+                        "path": c.path, "params": _params(c.spec), "skip": c.skip.value if c.skip else None,
                         "skip_detail": c.skip_detail or None} for c in checks],
         }, indent=2))
         return 0
@@ -397,7 +400,7 @@ def serve(
     from agent.modes import serve as daemon
     from agent.modes.systemd import Journal, Notifier
 
-    def load() -> runner.Inputs:
+    def load() -> Inputs:
         return _inputs(options)
 
     inputs = load()
@@ -411,7 +414,7 @@ def serve(
     limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     serving = daemon.Settings(interval=interval, state=state_path, textfile=textfile,
-                              listen=address)
+                              listen=address, round_deadline=settings.deadline or interval)
     try:
         return asyncio.run(daemon.Daemon(load, limits, serving, Notifier(), Journal()).run())
     except daemon.ServeError as exc:
@@ -450,8 +453,18 @@ def _loopback(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _redacted(params: Any) -> dict[str, Any]:
-    return {k: node.redact(v) if k == "proxy" and isinstance(v, str) else v for k, v in params.items()}
+def _params(spec: Any) -> dict[str, Any]:
+    """A Spec's fields as JSON values; a proxy as its redacted URL."""
+    from probes.specs import Proxy
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Proxy):
+            return value.shown
+        if isinstance(value, bytes):
+            return value.hex()
+        return list(value) if isinstance(value, tuple) else value
+
+    return {f.name: plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
 
 
 @app.command()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
 from probes._net import is_ip
@@ -59,15 +60,16 @@ class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
-              deadline: float | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+              deadline: Deadline = Deadline(), concurrency: int = DEFAULT_CONCURRENCY,
               state: RunState | None = None,
               on_result: Callable[[Result], None] | None = None,
               known: Mapping[str, Result] | None = None) -> tuple[Result, ...]:
     """Run every check; return one result per check, in the order given.
 
-    `deadline` is seconds from now for the whole run; checks still running then end as
-    `probe.cancelled`. Cancelling the caller's task ends the run the same way. `known` holds
-    earlier results of checks not run again, which the checks here may depend on."""
+    `deadline` is the run's absolute end; checks still running then end as `probe.cancelled`.
+    Each check's window is its timeout cut to what is left of the run. Cancelling the caller's
+    task ends the run the same way. `known` holds earlier results of checks not run again, which
+    the checks here may depend on."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_DaemonThreadExecutor())
     state = state if state is not None else RunState()
@@ -81,17 +83,26 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
     limit = asyncio.Semaphore(concurrency)
 
     async def one(check: Check) -> None:
-        result = await _run_one(check, by_id, futures, limit, timeout)
-        state.results[check.id] = result
-        futures[check.id].set_result(result)
-        if on_result is not None:
-            on_result(result)
+        result: Result | None = None
+        try:
+            result = await _run_one(check, by_id, futures, limit, timeout, deadline)
+            if result.reason is Reason.PROBE_CANCELLED:
+                state.interrupted = state.interrupted or deadline.reached
+            state.results[check.id] = result
+            if on_result is not None:
+                on_result(result)
+        finally:  # whatever happened, no dependent waits on this check forever
+            if not futures[check.id].done():
+                futures[check.id].set_result(result or _result(check, Reason.PROBE_CANCELLED, None,
+                                                               "not finished", 0.0))
 
     tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
     try:
-        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        left = deadline.remaining()
+        _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
+            if tasks else (set(), set())
         if pending:
-            state.interrupted = f"run deadline of {deadline:g}s reached"
+            state.interrupted = state.interrupted or deadline.reached
     except asyncio.CancelledError:
         state.interrupted = state.interrupted or "interrupted"
         raise
@@ -110,7 +121,7 @@ def finish(checks: Sequence[Check], state: RunState) -> tuple[Result, ...]:
 
 
 async def _run_one(check: Check, by_id: Mapping[str, Check], futures: Mapping[str, asyncio.Future[Result]],
-                   limit: asyncio.Semaphore, timeout: float) -> Result:
+                   limit: asyncio.Semaphore, timeout: float, deadline: Deadline) -> Result:
     if check.skip is not None:
         return _result(check, check.skip, None, check.skip_detail, 0.0)
     addresses: tuple[str, ...] = (check.host,) if is_ip(check.host) else ()
@@ -121,23 +132,34 @@ async def _run_one(check: Check, by_id: Mapping[str, Check], futures: Mapping[st
                            f"not tried: {by_id[check.needs].id} did not pass", 0.0)
         addresses = below.addresses
     async with limit:
-        return await attempt(check, addresses, timeout)
+        return await attempt(check, addresses, timeout, deadline)
 
 
-async def attempt(check: Check, addresses: tuple[str, ...], timeout: float) -> Result:
-    """Run one probe under its timeout and classify whatever happens. Never raises, except
-    CancelledError, which must propagate."""
-    spec_type, probe = PROBES[check.kind]
-    spec = spec_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in check.params.items()})
+async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
+                  deadline: Deadline = Deadline()) -> Result:
+    """Run one probe for its window and classify whatever happens. Never raises, except
+    CancelledError, which must propagate.
+
+    The window is the check's timeout cut to what is left of the run. Only the timeout is a
+    verdict (`tcp.timeout`: no answer in the time a check is given); a window the run deadline
+    cut short ends `probe.cancelled`, so a deadline never turns a slow answer into a failure. The
+    probe's protocol windows follow the timeout."""
+    window = deadline.window(timeout)
+    cut = window < timeout
     trace = Trace()
     if addresses:
         trace.note(tried=list(addresses))  # kept even when the deadline cuts every attempt short
     try:
-        async with asyncio.timeout(timeout):
+        _, probe = PROBES[check.layer]
+        spec = check.spec.within(timeout)
+        async with asyncio.timeout(window):
             await probe(spec, addresses, trace)
     except TimeoutError:
         ok = _passed_addresses(trace)
-        reason = TIMEOUT_BY_LAYER[check.layer.value]
+        if cut:
+            return _result(check, Reason.PROBE_CANCELLED, trace.current, f"not finished: {deadline.reached}",
+                           trace.elapsed(), trace, ok)
+        reason = TIMEOUT_BY_LAYER[check.layer]
         phase = trace.current
         detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
         if ok and reason.status is Status.FAIL:
@@ -153,7 +175,6 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float) -> R
             log.exception("check %s: unexpected error", check.id)
         return _result(check, reason, trace.current, _describe(exc), trace.elapsed(), trace)
     return _result(check, None, None, "", trace.elapsed(), trace, _passed_addresses(trace))
-
 
 
 def _passed_addresses(trace: Trace) -> tuple[str, ...]:

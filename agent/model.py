@@ -11,16 +11,15 @@ from enum import IntEnum, StrEnum
 
 from probes._trace import Fact, Phase
 from probes.reasons import Reason, Status
+from probes.specs import Layer, Spec
 
 
-class Layer(StrEnum):
-    DNS = "dns"
-    TCP = "tcp"
-    UDP = "udp"
-    TLS = "tls"
-    HTTP = "http"
-    WEBSOCKET = "websocket"
-    LOCAL = "local"
+class CheckPath(StrEnum):
+    """How a check reaches its target: as the node does by itself, or through the configured proxy."""
+
+    DIRECT = "direct"
+    PROXY = "proxy"  # the request through the configured proxy
+    TO_PROXY = "to-proxy"  # reaching the proxy itself
 
 
 class Severity(IntEnum):
@@ -36,20 +35,23 @@ class Severity(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Check:
     """One probe of one layer of one endpoint. `needs` names the check whose passing addresses
-    this one connects to, which is how a TCP failure keeps TLS and HTTP from failing again."""
+    this one connects to, which is how a TCP failure keeps TLS and HTTP from failing again. The
+    planner builds the probe's Spec, so the engine runs exactly what the plan shows."""
 
     id: str
-    layer: Layer
-    kind: str  # key into probes.PROBES
-    params: Mapping[str, Fact]  # the probe's Spec fields; the engine builds the Spec from them
+    spec: Spec
     host: str
     port: int | None
     protocol: str  # tcp | udp
     requirements: tuple[str, ...]
     needs: str | None = None
-    path: str = "direct"  # direct | proxy (through the configured proxy) | to-proxy (reaching it)
+    path: CheckPath = CheckPath.DIRECT
     skip: Reason | None = None  # set at planning time: missing context or blocked by policy
     skip_detail: str = ""
+
+    @property
+    def layer(self) -> Layer:
+        return self.spec.layer
 
     @property
     def target(self) -> str:

@@ -9,19 +9,28 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from agent.catalog import Catalog, Requirement
 from agent.inputs import context as ctx
 from agent.inputs import proxy
-from agent.catalog import Catalog, Requirement
-from agent.model import Check, Layer
+from agent.model import Check, CheckPath
+from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS
 from probes._net import is_ip
-from probes._trace import Fact
 from probes.reasons import Reason
-
-DEFAULT_EXPECTED_ISSUERS = ("Microsoft Corporation", "DigiCert Inc")
+from probes.specs import (
+    DnsSpec,
+    HttpSpec,
+    Layer,
+    LocalSpec,
+    Proxy,
+    Spec,
+    TcpSpec,
+    TlsSpec,
+    UdpSpec,
+    WebSocketSpec,
+)
 
 # The layers above dns that each catalog probe kind climbs, in order.
 _CHAINS: dict[str, tuple[Layer, ...]] = {
@@ -39,10 +48,9 @@ _LAYER_ORDER = {layer: i for i, layer in enumerate(Layer)}
 class PlanOptions:
     features: frozenset[str] = frozenset()
     expected_issuers: tuple[str, ...] = DEFAULT_EXPECTED_ISSUERS
-    dns_query_timeout: float = 2.0
     blocked: tuple[str, ...] = ()  # "host", "*.suffix", with ":port" optionally: skipped by policy
     blocked_reason: str = "blocked by policy"
-    proxy: str | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
+    proxy: Proxy | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
     no_proxy: tuple[str, ...] = ()
 
 
@@ -87,10 +95,10 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
             order.append(check.id)
             return
         merged = existing.requirements + tuple(r for r in check.requirements if r not in existing.requirements)
-        params = dict(existing.params)
-        if check.params.get("expect") == "private":
-            params["expect"] = "private"
-        checks[check.id] = replace(existing, requirements=merged, params=params)
+        spec = existing.spec
+        if isinstance(spec, DnsSpec) and isinstance(check.spec, DnsSpec) and check.spec.expect == "private":
+            spec = replace(spec, expect="private")  # one requirement needing a private answer is enough
+        checks[check.id] = replace(existing, requirements=merged, spec=spec)
 
     for requirement in applicable(catalog, context, options.features):
         for check in _local_checks(requirement):
@@ -103,11 +111,11 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
             host = template.format(**values)
             literal = is_ip(host)  # an IP literal target is connected to without resolving
             if literal and requirement.probe == "dns":  # a DNS server itself: ask it a question
-                add(_resolver_check(host, requirement, options))
+                add(_resolver_check(host, requirement))
                 continue
             if not literal:
                 expect = "private" if requirement.dns_private and private_endpoint else "any"
-                add(_dns_check(host, requirement.id, expect, options))
+                add(_dns_check(host, requirement.id, expect))
             for port in requirement.ports:
                 below: str | None = None if literal else f"dns:{host}"
                 for layer in _CHAINS[requirement.probe]:
@@ -116,7 +124,7 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                     below = check.id
                 if options.proxy and requirement.probe in ("https", "websocket") \
                         and not proxy.bypassed(host, port, options.no_proxy):
-                    for check in _proxied(host, port, requirement, options.proxy, options):
+                    for check in _proxied(host, port, requirement, options.proxy):
                         add(check)
     planned = (_apply_policy(checks[i], options) for i in order)
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
@@ -139,83 +147,78 @@ def _missing_context_check(requirement: Requirement, template: str, missing: Seq
     shown = re.sub(r"\{(\w+)\}", lambda m: f"<{m.group(1).replace('_', '-')}>", template)
     hints = " and ".join(ctx.hint_for(name) for name in missing)
     return Check(
-        id=f"dns:{shown}", layer=Layer.DNS, kind="dns", params={"host": shown}, host=shown,
-        port=None, protocol="udp", requirements=(requirement.id,),
-        skip=Reason.SKIP_MISSING_CONTEXT, skip_detail=f"unknown {', '.join(missing)}: give {hints}",
+        id=f"dns:{shown}", spec=DnsSpec(host=shown), host=shown, port=None, protocol="udp",
+        requirements=(requirement.id,), skip=Reason.SKIP_MISSING_CONTEXT,
+        skip_detail=f"unknown {', '.join(missing)}: give {hints}",
     )
 
 
-def _dns_check(host: str, requirement: str, expect: str, options: PlanOptions) -> Check:
-    params: dict[str, Fact] = {"host": host, "expect": expect, "query_timeout": options.dns_query_timeout}
-    return Check(id=f"dns:{host}", layer=Layer.DNS, kind="dns", params=params, host=host,
-                 port=None, protocol="udp", requirements=(requirement,))
+def _dns_check(host: str, requirement: str, expect: str) -> Check:
+    return Check(id=f"dns:{host}", spec=DnsSpec(host=host, expect=expect), host=host, port=None,
+                 protocol="udp", requirements=(requirement,))
 
 
-def _resolver_check(server: str, requirement: Requirement, options: PlanOptions) -> Check:
-    params: dict[str, Fact] = {"host": requirement.query, "resolvers": [server], "system": False,
-                               "query_timeout": options.dns_query_timeout}
-    return Check(id=f"dns:{server}", layer=Layer.DNS, kind="dns", params=params, host=server,
-                 port=requirement.ports[0] if requirement.ports else 53, protocol=requirement.protocol,
-                 requirements=(requirement.id,))
+def _resolver_check(server: str, requirement: Requirement) -> Check:
+    port = requirement.ports[0] if requirement.ports else 53
+    return Check(id=f"dns:{server}", spec=DnsSpec(host=requirement.query, resolvers=(server,), system=False),
+                 host=server, port=port, protocol=requirement.protocol, requirements=(requirement.id,))
 
 
 def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str | None,
                  options: PlanOptions) -> Check:
-    params: dict[str, Fact]
+    spec: Spec
     if layer is Layer.TLS:
-        params = {"host": host, "port": port, "expected_issuers": list(options.expected_issuers)}
+        spec = TlsSpec(host=host, port=port, expected_issuers=options.expected_issuers)
     elif layer is Layer.HTTP:
-        params = {"url": _url("http" if requirement.probe == "http" else "https", host, port), "host": host}
+        spec = HttpSpec(url=_url("http" if requirement.probe == "http" else "https", host, port), host=host)
     elif layer is Layer.WEBSOCKET:
-        params = {"url": _url("wss", host, port), "host": host}
+        spec = WebSocketSpec(url=_url("wss", host, port), host=host)
+    elif layer is Layer.UDP:
+        spec = UdpSpec(host=host, port=port)
     else:
-        params = {"host": host, "port": port}
-    return Check(id=f"{layer.value}:{host}:{port}", layer=layer, kind=layer.value, params=params,
-                 host=host, port=port, protocol=requirement.protocol,
-                 requirements=(requirement.id,), needs=needs)
+        spec = TcpSpec(host=host, port=port)
+    return Check(id=f"{layer.value}:{host}:{port}", spec=spec, host=host, port=port,
+                 protocol=requirement.protocol, requirements=(requirement.id,), needs=needs)
 
 
 # Node-local checks that come with a requirement: what the agent can see of it from the inside.
-_NODE_CHECKS: dict[str, tuple[dict[str, Fact], ...]] = {
-    "azure-platform-dns": ({"check": "firewall-platform"},),  # no local rule may block 168.63.129.16
-    "inbound-ssh": ({"check": "os"},),  # Azure ML attaches only Ubuntu VMs
-    "mcr": ({"check": "docker-bridge"},),  # jobs run in Docker: its bridge must not overlap the VNet
+_NODE_CHECKS: dict[str, tuple[LocalSpec, ...]] = {
+    "azure-platform-dns": (LocalSpec("firewall-platform", address=AZURE_DNS),),  # no local rule may block it
+    "inbound-ssh": (LocalSpec("os"),),  # Azure ML attaches only Ubuntu VMs
+    "mcr": (LocalSpec("docker-bridge"),),  # jobs run in Docker: its bridge must not overlap the VNet
 }
 
 
 def _local_checks(requirement: Requirement) -> list[Check]:
     """An inbound requirement: something listens on the port and no local rule drops it (NSGs
     are out of sight from the node); plus the node checks tied to a requirement."""
-    params: list[dict[str, Fact]] = list(_NODE_CHECKS.get(requirement.id, ()))
+    specs = list(_NODE_CHECKS.get(requirement.id, ()))
     if requirement.probe == "listen":
-        params += [{"check": check, "port": port, "protocol": requirement.protocol}
-                   for port in requirement.ports for check in ("listening", "firewall-inbound")]
-    return [Check(id=f"local:{p['check']}" + (f":{p['port']}" if "port" in p else ""), layer=Layer.LOCAL,
-                  kind="local", params=p, host="localhost", port=p.get("port"),  # type: ignore[arg-type]
-                  protocol=requirement.protocol, requirements=(requirement.id,)) for p in params]
+        specs += [LocalSpec(check, port=port, protocol=requirement.protocol)
+                  for port in requirement.ports for check in ("listening", "firewall-inbound")]
+    return [Check(id=f"local:{spec.check}" + (f":{spec.port}" if spec.port is not None else ""), spec=spec,
+                  host="localhost", port=spec.port, protocol=requirement.protocol, requirements=(requirement.id,))
+            for spec in specs]
 
 
-def _proxied(host: str, port: int, requirement: Requirement, proxy_url: str,
-             options: PlanOptions) -> list[Check]:
+def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list[Check]:
     """The path Azure ML's own clients take: the proxy's name, a connection to the proxy, and the
     request through it (the proxy resolves the target). Shared by every proxied endpoint."""
-    parsed = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}")
-    proxy_host = parsed.hostname or ""
-    proxy_port = parsed.port or (443 if parsed.scheme == "https" else 80)
     checks = []
     below: str | None = None
-    if not is_ip(proxy_host):
-        below = f"dns:{proxy_host}"
-        checks.append(replace(_dns_check(proxy_host, requirement.id, "any", options), path="to-proxy"))
-    to_proxy = Check(id=f"tcp:{proxy_host}:{proxy_port}", layer=Layer.TCP, kind="tcp",
-                     params={"host": proxy_host, "port": proxy_port}, host=proxy_host, port=proxy_port,
-                     protocol="tcp", requirements=(requirement.id,), needs=below, path="to-proxy")
-    layer = Layer.WEBSOCKET if requirement.probe == "websocket" else Layer.HTTP
-    scheme = "wss" if layer is Layer.WEBSOCKET else "https"
-    through = Check(id=f"{layer.value}:{host}:{port}@proxy", layer=layer, kind=layer.value,
-                    params={"url": _url(scheme, host, port), "host": host, "proxy": proxy_url},
-                    host=host, port=port, protocol="tcp", requirements=(requirement.id,),
-                    needs=to_proxy.id, path="proxy")
+    if not is_ip(via.host):
+        below = f"dns:{via.host}"
+        checks.append(replace(_dns_check(via.host, requirement.id, "any"), path=CheckPath.TO_PROXY))
+    to_proxy = Check(id=f"tcp:{via.host}:{via.port}", spec=TcpSpec(host=via.host, port=via.port), host=via.host,
+                     port=via.port, protocol="tcp", requirements=(requirement.id,), needs=below,
+                     path=CheckPath.TO_PROXY)
+    spec: Spec
+    if requirement.probe == "websocket":
+        spec = WebSocketSpec(url=_url("wss", host, port), host=host, proxy=via)
+    else:
+        spec = HttpSpec(url=_url("https", host, port), host=host, proxy=via)
+    through = Check(id=f"{spec.layer.value}:{host}:{port}@proxy", spec=spec, host=host, port=port, protocol="tcp",
+                    requirements=(requirement.id,), needs=to_proxy.id, path=CheckPath.PROXY)
     return [*checks, to_proxy, through]
 
 
@@ -224,4 +227,4 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
 
 
-__all__ = ["DEFAULT_EXPECTED_ISSUERS", "PlanOptions", "applicable", "plan"]
+__all__ = ["PlanOptions", "applicable", "plan"]

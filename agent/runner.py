@@ -2,95 +2,56 @@
 `serve` (every interval): detect the context, plan, probe, diagnose, and return one Report.
 
 The caller owns signals: to stop a run it sets `state.interrupted` and cancels the task; the
-run then still returns a (partial) report instead of raising."""
+run then still returns a (partial) report instead of raising. The caller also owns the time
+budget: `Limits.deadline` is absolute, and every round and every restart below runs inside it."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from agent import catalog, planner
-from agent.inputs import context
+from agent import catalog
+from agent.clock import Deadline
 from agent.inputs import detect
-from agent.inputs import proxy
-from agent.inputs.config import Config
-from agent.inputs.detect import Detected
-from agent.model import Check, ContextValue, Report, Result
+from agent.inputs.given import Inputs
+from agent.model import Check, Report, Result
 from probes import node
 
 
-class InputError(ValueError):
-    """A context value from the options or the config file is unusable; one line."""
+class RunChecks(Protocol):
+    """The engine's `run`, as the runner and the hook call it (a test passes a fake engine)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Inputs:
-    """What the user gave (options and config file), validated before anything is sent."""
-
-    given: Mapping[str, object]  # context options from the command line
-    config: Config = field(default_factory=Config)
-    plan_options: planner.PlanOptions = field(default_factory=planner.PlanOptions)
-    detect: bool = True
-
-    @classmethod
-    def build(cls, given: Mapping[str, object], cfg: Config, features: tuple[str, ...],
-              detect_context: bool) -> Inputs:
-        proxied = proxy.settings(os.environ, node.environment_file())
-        inputs = cls(given, cfg, planner.PlanOptions(
-            features=frozenset(features or cfg.settings.features),
-            expected_issuers=cfg.settings.expected_issuers or planner.DEFAULT_EXPECTED_ISSUERS,
-            blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason,
-            proxy=proxied.url, no_proxy=proxied.no_proxy), detect_context)
-        inputs.context()  # a bad option or config value stops here, before any detection or probing
-        return inputs
-
-    def context(self, detected: Detected | None = None) -> dict[str, ContextValue]:
-        layers: list[tuple[context.Source, Any]] = [("option", self.given), ("config", self.config.context)]
-        if detected is not None:
-            layers.append((detected.sources, detected.values))
-        try:
-            return context.build(layers)
-        except context.ContextError as exc:
-            raise InputError(str(exc)) from None
-
-    def local_detection(self) -> Detected | None:
-        """Detection from files and the environment only: sends nothing (plan and rules)."""
-        return detect.local(os.environ) if self.detect else None
-
-    def plan(self, values: Mapping[str, ContextValue]) -> tuple[catalog.Catalog, tuple[Check, ...]]:
-        cat = planner.with_endpoints(
-            catalog.load(str(values["cloud"].value)),
-            ((e.host, e.port, e.probe, e.purpose, e.required) for e in self.config.endpoints))
-        return cat, planner.plan(cat, values, self.plan_options)
+    async def __call__(self, checks: Sequence[Check], *, timeout: float, deadline: Deadline,
+                       concurrency: int, state: Any = None, on_result: Callable[[Result], None] | None = None,
+                       known: Mapping[str, Result] | None = None) -> tuple[Result, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     timeout: float
-    deadline: float | None = None
+    deadline: Deadline = field(default_factory=Deadline)  # the whole run, absolute
     concurrency: int = 128
-    wait: float | None = None  # hook mode: retry failing checks until healthy or this many seconds
+    wait: Deadline | None = None  # hook mode: retry failing checks until healthy or this moment
 
 
 async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                         on_result: Callable[[Result], None] | None = None,
                         on_plan: Callable[[int], None] | None = None,
                         on_round: Callable[[int, Sequence[Result], float], None] | None = None,
-                        reuse: Mapping[str, Result] | None = None) -> tuple[Report, catalog.Catalog]:
+                        reuse: Mapping[str, Result] | None = None,
+                        run_checks: RunChecks | None = None) -> tuple[Report, catalog.Catalog]:
     """`state` is an engine.RunState. `reuse` holds earlier results of checks not to probe this
     time (serve's backoff on endpoints that keep failing): they count as they were."""
     from agent import diagnose, engine
-    from agent.modes import hook as wait
+    from agent.modes import hook
 
+    probe_all: RunChecks = run_checks or engine.run
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    inputs = replace(inputs, plan_options=replace(  # a slow second resolver must not eat the check's time
-        inputs.plan_options, dns_query_timeout=min(2.0, limits.timeout / 2)))
     node_facts = node.collect()
     detected = inputs.local_detection()
     values = inputs.context(detected)
@@ -101,7 +62,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
             findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
             return diagnose.verdict(findings, results)[1] in (0, 1)
 
-        if limits.wait:
+        if limits.wait is not None:
             if detected is not None:
                 await detect.imds(detected)
                 node_facts["detection"] = detected.notes
@@ -109,8 +70,9 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                 cat, checks = inputs.plan(values)
             if on_plan is not None:
                 on_plan(len(checks))
-            results = await wait.until_healthy(checks, wait=limits.wait, healthy=judge, timeout=limits.timeout,
-                                               concurrency=limits.concurrency, state=state, on_round=on_round)
+            results = await hook.until_healthy(
+                checks, end=limits.wait.earlier(limits.deadline), healthy=judge, timeout=limits.timeout,
+                concurrency=limits.concurrency, state=state, on_round=on_round, run_checks=probe_all)
         else:
             # Probing starts at once; IMDS is read meanwhile. Only if what it says changes the
             # plan (on Azure it answers in milliseconds) does the run start over, so a node
@@ -129,7 +91,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                         on_result(result)
 
                 attempt = engine.RunState()
-                probing = asyncio.create_task(engine.run(
+                probing = asyncio.create_task(probe_all(
                     probed, timeout=limits.timeout, deadline=limits.deadline, concurrency=limits.concurrency,
                     state=attempt, on_result=record, known=reused))
                 try:
@@ -167,6 +129,5 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                   catalog_version=cat.version, interrupted=state.interrupted), cat
 
 
-
 def _signature(checks: Sequence[Check]) -> list[tuple[str, object]]:
-    return [(c.id, sorted(c.params.items())) for c in checks]
+    return [(c.id, c.spec) for c in checks]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
+from agent.platform import AZURE_DNS  # the Azure-provided resolver (and WireServer)
+from agent.platform import IMDS_ADDRESS as IMDS
+
 NODE_SUBNET = "10.0.0.0/24"
 NODE = "10.0.0.4"  # the compute node (node namespace)
 GATEWAY = "10.0.0.1"  # the az namespace's end of the link: the node's default route
@@ -20,9 +23,7 @@ PE_NOTEBOOKS = "10.0.1.6"  # ml-<ws>-<region>-<guid>.<region>.notebooks.azure.ne
 PE_FILE = "10.0.1.7"  # <storage>.file.core.windows.net
 PE_BLOB = "10.0.1.8"  # <storage>.blob.core.windows.net
 
-AZURE_DNS = "168.63.129.16"  # the Azure-provided resolver (and WireServer)
 CUSTOM_DNS = "10.0.2.4"  # a customer DNS server in the VNet
-IMDS = "169.254.169.254"
 PROXY = "10.0.3.8"  # a forward HTTP proxy in a hub subnet (scenarios with `proxy`)
 PROXY_PORT = 3128
 

@@ -1,5 +1,5 @@
-"""Probes: one module per kind, each exposing a frozen `Spec` and
-`async def run(spec, addresses, trace) -> None`. Knows nothing of agent/.
+"""Probes: one module per layer, each with `async def run(spec, addresses, trace) -> None` over
+its frozen Spec from probes.specs (where the planner builds them). Knows nothing of agent/.
 
 The contract the engine relies on:
 
@@ -30,6 +30,8 @@ from typing import Any
 from probes._trace import Fact, Phase, ProbeError, Trace
 from probes.reasons import Reason, Status, classify
 
+from probes.specs import Layer, Spec
+
 Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]
 
 
@@ -40,17 +42,17 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'probes' has no attribute {name!r}")
     from probes import dns, http, local, tcp, tls, udp, websocket
 
-    registry: dict[str, tuple[type, Run]] = {
-        "dns": (dns.Spec, dns.run),
-        "tcp": (tcp.Spec, tcp.run),
-        "udp": (udp.Spec, udp.run),
-        "tls": (tls.Spec, tls.run),
-        "http": (http.Spec, http.run),
-        "websocket": (websocket.Spec, websocket.run),
-        "local": (local.Spec, local.run),
+    registry: dict[Layer, tuple[type[Spec], Run]] = {
+        Layer.DNS: (dns.Spec, dns.run),
+        Layer.TCP: (tcp.Spec, tcp.run),
+        Layer.UDP: (udp.Spec, udp.run),
+        Layer.TLS: (tls.Spec, tls.run),
+        Layer.HTTP: (http.Spec, http.run),
+        Layer.WEBSOCKET: (websocket.Spec, websocket.run),
+        Layer.LOCAL: (local.Spec, local.run),
     }
     globals()["PROBES"] = registry
     return registry
 
 
-__all__ = ["PROBES", "Fact", "Phase", "ProbeError", "Reason", "Run", "Status", "Trace", "classify"]
+__all__ = ["PROBES", "Fact", "Layer", "Phase", "ProbeError", "Reason", "Run", "Spec", "Status", "Trace", "classify"]

@@ -21,6 +21,7 @@ import dns.rdatatype
 from probes import node
 from probes._datagram import exchange
 from probes._net import errno_name, is_ip, ordered, since_ms, split_hostport
+from probes.specs import DnsSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
 
@@ -31,16 +32,6 @@ PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 _GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    host: str
-    resolvers: tuple[str, ...] = ()  # "ip", "ip:port" or "[v6]:port"; empty: the node's own
-    expect: str = "any"  # any | private | public
-    expect_addresses: tuple[str, ...] = ()  # when given, every answer must be one of these
-    query_timeout: float = 2.0  # per direct query: a protocol parameter, not the check's deadline
-    system: bool = True  # False: direct answers alone decide
 
 
 @dataclass(frozen=True, slots=True)

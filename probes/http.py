@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import ssl
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,20 +18,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probes._net import errno_name, proxy_reason, require, tls_context
 from probes._net import family as address_family
+from probes.specs import HttpSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
-from probes.node import redact
 from probes.reasons import Reason
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    url: str
-    host: str  # the name in the URL: SNI and Host stay this name whatever address is used
-    proxy: str | None = None  # explicit: the engine decides, the environment is not consulted
-    cafile: str | None = None
-    method: str = "GET"
 
 
 class _Pinned(AbstractResolver):
@@ -58,7 +48,7 @@ class _Pinned(AbstractResolver):
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Through a proxy the proxy resolves the target, so `addresses` may then be empty."""
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
-               proxy=redact(spec.proxy) if spec.proxy else None)
+               proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
     context: ssl.SSLContext | bool = True
     if urlsplit(spec.url).scheme == "https":
@@ -84,7 +74,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         )
         async with session:
             try:
-                async with session.request(spec.method, spec.url, proxy=spec.proxy, ssl=context,
+                async with session.request(spec.method, spec.url, proxy=spec.proxy.url if spec.proxy else None, ssl=context,
                                            allow_redirects=False) as response:
                     await _judge(spec, response, trace)
             except aiohttp.ClientHttpProxyError as exc:

@@ -1,6 +1,6 @@
 """Node-local requirements, read on the node without sending a packet: an inbound port has a
 listener (I-01 44224, I-04 22), no local netfilter rule drops that port or Azure's platform
-address 168.63.129.16 (I-05), the node runs Ubuntu (attached VMs, HDInsight), and Docker's
+address (168.63.129.16, given by the planner: I-05), the node runs Ubuntu (attached VMs, HDInsight), and Docker's
 default bridge does not overlap the VNet (failure mode 19). The NSG, UDRs and Azure Firewall are
 invisible from here; these checks cover what only the node can see.
 
@@ -22,17 +22,16 @@ import ipaddress
 import json
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
 
 from probes import _nftables
 from probes._nftables import INBOUND, OPEN, OUTBOUND, Finding, Traffic
+from probes.specs import LocalSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
 
-PLATFORM_ADDRESS = "168.63.129.16"
 # What the node itself sends to the platform address: DNS, the WireServer (VM agent) on 80 and
 # 32526, and 443 (WIRE); health probes come the other way.
 PLATFORM_SERVICES: tuple[tuple[str, int], ...] = (
@@ -45,15 +44,6 @@ OS_RELEASE = Path("/etc/os-release")
 DOCKER_DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_BRIDGE = "docker0"
 LEGACY_IPTABLES = Path("/proc/net/ip_tables_names")  # tables of the legacy backend, per netns
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    check: str  # listening | firewall-inbound | firewall-platform | os | docker-bridge
-    port: int | None = None
-    protocol: str = "tcp"
-    address: str | None = None  # firewall-platform; default PLATFORM_ADDRESS
-    subnets: tuple[str, ...] = ()  # docker-bridge; empty: the node's own interface networks
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
@@ -225,7 +215,7 @@ async def _firewall_platform(spec: Spec, trace: Trace) -> None:
     """No local rule drops or rejects the node's own traffic to the platform address (DNS,
     WireServer) nor any inbound traffic from it (health probes): WIRE says blocking it breaks
     DNS, DHCP, the VM agent and health probes."""
-    address = ipaddress.IPv4Address(spec.address or PLATFORM_ADDRESS)
+    address = ipaddress.IPv4Address(spec.address)
     traffic = [Traffic(f"{protocol}/{port} to {address}", OUTBOUND, "daddr", protocol=protocol,
                        dport=port, daddr=address) for protocol, port in PLATFORM_SERVICES]
     traffic.append(Traffic(f"inbound traffic from {address}", INBOUND, "saddr", protocol=OPEN,

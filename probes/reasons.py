@@ -12,6 +12,8 @@ import socket
 import ssl
 from enum import StrEnum
 
+from probes.specs import Layer
+
 
 class Status(StrEnum):
     PASS = "pass"
@@ -103,14 +105,14 @@ _STATUS: dict[Reason, Status] = {
     Reason.PROBE_INTERNAL: Status.INCONCLUSIVE,
 }
 
-TIMEOUT_BY_LAYER: dict[str, Reason] = {
-    "dns": Reason.DNS_TIMEOUT,
-    "tcp": Reason.TCP_TIMEOUT,
-    "udp": Reason.UDP_NO_REPLY,
-    "tls": Reason.TLS_TIMEOUT,
-    "http": Reason.HTTP_TIMEOUT,
-    "websocket": Reason.WS_TIMEOUT,
-    "local": Reason.LOCAL_TIMEOUT,
+TIMEOUT_BY_LAYER: dict[Layer, Reason] = {
+    Layer.DNS: Reason.DNS_TIMEOUT,
+    Layer.TCP: Reason.TCP_TIMEOUT,
+    Layer.UDP: Reason.UDP_NO_REPLY,
+    Layer.TLS: Reason.TLS_TIMEOUT,
+    Layer.HTTP: Reason.HTTP_TIMEOUT,
+    Layer.WEBSOCKET: Reason.WS_TIMEOUT,
+    Layer.LOCAL: Reason.LOCAL_TIMEOUT,
 }
 
 # OpenSSL X509 verify codes (ssl.SSLCertVerificationError.verify_code).

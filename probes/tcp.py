@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 from probes._net import connect, errno_name, require, since_ms
+from probes.specs import TcpSpec as Spec
 from probes._trace import Fact, Trace
 from probes.reasons import classify
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    host: str
-    port: int
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

@@ -13,7 +13,6 @@ import _ssl
 import asyncio
 import socket
 import ssl
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -21,18 +20,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from probes._net import connect, connect_first, require, tls_context
+from probes.specs import TlsSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import PROTOCOL_MISMATCH_REASONS, VERIFY_CODES, Reason
 
 _TLS_RECORD_TYPES = frozenset({20, 21, 22, 23})  # change_cipher_spec, alert, handshake, application_data
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    host: str
-    port: int
-    cafile: str | None = None  # None: the system store (honours SSL_CERT_FILE)
-    expected_issuers: tuple[str, ...] = ("Microsoft Corporation", "DigiCert Inc")  # issuer O=; empty: any
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

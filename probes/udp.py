@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 from probes._datagram import exchange
 from probes._net import errno_name, require, since_ms
+from probes.specs import UdpSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import UDP_ERRNO_CODES, Reason, classify
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    host: str
-    port: int
-    payload: bytes = b""  # a protocol-valid request where one exists: many services ignore garbage
-    attempts: int = 3  # datagrams sent; ICMP is rate limited and UDP is lossy, so retransmit
-    interval: float = 0.5  # listening window after each datagram (a protocol parameter)
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

@@ -12,31 +12,23 @@ import asyncio
 import base64
 import socket
 import ssl
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
 from probes import _net
+from probes.specs import Proxy
+from probes.specs import WebSocketSpec as Spec
 from probes._trace import ProbeError, Trace
-from probes.node import redact
 from probes.reasons import Reason
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    url: str  # ws:// or wss://
-    host: str  # the name in the URL: SNI and Host stay this name
-    proxy: str | None = None  # http://[user:password@]host:port; explicit, never from the environment
-    cafile: str | None = None
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Pass on 101 with a valid handshake and an answered ping. Through a proxy the proxy
     resolves the target, so `addresses` may then be empty."""
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
-               proxy=redact(spec.proxy) if spec.proxy else None)
+               proxy=spec.proxy.shown if spec.proxy else None)
     parts = urlsplit(spec.url)
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
@@ -84,25 +76,23 @@ async def _upgrade(spec: Spec, sock: socket.socket, context: ssl.SSLContext | No
         await ws.close()
 
 
-async def _tunnel(proxy: str, host: str, port: int, trace: Trace) -> socket.socket:
+async def _tunnel(proxy: Proxy, host: str, port: int, trace: Trace) -> socket.socket:
     """An HTTP CONNECT tunnel through the proxy to host:port (the proxy resolves host)."""
-    parts = urlsplit(proxy)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"unsupported proxy URL {redact(proxy)!r}: only http://host:port")
-    proxy_port = parts.port or 8080
+    if proxy.scheme != "http":
+        raise ProbeError(Reason.PROXY_UNREACHABLE,
+                         f"cannot tunnel a WebSocket through {proxy.shown}: only http:// proxies are supported")
     try:
-        if _net.is_ip(parts.hostname):
-            sock = await _net.connect(parts.hostname, proxy_port)
+        if _net.is_ip(proxy.host):
+            sock = await _net.connect(proxy.host, proxy.port)
         else:  # the proxy's own name resolves the way applications resolve it
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, proxy_port,
-                                                                 type=socket.SOCK_STREAM)
-            _, sock = await _net.connect_first(_net.ordered(str(i[4][0]) for i in infos), proxy_port)
+            infos = await asyncio.get_running_loop().getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+            _, sock = await _net.connect_first(_net.ordered(str(i[4][0]) for i in infos), proxy.port)
     except OSError as exc:
         trace.note(proxy_errno=_net.errno_name(exc))
         raise ProbeError(Reason.PROXY_UNREACHABLE,
                          f"cannot connect to the proxy: {exc.strerror or exc}") from exc
     try:
-        status, headers = await _connect_request(sock, host, port, parts.username, parts.password)
+        status, headers = await _connect_request(sock, host, port, proxy.user, proxy.password)
     except BaseException:
         sock.close()
         raise
@@ -119,7 +109,7 @@ async def _connect_request(sock: socket.socket, host: str, port: int, user: str 
     loop = asyncio.get_running_loop()
     request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     if user is not None:
-        token = base64.b64encode(f"{unquote(user)}:{unquote(password or '')}".encode()).decode()
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         request += f"Proxy-Authorization: Basic {token}\r\n"
     await loop.sock_sendall(sock, (request + "\r\n").encode())
     head = b""

@@ -17,6 +17,7 @@ from agent.model import Finding, Layer, Result, Severity
 from probes._trace import Fact
 from probes.dns import is_private
 from probes.reasons import Reason, Status
+from probes.specs import DnsSpec, LocalSpec
 
 AZURE_DNS = "168.63.129.16"
 MAX_DOCS = 4
@@ -219,7 +220,8 @@ def _problems(result: Result, results: Sequence[Result], facts: Facts) -> list[_
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
     if check.layer is Layer.LOCAL:
-        return [_Problem(_LOCAL_CODES.get(str(check.params.get("check")), "endpoint-unreachable"), (), result)]
+        local = check.spec.check if isinstance(check.spec, LocalSpec) else ""
+        return [_Problem(_LOCAL_CODES.get(local, "endpoint-unreachable"), (), result)]
     if check.path == "to-proxy":
         return [_Problem("proxy-unreachable", (), result)]
     if check.path == "proxy" and _direct_counterpart_passes(result, results):
@@ -256,7 +258,8 @@ def _direct_counterpart_passes(result: Result, results: Sequence[Result]) -> boo
 
 def _is_pe_instance_name(result: Result) -> bool:
     """A compute instance name that must resolve to the workspace private endpoint."""
-    return ".instances." in result.check.host and result.check.params.get("expect") == "private"
+    return ".instances." in result.check.host and isinstance(result.check.spec, DnsSpec) \
+        and result.check.spec.expect == "private"
 
 
 def _dns_problem(result: Result, facts: Facts) -> _Problem:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.inputs import context
+from agent.platform import IMDS_URL
 from probes._trace import Fact
 
-IMDS = "http://169.254.169.254"
 IMDS_INSTANCE = "/metadata/instance?api-version=2021-02-01"
 IMDS_LOADBALANCER = "/metadata/loadbalancer?api-version=2020-10-01"
 IMDS_TIMEOUT = 1.0  # seconds for both requests: IMDS answers locally in milliseconds or not at all
@@ -80,7 +80,7 @@ def _file_shares(mounts: Path) -> list[tuple[str, str]]:
     return shares
 
 
-async def imds(found: Detected, base: str = IMDS, timeout: float = IMDS_TIMEOUT) -> None:
+async def imds(found: Detected, base: str = IMDS_URL, timeout: float = IMDS_TIMEOUT) -> None:
     """Read region, cloud and public IP from IMDS into `found`: no proxy (IMDS must never be
     proxied), one short deadline for both requests, and a note instead of an error when absent."""
     import asyncio

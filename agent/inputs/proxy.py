@@ -11,18 +11,18 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from probes.node import redact
+from probes.specs import Proxy, SpecError
+
+
+class ProxyError(ValueError):
+    """HTTPS_PROXY cannot be used as given; one line naming where it was set."""
 
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
-    url: str | None  # the HTTPS proxy (what https:// and wss:// requests go through)
+    proxy: Proxy | None  # the HTTPS proxy (what https:// and wss:// requests go through)
     no_proxy: tuple[str, ...]
     source: str  # environment | /etc/environment | none
-
-    @property
-    def shown(self) -> str | None:
-        return redact(self.url) if self.url else None
 
 
 def settings(environ: Mapping[str, str], etc_environment: Mapping[str, str]) -> ProxySettings:
@@ -32,7 +32,10 @@ def settings(environ: Mapping[str, str], etc_environment: Mapping[str, str]) -> 
         if url:
             raw = values.get("no_proxy") or values.get("NO_PROXY") or ""
             entries = tuple(e.strip().lower() for e in raw.replace(" ", ",").split(",") if e.strip())
-            return ProxySettings(url, entries, source)
+            try:
+                return ProxySettings(Proxy.parse(url), entries, source)
+            except SpecError as exc:
+                raise ProxyError(f"HTTPS_PROXY (from {source}): {exc}") from None
     return ProxySettings(None, (), "none")
 
 

@@ -1,15 +1,20 @@
 """Hook mode: run the checks, then run again only what failed (and what it held back), with
-backoff, until the node is healthy or the wait is over. Never runs past the wait: every round's
-checks are clipped to the time left."""
+backoff, until the node is healthy or the wait is over. Never runs past the wait: every round
+runs inside the one deadline it is given (the earlier of --wait and --deadline)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from agent import engine
+from agent.clock import Deadline
 from agent.model import Check, Result
 from probes.reasons import Reason, Status
+
+if TYPE_CHECKING:
+    from agent.engine import RunState
+    from agent.runner import RunChecks
 
 FIRST_BACKOFF = 1.0  # seconds before the first retry; doubles each round
 MAX_BACKOFF = 15.0  # a setup script waiting for a firewall change wants to notice it quickly
@@ -21,36 +26,34 @@ def _retryable(result: Result) -> bool:
         Reason.SKIP_DEPENDENCY, Reason.PROBE_CANCELLED)
 
 
-async def until_healthy(checks: Sequence[Check], *, wait: float, healthy: Callable[[Sequence[Result]], bool],
-                        timeout: float, concurrency: int, state: engine.RunState,
+async def until_healthy(checks: Sequence[Check], *, end: Deadline, healthy: Callable[[Sequence[Result]], bool],
+                        timeout: float, concurrency: int, state: RunState, run_checks: RunChecks,
                         on_round: Callable[[int, Sequence[Result], float], None] | None = None
                         ) -> tuple[Result, ...]:
     """Results of the last round merged over the earlier ones. `state` collects every finished
     result, so a signal mid-round still leaves the best knowledge for a partial report."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + wait
+    stop = Deadline(end.at - MARGIN, end.budget) if end.at is not None else end
     current: dict[str, Result] = {}
     pending = list(checks)
     backoff = FIRST_BACKOFF
     rounds = 0
     while True:
         rounds += 1
-        left = end - loop.time() - MARGIN
-        fresh = await engine.run(pending, timeout=max(min(timeout, left), 0.05), deadline=max(left, 0.05),
-                                 concurrency=concurrency, known=current,
+        fresh = await run_checks(pending, timeout=timeout, deadline=stop, concurrency=concurrency, known=current,
                                  on_result=lambda r: state.results.__setitem__(r.check.id, r))
         for result in fresh:  # a retry cut off by the wait's end keeps the earlier, real result
             if result.reason is not Reason.PROBE_CANCELLED or result.check.id not in current:
                 current[result.check.id] = result
         results = tuple(current[c.id] for c in checks)
-        left = end - loop.time() - MARGIN
-        if healthy(results) or left <= 0:
+        left = stop.remaining()
+        if healthy(results) or left is None or left <= 0:
             return results
         pause = min(backoff, left)
         if on_round is not None:
             on_round(rounds, results, pause)
         await asyncio.sleep(pause)
         backoff = min(backoff * 2, MAX_BACKOFF)
-        if end - loop.time() - MARGIN <= 0:
+        left = stop.remaining()
+        if left is None or left <= 0:
             return results
         pending = [c for c in checks if _retryable(current[c.id])]

@@ -13,12 +13,14 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
 
 from agent import engine, runner
+from agent.clock import Deadline
+from agent.inputs.given import Inputs
 from agent.output import prometheus as metrics
 from agent.model import Finding, Report, Result, Severity
 from agent.output.jsonreport import to_json, write_atomic
@@ -41,6 +43,7 @@ class Settings:
     state: Path
     textfile: Path | None = None
     listen: tuple[str, int] | None = None
+    round_deadline: float | None = None  # seconds one round may take: the config's deadline, else the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ def summary(report: Report) -> str:
 
 
 class Daemon:
-    def __init__(self, load: Callable[[], runner.Inputs], limits: runner.Limits, settings: Settings,
+    def __init__(self, load: Callable[[], Inputs], limits: runner.Limits, settings: Settings,
                  notifier: Notifier, journal: Journal) -> None:
         self._load = load
         self._inputs = load()
@@ -167,7 +170,8 @@ class Daemon:
     async def _diagnose(self, reuse: Mapping[str, Result]) -> Report | None:
         """One round, or None when a stop request cut it short (nothing half-done is kept)."""
         state = engine.RunState()
-        task = asyncio.create_task(runner.diagnose_node(self._inputs, self._limits, state, reuse=reuse))
+        limits = replace(self._limits, deadline=Deadline.after(self._settings.round_deadline))
+        task = asyncio.create_task(runner.diagnose_node(self._inputs, limits, state, reuse=reuse))
         stop = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()

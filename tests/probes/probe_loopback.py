@@ -26,7 +26,7 @@ DnsHandler = Callable[[dns.message.Message], "dns.message.Message | None"]
 
 class Serve(Protocol):
     async def __call__(self, handler: StreamHandler, *, host: str = ...,
-                       tls: ssl.SSLContext | None = ...) -> int: ...
+                       tls: ssl.SSLContext | None = ..., port: int = ...) -> int: ...
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

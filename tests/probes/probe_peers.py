@@ -46,7 +46,7 @@ async def serve() -> AsyncIterator[Serve]:
     tasks: set[asyncio.Task[None]] = set()
 
     async def start(handler: StreamHandler, *, host: str = "127.0.0.1",
-                    tls: ssl.SSLContext | None = None) -> int:
+                    tls: ssl.SSLContext | None = None, port: int = 0) -> int:
         async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writers.append(writer)
             task = asyncio.current_task()
@@ -59,7 +59,7 @@ async def serve() -> AsyncIterator[Serve]:
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(tracked, host, 0, ssl=tls)
+        server = await asyncio.start_server(tracked, host, port, ssl=tls)
         servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

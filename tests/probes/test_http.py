@@ -23,6 +23,7 @@ from probe_loopback import (
 )
 
 from probes import http
+from probes.specs import Proxy
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
 
@@ -89,7 +90,7 @@ async def test_no_date_header(serve: Serve, trace: Trace) -> None:
 async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, cafile: str, trace: Trace) -> None:
     offers = 'Proxy-Authenticate: Basic realm="corp"\r\nProxy-Authenticate: Negotiate\r\n'
     proxy_port = await serve(proxy(code, offers if code == 407 else ""))
-    spec = http.Spec(f"https://{NAME}/", NAME, proxy=f"http://alice:s3cret@127.0.0.1:{proxy_port}", cafile=cafile)
+    spec = http.Spec(f"https://{NAME}/", NAME, proxy=Proxy.parse(f"http://alice:s3cret@127.0.0.1:{proxy_port}"), cafile=cafile)
     with pytest.raises(ProbeError) as info:
         await http.run(spec, (), trace)
     assert info.value.reason is reason
@@ -104,13 +105,13 @@ async def test_through_proxy(serve: Serve, https: Callable[..., Awaitable[int]],
                              trace: Trace) -> None:
     port = await https(200)
     proxy_port = await serve(proxy(200))
-    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=f"http://127.0.0.1:{proxy_port}", cafile=cafile)
+    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{proxy_port}"), cafile=cafile)
     await http.run(spec, (), trace)
     assert trace.facts["status"] == 200 and trace.facts["via_proxy"] is True
 
 
 async def test_proxy_unreachable(refused_port: int, cafile: str, trace: Trace) -> None:
-    spec = http.Spec(f"https://{NAME}/", NAME, proxy=f"http://127.0.0.1:{refused_port}", cafile=cafile)
+    spec = http.Spec(f"https://{NAME}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{refused_port}"), cafile=cafile)
     with pytest.raises(ProbeError) as info:
         await http.run(spec, (), trace)
     assert info.value.reason is Reason.PROXY_UNREACHABLE

@@ -22,6 +22,7 @@ import probes
 from probes import local
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, Status, classify
+from probes.specs import SpecError
 
 pytest_plugins = ["probe_peers"]
 
@@ -68,9 +69,11 @@ def test_registered() -> None:
     {"check": "docker-bridge", "subnets": ("10.0.0.0/33",)},
 ], ids=lambda kwargs: "-".join(str(v) for v in kwargs.values()))
 async def test_malformed_spec_is_a_probe_bug(kwargs: dict[str, object], trace: Trace) -> None:
+    """Refused where the Spec is built (the planner), or by the probe: never a network verdict."""
     with pytest.raises(ValueError) as info:
         await local.run(local.Spec(**kwargs), (), trace)  # type: ignore[arg-type]
-    assert classify(info.value) is Reason.PROBE_INTERNAL and trace.current == "inspect"
+    assert classify(info.value) is Reason.PROBE_INTERNAL
+    assert isinstance(info.value, SpecError) or trace.current == "inspect"
 
 
 # --- listening ---------------------------------------------------------------------------------
@@ -233,7 +236,8 @@ def chain(name: str, hook: str | None, *rules: str, policy: str = "accept") -> s
 DEFAULT_DENY = ("ct state vmap { established : accept, related : accept, invalid : drop }",
                 'iifname "lo" accept', "tcp dport 22 accept")
 NAMED_SET = "set aml { type inet_service; flags interval; elements = { 29876-29877, 44224 }; }"
-ALL_PLATFORM_SERVICES = [f"{p}/{n} to 168.63.129.16" for p, n in local.PLATFORM_SERVICES]
+PLATFORM = "168.63.129.16"  # the address the planner gives the firewall-platform check
+ALL_PLATFORM_SERVICES = [f"{p}/{n} to {PLATFORM}" for p, n in local.PLATFORM_SERVICES]
 
 
 def inet(*chains: str) -> str:
@@ -315,7 +319,7 @@ async def test_firewall_platform(rules: str, reason: Reason | None, text: str | 
                                  traffic: list[str], nft_rules: Load,
                                  trace: Trace) -> None:
     nft_rules(rules)
-    error = await outcome(local.Spec("firewall-platform"), trace)
+    error = await outcome(local.Spec("firewall-platform", address=PLATFORM), trace)
     assert (error and error.reason) == reason
     if reason is None:
         assert trace.facts["blocking"] == [] and len(rules_in(trace, "chains")) == 2
@@ -353,7 +357,7 @@ COMMIT
     (local.Spec("firewall-inbound", port=44224), FAILED,
      "tcp dport 44224 counter packets 0 bytes 0 drop"),
     (local.Spec("firewall-inbound", port=1234), FAILED, "policy drop"),
-    (local.Spec("firewall-platform"), FAILED,
+    (local.Spec("firewall-platform", address=PLATFORM), FAILED,
      "ip daddr 168.63.129.16 counter packets 0 bytes 0 reject"),
 ], ids=["22", "multiport", "state-new", "dropped", "default-deny", "platform-reject"])
 async def test_firewall_iptables_nft(spec: local.Spec, reason: Reason | None, rule: str | None,
@@ -397,7 +401,7 @@ async def test_firewall_not_root_is_inconclusive(nft_rules: Load, trace: Trace,
 async def test_firewall_without_nft_is_inconclusive(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     trace: Trace) -> None:
     monkeypatch.setattr(local, "NFT", (str(tmp_path / "nft"),))
-    error = await outcome(local.Spec("firewall-platform"), trace)
+    error = await outcome(local.Spec("firewall-platform", address=PLATFORM), trace)
     assert error is not None and error.reason is INCONCLUSIVE
     assert error.detail.startswith(f"cannot run {tmp_path / 'nft'}")
 

@@ -88,7 +88,8 @@ async def test_unexpected_issuer(serve: Serve, tmp_path: Path, trace: Trace) -> 
     inspection.cert_pem.write_to_path(str(tmp_path / "inspection.pem"))
     port = await serve(silent, tls=server_context(inspection.issue_cert(NAME)))
     with pytest.raises(ProbeError) as info:
-        await tls.run(tls.Spec(NAME, port, cafile=str(tmp_path / "inspection.pem")), ("127.0.0.1",), trace)
+        await tls.run(tls.Spec(NAME, port, cafile=str(tmp_path / "inspection.pem"),
+                               expected_issuers=("Microsoft Corporation", "DigiCert Inc")), ("127.0.0.1",), trace)
     assert info.value.reason is Reason.TLS_UNEXPECTED_ISSUER
     assert Reason.TLS_UNEXPECTED_ISSUER.status is Status.WARN
     assert trace.current == "handshake"

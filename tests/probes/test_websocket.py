@@ -4,6 +4,7 @@ wrongly, and the CONNECT proxy double."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
@@ -22,6 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from probes import websocket
+from probes.specs import Proxy
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
 
@@ -99,7 +101,7 @@ async def test_stalled_upgrade(serve: Serve, trace: Trace, unit: float) -> None:
 async def test_through_proxy(ws_server: WsServer, serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) -> None:
     port = await ws_server(stay_open, tls=server_context(ca.issue_cert(NAME)))
     proxy_port = await serve(proxy(200))
-    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=f"http://127.0.0.1:{proxy_port}", cafile=cafile)
+    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{proxy_port}"), cafile=cafile)
     await websocket.run(spec, (), trace)
     assert trace.facts["status"] == 101 and trace.facts["via_proxy"] is True
 
@@ -109,7 +111,7 @@ async def test_through_proxy(ws_server: WsServer, serve: Serve, ca: trustme.CA, 
 ])
 async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, trace: Trace) -> None:
     proxy_port = await serve(proxy(code, "Proxy-Authenticate: NTLM\r\n" if code == 407 else ""))
-    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=f"http://bob:pw@127.0.0.1:{proxy_port}")
+    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=Proxy.parse(f"http://bob:pw@127.0.0.1:{proxy_port}"))
     with pytest.raises(ProbeError) as info:
         await websocket.run(spec, (), trace)
     assert info.value.reason is reason
@@ -120,8 +122,20 @@ async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, tr
 
 
 async def test_proxy_unreachable(refused_port: int, trace: Trace) -> None:
-    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=f"http://127.0.0.1:{refused_port}")
+    spec = websocket.Spec(f"wss://{NAME}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{refused_port}"))
     with pytest.raises(ProbeError) as info:
         await websocket.run(spec, (), trace)
     assert info.value.reason is Reason.PROXY_UNREACHABLE
     assert trace.facts["proxy_errno"] == "ECONNREFUSED" and trace.current == "connect"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binds port 80, which needs root (CI runs as root)")
+async def test_a_proxy_url_without_a_port_is_dialled_on_its_scheme_port(
+        ws_server: WsServer, serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) -> None:
+    """HTTPS_PROXY=http://host is port 80 to every client on the node and to the planner's check of
+    the proxy; the tunnel dialled 8080 once, so TCP passed while every WebSocket check failed."""
+    port = await ws_server(stay_open, tls=server_context(ca.issue_cert(NAME)))
+    await serve(proxy(200), host="127.0.0.2", port=80)
+    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=Proxy.parse("http://127.0.0.2"), cafile=cafile)
+    await websocket.run(spec, (), trace)
+    assert trace.facts["status"] == 101 and trace.facts["proxy"] == "http://127.0.0.2:80"

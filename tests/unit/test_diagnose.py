@@ -9,6 +9,7 @@ import pytest
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose, verdict
 from agent.model import Finding, Severity
+from probes.specs import Proxy
 from probes.reasons import Reason, Status
 
 from .helpers import GUID, Outcome, make_context, make_plan, simulate
@@ -177,7 +178,7 @@ def test_verdict(outcomes: Mapping[str, Outcome], signalled: bool, expected: tup
     assert verdict(findings, results, signalled=signalled) == expected
 
 
-PROXY = planner.PlanOptions(proxy="http://proxy.contoso.net:3128", no_proxy=(".privatelink.api.azureml.ms",))
+PROXY = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"), no_proxy=(".privatelink.api.azureml.ms",))
 PROXY_TCP = "tcp:proxy.contoso.net:3128"
 
 
@@ -189,7 +190,7 @@ def run_proxied(outcomes: Mapping[str, Outcome]) -> tuple[Finding, ...]:
 def test_proxied_plan_shape() -> None:
     checks = {c.id: c for c in make_plan(options=PROXY)}
     through = checks["http:management.azure.com:443@proxy"]
-    assert (through.path, through.needs, through.params["proxy"]) == ("proxy", PROXY_TCP, PROXY.proxy)
+    assert (through.path, through.needs, through.spec.proxy) == ("proxy", PROXY_TCP, PROXY.proxy)
     assert checks[PROXY_TCP].path == "to-proxy" and checks[PROXY_TCP].needs == "dns:proxy.contoso.net"
     assert f"websocket:{CI}:443@proxy" in checks
     assert not any(c.path == "proxy" for c in checks.values() if c.port not in (443,))

@@ -8,12 +8,15 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import dns.message
 import pytest
 
 from agent import engine
-from agent.model import Check, Layer
+from agent.clock import Deadline
+from agent.model import Check
+from probes.specs import DnsSpec, Layer, TcpSpec
 from probe_loopback import UNIT, dns_reply
 from probes import PROBES
 from probes._trace import Trace
@@ -24,20 +27,19 @@ pytest_plugins = ["probe_peers"]
 
 def tcp_check(port: int, *, name: str = "127.0.0.1", needs: str | None = None) -> Check:
     """A tcp check of `name`; an IP literal is connected to directly, a name needs a dns check."""
-    return Check(id=f"tcp:{name}:{port}", layer=Layer.TCP, kind="tcp", params={"host": name, "port": port},
+    return Check(id=f"tcp:{name}:{port}", spec=TcpSpec(host=name, port=port),
                  host=name, port=port, protocol="tcp", requirements=("test",), needs=needs)
 
 
 def stalled_checks(port: int, count: int) -> list[Check]:
     """`count` distinct checks of the same stalled loopback port."""
-    return [Check(id=f"tcp:stalled-{i}:{port}", layer=Layer.TCP, kind="tcp",
-                  params={"host": "127.0.0.1", "port": port}, host="127.0.0.1", port=port, protocol="tcp",
-                  requirements=("test",)) for i in range(count)]
+    return [Check(id=f"tcp:stalled-{i}:{port}", spec=TcpSpec(host="127.0.0.1", port=port),
+                  host="127.0.0.1", port=port, protocol="tcp", requirements=("test",)) for i in range(count)]
 
 
 def dns_check(name: str, server: str) -> Check:
-    return Check(id=f"dns:{name}", layer=Layer.DNS, kind="dns",
-                 params={"host": name, "resolvers": [server], "system": False, "query_timeout": 2 * UNIT},
+    return Check(id=f"dns:{name}", spec=DnsSpec(host=name, resolvers=(server,), system=False,
+                                                 query_timeout=2 * UNIT),
                  host=name, port=None, protocol="udp", requirements=("test",))
 
 
@@ -98,7 +100,7 @@ async def test_a_failed_layer_skips_the_layers_above(dns_server: object, tcp_lis
 async def test_run_deadline_cancels_what_is_left(stalled_port: int, tcp_listener: int) -> None:
     state = engine.RunState()
     checks = [tcp_check(tcp_listener), *stalled_checks(stalled_port, 1)]
-    fast, slow = await engine.run(checks, timeout=60, deadline=0.5 * UNIT, state=state)
+    fast, slow = await engine.run(checks, timeout=60, deadline=Deadline.after(0.5 * UNIT), state=state)
     assert fast.status is Status.PASS
     assert (slow.status, slow.reason) == (Status.INCONCLUSIVE, Reason.PROBE_CANCELLED)
     assert state.interrupted and "deadline" in state.interrupted
@@ -144,7 +146,14 @@ async def test_concurrency_bound_caps_open_sockets(stalled_port: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _BrokenSpec:
+    layer: ClassVar[Layer] = Layer.LOCAL
     host: str
+    bad_window: bool = False  # a Spec bug: it cannot derive its protocol windows
+
+    def within(self, window: float) -> _BrokenSpec:
+        if self.bad_window:
+            raise ValueError("a bug in a spec")
+        return self
 
 
 async def _broken(spec: _BrokenSpec, addresses: tuple[str, ...], trace: Trace) -> None:
@@ -152,12 +161,29 @@ async def _broken(spec: _BrokenSpec, addresses: tuple[str, ...], trace: Trace) -
         raise RuntimeError("a bug in a probe")
 
 
+def _broken_check(**spec: object) -> Check:
+    return Check(id="local:x", spec=_BrokenSpec("x", **spec), host="x", port=None,  # type: ignore[arg-type]
+                 protocol="tcp", requirements=("test",))
+
+
 async def test_unexpected_errors_are_internal_results(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setitem(PROBES, "broken", (_BrokenSpec, _broken))
-    check = Check(id="local:x", layer=Layer.LOCAL, kind="broken", params={"host": "x"}, host="x", port=None,
-                  protocol="tcp", requirements=("test",))
-    result = await engine.attempt(check, (), timeout=1)
+    monkeypatch.setitem(PROBES, Layer.LOCAL, (_BrokenSpec, _broken))
+    result = await engine.attempt(_broken_check(), (), timeout=1)
     assert (result.status, result.reason, result.phase) == (Status.INCONCLUSIVE, Reason.PROBE_INTERNAL, "exchange")
     assert "a bug in a probe" in result.detail
     assert "unexpected error" in caplog.text
+
+
+async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Building the probe's input used to happen outside the error boundary: the check ended
+    `probe.cancelled` with nothing logged, and a check depending on it waited for ever."""
+    monkeypatch.setitem(PROBES, Layer.LOCAL, (_BrokenSpec, _broken))
+    broken = _broken_check(bad_window=True)
+    dependent = tcp_check(443, name="x", needs=broken.id)
+    async with asyncio.timeout(5):  # a hang fails the test instead of the suite
+        first, second = await engine.run([broken, dependent], timeout=1)
+    assert (first.status, first.reason) == (Status.INCONCLUSIVE, Reason.PROBE_INTERNAL)
+    assert "a bug in a spec" in first.detail and "unexpected error" in caplog.text
+    assert second.reason is Reason.SKIP_DEPENDENCY

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import catalog, planner
+from probes.specs import DnsSpec
 from agent.inputs import context
 
 from .helpers import GUID
@@ -31,8 +32,8 @@ def render(compute: str, public_ip: bool, private_endpoint: bool, cloud: str) ->
         "storage_account": "contosomlsa", "container_registry": "contosoacr", "key_vault": "contoso-kv",
         "compute_name": "ci-alice"})])
     checks = planner.plan(catalog.load(cloud), values)
-    lines = [f"{c.id}  [{', '.join(c.requirements)}]" + (f"  expect={c.params['expect']}" if "expect" in c.params
-                                                          else "") for c in checks]
+    lines = [f"{c.id}  [{', '.join(c.requirements)}]" + (f"  expect={c.spec.expect}"
+                                                          if isinstance(c.spec, DnsSpec) else "") for c in checks]
     return "\n".join(lines) + "\n"
 
 

@@ -43,15 +43,15 @@ def test_each_name_is_resolved_by_one_shared_dns_check() -> None:
 ])
 def test_private_endpoint_names_must_resolve_privately(host: str) -> None:
     by_id = {c.id: c for c in make_plan()}
-    assert by_id[f"dns:{host}"].params["expect"] == "private"
+    assert by_id[f"dns:{host}"].spec.expect == "private"
     no_pe = {c.id: c for c in make_plan(private_endpoint=False)}
-    assert no_pe[f"dns:{host}"].params["expect"] == "any"
+    assert no_pe[f"dns:{host}"].spec.expect == "any"
 
 
 def test_public_names_accept_any_address() -> None:
     by_id = {c.id: c for c in make_plan()}
-    assert by_id["dns:graph.windows.net"].params["expect"] == "any"
-    assert by_id["dns:ci-alice.eastus.instances.azureml.net"].params["expect"] == "any"
+    assert by_id["dns:graph.windows.net"].spec.expect == "any"
+    assert by_id["dns:ci-alice.eastus.instances.azureml.net"].spec.expect == "any"
 
 
 def test_layer_chains_follow_the_probe_kind() -> None:
@@ -60,7 +60,7 @@ def test_layer_chains_follow_the_probe_kind() -> None:
     assert by_id["tls:eastus.batch.azure.com:443"].needs == "tcp:eastus.batch.azure.com:443"
     assert by_id["tcp:eastus.batch.azure.com:443"].needs == "dns:eastus.batch.azure.com"
     ws = by_id["websocket:ci-alice.eastus.instances.azureml.ms:443"]
-    assert ws.params["url"] == "wss://ci-alice.eastus.instances.azureml.ms/"
+    assert ws.spec.url == "wss://ci-alice.eastus.instances.azureml.ms/"
     assert by_id["udp:eastus.tundra.azureml.ms:5831"].protocol == "udp"
     assert "tls:contosomlsa.file.core.windows.net:445" not in by_id
 
@@ -105,7 +105,7 @@ def test_expected_issuers_reach_the_tls_checks() -> None:
     checks = planner.plan(catalog.load(), make_context(),
                           planner.PlanOptions(expected_issuers=("Contoso CA",)))
     tls = [c for c in checks if c.layer is Layer.TLS]
-    assert tls and all(c.params["expected_issuers"] == ["Contoso CA"] for c in tls)
+    assert tls and all(c.spec.expected_issuers == ("Contoso CA",) for c in tls)
 
 
 @pytest.mark.parametrize("row, message", [

@@ -11,6 +11,7 @@ from agent.diagnose import Facts, diagnose, verdict
 from agent.output.markdown import render_markdown
 from agent.model import Report
 from agent.output.text import render_text
+from probes.specs import Proxy
 from probes.reasons import Reason
 
 from .helpers import Outcome, make_context, make_plan, simulate
@@ -42,7 +43,7 @@ def test_text_leads_with_findings_and_names_each_failure() -> None:
 
 
 def test_direct_failures_behind_a_working_proxy_are_not_shown_as_failures() -> None:
-    proxied = planner.PlanOptions(proxy="http://proxy.contoso.net:3128")
+    proxied = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"))
     report = report_of({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)}, proxied)
     assert report.findings == ()
     rendered = text(report)

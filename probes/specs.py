@@ -1,0 +1,230 @@
+"""What each probe is asked to do: one frozen Spec per layer, and the proxy a Spec may go
+through. The planner builds every Spec (so a bad one fails at planning time, where unit tests see
+it); the engine runs it. This module imports no protocol library, so `plan` and `rules` start
+without aiohttp, websockets or dnspython.
+
+The engine owns every clock: `within(window)` is how a probe's protocol windows (a DNS query, a
+UDP retransmit) follow the time the engine gives the check, so a short check window never holds a
+probe in one long protocol wait."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import ClassVar
+from urllib.parse import unquote, urlsplit
+
+
+class Layer(StrEnum):
+    """The network layer a check probes: one probe kind per layer, named once here."""
+
+    DNS = "dns"
+    TCP = "tcp"
+    UDP = "udp"
+    TLS = "tls"
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+    LOCAL = "local"
+
+
+class SpecError(ValueError):
+    """A Spec that no probe could run: a planner bug (or a bad user endpoint), never a network fact."""
+
+
+PROXY_SCHEMES = {"http": 80, "https": 443}  # the default port is the scheme's, as requests/urllib3 use it
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP(S) proxy URL parsed once, for the planner (which checks the path to it) and for the
+    http and websocket probes (which go through it), so all three dial the same host and port.
+    A URL without a scheme is http://, as Python's clients read HTTPS_PROXY=host:port."""
+
+    scheme: str
+    host: str
+    port: int
+    userinfo: str | None = None  # as written (percent-encoded); never shown: see `shown`
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        text = url.strip()
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        scheme = parts.scheme.lower()
+        if scheme not in PROXY_SCHEMES:
+            raise SpecError(f"unsupported proxy scheme {scheme!r} (http:// or https://)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise SpecError("the proxy URL has an invalid port") from None
+        if not parts.hostname:
+            raise SpecError("the proxy URL has no host")
+        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+        return cls(scheme, parts.hostname, port or PROXY_SCHEMES[scheme], userinfo)
+
+    @property
+    def user(self) -> str | None:
+        return None if self.userinfo is None else unquote(self.userinfo.partition(":")[0])
+
+    @property
+    def password(self) -> str | None:
+        return None if self.userinfo is None else unquote(self.userinfo.partition(":")[2])
+
+    def _url(self, userinfo: str | None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{userinfo + '@' if userinfo is not None else ''}{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL with the credentials, for the client that speaks to the proxy."""
+        return self._url(self.userinfo)
+
+    @property
+    def shown(self) -> str:
+        """The URL with credentials redacted: what reports and logs may carry."""
+        if self.userinfo is None:
+            return self._url(None)
+        user, has_password, _ = self.userinfo.partition(":")
+        return self._url(f"{user}:***" if has_password else "***")
+
+
+def _port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise SpecError(f"port {port} is outside 1-65535")
+
+
+def _seconds(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise SpecError(f"{name} must be a finite number of seconds above 0, not {value!r}")
+
+
+def _url(url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SpecError(f"{url!r} is not a {' or '.join(schemes)} URL")
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSpec:
+    layer: ClassVar[Layer] = Layer.DNS
+    host: str
+    resolvers: tuple[str, ...] = ()  # "ip", "ip:port" or "[v6]:port"; empty: the node's own
+    expect: str = "any"  # any | private | public
+    expect_addresses: tuple[str, ...] = ()  # when given, every answer must be one of these
+    query_timeout: float = 2.0  # per direct query: a protocol window, set by `within`
+    system: bool = True  # False: direct answers alone decide
+
+    def __post_init__(self) -> None:
+        if self.expect not in ("any", "private", "public"):
+            raise SpecError(f"dns expect must be any, private or public, not {self.expect!r}")
+        _seconds("query_timeout", self.query_timeout)
+
+    def within(self, window: float) -> DnsSpec:
+        """Half the window per query: a slow second resolver must not eat the whole check."""
+        return replace(self, query_timeout=max(min(self.query_timeout, window / 2), 0.01))
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSpec:
+    layer: ClassVar[Layer] = Layer.TCP
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        _port(self.port)
+
+    def within(self, window: float) -> TcpSpec:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSpec:
+    layer: ClassVar[Layer] = Layer.UDP
+    host: str
+    port: int
+    payload: bytes = b""  # a protocol-valid request where one exists: many services ignore garbage
+    attempts: int = 3  # datagrams sent; ICMP is rate limited and UDP is lossy, so retransmit
+    interval: float = 0.5  # listening window after each datagram: a protocol window, set by `within`
+
+    def __post_init__(self) -> None:
+        _port(self.port)
+        _seconds("interval", self.interval)
+        if self.attempts < 1:
+            raise SpecError("udp attempts must be at least 1")
+
+    def within(self, window: float) -> UdpSpec:
+        """Every datagram and its listening window fit in the check's window, with one slot to spare."""
+        return replace(self, interval=max(min(self.interval, window / (self.attempts + 1)), 0.01))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSpec:
+    layer: ClassVar[Layer] = Layer.TLS
+    host: str
+    port: int
+    cafile: str | None = None  # None: the system store (honours SSL_CERT_FILE)
+    expected_issuers: tuple[str, ...] = ()  # issuer O= values that are not inspection; empty: any
+
+    def __post_init__(self) -> None:
+        _port(self.port)
+
+    def within(self, window: float) -> TlsSpec:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    layer: ClassVar[Layer] = Layer.HTTP
+    url: str
+    host: str  # the name in the URL: SNI and Host stay this name whatever address is used
+    proxy: Proxy | None = None  # explicit: the planner decides, the environment is not consulted
+    cafile: str | None = None
+    method: str = "GET"
+
+    def __post_init__(self) -> None:
+        _url(self.url, ("http", "https"))
+
+    def within(self, window: float) -> HttpSpec:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSpec:
+    layer: ClassVar[Layer] = Layer.WEBSOCKET
+    url: str  # ws:// or wss://
+    host: str  # the name in the URL: SNI and Host stay this name
+    proxy: Proxy | None = None  # explicit, never from the environment
+    cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        _url(self.url, ("ws", "wss"))
+
+    def within(self, window: float) -> WebSocketSpec:
+        return self
+
+
+LOCAL_CHECKS = ("listening", "firewall-inbound", "firewall-platform", "os", "docker-bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSpec:
+    layer: ClassVar[Layer] = Layer.LOCAL
+    check: str  # one of LOCAL_CHECKS
+    port: int | None = None
+    protocol: str = "tcp"
+    address: str | None = None  # firewall-platform: the platform address no local rule may block
+    subnets: tuple[str, ...] = ()  # docker-bridge; empty: the node's own interface networks
+
+    def __post_init__(self) -> None:
+        if self.check not in LOCAL_CHECKS:
+            raise SpecError(f"unknown local check {self.check!r}")
+        if self.port is not None:
+            _port(self.port)
+        if self.check == "firewall-platform" and not self.address:
+            raise SpecError("the firewall-platform check needs the platform address")
+
+    def within(self, window: float) -> LocalSpec:
+        return self
+
+
+Spec = DnsSpec | TcpSpec | UdpSpec | TlsSpec | HttpSpec | WebSocketSpec | LocalSpec
