@@ -18,12 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import Lab, scenario  # noqa: E402
+from lab import Lab, scenario
 
 
 def measure(lab: Lab, timeout: str) -> dict[str, float]:
@@ -55,7 +55,7 @@ def main() -> int:
     summary: dict[str, object] = {
         "benchmark": "check_wall", "scenario": args.scenario, "timeout_s": float(args.timeout),
         "runs": args.runs, "checks": samples[0]["checks"], "exit_code": samples[0]["exit_code"],
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(f"check in lab scenario {args.scenario}: {summary['checks']} checks, --timeout {args.timeout}, "
           f"{args.runs} runs (exit {summary['exit_code']})")

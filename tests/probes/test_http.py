@@ -12,6 +12,7 @@ from email.utils import format_datetime
 import pytest
 import trustme
 from aiohttp import web
+
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -21,7 +22,6 @@ from probe_loopback import (
     server_context,
     silent,
 )
-
 from probes import http
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify

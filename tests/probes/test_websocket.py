@@ -9,6 +9,9 @@ from http import HTTPStatus
 
 import pytest
 import trustme
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -18,9 +21,6 @@ from probe_loopback import (
     server_context,
     silent,
 )
-from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request, Response
-
 from probes import websocket
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
