@@ -47,11 +47,9 @@ def main() -> int:
     parser.add_argument("--scenario", default="nsg-drop-445")
     parser.add_argument("--save", action="store_true", help="append the result to bench/results/check_wall.jsonl")
     args = parser.parse_args()
-    samples = []
     with Lab(scenario(args.scenario)) as lab:
         measure(lab, args.timeout)  # warm the page cache and the lab's certificate cache
-        for _ in range(args.runs):
-            samples.append(measure(lab, args.timeout))
+        samples = [measure(lab, args.timeout) for _ in range(args.runs)]
     summary: dict[str, object] = {
         "benchmark": "check_wall", "scenario": args.scenario, "timeout_s": float(args.timeout),
         "runs": args.runs, "checks": samples[0]["checks"], "exit_code": samples[0]["exit_code"],
