@@ -18,12 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import Lab, scenario  # noqa: E402
+from lab import Lab, scenario
 
 
 def measure(lab: Lab, timeout: str) -> dict[str, float]:
@@ -47,15 +47,13 @@ def main() -> int:
     parser.add_argument("--scenario", default="nsg-drop-445")
     parser.add_argument("--save", action="store_true", help="append the result to bench/results/check_wall.jsonl")
     args = parser.parse_args()
-    samples = []
     with Lab(scenario(args.scenario)) as lab:
         measure(lab, args.timeout)  # warm the page cache and the lab's certificate cache
-        for _ in range(args.runs):
-            samples.append(measure(lab, args.timeout))
+        samples = [measure(lab, args.timeout) for _ in range(args.runs)]
     summary: dict[str, object] = {
         "benchmark": "check_wall", "scenario": args.scenario, "timeout_s": float(args.timeout),
         "runs": args.runs, "checks": samples[0]["checks"], "exit_code": samples[0]["exit_code"],
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(f"check in lab scenario {args.scenario}: {summary['checks']} checks, --timeout {args.timeout}, "
           f"{args.runs} runs (exit {summary['exit_code']})")

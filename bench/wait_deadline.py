@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import Lab, scenario  # noqa: E402
+from lab import Lab, scenario
 
 
 def main() -> int:

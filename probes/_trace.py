@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from probes.reasons import Reason
 
-Fact = Union[str, int, float, bool, None, list["Fact"], dict[str, "Fact"]]
+Fact = str | int | float | bool | None | list["Fact"] | dict[str, "Fact"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         trace.note(replies=sum(replies for _, replies in results))
         if trace.facts["addresses_ok"]:
             return
-        for address, (error, _) in zip(targets, results):
+        for address, (error, _) in zip(targets, results, strict=True):  # gather keeps one result per target
             if error is not None:
                 raise ProbeError(_reason(error), f"{address}:{spec.port}: {_describe(error)}") from error
         raise ProbeError(Reason.UDP_NO_REPLY, f"no reply after {spec.attempts} datagrams to port "

@@ -165,7 +165,7 @@ def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
              "--format", "json", "--output", str(output)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(4)  # long enough for every check but the dropped 445 to finish
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr
     report = json.loads(output.read_text())
@@ -190,7 +190,7 @@ def test_run_deadline_ends_the_run_as_unknown() -> None:
 def test_opening_a_port_mid_lab_changes_the_verdict() -> None:
     drop = Fault("drop", "tcp", 445)
     with Lab(scenario("nsg-drop-445")) as lab:
-        first, code_before = check_in(lab)
+        _first, code_before = check_in(lab)
         lab.clear(drop)
         second, code_after = check_in(lab)
     assert (code_before, code_after) == (2, 0)

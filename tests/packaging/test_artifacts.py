@@ -172,7 +172,7 @@ def test_zipapp_concurrent_first_starts_share_one_unpack(pyz: Path, tmp_path: Pa
     env = zipapp_env(tmp_path)
     procs = [subprocess.Popen(zipapp(pyz, "--version"), env=env, cwd=tmp_path, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
-    outputs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    outputs = [(*p.communicate(timeout=120), p.returncode) for p in procs]
     assert all(rc == 0 and out.startswith(f"aml-netcheck {VERSION} ") for out, _, rc in outputs), outputs
     # One tree, no temporary directory left behind by the copies that lost the rename.
     assert len(list((tmp_path / "cache" / "aml-netcheck").iterdir())) == 1

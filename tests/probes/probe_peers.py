@@ -20,10 +20,10 @@ import dns.message
 import pytest
 import trustme
 from aiohttp import web
-from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as serve_websocket
 
+from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from probes._trace import Trace
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
-from probe_loopback import DnsHandler, dns_reply
 
+from probe_loopback import DnsHandler, dns_reply
 from probes import dns as dns_probe
 from probes import node
 from probes._trace import ProbeError, Trace

@@ -12,6 +12,7 @@ from email.utils import format_datetime
 import pytest
 import trustme
 from aiohttp import web
+
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -21,7 +22,6 @@ from probe_loopback import (
     server_context,
     silent,
 )
-
 from probes import http
 from probes.specs import Proxy
 from probes._trace import ProbeError, Trace
@@ -126,7 +126,7 @@ async def test_proxy_unreachable(refused_port: int, cafile: str, trace: Trace) -
 async def test_broken_responses(handler: StreamHandler, reason: Reason, serve: Serve, trace: Trace) -> None:
     """Library errors either become a ProbeError or keep the OSError in their chain for classify."""
     port = await serve(handler)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception) as info:  # noqa: PT011 (any error: the classification below is the assertion)
         await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
     got = info.value.reason if isinstance(info.value, ProbeError) else classify(info.value)
     assert got is reason
@@ -136,7 +136,7 @@ async def test_broken_responses(handler: StreamHandler, reason: Reason, serve: S
 async def test_untrusted_certificate_is_classified(http_server: HttpServer, cafile: str, trace: Trace) -> None:
     other = trustme.CA(organization_name="Contoso Inspection")
     port = await http_server(status(200), tls=server_context(other.issue_cert(NAME)))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception) as info:  # noqa: PT011 (any error: the classification below is the assertion)
         await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
     assert classify(info.value) is Reason.TLS_UNTRUSTED  # found in aiohttp's cause chain
     assert trace.current == "connect"

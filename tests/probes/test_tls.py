@@ -12,6 +12,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -21,7 +22,6 @@ from probe_loopback import (
     server_context,
     silent,
 )
-
 from probes import tls
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, Status, classify

@@ -10,6 +10,9 @@ from http import HTTPStatus
 
 import pytest
 import trustme
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -19,9 +22,6 @@ from probe_loopback import (
     server_context,
     silent,
 )
-from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request, Response
-
 from probes import websocket
 from probes.specs import Proxy
 from probes._trace import ProbeError, Trace
@@ -83,7 +83,7 @@ async def test_broken_upgrades(handler: StreamHandler, reason: Reason, serve: Se
     """websockets reports an RST during the upgrade as EOF (InvalidMessage from EOFError): the
     errno is gone, so a reset classifies as tcp.closed at this layer."""
     port = await serve(handler)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception) as info:  # noqa: PT011 (any error: the classification below is the assertion)
         await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
     got = info.value.reason if isinstance(info.value, ProbeError) else classify(info.value)
     assert got is reason
