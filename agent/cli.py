@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,9 +30,8 @@ from agent import __version__, catalog, runner
 from agent.clock import Deadline
 from agent.inputs import config, context
 from agent.inputs.given import InputError, Inputs
-from agent.output import prometheus as metrics
 from agent.model import Report, Result
-from probes import node
+from agent.output import prometheus as metrics
 
 EXIT_UNKNOWN = 3
 
@@ -44,19 +43,19 @@ class UsageProblem(Exception):
     """Bad input detected after option parsing (config file, context values)."""
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
     prometheus = "prometheus"
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class ExitCodes(str, Enum):
+class ExitCodes(StrEnum):
     nagios = "nagios"
     npd = "npd"
     simple = "simple"
@@ -343,7 +342,7 @@ def plan(
     return 0
 
 
-class RulesFormat(str, Enum):
+class RulesFormat(StrEnum):
     table = "table"
     az = "az"
     json = "json"

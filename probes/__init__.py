@@ -29,7 +29,6 @@ from typing import Any
 
 from probes._trace import Fact, Phase, ProbeError, Trace
 from probes.reasons import Reason, Status, classify
-
 from probes.specs import Layer, Spec
 
 Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]

@@ -21,9 +21,9 @@ import dns.rdatatype
 from probes import node
 from probes._datagram import exchange
 from probes._net import errno_name, is_ip, ordered, since_ms, split_hostport
-from probes.specs import DnsSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
+from probes.specs import DnsSpec as Spec
 
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918: VNet and private endpoints

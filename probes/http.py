@@ -18,9 +18,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probes._net import errno_name, proxy_reason, require, tls_context
 from probes._net import family as address_family
-from probes.specs import HttpSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
+from probes.specs import HttpSpec as Spec
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
 

@@ -28,9 +28,9 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optiona
 
 from probes import _nftables
 from probes._nftables import INBOUND, OPEN, OUTBOUND, Finding, Traffic
-from probes.specs import LocalSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
+from probes.specs import LocalSpec as Spec
 
 # What the node itself sends to the platform address: DNS, the WireServer (VM agent) on 80 and
 # 32526, and 443 (WIRE); health probes come the other way.

@@ -7,9 +7,9 @@ import asyncio
 import time
 
 from probes._net import connect, errno_name, require, since_ms
-from probes.specs import TcpSpec as Spec
 from probes._trace import Fact, Trace
 from probes.reasons import classify
+from probes.specs import TcpSpec as Spec
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from probes._net import connect, connect_first, require, tls_context
-from probes.specs import TlsSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import PROTOCOL_MISMATCH_REASONS, VERIFY_CODES, Reason
+from probes.specs import TlsSpec as Spec
 
 _TLS_RECORD_TYPES = frozenset({20, 21, 22, 23})  # change_cipher_spec, alert, handshake, application_data
 

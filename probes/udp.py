@@ -8,9 +8,9 @@ import time
 
 from probes._datagram import exchange
 from probes._net import errno_name, require, since_ms
-from probes.specs import UdpSpec as Spec
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import UDP_ERRNO_CODES, Reason, classify
+from probes.specs import UdpSpec as Spec
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

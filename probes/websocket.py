@@ -18,10 +18,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
 from probes import _net
-from probes.specs import Proxy
-from probes.specs import WebSocketSpec as Spec
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason
+from probes.specs import Proxy
+from probes.specs import WebSocketSpec as Spec
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

@@ -21,10 +21,10 @@ from aiohttp import web
 from agent import engine, runner
 from agent.clock import Deadline
 from agent.inputs.given import Inputs
-from agent.output import prometheus as metrics
 from agent.model import Finding, Report, Result, Severity
-from agent.output.jsonreport import to_json, write_atomic
 from agent.modes.systemd import Journal, Notifier, message_id
+from agent.output import prometheus as metrics
+from agent.output.jsonreport import to_json, write_atomic
 from probes.reasons import Status
 
 CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing

@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from agent.inputs import context as ctx
 from agent.catalog import Catalog, Requirement, Zone
+from agent.inputs import context as ctx
 from agent.planner import applicable
 from probes._net import is_ip
 

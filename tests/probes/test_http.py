@@ -23,9 +23,9 @@ from probe_loopback import (
     silent,
 )
 from probes import http
-from probes.specs import Proxy
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
+from probes.specs import Proxy
 
 pytest_plugins = ["probe_peers"]
 

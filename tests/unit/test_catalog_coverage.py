@@ -74,7 +74,7 @@ def test_every_row_loads_in_every_cloud(cloud: str) -> None:
 
 def test_existing_ids_survive_and_ids_are_unique() -> None:
     ids = [row["id"] for row in raw()["requirement"]]
-    assert len(ids) == len(set(ids)) and EXISTING_IDS <= set(ids)
+    assert len(ids) == len(set(ids)) and set(ids) >= EXISTING_IDS
 
 
 CORE_OUTBOUND = {"entra-id", "entra-id-http", "arm", "graph", "aml-api", "aml-tundra", "batch",
@@ -100,7 +100,7 @@ SCENARIOS = [
 ]
 
 
-@pytest.mark.parametrize("compute, public_ip, private_endpoint, expected, absent", SCENARIOS)
+@pytest.mark.parametrize(("compute", "public_ip", "private_endpoint", "expected", "absent"), SCENARIOS)
 def test_each_scenario_gets_its_core_requirements(compute: str, public_ip: bool, private_endpoint: bool,
                                                    expected: set[str], absent: set[str]) -> None:
     context = make_context(compute=compute, public_ip=public_ip, private_endpoint=private_endpoint)
@@ -141,7 +141,7 @@ SOVEREIGN = [  # (cloud, requirement, a name it must probe)
 ]
 
 
-@pytest.mark.parametrize("cloud, requirement, host", SOVEREIGN)
+@pytest.mark.parametrize(("cloud", "requirement", "host"), SOVEREIGN)
 def test_sovereign_variants_replace_public_names(cloud: str, requirement: str, host: str) -> None:
     row = catalog.load(cloud).by_id(requirement)
     assert host in row.hosts
@@ -149,7 +149,7 @@ def test_sovereign_variants_replace_public_names(cloud: str, requirement: str, h
     assert not any(s in row.rule_fqdn for s in PUBLIC_SUFFIXES), row.rule_fqdn
 
 
-@pytest.mark.parametrize("cloud, absent", [("usgov", {"aml-experiments", "aml-tundra-api", "automl", "monitor"}),
+@pytest.mark.parametrize(("cloud", "absent"), [("usgov", {"aml-experiments", "aml-tundra-api", "automl", "monitor"}),
                                             ("china", {"front-door", "aml-tundra-api", "automl"})])
 def test_public_only_rows_stay_out_of_sovereign_clouds(cloud: str, absent: set[str]) -> None:
     assert not {r.id for r in catalog.load(cloud).requirements} & absent

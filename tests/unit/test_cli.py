@@ -41,7 +41,7 @@ def test_plan_reads_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not any(".instances." in c["host"] for c in plan["checks"])
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(("argv", "message"), [
     (["check", "--bogus"], "No such option: --bogus"),
     (["plan", "--region", "East US"], "region: an Azure region name"),
     (["plan", "--compute", "mainframe"], "compute: must be one of"),
@@ -80,7 +80,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("aml-netcheck 0.1.0 (catalog ")
 
 
-@pytest.mark.parametrize("fmt, expected", [
+@pytest.mark.parametrize(("fmt", "expected"), [
     ("json", '"schema": "aml-netcheck.rules/1"'),
     ("az", "az network nsg rule create --resource-group rg1 --nsg-name nsg1 "),
     ("table", "NSG rules"),

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.inputs import config
-from agent.inputs import context
+from agent.inputs import config, context
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -31,7 +30,7 @@ expected_issuers = ["Microsoft Corporation", "Contoso Firewall"]
     assert cfg.settings.expected_issuers == ("Microsoft Corporation", "Contoso Firewall")
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(("text", "message"), [
     ("region = [", "invalid TOML"),
     ("regoin = 'eastus'", "unknown key 'regoin'"),
     ("region = 5", "region: expected a string"),
@@ -89,7 +88,7 @@ reason = "Contoso policy: packages come from the mirror"
                                        "Contoso policy: packages come from the mirror")
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(("text", "message"), [
     ("[[endpoint]]\nhost = 'x.net'\nport = 70000", "endpoint #1: port must be 1-65535"),
     ("[[endpoint]]\nhost = '*.x.net'\nport = 443", "endpoint #1: host must be a DNS name"),
     ("[[endpoint]]\nhost = 'x.net'\nport = 443\nprobe = 'ftp'", "probe must be one of"),

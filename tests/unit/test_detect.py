@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent import catalog
-from agent.inputs import context
-from agent.inputs import detect
 from agent.diagnose import Facts, diagnose
+from agent.inputs import context, detect
 from agent.model import Severity
 
 MOUNTS = """\
@@ -50,7 +49,7 @@ def test_options_and_config_beat_detection(tmp_path: Path) -> None:
     assert (values["compute"].value, values["compute"].source) == ("instance", "environment:CI_NAME")
 
 
-@pytest.mark.parametrize("region, severity", [(None, Severity.WARNING), ("eastus", Severity.INFO)])
+@pytest.mark.parametrize(("region", "severity"), [(None, Severity.WARNING), ("eastus", Severity.INFO)])
 def test_imds_unavailable(region: str | None, severity: Severity) -> None:
     values = context.build([("option", {"region": region})])
     node = {"detection": {"imds": {"error": "TimeoutError"}}}

@@ -9,8 +9,8 @@ import pytest
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose, verdict
 from agent.model import Finding, Severity
-from probes.specs import Proxy
 from probes.reasons import Reason, Status
+from probes.specs import Proxy
 
 from .helpers import GUID, Outcome, make_context, make_plan, simulate
 
@@ -81,7 +81,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, outcomes, code, severity, words", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "outcomes", "code", "severity", "words"), CASES, ids=[c[0] for c in CASES])
 def test_single_cause(name: str, outcomes: Mapping[str, Outcome], code: str, severity: Severity,
                       words: list[str]) -> None:
     findings = run(outcomes)
@@ -163,7 +163,7 @@ def test_critical_findings_rank_first_then_by_size() -> None:
     assert codes(findings) == ["egress-blocked", "smb-blocked", "tls-intercepted"]
 
 
-@pytest.mark.parametrize("outcomes, signalled, expected", [
+@pytest.mark.parametrize(("outcomes", "signalled", "expected"), [
     ({}, True, ("unknown", 3)),
     ({"tcp:mcr.microsoft.com:443": Outcome(Reason.PROBE_CANCELLED)}, False, ("unknown", 3)),
     ({"tcp:mcr.microsoft.com:443": Outcome(Reason.PROBE_CANCELLED),
@@ -281,7 +281,7 @@ def test_a_dead_resolver_is_one_finding_with_its_port_53_check() -> None:
     assert codes(findings) == ["dns-unavailable"] and "dns:168.63.129.16" in findings[0].checks
 
 
-@pytest.mark.parametrize("check, port, code, severity", [
+@pytest.mark.parametrize(("check", "port", "code", "severity"), [
     ("firewall-inbound", 44224, "local-firewall-blocks", Severity.CRITICAL),
     ("listening", 44224, "inbound-port-closed", Severity.INFO),
     ("docker-bridge", None, "docker-bridge-overlap", Severity.WARNING),

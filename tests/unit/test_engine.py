@@ -16,11 +16,11 @@ import pytest
 from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
-from probes.specs import DnsSpec, Layer, TcpSpec
 from probe_loopback import UNIT, dns_reply
 from probes import PROBES
 from probes._trace import Trace
 from probes.reasons import Reason, Status
+from probes.specs import DnsSpec, Layer, TcpSpec
 
 pytest_plugins = ["probe_peers"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent import catalog, planner
-from probes.specs import DnsSpec
 from agent.inputs import context
+from probes.specs import DnsSpec
 
 from .helpers import GUID
 
@@ -37,7 +37,7 @@ def render(compute: str, public_ip: bool, private_endpoint: bool, cloud: str) ->
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("compute, public_ip, private_endpoint, cloud", SCENARIOS,
+@pytest.mark.parametrize(("compute", "public_ip", "private_endpoint", "cloud"), SCENARIOS,
                          ids=[f"{c}-{'pip' if p else 'npip'}-{'pe' if e else 'public'}-{cl}" for c, p, e, cl in SCENARIOS])
 def test_plan_snapshot(compute: str, public_ip: bool, private_endpoint: bool, cloud: str) -> None:
     name = f"plan-{compute}-{'pip' if public_ip else 'npip'}-{'pe' if private_endpoint else 'public'}-{cloud}.txt"

@@ -108,7 +108,7 @@ def test_expected_issuers_reach_the_tls_checks() -> None:
     assert tls and all(c.spec.expected_issuers == ("Contoso CA",) for c in tls)
 
 
-@pytest.mark.parametrize("row, message", [
+@pytest.mark.parametrize(("row", "message"), [
     ({"id": "x"}, "missing field"),
     ({"id": "x", "purpose": "p", "hosts": ["a"], "rule_fqdn": "a", "protocol": "sctp", "ports": [1],
       "probe": "tcp", "required_for": "use", "compute": ["instance"]}, "protocol"),

@@ -14,7 +14,7 @@ NO_PROXY = ("localhost", ".privatelink.api.azureml.ms", "*.notebooks.azure.net",
             "10.0.0.0/16", "169.254.169.254", "example.org:8443")
 
 
-@pytest.mark.parametrize("host, port, expected", [
+@pytest.mark.parametrize(("host", "port", "expected"), [
     ("localhost", 443, True),
     ("ws.workspace.eastus.privatelink.api.azureml.ms", 443, True),
     ("privatelink.api.azureml.ms", 443, True),

@@ -8,11 +8,11 @@ from rich.console import Console
 
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose, verdict
-from agent.output.markdown import render_markdown
 from agent.model import Report
+from agent.output.markdown import render_markdown
 from agent.output.text import render_text
-from probes.specs import Proxy
 from probes.reasons import Reason
+from probes.specs import Proxy
 
 from .helpers import Outcome, make_context, make_plan, simulate
 

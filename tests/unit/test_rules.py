@@ -45,7 +45,7 @@ def test_attached_vm_gets_inbound_ssh_with_protocol_any() -> None:
     assert rule is not None and rule.ports == (22,) and rule.requirements == ("inbound-ssh",)
 
 
-@pytest.mark.parametrize("overrides, tag, protocol, ports", [
+@pytest.mark.parametrize(("overrides", "tag", "protocol", "ports"), [
     ({}, "BatchNodeManagement.eastus", "*", (443,)),
     ({}, "Storage.eastus", "Tcp", (443, 445)),
     ({}, "AzureMachineLearning", "Udp", (5831,)),
@@ -74,7 +74,7 @@ def test_private_endpoint_workspace_gets_zones_links_and_forwarders() -> None:
     assert nsg(public, "Outbound", "VirtualNetwork") is None
 
 
-@pytest.mark.parametrize("cloud, zones, forwarded", [
+@pytest.mark.parametrize(("cloud", "zones", "forwarded"), [
     ("usgov", {"privatelink.api.ml.azure.us", "privatelink.notebooks.usgovcloudapi.net"}, "instances.ml.azure.us"),
     ("china", {"privatelink.api.ml.azure.cn", "privatelink.notebooks.chinacloudapi.cn"}, "instances.azureml.cn"),
 ])
