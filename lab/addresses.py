@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from agent.platform import AZURE_DNS  # the Azure-provided resolver (and WireServer)
-from agent.platform import IMDS_ADDRESS as IMDS
+from agent.platform import AZURE_DNS as AZURE_DNS  # the Azure-provided resolver (and WireServer)
+from agent.platform import IMDS_ADDRESS
+
+IMDS = IMDS_ADDRESS
 
 NODE_SUBNET = "10.0.0.0/24"
 NODE = "10.0.0.4"  # the compute node (node namespace)

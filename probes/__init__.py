@@ -39,16 +39,16 @@ def __getattr__(name: str) -> Any:
     which `plan`, `rules` and `--version` never need (PEP 562)."""
     if name != "PROBES":
         raise AttributeError(f"module 'probes' has no attribute {name!r}")
-    from probes import dns, http, local, tcp, tls, udp, websocket
+    from probes import dns, http, local, specs, tcp, tls, udp, websocket
 
     registry: dict[Layer, tuple[type[Spec], Run]] = {
-        Layer.DNS: (dns.Spec, dns.run),
-        Layer.TCP: (tcp.Spec, tcp.run),
-        Layer.UDP: (udp.Spec, udp.run),
-        Layer.TLS: (tls.Spec, tls.run),
-        Layer.HTTP: (http.Spec, http.run),
-        Layer.WEBSOCKET: (websocket.Spec, websocket.run),
-        Layer.LOCAL: (local.Spec, local.run),
+        Layer.DNS: (specs.DnsSpec, dns.run),
+        Layer.TCP: (specs.TcpSpec, tcp.run),
+        Layer.UDP: (specs.UdpSpec, udp.run),
+        Layer.TLS: (specs.TlsSpec, tls.run),
+        Layer.HTTP: (specs.HttpSpec, http.run),
+        Layer.WEBSOCKET: (specs.WebSocketSpec, websocket.run),
+        Layer.LOCAL: (specs.LocalSpec, local.run),
     }
     globals()["PROBES"] = registry
     return registry

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from agent.catalog import Catalog
 from agent.inputs.context import Context
-from agent.model import Finding, Layer, Result, Severity
+from agent.model import Finding, Result, Severity
 from probes._trace import Fact
 from probes.dns import is_private
 from probes.reasons import Reason, Status
-from probes.specs import DnsSpec, LocalSpec
+from probes.specs import DnsSpec, Layer, LocalSpec
 
 AZURE_DNS = "168.63.129.16"
 MAX_DOCS = 4

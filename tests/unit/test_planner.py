@@ -6,7 +6,7 @@ import pytest
 
 from agent import catalog, planner
 from agent.inputs import context
-from agent.model import Layer
+from probes.specs import Layer
 from probes.reasons import Reason
 
 from .helpers import GUID, make_context, make_plan
