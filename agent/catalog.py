@@ -6,9 +6,11 @@ validates the rows' shape and answers which rows apply to a context."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen")
@@ -16,6 +18,7 @@ REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")
 _CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query")
+SMB_SHARE = "storage-file-smb"  # the workspace file share over SMB: its failures are smb-blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,14 @@ class Catalog:
                 return zone
         return None
 
+    requirements_by_id: Mapping[str, Requirement] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # built once per catalog: diagnosis looks requirements up for every result
+        object.__setattr__(self, "requirements_by_id", MappingProxyType({r.id: r for r in self.requirements}))
+
     def by_id(self, requirement_id: str) -> Requirement:
-        for requirement in self.requirements:
-            if requirement.id == requirement_id:
-                return requirement
-        raise KeyError(requirement_id)
+        return self.requirements_by_id[requirement_id]
 
 
 class CatalogError(ValueError):

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,10 +28,12 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
 
 from agent import __version__, catalog, runner
 from agent.clock import Deadline
+from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
 from agent.output import prometheus as metrics
+from agent.output import status
 
 EXIT_UNKNOWN = 3
 
@@ -53,12 +55,6 @@ class Format(StrEnum):
 class PlanFormat(StrEnum):
     table = "table"
     json = "json"
-
-
-class ExitCodes(StrEnum):
-    nagios = "nagios"
-    npd = "npd"
-    simple = "simple"
 
 
 def _version(value: bool) -> None:
@@ -165,9 +161,9 @@ def check(
         min=1, max=86400)] = None,
     concurrency: Annotated[int | None, typer.Option(help="Checks probing at once [default: 128].",
                                                        min=1, max=4096)] = None,
-    exit_codes: Annotated[ExitCodes, typer.Option(
+    exit_codes: Annotated[Profile, typer.Option(
         help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
-             "finding first on stdout; simple: 0 healthy, 1 not.")] = ExitCodes.nagios,
+             "finding first on stdout; simple: 0 healthy, 1 not.")] = Profile.NAGIOS,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
@@ -184,17 +180,17 @@ def check(
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
     interactive = fmt is Format.text and sys.stderr.isatty() and not wait
-    report, cat = asyncio.run(_run_check(inputs, limits, progress=interactive))
+    report = asyncio.run(_run_check(inputs, limits, progress=interactive))
     with _signals_held():  # a signal now waits until the report is out whole
-        if exit_codes is ExitCodes.npd:
-            print(npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
+        if exit_codes is Profile.NPD:
+            print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
-                _emit(report, cat, fmt, output, verbose)
+                _emit(report, fmt, output, verbose)
         else:
-            _emit(report, cat, fmt, output, verbose)
+            _emit(report, fmt, output, verbose)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
-    return exit_code(report, exit_codes)
+    return exit_code(report.diagnosis.health, exit_codes)
 
 
 @contextlib.contextmanager
@@ -208,24 +204,7 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
-def exit_code(report: Report, profile: "ExitCodes") -> int:
-    if profile is ExitCodes.simple:
-        return 0 if report.exit_code in (0, 1) else 1
-    if profile is ExitCodes.npd:
-        return {0: 0, 1: 1, 2: 1}.get(report.exit_code, 2)
-    return report.exit_code
-
-
-def npd_line(report: Report) -> str:
-    """`<STATUS> <worst finding> <its first target>`: what node-problem-detector shows."""
-    worst = report.findings[0] if report.findings else None
-    if worst is None or report.status == "ok":
-        return f"{report.status.upper()} aml-netcheck: no problems"
-    target = worst.targets[0] if worst.targets else ""
-    return f"{report.status.upper()} {worst.code} {target} {worst.summary}"
-
-
-async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -> tuple[Report, catalog.Catalog]:
+async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -> Report:
     from agent import engine
 
     loop = asyncio.get_running_loop()
@@ -280,14 +259,14 @@ class _Progress:
         self._progress.stop()
 
 
-def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None, verbose: bool) -> None:
+def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> None:
     from agent.output import jsonreport as report_json
 
     if fmt is Format.json:
         text = report_json.to_json(report)
     elif fmt is Format.markdown:
         from agent.output.markdown import render_markdown
-        text = render_markdown(report, cat)
+        text = render_markdown(report)
     elif fmt is Format.prometheus:
         text = metrics.render_prometheus(report)
     else:
@@ -295,7 +274,7 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None
         # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
         console = Console(record=output is not None, file=io.StringIO() if output else None,
                           soft_wrap=output is not None or not sys.stdout.isatty())
-        render_text(report, cat, console, verbose=verbose)
+        render_text(report, console, verbose=verbose)
         text = console.export_text() if output is not None else ""
     if output is None:
         sys.stdout.write(text)
@@ -305,7 +284,7 @@ def _emit(report: Report, cat: catalog.Catalog, fmt: Format, output: Path | None
 
 
 def _write(path: Path, text: str) -> None:
-    from agent.output.jsonreport import write_atomic
+    from agent.output.files import write_atomic
 
     try:
         write_atomic(path, text)
@@ -363,16 +342,17 @@ def rules(
 ) -> int:
     """The NSG, firewall and DNS changes this context needs, from the same catalog as the checks."""
     from agent import netrules as network_rules
+    from agent.netrules import render
 
     inputs, values, cat, _ = _planned(options)
     ruleset = network_rules.rules(cat, values, inputs.plan_options.features)
     if output_format is RulesFormat.json:
-        print(json.dumps(network_rules.to_dict(ruleset), indent=2))
+        print(json.dumps(render.to_dict(ruleset), indent=2))
     elif output_format is RulesFormat.az:
-        print(network_rules.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
+        print(render.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
                                       vnet=vnet, subnet_prefix=subnet_prefix), end="")
     else:
-        Console(width=max(Console().width, 140)).print(network_rules.render_table(ruleset))
+        Console(width=max(Console().width, 140)).print(render.render_table(ruleset))
     return 0
 
 

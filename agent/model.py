@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
+from agent.catalog import Catalog
 from probes._trace import Fact, Phase
 from probes.reasons import Reason, Status
 from probes.specs import Layer, Spec
@@ -75,6 +76,15 @@ class Result:
         """Skipped for want of a context value: worth showing, it says what to give."""
         return self.reason is Reason.SKIP_MISSING_CONTEXT
 
+    @property
+    def attempted(self) -> tuple[str, ...]:
+        """The addresses the check went to: the ones the engine handed it, else what it resolved."""
+        for key in ("tried", "addresses"):
+            value = self.evidence.get(key)
+            if isinstance(value, list) and value:
+                return tuple(str(v) for v in value)
+        return ()
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -94,15 +104,69 @@ class ContextValue:
     source: str  # option | config | environment | imds | mounts | resolv.conf | default
 
 
+class Health(StrEnum):
+    """The node's verdict: the report's `status` (the exit code follows it)."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+
+class Unneeded(StrEnum):
+    """Why diagnosis judged a failing check not needed: stable codes (reports carry them)."""
+
+    PROXIED = "reached-through-proxy"  # Azure ML reaches the endpoint through the proxy, which works
+    PROXY_RESOLVES = "resolved-by-proxy"  # the name is reached only through the proxy, which resolves it
+
+    @property
+    def text(self) -> str:
+        return {Unneeded.PROXIED: "not needed: reached through the proxy",
+                Unneeded.PROXY_RESOLVES: "not needed: the proxy resolves this name"}[self]
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Everything diagnosis decided, in one value: every output reads it, none decides again."""
+
+    findings: tuple[Finding, ...]
+    unneeded: Mapping[str, Unneeded]  # check id -> why its result does not count
+    health: Health
+    exit_code: int  # the default (nagios) profile
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
+    """One run, whole: the only value a renderer reads."""
+
     started_at: str  # RFC 3339, UTC
     duration_ms: int
-    status: str  # ok | warning | critical | unknown
-    exit_code: int
     context: Mapping[str, ContextValue]
     node: Mapping[str, Fact]
     results: tuple[Result, ...]
-    findings: tuple[Finding, ...]
-    catalog_version: str
+    diagnosis: Diagnosis
+    catalog: Catalog  # the rows the plan came from (with the config's own endpoints)
     interrupted: str | None = None  # why the run ended early, if it did
+
+    @property
+    def status(self) -> str:
+        return self.diagnosis.health.value
+
+    @property
+    def exit_code(self) -> int:
+        return self.diagnosis.exit_code
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return self.diagnosis.findings
+
+    @property
+    def catalog_version(self) -> str:
+        return self.catalog.version
+
+    def unneeded(self, result: Result) -> Unneeded | None:
+        return self.diagnosis.unneeded.get(result.check.id)
+
+    def failing(self, result: Result) -> bool:
+        """A check that failed (or warned) and counts: what every format calls failing."""
+        return result.status in (Status.FAIL, Status.WARN) and result.check.id not in self.diagnosis.unneeded

@@ -9,3 +9,4 @@ IMDS_ADDRESS = "169.254.169.254"  # instance metadata, reached directly on port 
 IMDS_URL = f"http://{IMDS_ADDRESS}"
 IMDS_TARGET = f"{IMDS_ADDRESS}:80/tcp"
 DEFAULT_EXPECTED_ISSUERS = ("Microsoft Corporation", "DigiCert Inc")  # issuer O= of Azure endpoints' CAs
+PRIVATELINK_LABEL = "privatelink"  # every private link zone is privatelink.<the service's public zone>

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from agent import catalog
 from agent.clock import Deadline
 from agent.inputs import detect
 from agent.inputs.given import Inputs
@@ -43,7 +42,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                         on_plan: Callable[[int], None] | None = None,
                         on_round: Callable[[int, Sequence[Result], float], None] | None = None,
                         reuse: Mapping[str, Result] | None = None,
-                        run_checks: RunChecks | None = None) -> tuple[Report, catalog.Catalog]:
+                        run_checks: RunChecks | None = None) -> Report:
     """`state` is an engine.RunState. `reuse` holds earlier results of checks not to probe this
     time (serve's backoff on endpoints that keep failing): they count as they were."""
     from agent import diagnose, engine
@@ -59,8 +58,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     metadata: asyncio.Task[None] | None = None
     try:
         def judge(results: Sequence[Result]) -> bool:
-            findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
-            return diagnose.verdict(findings, results)[1] in (0, 1)
+            return diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts)).exit_code in (0, 1)
 
         if limits.wait is not None:
             if detected is not None:
@@ -120,13 +118,11 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     finally:
         if metadata is not None:
             metadata.cancel()
-    findings = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts))
     signalled = bool(state.interrupted and state.interrupted.startswith("stopped by"))
-    status, exit_code = diagnose.verdict(findings, results, signalled=signalled)
+    diagnosis = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts), signalled=signalled)
     return Report(started_at=started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                  duration_ms=int((time.monotonic() - t0) * 1000), status=status, exit_code=exit_code,
-                  context=values, node=node_facts, results=results, findings=findings,
-                  catalog_version=cat.version, interrupted=state.interrupted), cat
+                  duration_ms=int((time.monotonic() - t0) * 1000), context=values, node=node_facts,
+                  results=results, diagnosis=diagnosis, catalog=cat, interrupted=state.interrupted)
 
 
 def _signature(checks: Sequence[Check]) -> list[tuple[str, object]]:

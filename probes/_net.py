@@ -53,6 +53,19 @@ def is_ip(text: str) -> bool:
     return True
 
 
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918: VNet and private endpoints
+    "100.64.0.0/10",  # shared address space, also usable inside a VNet
+    "fc00::/7",  # IPv6 unique local
+))
+
+
+def is_private(address: str) -> bool:
+    """Private in the sense that matters for private endpoints: inside a VNet's address space."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    return any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version)
+
+
 def errno_name(exc: BaseException) -> str | None:
     code = getattr(exc, "errno", None)
     return errno.errorcode.get(code) if isinstance(code, int) else None

@@ -20,16 +20,10 @@ import dns.rdatatype
 
 from probes import node
 from probes._datagram import exchange
-from probes._net import errno_name, is_ip, ordered, since_ms, split_hostport
+from probes._net import errno_name, is_ip, is_private, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason
 from probes.specs import DnsSpec as Spec
-
-PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918: VNet and private endpoints
-    "100.64.0.0/10",  # shared address space, also usable inside a VNet
-    "fc00::/7",  # IPv6 unique local
-))
 
 _GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
 
@@ -58,12 +52,6 @@ class _Answer:
         return {"server": self.server, "rcode": self.rcode, "error": self.error,
                 "answers": list(self.answers), "cname_chain": list(self.cname_chain),
                 "rtt_ms": self.rtt_ms}
-
-
-def is_private(address: str) -> bool:
-    """Private in the sense that matters for private endpoints: inside a VNet's address space."""
-    ip = ipaddress.ip_address(address.partition("%")[0])
-    return any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version)
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:

@@ -1,6 +1,6 @@
 """Node-local requirements, read on the node without sending a packet: an inbound port has a
 listener (I-01 44224, I-04 22), no local netfilter rule drops that port or Azure's platform
-address (168.63.129.16, given by the planner: I-05), the node runs Ubuntu (attached VMs, HDInsight), and Docker's
+address (Azure DNS, given by the planner: I-05), the node runs Ubuntu (attached VMs, HDInsight), and Docker's
 default bridge does not overlap the VNet (failure mode 19). The NSG, UDRs and Azure Firewall are
 invisible from here; these checks cover what only the node can see.
 

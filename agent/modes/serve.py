@@ -24,7 +24,9 @@ from agent.inputs.given import Inputs
 from agent.model import Finding, Report, Result, Severity
 from agent.modes.systemd import Journal, Notifier, message_id
 from agent.output import prometheus as metrics
-from agent.output.jsonreport import to_json, write_atomic
+from agent.output import status
+from agent.output.files import write_atomic
+from agent.output.jsonreport import to_json
 from probes.reasons import Status
 
 CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing
@@ -100,14 +102,6 @@ class Backoff:
                     self.resume[cid] = round_number + 1 + min(2 ** (count - 2), MAX_BACKOFF_ROUNDS)
 
 
-def summary(report: Report) -> str:
-    if not report.findings:
-        return f"{report.status}: no problems ({len(report.results)} checks)"
-    worst = report.findings[0]
-    more = f" (+{len(report.findings) - 1} more)" if len(report.findings) > 1 else ""
-    return f"{report.status}: {worst.code}: {worst.summary}{more}"
-
-
 class Daemon:
     def __init__(self, load: Callable[[], Inputs], limits: runner.Limits, settings: Settings,
                  notifier: Notifier, journal: Journal) -> None:
@@ -155,7 +149,7 @@ class Daemon:
                 announced = current
                 last = {r.check.id: r for r in report.results}
                 backoff.update(round_number, report.results)
-                self._notifier.send(**({"ready": "1"} if round_number == 1 else {}), status=summary(report))
+                self._notifier.send(**({"ready": "1"} if round_number == 1 else {}), status=status.summary(report))
                 await self._sleep(self._settings.interval)
         finally:
             self._notifier.send(stopping="1")
@@ -176,7 +170,7 @@ class Daemon:
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if task in done:
-            return task.result()[0]
+            return task.result()
         state.interrupted = "stopped"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -244,14 +238,8 @@ class Daemon:
     async def _http(self) -> web.AppRunner:
 
         async def healthz(request: web.Request) -> web.Response:
-            report = self.report
-            if report is None:
-                return web.Response(status=503, text="starting: no report yet\n")
-            lines = [summary(report)]
-            if "verbose" in request.query:
-                lines += [f"[{'-' if f.severity >= Severity.WARNING else '+'}]{f.code}: {f.summary}"
-                          for f in report.findings]
-            return web.Response(status=200 if report.exit_code in (0, 1) else 503, text="\n".join(lines) + "\n")
+            code, body = status.healthz(self.report, verbose="verbose" in request.query)
+            return web.Response(status=code, text=body)
 
         async def metrics_page(request: web.Request) -> web.Response:
             if self.report is None:

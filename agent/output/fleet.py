@@ -37,7 +37,8 @@ def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         nodes.append({"node": hostname, "source": source, "status": report["status"],
                       "exit_code": report["exit_code"], "started_at": report.get("started_at"),
                       "findings": codes, "failing_checks": sorted(c["id"] for c in report["checks"]
-                                                                  if c.get("status") == "fail")})
+                                                                  if c.get("status") == "fail"
+                                                                  and not c.get("unneeded"))})
     names = Counter(n["node"] for n in nodes)
     for node in nodes:
         if names[node["node"]] > 1:

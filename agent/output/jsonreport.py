@@ -1,4 +1,4 @@
-"""The JSON report (schema aml-netcheck.report/1) and atomic writing of any rendered output.
+"""The JSON report (schema aml-netcheck.report/1).
 
 The JSON shape is public API: scripts and dashboards read it. Add fields, never rename them. The
 schema is published as agent/data/report-1.schema.json and every test report is checked against it."""
@@ -6,9 +6,6 @@ schema is published as agent/data/report-1.schema.json and every test report is 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -30,7 +27,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "context": {k: {"value": v.value, "source": v.source} for k, v in report.context.items()},
         "node": dict(report.node),
         "summary": summary_counts(report),
-        "checks": [_check(r) for r in report.results],
+        "checks": [_check(r, report) for r in report.results],
         "findings": [_finding(f) for f in report.findings],
     }
 
@@ -46,7 +43,7 @@ def summary_counts(report: Report) -> dict[str, int]:
     return counts
 
 
-def _check(result: Result) -> dict[str, Any]:
+def _check(result: Result, report: Report) -> dict[str, Any]:
     check = result.check
     return {
         "id": check.id,
@@ -60,6 +57,7 @@ def _check(result: Result) -> dict[str, Any]:
         "addresses": list(result.addresses),
         "status": result.status.value,
         "reason": result.reason.value if result.reason else None,
+        "unneeded": judged.value if (judged := report.unneeded(result)) else None,
         "phase": result.phase,
         "detail": result.detail,
         "elapsed_ms": round(result.elapsed * 1000, 1),
@@ -80,20 +78,3 @@ def _finding(finding: Finding) -> dict[str, Any]:
         "checks": list(finding.checks),
         "docs": list(finding.docs),
     }
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over the target, so a
-    reader (or a crash, or a signal) never sees half a report."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

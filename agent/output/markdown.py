@@ -3,14 +3,13 @@ records to add, with the evidence. Pure over a Report; credentials were redacted
 
 from __future__ import annotations
 
-from agent.catalog import Catalog
-from agent.diagnose import attempted
+from agent import netrules
 from agent.model import Report, Result
 from probes._trace import Fact
-from probes.reasons import Status
+from probes.specs import Layer
 
 
-def render_markdown(report: Report, catalog: Catalog) -> str:
+def render_markdown(report: Report) -> str:
     ctx = report.context
     source = primary_address(report.node) or "this node"
     lines = [
@@ -38,12 +37,12 @@ def render_markdown(report: Report, catalog: Catalog) -> str:
             "",
             *( [f"**Docs:** {' '.join(finding.docs)}", ""] if finding.docs else []),
         ]
-    failing = [r for r in report.results if r.status in (Status.FAIL, Status.WARN)]
+    failing = [r for r in report.results if report.failing(r)]
     if failing:
         lines += ["## Failing flows", "",
                   "| source | destination | address | port/proto | observed | needed |",
                   "|---|---|---|---|---|---|"]
-        lines += [_flow(r, source, catalog, ctx) for r in failing]
+        lines += [_flow(r, source, report) for r in failing]
         lines.append("")
     return "\n".join(lines)
 
@@ -63,33 +62,25 @@ def primary_address(node: dict[str, Fact] | object) -> str | None:
     return None
 
 
-def _flow(result: Result, source: str, catalog: Catalog, ctx: object) -> str:
+def _flow(result: Result, source: str, report: Report) -> str:
     check = result.check
     port = f"{check.protocol.upper()} {check.port}" if check.port else "DNS"
     observed = f"{check.layer.value}: {result.reason.value if result.reason else ''}" + (
         f" ({result.detail})" if result.detail else "")
     return (f"| {source} | {check.host}{' via proxy' if check.path == 'proxy' else ''} | "
-            f"{_cell(', '.join(attempted(result)) or '-')} | {port} | {_cell(observed)} | "
-            f"{_cell(_needed(result, catalog, ctx))} |")
+            f"{_cell(', '.join(result.attempted) or '-')} | {port} | {_cell(observed)} | "
+            f"{_cell(_needed(result, report))} |")
 
 
-def _needed(result: Result, catalog: Catalog, ctx: object) -> str:
-    region = getattr(ctx, "get", lambda _k: None)("region")
-    region_name = getattr(region, "value", None) or "<region>"
-    rules = []
-    for requirement_id in result.check.requirements:
-        try:
-            requirement = catalog.by_id(requirement_id)
-        except KeyError:
-            continue
-        tag = requirement.service_tag.replace("{region}", str(region_name))
-        if result.check.layer.value == "dns":
-            rules.append(f"resolve {result.check.host}" + (" to the private endpoint" if requirement.dns_private else ""))
-        elif tag:
-            rules.append(f"allow outbound {requirement.protocol.upper()} {result.check.port} to {tag}")
-        else:
-            rules.append(f"allow {requirement.rule_fqdn}:{result.check.port}")
-    return "; ".join(dict.fromkeys(rules))
+def _needed(result: Result, report: Report) -> str:
+    """A name must resolve (privately, where the plan expects it); any other flow needs the rules
+    `aml-netcheck rules` derives for it."""
+    check = result.check
+    if check.layer is Layer.DNS:
+        private = getattr(check.spec, "expect", "any") == "private"
+        return f"resolve {check.host}" + (" to the private endpoint" if private else "")
+    rules = netrules.for_flows(report.catalog, report.context, ((rid, check.port) for rid in check.requirements))
+    return netrules.describe(rules) or f"allow {check.target}"
 
 
 def _strings(value: Fact | object) -> list[str]:

@@ -34,16 +34,20 @@ def render_prometheus(report: Report) -> str:
     counts = summary_counts(report)
     metric("checks", "gauge", "Checks in the last run by status.",
            [({"status": s.value}, float(counts[s.value])) for s in Status])
-    metric("check_success", "gauge", "1 if the check passed (or warned), 0 if it failed; skipped and "
-           "inconclusive checks are left out.",
+    counted = [r for r in report.results if report.unneeded(r) is None]
+    metric("check_success", "gauge", "1 if the check passed (or warned), 0 if it failed; skipped, "
+           "inconclusive and unneeded checks are left out.",
            [({"check": r.check.id, "layer": r.check.layer.value, "requirement": r.check.requirements[0]},
              float(r.status in (Status.PASS, Status.WARN)))
-            for r in report.results if r.status in (Status.PASS, Status.WARN, Status.FAIL)])
+            for r in counted if r.status in (Status.PASS, Status.WARN, Status.FAIL)])
     metric("check_duration_seconds", "gauge", "Time the check took.",
            [({"check": r.check.id}, round(r.elapsed, 4)) for r in report.results if r.status is not Status.SKIP])
     metric("check_failure_info", "gauge", "1 with the reason of each failing check.",
            [({"check": r.check.id, "reason": r.reason.value}, 1.0)
-            for r in report.results if r.status is Status.FAIL and r.reason])
+            for r in counted if r.status is Status.FAIL and r.reason])
+    metric("check_unneeded", "gauge", "1 for each check diagnosis judged not needed (reached through the proxy).",
+           [({"check": r.check.id, "because": judged.value}, 1.0)
+            for r in report.results if (judged := report.unneeded(r)) is not None])
     metric("finding", "gauge", "1 for each finding of the last run.",
            [({"code": f.code, "severity": f.severity.label}, 1.0) for f in report.findings])
     return "\n".join(lines) + "\n"

@@ -7,8 +7,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from agent.catalog import Catalog
-from agent.diagnose import unused_direct_paths
 from agent.model import Finding, Report, Result, Severity
 from agent.output.jsonreport import summary_counts
 from probes.reasons import Status
@@ -21,12 +19,12 @@ _SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow", Se
 _REPORT_STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta"}
 
 
-def render_text(report: Report, catalog: Catalog, console: Console, *, verbose: bool = False) -> None:
+def render_text(report: Report, console: Console, *, verbose: bool = False) -> None:
     _header(report, console)
     for index, finding in enumerate(report.findings, 1):
         _finding(index, finding, console)
     console.print()
-    _requirements(report, catalog, console, verbose)
+    _requirements(report, console, verbose)
     _footer(report, console)
 
 
@@ -60,27 +58,27 @@ def _finding(index: int, finding: Finding, console: Console) -> None:
         console.print(f"   [dim]docs:[/dim] {escape(' '.join(finding.docs))}")
 
 
-def _requirements(report: Report, catalog: Catalog, console: Console, verbose: bool) -> None:
+def _requirements(report: Report, console: Console, verbose: bool) -> None:
     codes = {check: f.code for f in report.findings for check in f.checks}
-    unused = unused_direct_paths(report.results)
     by_requirement: dict[str, list[Result]] = {}
     for result in report.results:
         for requirement_id in result.check.requirements:
             by_requirement.setdefault(requirement_id, []).append(result)
-    for requirement in catalog.requirements:
+    for requirement in report.catalog.requirements:
         results = by_requirement.get(requirement.id)
         if not results:
             continue
-        worst = max((r.status for r in results if r.check.id not in unused), key=_rank, default=Status.PASS)
+        worst = max((r.status for r in results if report.unneeded(r) is None), key=_rank, default=Status.PASS)
         label, style = _STATUS_STYLE[worst]
         line = Text(f"{label:>4} ", style=style)
         line.append(f"{requirement.id:<28}", style="bold")
         line.append(requirement.purpose, style="dim" if worst is Status.PASS else "")
         console.print(line)
         for result in results:
-            if result.check.id in unused:  # the proxy path works: the direct one is not needed
+            judged = report.unneeded(result)
+            if judged is not None:  # the proxy path works: the direct one is not needed
                 if verbose:
-                    _result_line(result, "not needed: reached through the proxy", console)
+                    _result_line(result, judged.text, console)
             elif verbose or result.status not in (Status.PASS, Status.SKIP) or result.reason_is_context_skip:
                 _result_line(result, codes.get(result.check.id), console)
 

@@ -236,7 +236,8 @@ def test_markdown_summary_for_the_network_team() -> None:
     assert proc.returncode == 2, proc.stderr
     text = proc.stdout
     assert text.startswith("# Azure ML network check: CRITICAL on ")
-    assert "### 1. CRITICAL `smb-blocked`" in text and "**Change needed:** Allow outbound TCP 445" in text
+    assert "### 1. CRITICAL `smb-blocked`" in text
+    assert "NSG outbound rule: allow TCP 445 from VirtualNetwork to Storage.eastus" in text  # the rule `rules` derives
     flow = next(line for line in text.splitlines() if line.startswith("| 10.0.0.4 | ") and "TCP 445" in line)
     assert STORAGE_FILE in flow and "tcp.timeout" in flow and "Storage.eastus" in flow
 

@@ -14,6 +14,7 @@ import pytest
 from probe_loopback import DnsHandler, dns_reply
 from probes import dns as dns_probe
 from probes import node
+from probes._net import is_private
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason
 
@@ -181,4 +182,4 @@ async def test_system_path_expectation(dns_server: Server, trace: Trace, unit: f
     ("127.0.0.1", False),
 ])
 def test_is_private(address: str, private: bool) -> None:
-    assert dns_probe.is_private(address) is private
+    assert is_private(address) is private

@@ -53,6 +53,6 @@ def test_options_and_config_beat_detection(tmp_path: Path) -> None:
 def test_imds_unavailable(region: str | None, severity: Severity) -> None:
     values = context.build([("option", {"region": region})])
     node = {"detection": {"imds": {"error": "TimeoutError"}}}
-    [finding] = diagnose((), Facts(catalog.load(), values, node))
+    [finding] = diagnose((), Facts(catalog.load(), values, node)).findings
     assert (finding.code, finding.severity) == ("imds-unavailable", severity)
     assert "NO_PROXY" in finding.remedy

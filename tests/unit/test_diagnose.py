@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pytest
 
 from agent import catalog, planner
-from agent.diagnose import Facts, diagnose, verdict
+from agent.diagnose import Facts, diagnose
 from agent.model import Finding, Severity
 from probes.reasons import Reason, Status
 from probes.specs import Proxy
@@ -28,7 +28,7 @@ def run(outcomes: Mapping[str, Outcome], *, node: Mapping[str, object] = AZURE_D
         features: tuple[str, ...] = (), **context: object) -> tuple[Finding, ...]:
     checks = make_plan(features=features, **context)
     results = simulate(checks, outcomes, PE_ADDRESSES)
-    return diagnose(results, Facts(catalog.load(), make_context(**context), node))  # type: ignore[arg-type]
+    return diagnose(results, Facts(catalog.load(), make_context(**context), node)).findings  # type: ignore[arg-type]
 
 
 def codes(findings: tuple[Finding, ...]) -> list[str]:
@@ -38,9 +38,9 @@ def codes(findings: tuple[Finding, ...]) -> list[str]:
 def test_healthy_gives_no_findings_and_exit_0() -> None:
     checks = make_plan()
     results = simulate(checks, {}, PE_ADDRESSES)
-    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
-    assert findings == ()
-    assert verdict(findings, results) == ("ok", 0)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert diagnosis.findings == ()
+    assert (diagnosis.health, diagnosis.exit_code) == ("ok", 0)
 
 
 CASES = [
@@ -50,7 +50,8 @@ CASES = [
     ("smb rejected", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_REFUSED)},
      "smb-blocked", Severity.CRITICAL, ["TCP 445"]),
     ("batch dropped", {"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},
-     "egress-blocked", Severity.CRITICAL, ["TCP 443", "BatchNodeManagement.eastus", "*.eastus.batch.azure.com"]),
+     "egress-blocked", Severity.CRITICAL,  # the NSG rule is the one `rules` derives: any protocol on 443
+     ["any protocol on 443", "BatchNodeManagement.eastus", "*.eastus.batch.azure.com"]),
     ("batch reset", {"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_REFUSED)},
      "egress-rejected", Severity.CRITICAL, ["BatchNodeManagement.eastus"]),
     ("sni filter reset", {"tls:management.azure.com:443": Outcome(Reason.TLS_RESET)},
@@ -143,8 +144,8 @@ def test_udp_silence_is_not_a_problem() -> None:
     checks = make_plan()
     results = simulate(checks, {"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_NO_REPLY)}, PE_ADDRESSES)
     assert next(r for r in results if r.check.layer.value == "udp").status is Status.INCONCLUSIVE
-    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
-    assert findings == () and verdict(findings, results) == ("ok", 0)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert diagnosis.findings == () and (diagnosis.health, diagnosis.exit_code) == ("ok", 0)
 
 
 def test_situational_requirement_failing_is_a_warning() -> None:
@@ -174,8 +175,8 @@ def test_critical_findings_rank_first_then_by_size() -> None:
 def test_verdict(outcomes: Mapping[str, Outcome], signalled: bool, expected: tuple[str, int]) -> None:
     checks = make_plan()
     results = simulate(checks, outcomes, PE_ADDRESSES)
-    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
-    assert verdict(findings, results, signalled=signalled) == expected
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE), signalled=signalled)
+    assert (diagnosis.health, diagnosis.exit_code) == expected
 
 
 PROXY = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"), no_proxy=(".privatelink.api.azureml.ms",))
@@ -184,7 +185,7 @@ PROXY_TCP = "tcp:proxy.contoso.net:3128"
 
 def run_proxied(outcomes: Mapping[str, Outcome]) -> tuple[Finding, ...]:
     results = simulate(make_plan(options=PROXY), outcomes, PE_ADDRESSES)
-    return diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    return diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
 
 
 def test_proxied_plan_shape() -> None:

@@ -6,8 +6,8 @@ import pytest
 
 from agent import catalog, planner
 from agent.inputs import context
-from probes.specs import Layer
 from probes.reasons import Reason
+from probes.specs import Layer
 
 from .helpers import GUID, make_context, make_plan
 

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from agent import catalog, planner
-from agent.diagnose import Facts, diagnose, verdict
+from agent.diagnose import Facts, diagnose
 from agent.model import Report
 from agent.output.markdown import render_markdown
 from agent.output.text import render_text
@@ -22,15 +22,13 @@ NODE = {"hostname": "ci-alice", "resolvers": ["168.63.129.16"], "default_routes"
 
 def report_of(outcomes: dict[str, Outcome], options: planner.PlanOptions | None = None) -> Report:
     results = simulate(make_plan(options=options), outcomes)
-    findings = diagnose(results, Facts(catalog.load(), make_context(), NODE))
-    status, code = verdict(findings, results)
-    return Report("2026-11-23T12:00:00.000Z", 1234, status, code, make_context(), NODE, results, findings,
-                  catalog.load().version)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), NODE))
+    return Report("2026-11-23T12:00:00.000Z", 1234, make_context(), NODE, results, diagnosis, catalog.load())
 
 
 def text(report: Report, verbose: bool = False) -> str:
     out = io.StringIO()
-    render_text(report, catalog.load(), Console(file=out, soft_wrap=True, width=200), verbose=verbose)
+    render_text(report, Console(file=out, soft_wrap=True, width=200), verbose=verbose)
     return out.getvalue()
 
 
@@ -52,8 +50,7 @@ def test_direct_failures_behind_a_working_proxy_are_not_shown_as_failures() -> N
 
 
 def test_markdown_lists_the_failing_flow_from_the_node_address() -> None:
-    markdown = render_markdown(report_of({"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_CLOSED)}),
-                               catalog.load())
+    markdown = render_markdown(report_of({"udp:eastus.tundra.azureml.ms:5831": Outcome(Reason.UDP_CLOSED)}))
     assert "### 1. CRITICAL `udp-blocked`" in markdown
     flow = next(line for line in markdown.splitlines() if line.startswith("| 10.0.0.4 |"))
     assert "eastus.tundra.azureml.ms" in flow and "UDP 5831" in flow and "AzureMachineLearning" in flow

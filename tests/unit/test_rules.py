@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agent import catalog, planner
 from agent import netrules as rules
+from agent.netrules import render
 
 from .helpers import make_context
 
@@ -149,7 +150,7 @@ REQUIRED_ARGS = {
 @pytest.mark.parametrize("overrides", CONTEXTS)
 def test_az_commands_parse_and_carry_every_required_argument(overrides: dict[str, object]) -> None:
     rs = ruleset(ALL_FEATURES, **overrides)
-    text = rules.render_az(rs, resource_group="rg-ml", nsg="nsg-compute", firewall="fw-hub",
+    text = render.render_az(rs, resource_group="rg-ml", nsg="nsg-compute", firewall="fw-hub",
                            vnet="/subscriptions/x/vnet", subnet_prefix="10.0.1.0/24")
     commands = [shlex.split(line) for line in text.splitlines() if line and not line.startswith("#")]
     seen: dict[tuple[str, ...], int] = {}
@@ -174,15 +175,15 @@ def test_az_commands_parse_and_carry_every_required_argument(overrides: dict[str
 
 
 def test_az_defaults_are_quoted_placeholders() -> None:
-    text = rules.render_az(ruleset())
+    text = render.render_az(ruleset())
     assert "--resource-group '<resource-group>'" in text and "--source-port-ranges '*'" in text
     assert "--virtual-network '<vnet-id>'" in text and "--source-addresses '<compute-subnet-prefix>'" in text
 
 
 def test_json_is_serialisable_and_stable() -> None:
-    data = rules.to_dict(ruleset(ALL_FEATURES, public_ip=True))
+    data = render.to_dict(ruleset(ALL_FEATURES, public_ip=True))
     text = json.dumps(data, sort_keys=True)
-    assert text == json.dumps(rules.to_dict(ruleset(ALL_FEATURES, public_ip=True)), sort_keys=True)
+    assert text == json.dumps(render.to_dict(ruleset(ALL_FEATURES, public_ip=True)), sort_keys=True)
     assert data["schema"] == "aml-netcheck.rules/1" and data["catalog_version"] == catalog.load().version
     first = data["nsg_rules"][0]
     assert set(first) == {"name", "priority", "direction", "protocol", "source", "destination", "ports",
@@ -192,7 +193,7 @@ def test_json_is_serialisable_and_stable() -> None:
 
 def test_table_renders_every_section() -> None:
     console = Console(width=240, record=True)
-    console.print(rules.render_table(ruleset(frozenset({"rstudio"}), public_ip=True)))
+    console.print(render.render_table(ruleset(frozenset({"rstudio"}), public_ip=True)))
     text = console.export_text()
     for heading in ("NSG rules", "application rules", "network rules", "Private DNS zones", "Conditional forwarders"):
         assert heading in text

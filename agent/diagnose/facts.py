@@ -1,0 +1,71 @@
+"""What the diagnosis rules may read besides the results: the catalog, the context and the node
+facts, with the few derived values every rule shares (resolvers, rules, docs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from agent import netrules
+from agent.catalog import Catalog
+from agent.inputs.context import Context
+from agent.model import Result
+from agent.platform import AZURE_DNS
+from probes._trace import Fact
+
+MAX_DOCS = 4
+
+DOCS = {
+    "training-vnet": "https://learn.microsoft.com/azure/machine-learning/how-to-secure-training-vnet",
+    "firewall": "https://learn.microsoft.com/azure/machine-learning/how-to-access-azureml-behind-firewall",
+    "custom-dns": "https://learn.microsoft.com/azure/machine-learning/how-to-custom-dns",
+    "pe-troubleshoot": "https://learn.microsoft.com/azure/machine-learning/how-to-troubleshoot-secure-connection-workspace",
+    "private-link": "https://learn.microsoft.com/azure/machine-learning/how-to-configure-private-link",
+    "jupyter": "https://learn.microsoft.com/azure/machine-learning/how-to-run-jupyter-notebooks#troubleshooting",
+    "azure-dns": "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
+    "imds": "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    catalog: Catalog
+    context: Context
+    node: Mapping[str, Fact]
+
+    @property
+    def resolvers(self) -> tuple[str, ...]:
+        value = self.node.get("resolvers")
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+    @property
+    def custom_dns(self) -> tuple[str, ...]:
+        """Resolvers in use that are not Azure DNS (the systemd stub is looked through)."""
+        return tuple(r for r in self.resolvers if r != AZURE_DNS and not r.startswith("127."))
+
+    def tag(self, result: Result) -> str:
+        """The service tags of the check's requirements (a grouping key: one NSG rule, one finding)."""
+        tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}
+        region = str(self.context["region"].value or "<region>")
+        return ", ".join(sorted(t.replace("{region}", region) for t in tags if t))
+
+    def rules(self, results: Sequence[Result]) -> netrules.RuleSet:
+        """The rules that open the failing flows, from the one derivation `rules` prints."""
+        return netrules.for_flows(self.catalog, self.context,
+                                  ((rid, r.check.port) for r in results for rid in r.check.requirements))
+
+    def rule_fqdns(self, results: Sequence[Result]) -> str:
+        names = netrules.fqdns(self.rules(results))
+        return ", ".join(names) or ", ".join(dict.fromkeys(r.check.host for r in results))
+
+    def docs(self, results: Sequence[Result], extra: Sequence[str]) -> tuple[str, ...]:
+        """The finding's own articles first, then each requirement's main one: at most MAX_DOCS."""
+        links = [DOCS[e] for e in extra]
+        for result in results:
+            for rid in result.check.requirements:
+                links.extend(self.catalog.by_id(rid).docs[:1])
+        return tuple(dict.fromkeys(links))[:MAX_DOCS]
+
+    def situational_only(self, results: Sequence[Result]) -> bool:
+        return bool(results) and all(self.catalog.by_id(rid).situational
+                                     for r in results for rid in r.check.requirements)

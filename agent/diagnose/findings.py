@@ -1,0 +1,484 @@
+"""Finding codes, each declared once: its severity, what it means (the README's row), its own
+documentation and the builder that writes its summary, cause and remedy from the results it
+explains. Codes are stable API (JSON, metrics labels, journald fields): never rename one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from agent import netrules
+from agent.diagnose.facts import Facts
+from agent.model import Finding, Result, Severity
+from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
+from probes._trace import Fact
+from probes.reasons import Reason
+
+
+class Code(StrEnum):
+    NO_OUTBOUND_CONNECTIVITY = "no-outbound-connectivity"
+    EGRESS_BLOCKED = "egress-blocked"
+    EGRESS_REJECTED = "egress-rejected"
+    UDP_BLOCKED = "udp-blocked"
+    SMB_BLOCKED = "smb-blocked"
+    DNS_UNAVAILABLE = "dns-unavailable"
+    DNS_SERVFAIL = "dns-servfail"
+    DNS_NAME_MISSING = "dns-name-missing"
+    PRIVATE_ENDPOINT_RESOLVES_PUBLIC = "private-endpoint-resolves-public"
+    CUSTOM_DNS_NOT_FORWARDING = "custom-dns-not-forwarding"
+    PRIVATE_DNS_RECORD_MISSING = "private-dns-record-missing"
+    INSTANCE_NAME_WRONG_ADDRESS = "instance-name-wrong-address"
+    TLS_INTERCEPTED_UNTRUSTED = "tls-intercepted-untrusted"
+    TLS_INTERCEPTED = "tls-intercepted"
+    TLS_HANDSHAKE_STALLED = "tls-handshake-stalled"
+    TLS_CERTIFICATE_INVALID = "tls-certificate-invalid"
+    WEBSOCKET_BLOCKED = "websocket-blocked"
+    PROXY_AUTH_REQUIRED = "proxy-auth-required"
+    PROXY_DENIED = "proxy-denied"
+    PROXY_UNREACHABLE = "proxy-unreachable"
+    PROXY_BYPASS_REQUIRED = "proxy-bypass-required"
+    CLOCK_SKEW = "clock-skew"
+    IMDS_UNAVAILABLE = "imds-unavailable"
+    LOCAL_FIREWALL_BLOCKS = "local-firewall-blocks"
+    INBOUND_PORT_CLOSED = "inbound-port-closed"
+    UNSUPPORTED_OS = "unsupported-os"
+    DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
+    ENDPOINT_UNREACHABLE = "endpoint-unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What a builder writes; `severity` only where the evidence changes the declared one."""
+
+    summary: str
+    cause: str
+    remedy: str
+    severity: Severity | None = None
+    targets: tuple[str, ...] = ()  # where there are no results to name them (node findings)
+
+
+Builder = Callable[[Sequence[Result], Facts], Draft]
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    severity: Severity  # a failing situational requirement lowers critical to warning
+    title: str  # what the code means: the README's findings table says exactly this
+    docs: tuple[str, ...]  # keys of facts.DOCS: the finding's own articles, before the requirements' ones
+    build: Builder
+
+
+def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
+    """The finding of `code` for the results it explains: the builder's text, the declared
+    severity (lowered to warning when only situational requirements fail), targets and docs."""
+    declared = DECLARATIONS[code]
+    draft = declared.build(results, facts)
+    severity = draft.severity if draft.severity is not None else declared.severity
+    if severity is Severity.CRITICAL and facts.situational_only(results):
+        severity = Severity.WARNING
+    return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
+                   remedy=draft.remedy, targets=draft.targets or _targets(results),
+                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs))
+
+
+SHOWN_HOSTS = 6  # a summary names this many; `targets` always lists them all
+
+
+def _targets(results: Sequence[Result]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r.check.target for r in results))
+
+
+def _hosts(results: Sequence[Result]) -> str:
+    hosts = list(dict.fromkeys(r.check.host for r in results))
+    more = f" (+{len(hosts) - SHOWN_HOSTS} more)" if len(hosts) > SHOWN_HOSTS else ""
+    return ", ".join(hosts[:SHOWN_HOSTS]) + more
+
+
+def _observed(results: Sequence[Result], *, addresses: bool = False, limit: int = 5) -> str:
+    """What the failing checks saw, one clause each: the evidence line of a finding's cause."""
+    clauses = [f"{r.check.target}" + (f" ({', '.join(r.attempted) or '?'})" if addresses else "")
+               + f": {r.detail or r.reason}" for r in results[:limit]]
+    return "; ".join(clauses) + (f"; and {len(results) - limit} more" if len(results) > limit else "")
+
+
+def _dicts(value: Fact) -> list[dict[str, Fact]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strings(value: Fact) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+_CLOCK_TLS = {Reason.TLS_NOT_YET_VALID, Reason.TLS_EXPIRED}
+
+
+def _egress(how: str, why: str) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Draft:
+        first = results[0]
+        proto, port = first.check.protocol.upper(), first.check.port
+        tag = facts.tag(first)
+        destination = f"service tag {tag}" if tag else "the endpoints"
+        detail = _observed(results, addresses=True)
+        return Draft(
+            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s))",
+            cause=f"{why} {detail}",
+            remedy=_open(results, facts))
+    return build
+
+
+def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewall or your NVA") -> str:
+    """The remedy of a blocked flow: the rules `aml-netcheck rules` derives for exactly these flows."""
+    rules = netrules.describe(facts.rules(results))
+    if not rules:
+        return f"Allow {', '.join(_targets(results))} from the compute subnet and check the service answers."
+    return (f"Allow these flows from the compute subnet, above any deny rule, in its network security group "
+            f"and {where}: {rules}.")
+
+
+def _smb(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
+        cause=_observed(results, addresses=True)
+        + ". The workspace file share (notebooks, the compute instance's files) cannot be mounted.",
+        remedy=_open(results, facts, "in any firewall between the compute and the storage account (with a "
+                     "storage private endpoint, to its address)"))
+
+
+def _udp(results: Sequence[Result], facts: Facts) -> Draft:
+    first = results[0]
+    return Draft(
+        summary=f"UDP {first.check.port} to {_hosts(results)} is rejected",
+        cause=_observed(results)
+        + ". An ICMP unreachable/prohibited answer came back: a firewall or NSG rejects the datagrams.",
+        remedy=_open(results, facts) + " Compute instances are created, updated and deleted over it.")
+
+
+def _resolver_text(facts: Facts) -> str:
+    return ", ".join(facts.resolvers) or "no resolver"
+
+
+def _dns_missing(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"Required names do not resolve (NXDOMAIN): {_hosts(results)}",
+        cause=(f"The node's resolver ({_resolver_text(facts)}) says these names do not exist. A DNS server "
+               "or a private DNS zone that shadows the public zone answers for them without the record."),
+        remedy=("Make the resolver answer these names: on a custom DNS server forward their zones to "
+                f"{AZURE_DNS}; look for a private DNS zone linked to the VNet whose name is a parent of "
+                "these names and remove it or add the records."))
+
+
+def _dns_servfail(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"The resolver fails (SERVFAIL) for required names: {_hosts(results)}",
+        cause=f"{_resolver_text(facts)} answered SERVFAIL: it cannot get an answer from its upstream.",
+        remedy=(f"Check the DNS server's forwarders: it must reach {AZURE_DNS} (Azure DNS) over UDP and TCP 53, "
+                "and conditional forwarders must point at a reachable server."))
+
+
+def _dns_unavailable(results: Sequence[Result], facts: Facts) -> Draft:
+    asked = sorted({str(s.get("server")) for r in results for s in _dicts(r.evidence.get("servers"))})
+    return Draft(
+        summary=f"DNS servers do not answer: {', '.join(asked) or _resolver_text(facts)}",
+        cause="; ".join(f"{r.check.host}: {r.detail or r.reason}" for r in results[:5]),
+        remedy=(f"Check /etc/resolv.conf and the VNet's DNS servers setting, and allow UDP and TCP 53 to "
+                f"{_resolver_text(facts)} in the NSG and local firewall; {AZURE_DNS} must never be blocked."))
+
+
+def _zones_text(results: Sequence[Result], facts: Facts, attribute: str) -> str:
+    zones = [getattr(z, attribute) for r in results if (z := facts.catalog.zone_of(r.check.host))]
+    return ", ".join(dict.fromkeys(z for z in zones if z))
+
+
+def _chain(result: Result) -> str:
+    chain = _strings(result.evidence.get("cname_chain"))
+    return " -> ".join([result.check.host, *chain, *(_strings(result.evidence.get("addresses")) or ["?"])])
+
+
+def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
+    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forward_zone")
+    return Draft(
+        summary=f"Private-endpoint names resolve to public addresses: {_hosts(results)}",
+        cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
+               f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
+               "zone group, so the public answer wins."),
+        remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
+                f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
+                "<vnet-id> --registration-enabled false; and make sure the workspace private endpoint has a "
+                "DNS zone group for them."))
+
+
+def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
+    zones = _zones_text(results, facts, "forward_zone")
+    servers = ", ".join(facts.custom_dns)
+    return Draft(
+        summary=f"Custom DNS server {servers} does not forward {zones} to Azure DNS",
+        cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
+               "answers these names from the public zone instead of the private endpoint's records."),
+        remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
+                f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
+                "DNS server is in."))
+
+
+def _record_missing(results: Sequence[Result], facts: Facts) -> Draft:
+    zone = _zones_text(results, facts, "privatelink_zone")
+    return Draft(
+        summary=f"The private DNS zone {zone} has no record for {_hosts(results)}",
+        cause=("; ".join(_chain(r) + " (NXDOMAIN)" for r in results[:4]) + ". The zone is linked, so it "
+               "answers authoritatively, but the private endpoint's A record is missing."),
+        remedy=(f"Add the missing A record(s) in {zone} pointing at the workspace private endpoint's "
+                "addresses, or recreate the private endpoint's DNS zone group so Azure writes them."))
+
+
+def _instance_wrong(results: Sequence[Result], facts: Facts) -> Draft:
+    names = _hosts(results)
+    got = "; ".join(f"{r.check.host} -> {', '.join(_strings(r.evidence.get('addresses'))) or '?'}" for r in results)
+    zones = _zones_text(results, facts, "forward_zone")
+    return Draft(
+        summary=f"The compute instance name does not resolve to the workspace private endpoint: {names}",
+        cause=(f"{got}. With a private-endpoint workspace the instance name must resolve to the workspace "
+               "endpoint's address (the one the workspace API name resolves to), not to the instance's own "
+               "address or a public one; Jupyter and the terminal will not open."),
+        remedy=(f"Add an A record for each name in zone {zones} pointing at the workspace private endpoint's "
+                f"address (or forward {zones} to {AZURE_DNS}), and remove any /etc/hosts override."))
+
+
+def _issuer(result: Result) -> str:
+    cert = result.evidence.get("cert")
+    if not isinstance(cert, dict):
+        return "an unknown issuer"
+    ca = cert.get("issuer_sha256")
+    key = cert.get("issuer_key_id")
+    detail = f"CA certificate SHA-256 {ca}" if ca else (f"CA key id {key}" if key else "")
+    return f"{cert.get('issuer', '?')}" + (f" ({detail})" if detail else "")
+
+
+def _leaf_fingerprints(results: Sequence[Result]) -> str:
+    prints = [f"{r.check.host}: {c.get('sha256')}" for r in results[:3]
+              if isinstance(c := r.evidence.get("cert"), dict)]
+    return "; ".join(prints)
+
+
+def _tls_intercepted(trusted: bool) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Draft:
+        issuer = _issuer(results[0])
+        return Draft(
+            summary=(f"TLS to {len(results)} endpoint(s) is inspected by {issuer}"
+                     + ("" if trusted else ", which this node does not trust")),
+            cause=(f"The certificate presented for {_hosts(results)} is issued by {issuer}, not by the "
+                   "expected Microsoft or DigiCert CAs: a TLS-inspecting firewall or proxy re-signs the "
+                   f"traffic (leaf SHA-256 {_leaf_fingerprints(results)})." + (" This node trusts it, but Azure ML's Python clients use their own CA "
+                                 "bundle and will not." if trusted else "")),
+            remedy=("Exempt the Azure ML endpoints (" + facts.rule_fqdns(results) + ") from TLS inspection in "
+                    "the firewall or proxy; inspection of Azure ML traffic is not supported. If inspection "
+                    "must stay, install the inspection CA in the system store (update-ca-certificates) and "
+                    "in the Python certifi bundle."))
+    return build
+
+
+def _tls_stalled(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"TCP connects but the TLS handshake stalls: {_hosts(results)}",
+        cause=("The handshake got no answer after the ClientHello. Large server certificate chains that "
+               "never arrive are the signature of a path-MTU black hole (a VPN, NVA or tunnel with a smaller "
+               "MTU that drops ICMP 'fragmentation needed')."),
+        remedy=("Clamp the TCP MSS on the VPN gateway/NVA (or lower the node's MTU, e.g. ip link set dev eth0 "
+                "mtu 1400) and allow ICMP type 3 code 4 back to the compute subnet."))
+
+
+def _tls_invalid(results: Sequence[Result], facts: Facts) -> Draft:
+    first = results[0]
+    return Draft(
+        summary=f"TLS fails ({first.reason}) for {_hosts(results)}",
+        cause=_observed(results),
+        remedy=("A name mismatch or a plaintext reply means something else answers at that address (a "
+                "captive portal, a proxy, a wrong DNS answer); an expired or not-yet-valid certificate often "
+                "means the node clock is wrong (check timedatectl / chrony)."))
+
+
+def _clock(results: Sequence[Result], facts: Facts) -> Draft:
+    skews = sorted(float(r.evidence["clock_skew_s"]) for r in results  # type: ignore[arg-type]
+                   if isinstance(r.evidence.get("clock_skew_s"), (int, float)))
+    tls = [r for r in results if r.reason in _CLOCK_TLS]
+    if skews:
+        median = skews[len(skews) // 2]
+        how = f"servers' clocks are {abs(median):.0f}s {'ahead of' if median > 0 else 'behind'} this node's"
+    else:
+        ahead = any(r.reason is Reason.TLS_NOT_YET_VALID for r in tls)
+        how = f"certificates of {len(tls)} endpoints all look {'not yet valid' if ahead else 'expired'}"
+    return Draft(
+        summary=f"The node clock is wrong: {how}",
+        cause=(f"{how} (Date headers and certificate validity). TLS verification"
+               + (f" fails for {_hosts(tls)}" if tls else " will fail")
+               + " and Microsoft Entra ID rejects tokens more than about five minutes off."),
+        remedy=("Synchronise the clock: timedatectl set-ntp true, and check chrony/systemd-timesyncd "
+                "(Azure VMs sync from the host through the PTP clock /dev/ptp_hyperv, or time.windows.com "
+                "over UDP 123). Then run the check again."))
+
+
+def _no_egress(results: Sequence[Result], facts: Facts) -> Draft:
+    ports = ", ".join(sorted({f"{r.check.protocol.upper()} {r.check.port}" for r in results}))
+    return Draft(
+        summary=f"No outbound connectivity: every public endpoint fails ({len({r.check.host for r in results})} "
+                f"hosts, {ports}) while DNS works",
+        cause=("; ".join(f"{r.check.target}: {r.reason}" for r in results[:4])
+               + ". Nothing outside the VNet answers: compute without a public IP has no way out unless "
+                 "the subnet has a NAT gateway or a route to a firewall (Azure's default outbound access is "
+                 "being retired and must not be relied on)."),
+        remedy=("Give the compute subnet a way out: attach a NAT gateway to it, or add a route table with "
+                "0.0.0.0/0 -> your Azure Firewall/NVA and allow the Azure ML service tags and FQDNs there "
+                "(`aml-netcheck rules` lists them). Check that no NSG rule denies all outbound traffic."))
+
+
+def _local(code: str, summary: str, remedy: str) -> Builder:
+    """Findings about the node itself; the probe's detail names the rule, socket or network."""
+    def build(results: Sequence[Result], facts: Facts) -> Draft:
+        ports = sorted({r.check.port for r in results if r.check.port})
+        # Nothing listening on 44224 is not proof of a problem: the docs do not say which process
+        # takes Azure ML's management traffic there. SSH on an attached VM is required outright.
+        level = Severity.INFO if code == "inbound-port-closed" and 22 not in ports else None
+        return Draft(severity=level,
+                     summary=summary + (f" (port {', '.join(map(str, ports))})" if ports else ""),
+                     cause="; ".join(r.detail for r in results), remedy=remedy)
+    return build
+
+
+def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"HTTPS works but the WebSocket upgrade is refused: {_hosts(results)}",
+        cause=_observed(results)
+        + ". Jupyter, JupyterLab and the terminal will not connect.",
+        remedy=("Allow WebSocket upgrades (Connection: Upgrade, Upgrade: websocket) to "
+                f"{facts.rule_fqdns(results)} in the proxy, firewall or WAF, and exempt these names from TLS "
+                "inspection."))
+
+
+def _proxy(what: str, fix: str) -> Builder:
+    def build(results: Sequence[Result], facts: Facts) -> Draft:
+        return Draft(summary=f"The configured proxy {what}: {_hosts(results)}", cause=_observed(results),
+                     remedy=fix)
+    return build
+
+
+def _unreachable(results: Sequence[Result], facts: Facts) -> Draft:
+    first = results[0]
+    return Draft(
+        summary=f"{first.check.layer.value.upper()} check fails ({first.reason}) for {_hosts(results)}",
+        cause=_observed(results),
+        remedy=f"Allow the flows listed for {facts.rule_fqdns(results)} and check the service answers.")
+
+
+
+def _imds(results: Sequence[Result], facts: Facts) -> Draft:
+    """Detection could not read IMDS: a warning only when that left the region unknown (then
+    region-specific checks were skipped); otherwise the context came from elsewhere."""
+    detection = facts.node.get("detection")
+    imds = detection.get("imds") if isinstance(detection, dict) else None
+    error = imds.get("error") if isinstance(imds, dict) else None
+    region_unknown = facts.context["region"].value is None
+    return Draft(
+        severity=Severity.WARNING if region_unknown else Severity.INFO, targets=(IMDS_TARGET,),
+        summary=f"Instance metadata (IMDS, {IMDS_ADDRESS}) could not be read"
+        + ("; the region is unknown, so region-specific checks were skipped" if region_unknown else ""),
+        cause=f"{error}. Region, cloud and public IP were taken from options, the config file or defaults.",
+        remedy=(f"Allow the node to reach {IMDS_ADDRESS}:80 directly (never through a proxy: add it to NO_PROXY) "
+                "and make sure no local firewall rule blocks it; or give --region, --cloud and "
+                "--public-ip/--no-public-ip."))
+
+
+def imds_unreadable(facts: Facts) -> bool:
+    detection = facts.node.get("detection")
+    imds = detection.get("imds") if isinstance(detection, dict) else None
+    return isinstance(imds, dict) and "error" in imds
+
+
+C, W = Severity.CRITICAL, Severity.WARNING
+DECLARATIONS: dict[Code, Declaration] = {
+    Code.NO_OUTBOUND_CONNECTIVITY: Declaration(
+        C, "every endpoint outside the VNet fails while DNS works (no NAT gateway or firewall route)",
+        ("training-vnet", "firewall"), _no_egress),
+    Code.EGRESS_BLOCKED: Declaration(
+        C, "connections are silently dropped (NSG deny, firewall drop, route to nowhere)", ("firewall",),
+        _egress("silently dropped", "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):")),
+    Code.EGRESS_REJECTED: Declaration(
+        C, "connections are refused, reset, ICMP-prohibited, or denied by an Azure Firewall (470)", ("firewall",),
+        _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:")),
+    Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp),
+    Code.SMB_BLOCKED: Declaration(C, "TCP 445 to the workspace storage is blocked", ("training-vnet",), _smb),
+    Code.DNS_UNAVAILABLE: Declaration(C, "no configured resolver answers", ("azure-dns",), _dns_unavailable),
+    Code.DNS_SERVFAIL: Declaration(C, "the resolver fails (SERVFAIL) for required names", ("custom-dns",),
+                                   _dns_servfail),
+    Code.DNS_NAME_MISSING: Declaration(C, "a required name does not resolve (NXDOMAIN)", ("custom-dns",), _dns_missing),
+    Code.PRIVATE_ENDPOINT_RESOLVES_PUBLIC: Declaration(
+        C, "a private-endpoint name resolves to a public address (private DNS zone not linked)",
+        ("pe-troubleshoot", "custom-dns"), _pe_public),
+    Code.CUSTOM_DNS_NOT_FORWARDING: Declaration(
+        C, f"as above, and the node uses a custom DNS server that must forward to {AZURE_DNS}", ("custom-dns",),
+        _custom_dns),
+    Code.PRIVATE_DNS_RECORD_MISSING: Declaration(
+        C, "a name CNAMEs into a privatelink zone that has no record for it", ("custom-dns", "pe-troubleshoot"),
+        _record_missing),
+    Code.INSTANCE_NAME_WRONG_ADDRESS: Declaration(
+        C, "the compute instance name does not resolve to the workspace private endpoint address",
+        ("custom-dns", "jupyter"), _instance_wrong),
+    Code.TLS_INTERCEPTED_UNTRUSTED: Declaration(
+        C, "a TLS-inspecting middlebox presents a certificate this node does not trust (names the CA)",
+        ("firewall",), _tls_intercepted(trusted=False)),
+    Code.TLS_INTERCEPTED: Declaration(
+        W, "TLS is inspected by a CA the node trusts, not an expected issuer (warning)", ("firewall",),
+        _tls_intercepted(trusted=True)),
+    Code.TLS_HANDSHAKE_STALLED: Declaration(
+        C, "TCP connects but the TLS handshake stalls (path-MTU black hole)", ("firewall",), _tls_stalled),
+    Code.TLS_CERTIFICATE_INVALID: Declaration(
+        C, "name mismatch, expired, not yet valid, or a non-TLS answer", ("firewall",), _tls_invalid),
+    Code.WEBSOCKET_BLOCKED: Declaration(
+        C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
+    Code.PROXY_AUTH_REQUIRED: Declaration(
+        C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),
+        _proxy("demands authentication (HTTP 407)",
+               "Give the proxy credentials in HTTPS_PROXY (http://user:pass@proxy:port) for the "
+               "Azure ML processes, or allow the compute subnet without authentication.")),
+    Code.PROXY_DENIED: Declaration(
+        C, "the configured proxy refuses the destination, or cannot reach it", ("firewall",),
+        _proxy("refuses these destinations",
+               "Add these FQDNs to the proxy's allow-list, or list them in NO_PROXY if the node "
+               "may reach them directly (private endpoints must always be in NO_PROXY).")),
+    Code.PROXY_UNREACHABLE: Declaration(
+        C, "the configured proxy cannot be reached", ("firewall",),
+        _proxy("cannot be reached",
+               "Fix HTTPS_PROXY/HTTP_PROXY (address and port) or allow the compute subnet to reach the proxy.")),
+    Code.PROXY_BYPASS_REQUIRED: Declaration(
+        C, "a name fails through the proxy but works directly: it belongs in `NO_PROXY`", ("firewall",),
+        _proxy("fails for names the node reaches directly",
+               "Add these names to NO_PROXY (and no_proxy) wherever HTTPS_PROXY is set for "
+               "Azure ML (the compute's environment, /etc/environment, the setup script): "
+               "private endpoints are reached only from inside the VNet, never through the proxy.")),
+    Code.CLOCK_SKEW: Declaration(
+        C, "the node clock differs from the servers' (Date headers, or certificates all not yet valid)",
+        ("firewall",), _clock),
+    Code.IMDS_UNAVAILABLE: Declaration(
+        W, "instance metadata could not be read (a warning when the region stayed unknown, info otherwise)",
+        ("imds",), _imds),
+    Code.LOCAL_FIREWALL_BLOCKS: Declaration(
+        C, f"a firewall rule on the node blocks a required inbound port or {AZURE_DNS}", ("training-vnet",),
+        _local("local-firewall-blocks", "A firewall rule on this node blocks required traffic",
+               "Remove or narrow the local rule named above (nft list ruleset / ufw status): allow inbound "
+               f"ports Azure ML uses and never block {AZURE_DNS} in either direction.")),
+    Code.INBOUND_PORT_CLOSED: Declaration(
+        W, "nothing listens on an inbound port (22: warning; 44224: info, the docs do not say what listens there)",
+        ("training-vnet",),
+        _local("inbound-port-closed", "Nothing on this node listens where Azure ML connects in",
+               "Start the service (sshd for an attached VM: systemctl enable --now ssh) and make it listen "
+               "on all addresses, not only loopback.")),
+    Code.UNSUPPORTED_OS: Declaration(
+        C, "an attached VM that is not Ubuntu", ("training-vnet",),
+        _local("unsupported-os", "This VM does not run Ubuntu",
+               "Azure ML attaches only Ubuntu VMs: use an Ubuntu image for the attached compute.")),
+    Code.DOCKER_BRIDGE_OVERLAP: Declaration(
+        W, "Docker's bridge network overlaps the VNet", ("training-vnet",),
+        _local("docker-bridge-overlap", "Docker's bridge network overlaps the VNet",
+               "Move Docker's bridge off the VNet's range: set \"bip\" in /etc/docker/daemon.json (e.g. "
+               "192.168.240.1/24) and restart Docker, or avoid 172.17.0.0/16 in the VNet.")),
+    Code.ENDPOINT_UNREACHABLE: Declaration(
+        C, "any other failure of a required endpoint", ("firewall",), _unreachable),
+}

@@ -1,0 +1,131 @@
+"""The rule set as `rules` prints it: rich tables, Azure CLI commands, or JSON. Pure."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from agent.netrules import SCHEMA, RuleSet, port_ranges
+from agent.platform import AZURE_DNS
+
+
+def _where(ruleset: RuleSet) -> str:
+    return f"{ruleset.cloud} cloud, {ruleset.region or '<region>'}, catalog {ruleset.catalog_version}"
+
+
+def render_table(ruleset: RuleSet) -> Group:
+    """The rule set as rich tables, one per kind of change, empty kinds left out."""
+    tables: list[Table] = []
+
+    def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        body = [list(r) for r in rows]
+        if body:
+            t = Table(*columns, title=title, title_justify="left", box=None)
+            for cells in body:
+                t.add_row(*cells)
+            tables.append(t)
+
+    ids = ", ".join
+    table(f"NSG rules ({_where(ruleset)})", ("priority", "direction", "name", "protocol", "source", "destination",
+                                   "ports", "requirements"),
+          ((str(r.priority), r.direction, r.name, r.protocol, r.source, r.destination,
+            ",".join(port_ranges(r.ports)), ids(r.requirements)) for r in ruleset.nsg))
+    table("Azure Firewall application rules (source: the compute subnet)",
+          ("collection", "priority", "name", "protocols", "target FQDN", "requirements"),
+          ((r.collection, str(r.collection_priority), r.name, " ".join(r.protocols), r.fqdn, ids(r.requirements))
+           for r in ruleset.application_rules))
+    table("Azure Firewall network rules (source: the compute subnet)",
+          ("collection", "priority", "name", "protocol", "destination", "ports", "requirements"),
+          ((r.collection, str(r.collection_priority), r.name, r.protocol, r.destination,
+            ",".join(port_ranges(r.ports)), ids(r.requirements)) for r in ruleset.network_rules))
+    table("Private DNS zones (link each to the VNet that resolves them)", ("zone", "VNet link", "requirements"),
+          ((z.zone, z.link_name, ids(z.requirements)) for z in ruleset.private_dns_zones))
+    table(f"Conditional forwarders (only on a custom DNS server; forward to {AZURE_DNS})",
+          ("zone", "forward to", "requirements"),
+          ((f.zone, f.target, ids(f.requirements)) for f in ruleset.forwarders))
+    return Group(*tables)
+
+
+def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg: str = "<nsg-name>",
+              firewall: str = "<firewall-name>", vnet: str = "<vnet-id>",
+              subnet_prefix: str = "<compute-subnet-prefix>") -> str:
+    """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
+    forwarders are comments: a customer's DNS server has no az command."""
+    lines = [f"# aml-netcheck rules: {_where(ruleset)}"]
+
+    def command(requirements: Sequence[str], *argv: str) -> None:
+        lines.extend((f"# {', '.join(requirements)}", shlex.join(argv)))
+
+    group = ("--resource-group", resource_group)
+    if ruleset.nsg:
+        lines.append("\n# NSG rules on the compute subnet's network security group")
+    for r in ruleset.nsg:
+        command(r.requirements, "az", "network", "nsg", "rule", "create", *group, "--nsg-name", nsg,
+                "--name", r.name, "--priority", str(r.priority), "--direction", r.direction,
+                "--access", "Allow", "--protocol", r.protocol, "--source-address-prefixes", r.source,
+                "--source-port-ranges", "*", "--destination-address-prefixes", r.destination,
+                "--destination-port-ranges", *port_ranges(r.ports))
+    fw = (*group, "--firewall-name", firewall)
+    if ruleset.application_rules or ruleset.network_rules:
+        lines.append("\n# Azure Firewall (classic rules; `az extension add --name azure-firewall`). "
+                     "FQDNs in network rules need the firewall's DNS proxy.")
+    started: set[tuple[str, str]] = set()
+
+    def first_in_collection(kind: str, collection: str, priority: int) -> tuple[str, ...]:
+        if (kind, collection) in started:
+            return ()
+        started.add((kind, collection))
+        return ("--priority", str(priority), "--action", "Allow")
+
+    for a in ruleset.application_rules:
+        command(a.requirements, "az", "network", "firewall", "application-rule", "create", *fw,
+                "--collection-name", a.collection, "--name", a.name, "--protocols", *a.protocols,
+                "--source-addresses", subnet_prefix, "--target-fqdns", a.fqdn,
+                *first_in_collection("application", a.collection, a.collection_priority))
+    for n in ruleset.network_rules:
+        target = "--destination-fqdns" if n.destination_is_fqdn else "--destination-addresses"
+        command(n.requirements, "az", "network", "firewall", "network-rule", "create", *fw,
+                "--collection-name", n.collection, "--name", n.name, "--protocols", n.protocol,
+                "--source-addresses", subnet_prefix, "--destination-ports", *port_ranges(n.ports),
+                target, n.destination, *first_in_collection("network", n.collection, n.collection_priority))
+    if ruleset.private_dns_zones:
+        lines.append("\n# Private DNS zones for the workspace private endpoint, linked to the VNet")
+    for z in ruleset.private_dns_zones:
+        command(z.requirements, "az", "network", "private-dns", "zone", "create", *group, "--name", z.zone)
+        command(z.requirements, "az", "network", "private-dns", "link", "vnet", "create", *group,
+                "--zone-name", z.zone, "--name", z.link_name, "--virtual-network", vnet,
+                "--registration-enabled", "false")
+    if ruleset.forwarders:
+        lines.append(f"\n# Only with a custom DNS server: conditional forwarders to {AZURE_DNS} "
+                     "(the public zone names, not privatelink.*)")
+    lines.extend(f"#   {f.zone} -> {f.target}    ({', '.join(f.requirements)})" for f in ruleset.forwarders)
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(ruleset: RuleSet) -> dict[str, Any]:
+    """The rule set as JSON-ready values; ports also as the ranges the rules name."""
+    def plain(item: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in fields(item):
+            value = getattr(item, f.name)
+            values[f.name] = list(value) if isinstance(value, tuple) else value
+        if "ports" in values:
+            values["port_ranges"] = list(port_ranges(values["ports"]))
+        return values
+
+    return {
+        "schema": SCHEMA,
+        "catalog_version": ruleset.catalog_version,
+        "cloud": ruleset.cloud,
+        "region": ruleset.region or None,
+        "nsg_rules": [plain(r) for r in ruleset.nsg],
+        "firewall_application_rules": [plain(r) for r in ruleset.application_rules],
+        "firewall_network_rules": [plain(r) for r in ruleset.network_rules],
+        "private_dns_zones": [plain(z) for z in ruleset.private_dns_zones],
+        "conditional_forwarders": [plain(f) for f in ruleset.forwarders],
+    }
