@@ -142,7 +142,7 @@ async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
 
 
 def http_app(scenario: Scenario) -> web.Application:
-    """Port 80 everywhere: IMDS at 169.254.169.254, a plain 404 front end on every other address,
+    """Port 80 everywhere: IMDS at its platform address, a plain 404 front end on every other address,
     and Azure Firewall's 470 deny for the scenario's `firewall_deny_http` names."""
 
     async def handle(request: web.Request) -> web.Response:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
-from agent.model import Finding, Severity
+from agent.model import Finding, Severity, Unneeded
 from probes.reasons import Reason, Status
 from probes.specs import Proxy
 
@@ -297,3 +298,38 @@ def test_local_findings(check: str, port: int | None, code: str, severity: Sever
 def test_unsupported_os_on_an_attached_vm() -> None:
     findings = run({"local:os": Outcome(Reason.LOCAL_CHECK_FAILED, detail="ID=debian")}, compute="vm")
     assert [(f.code, f.severity) for f in findings] == [("unsupported-os", Severity.CRITICAL)]
+
+
+def test_a_users_own_endpoint_on_445_is_not_the_workspace_share() -> None:
+    """smb-blocked was keyed on port 445: a user's [[endpoint]] on 445 that timed out was reported
+    as the workspace share with a Storage.<region> remedy. It keys on the SMB requirement now."""
+    cat = planner.with_endpoints(catalog.load(), [("files.contoso.net", 445, "tcp", "our share", True)])
+    results = simulate(planner.plan(cat, make_context()), {"tcp:files.contoso.net:445": Outcome(Reason.TCP_TIMEOUT)},
+                       PE_ADDRESSES)
+    [finding] = diagnose(results, Facts(cat, make_context(), AZURE_DNS_NODE)).findings
+    assert finding.code == "egress-blocked" and finding.targets == ("files.contoso.net:445/tcp",)
+    assert "Storage." not in finding.remedy and "files.contoso.net" in finding.remedy
+
+
+def test_the_instance_address_rule_reads_the_catalogs_pe_address() -> None:
+    """Which name must share which endpoint's address is the catalog's pe_address, not a host
+    substring: moved to another row, the rule follows it."""
+    base = catalog.load()
+    moved = replace(base, requirements=tuple(
+        replace(r, pe_address="workspace-api") if r.id == "notebooks"
+        else replace(r, pe_address=None) if r.pe_address else r for r in base.requirements))
+    outcomes = {f"dns:{NB}": Outcome(addresses=("10.0.1.99",)), f"dns:{CI}": Outcome(addresses=("10.0.0.4",))}
+    results = simulate(planner.plan(moved, make_context()), outcomes, PE_ADDRESSES)
+    [finding] = diagnose(results, Facts(moved, make_context(), AZURE_DNS_NODE)).findings
+    assert finding.code == "instance-name-wrong-address" and finding.checks == (f"dns:{NB}",)
+
+
+def test_the_proxys_unneeded_direct_paths_are_judged_once_with_their_reason() -> None:
+    results = simulate(make_plan(options=PROXY), {"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},
+                       PE_ADDRESSES)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert diagnosis.findings == () and diagnosis.exit_code == 0
+    assert diagnosis.unneeded["tcp:management.azure.com:443"] is Unneeded.PROXIED
+    assert diagnosis.unneeded["dns:management.azure.com"] is Unneeded.PROXY_RESOLVES
+    # UDP never goes through the proxy: its checks and the name's DNS still count
+    assert {"udp:eastus.tundra.azureml.ms:5831", "dns:eastus.tundra.azureml.ms"}.isdisjoint(diagnosis.unneeded)

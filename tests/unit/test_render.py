@@ -54,3 +54,13 @@ def test_markdown_lists_the_failing_flow_from_the_node_address() -> None:
     assert "### 1. CRITICAL `udp-blocked`" in markdown
     flow = next(line for line in markdown.splitlines() if line.startswith("| 10.0.0.4 |"))
     assert "eastus.tundra.azureml.ms" in flow and "UDP 5831" in flow and "AzureMachineLearning" in flow
+
+
+def test_markdown_behind_a_working_proxy_lists_no_unneeded_flow() -> None:
+    """`check` said "no problems found" while markdown listed the unneeded direct paths under
+    Failing flows and asked to open TCP 443 to AzureResourceManager, blocked there on purpose."""
+    proxied = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"))
+    report = report_of({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT)}, proxied)
+    assert report.exit_code == 0
+    markdown = render_markdown(report)
+    assert "## Failing flows" not in markdown and "AzureResourceManager" not in markdown

@@ -1,0 +1,54 @@
+"""The architecture as tests: data flows one way (outputs read only the report; probes know
+nothing of agent/), and facts are written once (platform addresses in agent/platform.py, layer
+names in probes.specs.Layer, which the JSON schema's list follows)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from agent import platform
+from probes.specs import Layer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("literal", [platform.AZURE_DNS, platform.IMDS_ADDRESS])
+def test_platform_addresses_are_written_once(literal: str) -> None:
+    sources = [p for d in ("agent", "probes", "lab") for p in (ROOT / d).rglob("*.py")]
+    written = [str(p.relative_to(ROOT)) for p in sources if literal in p.read_text("utf-8")]
+    assert written == ["agent/platform.py"]
+
+
+def test_the_schema_names_the_layers_the_probes_have() -> None:
+    schema = json.loads(resources.files("agent").joinpath("data/report-1.schema.json").read_text("utf-8"))
+    check = schema["$defs"]["check"]["properties"]
+    assert check["layer"]["enum"] == [layer.value for layer in Layer]
+    assert check["id"]["pattern"] == f"^({'|'.join(layer.value for layer in Layer)}):"
+
+
+def _imported_by(module: str) -> set[str]:
+    """Every module importing `module` pulls in, in a fresh interpreter."""
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+OUTPUTS = sorted(f"agent.output.{p.stem}" for p in (ROOT / "agent" / "output").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", OUTPUTS)
+def test_outputs_import_neither_diagnosis_nor_the_engine(module: str) -> None:
+    loaded = _imported_by(module)
+    assert not {m for m in loaded if m.startswith(("agent.diagnose", "agent.engine", "agent.runner"))}
+
+
+def test_probes_know_nothing_of_the_agent() -> None:
+    loaded = _imported_by("probes, probes.dns, probes.tcp, probes.udp, probes.tls, probes.http, probes.websocket, "
+                          "probes.local, probes.specs")
+    assert not {m for m in loaded if m == "agent" or m.startswith("agent.")}
