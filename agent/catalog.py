@@ -117,7 +117,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
     name = row.get("id", "?")
     values = dict(row)
     variant = values.pop("usgov", None), values.pop("china", None)
-    override = dict(zip(("usgov", "china"), variant)).get(cloud) or {}
+    override = dict(zip(("usgov", "china"), variant, strict=True)).get(cloud) or {}
     unknown = set(override) - set(_CLOUD_FIELDS)
     if unknown:
         raise CatalogError(f"requirement {name}: {cloud} may only override {_CLOUD_FIELDS}, not {sorted(unknown)}")

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0  # seconds per check: several TCP SYN retransmits, a slow TLS handshake
 DEFAULT_CONCURRENCY = 128  # checks probing at once: well under the usual 1024 descriptor limit
+NO_DEADLINE = Deadline()
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
-              deadline: Deadline = Deadline(), concurrency: int = DEFAULT_CONCURRENCY,
+              deadline: Deadline = NO_DEADLINE, concurrency: int = DEFAULT_CONCURRENCY,
               state: RunState | None = None,
               on_result: Callable[[Result], None] | None = None,
               known: Mapping[str, Result] | None = None) -> tuple[Result, ...]:
@@ -136,7 +137,7 @@ async def _run_one(check: Check, by_id: Mapping[str, Check], futures: Mapping[st
 
 
 async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
-                  deadline: Deadline = Deadline()) -> Result:
+                  deadline: Deadline = NO_DEADLINE) -> Result:
     """Run one probe for its window and classify whatever happens. Never raises, except
     CancelledError, which must propagate.
 

@@ -19,6 +19,7 @@ from agent.inputs import detect
 from agent.inputs.given import Inputs
 from agent.model import Check, Report, Result
 from probes import node
+from probes.reasons import Reason
 
 
 class RunChecks(Protocol):
@@ -68,9 +69,13 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                 cat, checks = inputs.plan(values)
             if on_plan is not None:
                 on_plan(len(checks))
+            end = limits.wait.earlier(limits.deadline)
             results = await hook.until_healthy(
-                checks, end=limits.wait.earlier(limits.deadline), healthy=judge, timeout=limits.timeout,
+                checks, end=end, healthy=judge, timeout=limits.timeout,
                 concurrency=limits.concurrency, state=state, on_round=on_round, run_checks=probe_all)
+            if any(r.reason is Reason.PROBE_CANCELLED for r in results):  # cut short with no earlier result
+                state.interrupted = state.interrupted or (
+                    limits.deadline.reached if end is limits.deadline else f"wait of {end.budget:g}s over")
         else:
             # Probing starts at once; IMDS is read meanwhile. Only if what it says changes the
             # plan (on Azure it answers in milliseconds) does the run start over, so a node

@@ -74,7 +74,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         )
         async with session:
             try:
-                async with session.request(spec.method, spec.url, proxy=spec.proxy.url if spec.proxy else None, ssl=context,
+                proxy = spec.proxy.url if spec.proxy else None
+                async with session.request(spec.method, spec.url, proxy=proxy, ssl=context,
                                            allow_redirects=False) as response:
                     await _judge(spec, response, trace)
             except aiohttp.ClientHttpProxyError as exc:

@@ -267,8 +267,9 @@ def _tls_intercepted(trusted: bool) -> Builder:
                      + ("" if trusted else ", which this node does not trust")),
             cause=(f"The certificate presented for {_hosts(results)} is issued by {issuer}, not by the "
                    "expected Microsoft or DigiCert CAs: a TLS-inspecting firewall or proxy re-signs the "
-                   f"traffic (leaf SHA-256 {_leaf_fingerprints(results)})." + (" This node trusts it, but Azure ML's Python clients use their own CA "
-                                 "bundle and will not." if trusted else "")),
+                   f"traffic (leaf SHA-256 {_leaf_fingerprints(results)})."
+                   + (" This node trusts it, but Azure ML's Python clients use their own CA bundle and will not."
+                      if trusted else "")),
             remedy=("Exempt the Azure ML endpoints (" + facts.rule_fqdns(results) + ") from TLS inspection in "
                     "the firewall or proxy; inspection of Azure ML traffic is not supported. If inspection "
                     "must stay, install the inspection CA in the system store (update-ca-certificates) and "

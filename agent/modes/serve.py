@@ -10,6 +10,7 @@ stands in between), so a long outage neither floods the journal nor hammers the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -213,10 +214,8 @@ class Daemon:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _stop_now(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ Both are a few lines over AF_UNIX datagram sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -32,10 +33,8 @@ class Notifier:
         payload = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)  # a full receiver queue must never stall the event loop
-            try:
+            with contextlib.suppress(OSError):  # systemd went away or is not reading: nothing to tell
                 sock.sendto(payload, self._address)
-            except OSError:
-                pass  # systemd went away or is not reading: nothing to tell
 
 
 def message_id(code: str) -> str:

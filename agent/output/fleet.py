@@ -45,7 +45,7 @@ def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
             node["node"] = f"{node['node']} ({node['source']})"
     usual = _usual(nodes)
     findings: dict[str, dict[str, Any]] = {}
-    for (source, report), node in zip(reports, nodes):
+    for (_, report), node in zip(reports, nodes, strict=True):
         for finding in report["findings"]:
             if finding.get("severity") == "info":
                 continue

@@ -22,7 +22,8 @@ def render_markdown(report: Report) -> str:
         "",
         "| context | value | source |",
         "|---|---|---|",
-        *(f"| {key} | {_cell(value.value)} | {value.source} |" for key, value in ctx.items() if value.value is not None),
+        *(f"| {key} | {_cell(value.value)} | {value.source} |"
+          for key, value in ctx.items() if value.value is not None),
         "",
     ]
     if report.findings:

@@ -21,7 +21,8 @@ def render_prometheus(report: Report) -> str:
         lines.append(f"# TYPE aml_netcheck_{name} {kind}")
         for labels, value in samples:
             rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"aml_netcheck_{name}{{{rendered}}} {value:g}" if rendered else f"aml_netcheck_{name} {value:g}")
+            series = f"aml_netcheck_{name}{{{rendered}}}" if rendered else f"aml_netcheck_{name}"
+            lines.append(f"{series} {value:g}")
 
     metric("status", "gauge", "1 for the node's current status (ok, warning, critical, unknown).",
            [({"status": s}, float(report.status == s)) for s in _STATUSES])

@@ -273,6 +273,20 @@ def test_wait_gives_up_at_its_deadline() -> None:
     assert report["interrupted"] is None
 
 
+def test_wait_stops_at_an_earlier_run_deadline() -> None:
+    """`check --wait 4 --deadline 1` ran 3.8 s: the rounds never got the deadline. Now the first
+    round is cut at the deadline (the 2 s connect cannot finish: cancelled, never a timeout
+    verdict) and no second round starts."""
+    with Lab(scenario("nsg-drop-445")) as lab:
+        proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                                "--wait", "4", "--deadline", "1", "--timeout", "2", "--format", "json"], timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert " failing (" not in proc.stderr  # no round ended with a retry announced
+    report = json.loads(proc.stdout)
+    assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
+    assert report["interrupted"] == "run deadline of 1s reached"
+
+
 def test_exit_code_profiles_and_textfile(tmp_path: Path) -> None:
     metrics = tmp_path / "aml.prom"
     with Lab(scenario("nsg-drop-445")) as lab:

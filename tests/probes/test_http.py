@@ -90,7 +90,8 @@ async def test_no_date_header(serve: Serve, trace: Trace) -> None:
 async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, cafile: str, trace: Trace) -> None:
     offers = 'Proxy-Authenticate: Basic realm="corp"\r\nProxy-Authenticate: Negotiate\r\n'
     proxy_port = await serve(proxy(code, offers if code == 407 else ""))
-    spec = http.Spec(f"https://{NAME}/", NAME, proxy=Proxy.parse(f"http://alice:s3cret@127.0.0.1:{proxy_port}"), cafile=cafile)
+    via = Proxy.parse(f"http://alice:s3cret@127.0.0.1:{proxy_port}")
+    spec = http.Spec(f"https://{NAME}/", NAME, proxy=via, cafile=cafile)
     with pytest.raises(ProbeError) as info:
         await http.run(spec, (), trace)
     assert info.value.reason is reason
@@ -105,7 +106,8 @@ async def test_through_proxy(serve: Serve, https: Callable[..., Awaitable[int]],
                              trace: Trace) -> None:
     port = await https(200)
     proxy_port = await serve(proxy(200))
-    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{proxy_port}"), cafile=cafile)
+    via = Proxy.parse(f"http://127.0.0.1:{proxy_port}")
+    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=via, cafile=cafile)
     await http.run(spec, (), trace)
     assert trace.facts["status"] == 200 and trace.facts["via_proxy"] is True
 

@@ -101,7 +101,8 @@ async def test_stalled_upgrade(serve: Serve, trace: Trace, unit: float) -> None:
 async def test_through_proxy(ws_server: WsServer, serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) -> None:
     port = await ws_server(stay_open, tls=server_context(ca.issue_cert(NAME)))
     proxy_port = await serve(proxy(200))
-    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=Proxy.parse(f"http://127.0.0.1:{proxy_port}"), cafile=cafile)
+    via = Proxy.parse(f"http://127.0.0.1:{proxy_port}")
+    spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=via, cafile=cafile)
     await websocket.run(spec, (), trace)
     assert trace.facts["status"] == 101 and trace.facts["via_proxy"] is True
 

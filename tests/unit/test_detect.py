@@ -12,9 +12,11 @@ from agent.diagnose import Facts, diagnose
 from agent.inputs import context, detect
 from agent.model import Severity
 
-MOUNTS = """\
+SHARE_MOUNT = ("//contosomlsa.file.core.windows.net/code-391ff5ac "
+               "/mnt/batch/tasks/shared/LS_root/mounts/clusters/ci-alice/code cifs rw,vers=3.0 0 0")
+MOUNTS = f"""\
 sysfs /sys sysfs rw,nosuid 0 0
-//contosomlsa.file.core.windows.net/code-391ff5ac /mnt/batch/tasks/shared/LS_root/mounts/clusters/ci-alice/code cifs rw,vers=3.0 0 0
+{SHARE_MOUNT}
 //other.file.core.windows.net/data /mnt/data cifs rw 0 0
 """
 

@@ -69,10 +69,12 @@ CASES = [
         "cname_chain": [f"ml-contoso-ml-eastus-{GUID}.eastus.privatelink.notebooks.azure.net"]})},
      "private-dns-record-missing", Severity.CRITICAL, ["privatelink.notebooks.azure.net", "A record"]),
     ("pe public", {f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"addresses": ["198.18.3.4"]})},
-     "private-endpoint-resolves-public", Severity.CRITICAL, ["privatelink.api.azureml.ms", "az network private-dns link vnet create"]),
+     "private-endpoint-resolves-public", Severity.CRITICAL,
+     ["privatelink.api.azureml.ms", "az network private-dns link vnet create"]),
     ("tls untrusted", {"tls:management.azure.com:443": Outcome(Reason.TLS_UNTRUSTED, evidence={"cert": CERT})},
      "tls-intercepted-untrusted", Severity.CRITICAL, ["TLS inspection"]),
-    ("tls unexpected issuer", {"tls:management.azure.com:443": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})},
+    ("tls unexpected issuer",
+     {"tls:management.azure.com:443": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})},
      "tls-intercepted", Severity.WARNING, ["TLS inspection"]),
     ("tls stalled", {"tls:mcr.microsoft.com:443": Outcome(Reason.TLS_TIMEOUT, phase="handshake")},
      "tls-handshake-stalled", Severity.CRITICAL, ["MSS"]),
@@ -180,7 +182,8 @@ def test_verdict(outcomes: Mapping[str, Outcome], signalled: bool, expected: tup
     assert (diagnosis.health, diagnosis.exit_code) == expected
 
 
-PROXY = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"), no_proxy=(".privatelink.api.azureml.ms",))
+PROXY = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"),
+                            no_proxy=(".privatelink.api.azureml.ms",))
 PROXY_TCP = "tcp:proxy.contoso.net:3128"
 
 

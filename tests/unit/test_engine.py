@@ -110,9 +110,10 @@ async def test_cancellation_keeps_finished_results_and_leaks_nothing(stalled_por
     baseline = open_fds()
     state = engine.RunState()
     checks = [tcp_check(tcp_listener), *stalled_checks(stalled_port, 20)]
-    task = asyncio.create_task(engine.run(checks, timeout=60, state=state))
-    while checks[0].id not in state.results:
-        await asyncio.sleep(0.01)
+    first_done = asyncio.Event()
+    task = asyncio.create_task(engine.run(checks, timeout=60, state=state,
+                                          on_result=lambda r: first_done.set() if r.check.id == checks[0].id else None))
+    await first_done.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -38,7 +38,8 @@ def render(compute: str, public_ip: bool, private_endpoint: bool, cloud: str) ->
 
 
 @pytest.mark.parametrize(("compute", "public_ip", "private_endpoint", "cloud"), SCENARIOS,
-                         ids=[f"{c}-{'pip' if p else 'npip'}-{'pe' if e else 'public'}-{cl}" for c, p, e, cl in SCENARIOS])
+                         ids=[f"{c}-{'pip' if p else 'npip'}-{'pe' if e else 'public'}-{cl}"
+                              for c, p, e, cl in SCENARIOS])
 def test_plan_snapshot(compute: str, public_ip: bool, private_endpoint: bool, cloud: str) -> None:
     name = f"plan-{compute}-{'pip' if public_ip else 'npip'}-{'pe' if private_endpoint else 'public'}-{cloud}.txt"
     path = SNAPSHOTS / name
