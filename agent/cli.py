@@ -5,10 +5,8 @@ traceback, so a setup script can tell "the agent could not decide" from "the net
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import inspect
-import io
 import json
 import os
 import signal
@@ -32,8 +30,8 @@ from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
+from agent.output import Format, render, status
 from agent.output import prometheus as metrics
-from agent.output import status
 
 EXIT_UNKNOWN = 3
 
@@ -43,13 +41,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 class UsageProblem(Exception):
     """Bad input detected after option parsing (config file, context values)."""
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
-    prometheus = "prometheus"
 
 
 class PlanFormat(StrEnum):
@@ -178,8 +169,8 @@ def check(
                            deadline=Deadline.from_process_start(deadline or settings.deadline),
                            wait=Deadline.from_process_start(wait) if wait else None,
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
-    fmt = output_format or (Format.text if sys.stdout.isatty() and output is None else Format.json)
-    interactive = fmt is Format.text and sys.stderr.isatty() and not wait
+    fmt = output_format or (Format.TEXT if sys.stdout.isatty() and output is None else Format.JSON)
+    interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
     report = asyncio.run(_run_check(inputs, limits, progress=interactive))
     with _signals_held():  # a signal now waits until the report is out whole
         if exit_codes is Profile.NPD:
@@ -260,27 +251,14 @@ class _Progress:
 
 
 def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> None:
-    from agent.output import jsonreport as report_json
-
-    if fmt is Format.json:
-        text = report_json.to_json(report)
-    elif fmt is Format.markdown:
-        from agent.output.markdown import render_markdown
-        text = render_markdown(report)
-    elif fmt is Format.prometheus:
-        text = metrics.render_prometheus(report)
-    else:
-        from agent.output.text import render_text
-        # Lines are not wrapped where they go to a file or a pipe: grep and tickets want whole lines.
-        console = Console(record=output is not None, file=io.StringIO() if output else None,
-                          soft_wrap=output is not None or not sys.stdout.isatty())
-        render_text(report, console, verbose=verbose)
-        text = console.export_text() if output is not None else ""
-    if output is None:
-        sys.stdout.write(text)
+    if output is not None:
+        _write(output, render(report, fmt, verbose=verbose))
+        print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}",
+              file=sys.stderr)
         return
-    _write(output, text)
-    print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}", file=sys.stderr)
+    # On a terminal the text report gets colour and width; a pipe gets whole lines (grep, tickets).
+    terminal = Console(soft_wrap=not sys.stdout.isatty()) if fmt is Format.TEXT else None
+    sys.stdout.write(render(report, fmt, verbose=verbose, console=terminal))
 
 
 def _write(path: Path, text: str) -> None:
@@ -299,25 +277,13 @@ def plan(
     output_format: Annotated[PlanFormat, typer.Option("--format", help="table or json.")] = PlanFormat.table,
 ) -> int:
     """List the checks `check` would run for this context, without sending a packet."""
+    from agent.output import plan as shown
+
     _, values, cat, checks = _planned(options)
     if output_format is PlanFormat.json:
-        print(json.dumps({
-            "catalog_version": cat.version,
-            "context": {k: {"value": v.value, "source": v.source} for k, v in values.items()},
-            "checks": [{"id": c.id, "layer": c.layer.value, "host": c.host, "port": c.port,
-                        "protocol": c.protocol, "requirements": list(c.requirements), "needs": c.needs,
-                        "path": c.path, "params": _params(c.spec), "skip": c.skip.value if c.skip else None,
-                        "skip_detail": c.skip_detail or None} for c in checks],
-        }, indent=2))
-        return 0
-    from rich.table import Table
-    table = Table(title=f"{len(checks)} checks (catalog {cat.version})", box=None)
-    table.add_column("check", overflow="fold")
-    table.add_column("requirements", overflow="fold")
-    table.add_column("note", overflow="fold")
-    for c in checks:
-        table.add_row(c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "")
-    Console(width=max(Console().width, 140)).print(table)
+        print(json.dumps(shown.to_dict(cat, values, checks), indent=2))
+    else:
+        Console(width=max(Console().width, 140)).print(shown.table(cat, checks))
     return 0
 
 
@@ -432,25 +398,11 @@ def _loopback(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _params(spec: Any) -> dict[str, Any]:
-    """A Spec's fields as JSON values; a proxy as its redacted URL."""
-    from probes.specs import Proxy
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Proxy):
-            return value.shown
-        if isinstance(value, bytes):
-            return value.hex()
-        return list(value) if isinstance(value, tuple) else value
-
-    return {f.name: plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
-
-
 @app.command()
 def demo(
     scenario: Annotated[str | None, typer.Argument(help="Lab scenario [default: healthy-private].")] = None,
     list_scenarios: Annotated[bool, typer.Option("--list", help="Name the scenarios and exit.")] = False,
-    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.TEXT,
 ) -> int:
     """Build the lab (a simulated Azure VNet in network namespaces), diagnose it, tear it down."""
     import lab

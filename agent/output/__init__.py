@@ -1,0 +1,44 @@
+"""The report's formats, one module each, every one a pure function of the Report (they import
+neither diagnosis nor the engine: tests/unit/test_architecture.py). `render` picks one."""
+
+from __future__ import annotations
+
+import io
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agent.model import Report
+
+
+class Format(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    PROMETHEUS = "prometheus"
+
+
+def render(report: Report, fmt: Format, *, verbose: bool = False, console: Console | None = None) -> str:
+    """The report as text in `fmt`. The text report goes to `console` when one is given (a
+    terminal: colour and width), else it is rendered without wrapping (files and pipes want
+    whole lines) and returned."""
+    if fmt is Format.JSON:
+        from agent.output.jsonreport import to_json
+        return to_json(report)
+    if fmt is Format.MARKDOWN:
+        from agent.output.markdown import render_markdown
+        return render_markdown(report)
+    if fmt is Format.PROMETHEUS:
+        from agent.output.prometheus import render_prometheus
+        return render_prometheus(report)
+    from rich.console import Console
+
+    from agent.output.text import render_text
+    if console is not None:
+        render_text(report, console, verbose=verbose)
+        return ""
+    recorder = Console(record=True, file=io.StringIO(), soft_wrap=True)
+    render_text(report, recorder, verbose=verbose)
+    return recorder.export_text()
