@@ -6,8 +6,9 @@ import pytest
 
 from agent import catalog, planner
 from agent.inputs import context
+from probes import PROBES
 from probes.reasons import Reason
-from probes.specs import Layer
+from probes.specs import Layer, Proxy
 
 from .helpers import GUID, make_context, make_plan
 
@@ -156,3 +157,24 @@ def test_a_peered_cluster_also_needs_the_workspace_key_vault() -> None:
     same_vnet = {c.id for c in make_plan(compute="cluster", key_vault="contoso-kv")}
     assert "http:contoso-kv.vault.azure.net:443" in peered - same_vnet
     assert {c for c in same_vnet if "vault" in c} == set()
+
+
+@pytest.mark.parametrize("cloud", ["public", "usgov", "china"])
+@pytest.mark.parametrize("compute", context.COMPUTE_KINDS)
+@pytest.mark.parametrize("public_ip", [False, True])
+def test_every_planned_check_carries_the_spec_its_probe_runs(cloud: str, compute: str, public_ip: bool) -> None:
+    """The planner builds each Spec (validated when built), so a bad one fails here, at planning,
+    never inside a run; and each is the type the engine's registry runs for its layer."""
+    features = frozenset(r.feature for r in catalog.load(cloud).requirements if r.feature)
+    cat = planner.with_endpoints(catalog.load(cloud), [("pypi.contoso.net", 443, "https", "mirror", True),
+                                                       ("10.20.0.5", 5000, "udp", "", False)])
+    options = planner.PlanOptions(features=features, proxy=Proxy.parse("http://proxy.contoso.net"),
+                                  blocked=("*.anaconda.com",))
+    values = make_context(cloud=cloud, compute=compute, public_ip=public_ip, container_registry="contosoacr",
+                          key_vault="contoso-kv")
+    checks = planner.plan(cat, values, options)
+    assert checks
+    for check in checks:
+        spec_type, _ = PROBES[check.layer]
+        assert type(check.spec) is spec_type, check.id
+        assert check.spec.within(0.5).layer is check.layer
