@@ -268,11 +268,13 @@ def text_view(report_text: str, checks: _Checks) -> View:
     view = View("text", findings=set())
     requirements = sorted({r for c in checks.by_id.values() for r in c["requirements"]}, key=len, reverse=True)
     headline: int | None = None
+    problems = 0  # finding lines of warning or critical severity: the headline counts them
     for line in lines:
         if match := _TEXT_RESULT.fullmatch(line):
             _text_result(match, line, checks, view)
         elif match := _TEXT_FINDING.fullmatch(line):
             view.findings.add((match["code"], match["severity"].lower()))  # type: ignore[union-attr]
+            problems += match["severity"] != "INFO"
         elif match := _TEXT_FOOTER.fullmatch(line):
             view.status, view.exit_code = match["status"], int(match["exit"])
         elif (match := _TEXT_HEADLINE.fullmatch(line)) and headline is None:
@@ -291,7 +293,6 @@ def text_view(report_text: str, checks: _Checks) -> View:
                 view.healthy += [frozenset({c["id"]}) for c in needed]
     if view.status is None or headline is None:
         raise ContractError("text: no headline, or no footer with the status and exit code")
-    problems = sum(1 for _, severity in view.findings if severity != "info")  # type: ignore[union-attr]
     if headline != problems:
         raise ContractError(f"text: the headline counts {headline} problem(s), the findings list {problems}")
     return view
@@ -373,9 +374,8 @@ def _contradictions(views: Sequence[View]) -> list[str]:
         for other in views:
             for kind in ("healthy", "unneeded"):
                 definite = other.definite(kind)
-                for claim in one.failing:
-                    if claim <= definite:
-                        problems.append(f"{one.name} calls {_ids(claim)} failing, {other.name} calls it {kind}")
+                problems += [f"{one.name} calls {_ids(claim)} failing, {other.name} calls it {kind}"
+                             for claim in one.failing if claim <= definite]
     return problems
 
 
