@@ -6,12 +6,18 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent import catalog, planner
 from agent.clock import Deadline
 from agent.inputs import context
+from agent.inputs.config import Config
+from agent.inputs.given import Inputs
 from agent.model import Check, ContextValue, Result
+from probes import node
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 
@@ -21,6 +27,19 @@ PE_CONTEXT: dict[str, object] = {
     "storage_account": "contosomlsa", "compute_name": "ci-alice", "compute": "instance",
     "public_ip": False, "private_endpoint": True,
 }
+
+
+def given_inputs(environ: pytest.MonkeyPatch, tmp_path: Path, **overrides: object) -> Inputs:
+    """Inputs as `--no-detect` builds them from PE_CONTEXT's options (detection reads nothing, so
+    nothing asks IMDS); no proxy in this machine's environment or /etc/environment changes the plan."""
+    for name in node.PROXY_VARIABLES:
+        environ.delenv(name, raising=False)
+    empty = tmp_path / "environment"
+    empty.write_text("")
+    environ.setattr(node, "ETC_ENVIRONMENT", empty)
+    inputs = Inputs.build({**PE_CONTEXT, **overrides}, Config(), (), detect_context=False)
+    assert inputs.local_detection() is None
+    return inputs
 
 
 def make_context(**overrides: object) -> dict[str, ContextValue]:
