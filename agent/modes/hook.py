@@ -46,12 +46,11 @@ async def until_healthy(checks: Sequence[Check], *, end: Deadline, healthy: Call
                 current[result.check.id] = result
         results = tuple(current[c.id] for c in checks)
         left = stop.remaining()
-        if healthy(results) or left is None or left <= 0:
-            return results
-        pause = min(backoff, left)
+        if healthy(results) or left is None or left <= backoff:
+            return results  # healthy, or the next retry could not start before the end: no use waiting for it
         if on_round is not None:
-            on_round(rounds, results, pause)
-        await asyncio.sleep(pause)
+            on_round(rounds, results, backoff)
+        await asyncio.sleep(backoff)
         backoff = min(backoff * 2, MAX_BACKOFF)
         left = stop.remaining()
         if left is None or left <= 0:

@@ -36,8 +36,9 @@ def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         codes = sorted({f["code"] for f in report["findings"] if f.get("severity") != "info"})
         nodes.append({"node": hostname, "source": source, "status": report["status"],
                       "exit_code": report["exit_code"], "started_at": report.get("started_at"),
+                      # failing as Report.failing says: failed or warned, and not judged unneeded
                       "findings": codes, "failing_checks": sorted(c["id"] for c in report["checks"]
-                                                                  if c.get("status") == "fail"
+                                                                  if c.get("status") in ("fail", "warn")
                                                                   and not c.get("unneeded"))})
     names = Counter(n["node"] for n in nodes)
     for node in nodes:

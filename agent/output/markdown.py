@@ -65,7 +65,7 @@ def primary_address(node: dict[str, Fact] | object) -> str | None:
 
 def _flow(result: Result, source: str, report: Report) -> str:
     check = result.check
-    port = f"{check.protocol.upper()} {check.port}" if check.port else "DNS"
+    port = f"{check.protocol.upper()} {check.port}" if check.port else "DNS" if check.layer is Layer.DNS else "-"
     observed = f"{check.layer.value}: {result.reason.value if result.reason else ''}" + (
         f" ({result.detail})" if result.detail else "")
     return (f"| {source} | {check.host}{' via proxy' if check.path == 'proxy' else ''} | "
@@ -74,9 +74,12 @@ def _flow(result: Result, source: str, report: Report) -> str:
 
 
 def _needed(result: Result, report: Report) -> str:
-    """A name must resolve (privately, where the plan expects it); any other flow needs the rules
-    `aml-netcheck rules` derives for it."""
+    """A name must resolve (privately, where the plan expects it); a local check needs a change on
+    the node; any other flow needs the rules `aml-netcheck rules` derives for it."""
     check = result.check
+    if check.layer is Layer.LOCAL:  # the node itself (Docker's bridge, a listener, its firewall): no rule fixes it
+        codes = [f"`{f.code}`" for f in report.findings if check.id in f.checks]
+        return "a change on this node, not in the network" + (f": see {', '.join(codes)}" if codes else "")
     if check.layer is Layer.DNS:
         private = getattr(check.spec, "expect", "any") == "private"
         return f"resolve {check.host}" + (" to the private endpoint" if private else "")

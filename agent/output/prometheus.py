@@ -22,7 +22,7 @@ def render_prometheus(report: Report) -> str:
         for labels, value in samples:
             rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
             series = f"aml_netcheck_{name}{{{rendered}}}" if rendered else f"aml_netcheck_{name}"
-            lines.append(f"{series} {value:g}")
+            lines.append(f"{series} {_number(value)}")
 
     metric("status", "gauge", "1 for the node's current status (ok, warning, critical, unknown).",
            [({"status": s}, float(report.status == s)) for s in _STATUSES])
@@ -36,23 +36,34 @@ def render_prometheus(report: Report) -> str:
     metric("checks", "gauge", "Checks in the last run by status.",
            [({"status": s.value}, float(counts[s.value])) for s in Status])
     counted = [r for r in report.results if report.unneeded(r) is None]
-    metric("check_success", "gauge", "1 if the check passed (or warned), 0 if it failed; skipped, "
+    # Failing is what Report.failing says, as in every other format: a check that warned counts
+    # (a critical finding can rest on it, e.g. a connect that timed out on some addresses).
+    metric("check_success", "gauge", "1 if the check passed, 0 if it failed or warned; skipped, "
            "inconclusive and unneeded checks are left out.",
            [({"check": r.check.id, "layer": r.check.layer.value, "requirement": r.check.requirements[0]},
-             float(r.status in (Status.PASS, Status.WARN)))
+             float(not report.failing(r)))
             for r in counted if r.status in (Status.PASS, Status.WARN, Status.FAIL)])
     metric("check_duration_seconds", "gauge", "Time the check took.",
            [({"check": r.check.id}, round(r.elapsed, 4)) for r in report.results if r.status is not Status.SKIP])
-    metric("check_failure_info", "gauge", "1 with the reason of each failing check.",
+    metric("check_failure_info", "gauge", "1 with the reason of each failing (or warned) check.",
            [({"check": r.check.id, "reason": r.reason.value}, 1.0)
-            for r in counted if r.status is Status.FAIL and r.reason])
+            for r in counted if report.failing(r) and r.reason])
     metric("check_unneeded", "gauge", "1 for each check diagnosis judged not needed (reached through the proxy).",
            [({"check": r.check.id, "because": judged.value}, 1.0)
             for r in report.results if (judged := report.unneeded(r)) is not None])
-    metric("finding", "gauge", "1 for each finding of the last run.",
-           [({"code": f.code, "severity": f.severity.label}, 1.0) for f in report.findings])
+    # Two findings can share a code and severity (one per service tag blocked): one series for them,
+    # since a series given twice makes the whole scrape (or textfile) invalid.
+    metric("finding", "gauge", "1 for each finding code (and severity) of the last run.",
+           [({"code": code, "severity": severity}, 1.0)
+            for code, severity in dict.fromkeys((f.code, f.severity.label) for f in report.findings)])
     return "\n".join(lines) + "\n"
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    """Whole numbers as integers ("1", not "1.0"); anything else in full (%g kept six digits, which
+    turned a Unix timestamp into 1.79544e+09: up to 83 minutes off)."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
