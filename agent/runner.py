@@ -8,6 +8,7 @@ budget: `Limits.deadline` is absolute, and every round and every restart below r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,10 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
 
         if limits.wait is not None:
             if detected is not None:
-                await detect.imds(detected)
+                left = limits.deadline.remaining()
+                with contextlib.suppress(TimeoutError):  # the run deadline first: local detection stands
+                    async with asyncio.timeout(None if left is None else max(left, 0.0)):
+                        await detect.imds(detected)
                 node_facts["detection"] = detected.notes
                 values = inputs.context(detected)
                 cat, checks = inputs.plan(values)

@@ -50,9 +50,11 @@ class Index:
         self.by_id = {r.check.id: r for r in results}
         self.passing_direct = {(r.check.layer, r.check.host, r.check.port) for r in results
                                if r.check.path is CheckPath.DIRECT and r.status is Status.PASS}
-        self.resolved: dict[str, set[str]] = {}  # requirement id -> addresses its passing dns checks returned
+        # requirement id -> addresses its passing direct dns checks returned (the proxy's own name
+        # carries every proxied requirement: its address is nobody's endpoint)
+        self.resolved: dict[str, set[str]] = {}
         for r in results:
-            if r.check.layer is Layer.DNS and r.status is Status.PASS:
+            if r.check.layer is Layer.DNS and r.status is Status.PASS and r.check.path is CheckPath.DIRECT:
                 for rid in r.check.requirements:
                     self.resolved.setdefault(rid, set()).update(r.addresses)
 

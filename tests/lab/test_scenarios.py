@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ import jsonschema
 import pytest
 
 from lab import SCENARIOS, Fault, Lab, scenario
+from tests.unit.contract import check_agreement
 
 pytestmark = [
     pytest.mark.lab,
@@ -64,18 +66,47 @@ def assert_clean(report: dict[str, Any]) -> None:
 Checked = tuple[dict[str, Any], int]
 
 
-@pytest.fixture(scope="module")
-def checked() -> Callable[[str], Checked]:
-    """Check a scenario once per module (a lab up, one run, the lab down) and remember the report."""
-    done: dict[str, Checked] = {}
+@dataclass(frozen=True)
+class Rendered:
+    """The other formats of a scenario: Prometheus from the JSON run itself (--textfile), markdown
+    and the npd line from a second run of the same lab."""
 
-    def get(name: str) -> Checked:
-        if name not in done:
+    prometheus: str
+    markdown: str
+    npd: str
+
+
+class Runs:
+    """Each scenario checked once per module (a lab up, its runs, the lab down), remembered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.json: dict[str, Checked] = {}
+        self.rendered: dict[str, Rendered] = {}
+
+    def get(self, name: str) -> Checked:
+        if name not in self.json:
+            out = self.directory / name
+            out.mkdir()
             with Lab(scenario(name)) as lab:
-                done[name] = check_in(lab)
-        return done[name]
+                self.json[name] = check_in(lab, "--textfile", str(out / "report.prom"))
+                npd = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
+                                       "--timeout", TIMEOUT, "--format", "markdown", "--output", str(out / "report.md"),
+                                       "--exit-codes", "npd"], timeout=120)
+            assert "Traceback" not in npd.stderr, npd.stderr
+            self.rendered[name] = Rendered((out / "report.prom").read_text(), (out / "report.md").read_text(),
+                                           npd.stdout.strip())
+        return self.json[name]
 
-    return get
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("scenarios"))
+
+
+@pytest.fixture(scope="module")
+def checked(runs: Runs) -> Callable[[str], Checked]:
+    return runs.get
 
 
 @pytest.mark.parametrize("name", ["healthy-private", "healthy-public"])
@@ -319,3 +350,14 @@ def test_every_scenario_names_its_injected_cause_first(name: str, checked: Calla
     for finding in significant:
         if finding["code"] not in ("instance-name-wrong-address", "clock-skew"):
             assert not set(finding["checks"]) & passing, finding
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_report_agrees_in_every_format(name: str, runs: Runs) -> None:
+    """The contract of the outputs on real reports: JSON and Prometheus of one run agree on every
+    check and on the verdict; markdown and the npd line of a second run call nothing failing that
+    the JSON calls healthy or unneeded (and the reverse)."""
+    report, _ = runs.get(name)
+    rendered = runs.rendered[name]
+    check_agreement(report, prometheus_text=rendered.prometheus)
+    check_agreement(report, markdown_text=rendered.markdown, npd_line=rendered.npd, verdict=False)

@@ -336,3 +336,12 @@ def test_the_proxys_unneeded_direct_paths_are_judged_once_with_their_reason() ->
     assert diagnosis.unneeded["dns:management.azure.com"] is Unneeded.PROXY_RESOLVES
     # UDP never goes through the proxy: its checks and the name's DNS still count
     assert {"udp:eastus.tundra.azureml.ms:5831", "dns:eastus.tundra.azureml.ms"}.isdisjoint(diagnosis.unneeded)
+
+
+def test_the_proxys_own_name_is_no_endpoints_address() -> None:
+    """The proxy's DNS check carries every proxied requirement; its address counted as the
+    workspace endpoint's, so behind a working proxy a failing (unneeded) workspace name gave a
+    false critical instance-name-wrong-address."""
+    results = simulate(make_plan(options=PROXY), {f"dns:{WS}": Outcome(Reason.DNS_NXDOMAIN)}, PE_ADDRESSES)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert diagnosis.findings == () and diagnosis.exit_code == 0
