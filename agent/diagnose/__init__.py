@@ -1,42 +1,26 @@
-"""Diagnosis: results, context and node facts in, one Diagnosis out. Pure: no I/O, no clock.
+"""Diagnosis: results in, one Diagnosis out (diagnosis.py), from finding declarations
+(findings.py), classification rules (classify.py), the facts they read (facts.py) and the verdict
+and exit code profiles (verdict.py).
 
-Root-cause rules claim the results they explain first (classify.ROOT_CAUSE_RULES); every other
-failing result is mapped to a finding code and a group key; results that share a code and a key
-are one problem (one NSG rule, one DNS zone, one intercepting CA) and become one finding listing
-every target it explains. Checks skipped because the layer below failed are never findings of
-their own, and checks the proxy makes unnecessary are judged so here, once, for every output.
-Findings are ranked: critical first, then the one that explains the most checks."""
+`diagnose` and `Facts` load on first use (PEP 562): the CLI imports the exit code profiles at
+start-up, and `plan`, `rules` and `--version` never need the rules."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from agent.diagnose import classify
-from agent.diagnose.facts import Facts
-from agent.diagnose.findings import Code, imds_unreadable, make
-from agent.diagnose.verdict import exit_code, verdict
-from agent.model import Diagnosis, Finding, Result
+if TYPE_CHECKING:
+    from agent.diagnose.diagnosis import diagnose
+    from agent.diagnose.facts import Facts
 
 __all__ = ["Facts", "diagnose"]
 
 
-def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False) -> Diagnosis:
-    index = classify.Index(results)
-    unneeded = classify.unneeded(results)
-    considered = [r for r in results if r.check.id not in unneeded]
-    problems: list[classify.Problem] = []
-    for rule in classify.ROOT_CAUSE_RULES:  # a root cause claims the results it explains, first rule first
-        claimed = rule(considered, index)
-        problems += claimed
-        taken = {p.result.check.id for p in claimed}
-        considered = [r for r in considered if r.check.id not in taken]
-    problems += [p for r in considered for p in classify.problems(r, index, facts)]
-    groups: dict[tuple[Code, tuple[str, ...]], list[Result]] = {}
-    for problem in classify.with_cascades(problems):
-        groups.setdefault((problem.code, problem.key), []).append(problem.result)
-    findings: list[Finding] = [make(code, group, facts) for (code, _), group in groups.items()]
-    if imds_unreadable(facts):
-        findings.append(make(Code.IMDS_UNAVAILABLE, (), facts))
-    ranked = tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
-    health = verdict(ranked, results, signalled=signalled)
-    return Diagnosis(findings=ranked, unneeded=unneeded, health=health, exit_code=exit_code(health))
+def __getattr__(name: str) -> Any:
+    if name == "diagnose":
+        from agent.diagnose.diagnosis import diagnose
+        return diagnose
+    if name == "Facts":
+        from agent.diagnose.facts import Facts
+        return Facts
+    raise AttributeError(f"module 'agent.diagnose' has no attribute {name!r}")

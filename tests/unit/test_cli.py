@@ -121,3 +121,22 @@ def test_serve_says_when_its_listen_address_is_taken(tmp_path: Path, capsys: pyt
     assert code == 3
     err = capsys.readouterr().err
     assert err.strip() == f"aml-netcheck: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_an_unusable_https_proxy_is_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.contoso.net:1080")
+    assert main(["plan", "--no-detect", "--region", "eastus"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("aml-netcheck: error: HTTPS_PROXY (from environment): unsupported proxy scheme 'socks5'")
+
+
+def test_plan_shows_the_proxy_on_its_scheme_port_and_without_credentials(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:s3cret@proxy.contoso.net")
+    assert main(["plan", "--no-detect", "--region", "eastus", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert "tcp:proxy.contoso.net:80" in checks and "s3cret" not in out
+    assert checks["http:management.azure.com:443@proxy"]["params"]["proxy"] == "http://alice:***@proxy.contoso.net:80"
