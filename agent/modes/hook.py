@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 FIRST_BACKOFF = 1.0  # seconds before the first retry; doubles each round
 MAX_BACKOFF = 15.0  # a setup script waiting for a firewall change wants to notice it quickly
 MARGIN = 0.2  # seconds kept back for diagnosis and writing the report
+LAST_ROUND = 0.5  # seconds: the shortest retry worth starting before the end
 
 
 def _retryable(result: Result) -> bool:
@@ -46,11 +47,14 @@ async def until_healthy(checks: Sequence[Check], *, end: Deadline, healthy: Call
                 current[result.check.id] = result
         results = tuple(current[c.id] for c in checks)
         left = stop.remaining()
-        if healthy(results) or left is None or left <= backoff:
-            return results  # healthy, or the next retry could not start before the end: no use waiting for it
+        if healthy(results) or left is None or left <= LAST_ROUND:
+            return results  # healthy, or too little time for another round
+        # The last retry comes early enough to run: a port opened in the wait's last seconds answers
+        # in milliseconds, and a check the end cuts keeps its earlier, real result.
+        pause = min(backoff, left - LAST_ROUND)
         if on_round is not None:
-            on_round(rounds, results, backoff)
-        await asyncio.sleep(backoff)
+            on_round(rounds, results, pause)
+        await asyncio.sleep(pause)
         backoff = min(backoff * 2, MAX_BACKOFF)
         left = stop.remaining()
         if left is None or left <= 0:

@@ -37,6 +37,7 @@ def inputs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Inputs:
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rounds 10 ms apart, doubling, so a deadline a few tenths of a second away sees several."""
     monkeypatch.setattr(hook, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(hook, "LAST_ROUND", 0.01)
 
 
 def never_healthy(results: Sequence[Result]) -> bool:
@@ -90,7 +91,7 @@ async def test_no_retry_is_announced_that_could_not_start_in_time() -> None:
     results = await hook.until_healthy(make_plan(), end=Deadline.after(0.5), healthy=never_healthy, timeout=5,
                                        concurrency=16, state=engine.RunState(), run_checks=fake,
                                        on_round=lambda n, _, __: rounds.append(n))
-    assert len(fake.calls) == 1 and hook.FIRST_BACKOFF > 0.5  # the first retry would come after the end
+    assert len(fake.calls) == 1 and hook.LAST_ROUND >= 0.5 - hook.MARGIN  # too little left for a retry
     assert rounds == []
     assert results == fake.returned[0]
 
@@ -166,3 +167,15 @@ def test_check_ids_in_this_file_are_planned() -> None:
     planned: set[str] = {c.id for c in make_plan()}
     assert {SMB, MCR_TCP, MCR_TLS, MCR_HTTP} <= planned
     assert all(isinstance(c, Check) for c in make_plan())
+
+
+async def test_the_last_retry_is_brought_forward_to_fit_before_the_end() -> None:
+    """A backoff longer than what is left does not waste the wait's last seconds: the retry comes
+    early enough to run (a port opened late answers in milliseconds), announced with that pause."""
+    fake = FakeEngine(FAILING)
+    pauses: list[float] = []
+    await hook.until_healthy(make_plan(), end=Deadline.after(1.2), healthy=never_healthy, timeout=5,
+                             concurrency=16, state=engine.RunState(), run_checks=fake,
+                             on_round=lambda _, __, pause: pauses.append(pause))
+    assert len(fake.calls) == 2 and len(pauses) == 1
+    assert pauses[0] < hook.FIRST_BACKOFF  # brought forward: 1.2 s - MARGIN - LAST_ROUND left for it
