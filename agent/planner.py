@@ -52,6 +52,7 @@ class PlanOptions:
     blocked_reason: str = "blocked by policy"
     proxy: Proxy | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
     no_proxy: tuple[str, ...] = ()
+    http_proxy: Proxy | None = None  # the proxy of plain http:// requests (HTTP_PROXY)
 
 
 def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
@@ -122,9 +123,9 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                     check = _layer_check(layer, host, port, requirement, below, options)
                     add(check)
                     below = check.id
-                if options.proxy and requirement.probe in ("https", "websocket") \
-                        and not proxy.bypassed(host, port, options.no_proxy):
-                    for check in _proxied(host, port, requirement, options.proxy):
+                via = _proxy_for(requirement, options)
+                if via is not None and not proxy.bypassed(host, port, options.no_proxy):
+                    for check in _proxied(host, port, requirement, via):
                         add(check)
     planned = (_apply_policy(checks[i], options) for i in order)
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
@@ -201,6 +202,16 @@ def _local_checks(requirement: Requirement) -> list[Check]:
             for spec in specs]
 
 
+def _proxy_for(requirement: Requirement, options: PlanOptions) -> Proxy | None:
+    """The proxy the node's clients send this requirement's requests through: HTTPS_PROXY for
+    https:// and wss://, HTTP_PROXY for plain http://; raw TCP and UDP never go through one."""
+    if requirement.probe in ("https", "websocket"):
+        return options.proxy
+    if requirement.probe == "http":
+        return options.http_proxy
+    return None
+
+
 def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list[Check]:
     """The path Azure ML's own clients take: the proxy's name, a connection to the proxy, and the
     request through it (the proxy resolves the target). Shared by every proxied endpoint."""
@@ -216,7 +227,8 @@ def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list
     if requirement.probe == "websocket":
         spec = WebSocketSpec(url=_url("wss", host, port), host=host, proxy=via)
     else:
-        spec = HttpSpec(url=_url("https", host, port), host=host, proxy=via)
+        scheme = "http" if requirement.probe == "http" else "https"
+        spec = HttpSpec(url=_url(scheme, host, port), host=host, proxy=via)
     through = Check(id=f"{spec.layer.value}:{host}:{port}@proxy", spec=spec, host=host, port=port, protocol="tcp",
                     requirements=(requirement.id,), needs=to_proxy.id, path=CheckPath.PROXY)
     return [*checks, to_proxy, through]

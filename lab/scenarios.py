@@ -282,6 +282,16 @@ SCENARIOS: dict[str, Scenario] = {
             "storage and compute instance names are reached directly and everything else through "
             "the proxy. Expect a clean report.",
         ),
+        Scenario(
+            "proxy-only",
+            "Healthy where every direct connection to the internet is dropped: all of it through the proxy",
+            f"As proxy-ok, but the network drops direct TCP to the internet on every port, plain "
+            f"HTTP on 80 included: HTTPS goes through HTTPS_PROXY and plain HTTP (Entra ID on port "
+            f"80) through HTTP_PROXY, both {_PROXY}, as the node's clients send them. Private "
+            "endpoints, DNS, IMDS and UDP stay direct. Expect a clean report: the dropped direct "
+            "paths are not needed.",
+            proxy="open", no_proxy=NO_PROXY_PRIVATE, faults=(Fault("drop", "tcp", None, addresses.PUBLIC_NET),),
+        ),
         _proxied(
             "proxy-auth-required",
             "The proxy demands authentication (407) and the node sends no credentials",

@@ -41,7 +41,7 @@ class Inputs:
             features=frozenset(features or cfg.settings.features),
             expected_issuers=cfg.settings.expected_issuers or DEFAULT_EXPECTED_ISSUERS,
             blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason,
-            proxy=proxied.proxy, no_proxy=proxied.no_proxy), detect_context)
+            proxy=proxied.proxy, http_proxy=proxied.http_proxy, no_proxy=proxied.no_proxy), detect_context)
         inputs.context()  # a bad option or config value stops here, before any detection or probing
         return inputs
 

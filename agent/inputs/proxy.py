@@ -15,28 +15,38 @@ from probes.specs import Proxy, SpecError
 
 
 class ProxyError(ValueError):
-    """HTTPS_PROXY cannot be used as given; one line naming where it was set."""
+    """A proxy variable cannot be used as given; one line naming it and where it was set."""
 
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
-    proxy: Proxy | None  # the HTTPS proxy (what https:// and wss:// requests go through)
+    proxy: Proxy | None  # HTTPS_PROXY: what https:// and wss:// requests go through
     no_proxy: tuple[str, ...]
     source: str  # environment | /etc/environment | none
+    http_proxy: Proxy | None = None  # HTTP_PROXY: what plain http:// requests go through
 
 
 def settings(environ: Mapping[str, str], etc_environment: Mapping[str, str]) -> ProxySettings:
-    """The process environment first (lower case wins, as in requests), then /etc/environment."""
+    """The process environment first (lower case wins, as in requests), then /etc/environment:
+    the first that sets a proxy variable gives them all (with its NO_PROXY)."""
     for source, values in (("environment", environ), ("/etc/environment", etc_environment)):
-        url = values.get("https_proxy") or values.get("HTTPS_PROXY")
-        if url:
+        https = _parsed(values, "https_proxy", source)
+        http = _parsed(values, "http_proxy", source)
+        if https or http:
             raw = values.get("no_proxy") or values.get("NO_PROXY") or ""
             entries = tuple(e.strip().lower() for e in raw.replace(" ", ",").split(",") if e.strip())
-            try:
-                return ProxySettings(Proxy.parse(url), entries, source)
-            except SpecError as exc:
-                raise ProxyError(f"HTTPS_PROXY (from {source}): {exc}") from None
+            return ProxySettings(https, entries, source, http)
     return ProxySettings(None, (), "none")
+
+
+def _parsed(values: Mapping[str, str], name: str, source: str) -> Proxy | None:
+    url = values.get(name) or values.get(name.upper())
+    if not url:
+        return None
+    try:
+        return Proxy.parse(url)
+    except SpecError as exc:
+        raise ProxyError(f"{name.upper()} (from {source}): {exc}") from None
 
 
 def bypassed(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bool:

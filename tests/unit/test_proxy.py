@@ -78,3 +78,24 @@ def test_the_planned_proxy_path_and_the_probes_agree_on_the_port() -> None:
 def test_an_unusable_proxy_url_is_one_line_naming_where_it_came_from(url: str) -> None:
     with pytest.raises(proxy.ProxyError, match=r"^HTTPS_PROXY \(from environment\): "):
         proxy.settings({"HTTPS_PROXY": url}, {})
+
+
+def test_plain_http_goes_through_http_proxy_as_the_clients_send_it() -> None:
+    """On a proxy-only network plain HTTP (Entra ID on 80) ignored HTTP_PROXY: its direct path
+    failed and the run was a false critical egress-blocked."""
+    settings = proxy.settings({"HTTPS_PROXY": "http://proxy.contoso.net:3128",
+                               "http_proxy": "http://plain.contoso.net:8080"}, {})
+    assert settings.http_proxy == Proxy("http", "plain.contoso.net", 8080)
+    checks = {c.id: c for c in make_plan(options=planner.PlanOptions(
+        proxy=settings.proxy, http_proxy=settings.http_proxy, no_proxy=settings.no_proxy))}
+    through = checks["http:login.microsoftonline.com:80@proxy"]
+    assert isinstance(through.spec, HttpSpec) and through.spec.url == "http://login.microsoftonline.com/"
+    assert through.spec.proxy == settings.http_proxy and through.needs == "tcp:plain.contoso.net:8080"
+    assert checks["http:login.microsoftonline.com:443@proxy"].spec.proxy == settings.proxy  # type: ignore[union-attr]
+    assert "udp:eastus.tundra.azureml.ms:5831@proxy" not in checks  # raw UDP never goes through a proxy
+
+
+def test_http_proxy_alone_still_gives_its_settings() -> None:
+    settings = proxy.settings({}, {"HTTP_PROXY": "http://plain.contoso.net:8080", "NO_PROXY": "x"})
+    assert (settings.proxy, settings.http_proxy, settings.source) == (
+        None, Proxy("http", "plain.contoso.net", 8080), "/etc/environment")
