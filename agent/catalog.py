@@ -13,12 +13,13 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen")
+PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen", "rule")
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")
 _CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query")
 SMB_SHARE = "storage-file-smb"  # the workspace file share over SMB: its failures are smb-blocked
+IMDS = "imds"  # instance metadata and managed identity: its failures are imds-unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ class Requirement:
     clouds: tuple[str, ...] = CLOUDS
     notes: str = ""  # where the documentation disagrees, and what we check because of it
     query: str = ""  # probe dns with an IP literal host: the name asked of that DNS server
+    proxied: bool = True  # False: the node's clients never send it through a proxy (IMDS)
+    emit_rules: bool = True  # False: no NSG or firewall rule opens it (answered by the platform)
 
     @property
     def situational(self) -> bool:
@@ -136,6 +139,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
             notes=values.get("notes", ""), query=values.get("query", ""),
+            proxied=values.get("proxied", True), emit_rules=values.get("emit_rules", True),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc
@@ -148,7 +152,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
         raise CatalogError(f"requirement {name}: protocol must be tcp or udp, direction outbound or inbound")
     if not set(requirement.clouds) <= set(CLOUDS):
         raise CatalogError(f"requirement {name}: clouds must be among {CLOUDS}")
-    if requirement.probe != "listen" and not requirement.hosts:
+    if requirement.probe not in ("listen", "rule") and not requirement.hosts:
         raise CatalogError(f"requirement {name}: a probed requirement needs hosts")
     return requirement
 

@@ -205,6 +205,8 @@ def _local_checks(requirement: Requirement) -> list[Check]:
 def _proxy_for(requirement: Requirement, options: PlanOptions) -> Proxy | None:
     """The proxy the node's clients send this requirement's requests through: HTTPS_PROXY for
     https:// and wss://, HTTP_PROXY for plain http://; raw TCP and UDP never go through one."""
+    if not requirement.proxied:
+        return None
     if requirement.probe in ("https", "websocket"):
         return options.proxy
     if requirement.probe == "http":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.catalog import SMB_SHARE
+from agent.catalog import IMDS, SMB_SHARE
 from agent.diagnose.facts import Facts
 from agent.diagnose.findings import Code
 from agent.model import CheckPath, Result, Unneeded
@@ -135,6 +135,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return []
     if isinstance(check.spec, LocalSpec):
         return [Problem(LOCAL_CODES.get(check.spec.check, Code.ENDPOINT_UNREACHABLE), (), result)]
+    if IMDS in check.requirements:  # one finding with what detection saw of it
+        return [Problem(Code.IMDS_UNAVAILABLE, (), result)]
     if check.path is CheckPath.TO_PROXY:
         return [Problem(Code.PROXY_UNREACHABLE, (), result)]
     if check.path is CheckPath.PROXY and (check.layer, check.host, check.port) in index.passing_direct:

@@ -32,9 +32,9 @@ def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False
     groups: dict[tuple[Code, tuple[str, ...]], list[Result]] = {}
     for problem in classify.with_cascades(problems):
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
+    if imds_unreadable(facts):  # detection's reading joins the IMDS check's own failures, if any
+        groups.setdefault((Code.IMDS_UNAVAILABLE, ()), [])
     findings: list[Finding] = [make(code, group, facts) for (code, _), group in groups.items()]
-    if imds_unreadable(facts):
-        findings.append(make(Code.IMDS_UNAVAILABLE, (), facts))
     ranked = tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
     health = verdict(ranked, results, signalled=signalled)
     return Diagnosis(findings=ranked, unneeded=unneeded, health=health, exit_code=exit_code(health))

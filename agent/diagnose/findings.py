@@ -371,17 +371,24 @@ def _unreachable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _imds(results: Sequence[Result], facts: Facts) -> Draft:
-    """Detection could not read IMDS: a warning only when that left the region unknown (then
-    region-specific checks were skipped); otherwise the context came from elsewhere."""
+    """IMDS cannot be reached: a warning when its own check fails (managed identity needs it) or
+    when detection's failure left the region unknown (region-specific checks were skipped); info
+    when only detection failed and the context came from elsewhere."""
     detection = facts.node.get("detection")
     imds = detection.get("imds") if isinstance(detection, dict) else None
     error = imds.get("error") if isinstance(imds, dict) else None
     region_unknown = facts.context["region"].value is None
+    observed = [_observed(results)] if results else []
+    if error:
+        observed.append(f"detection: {error}")
     return Draft(
-        severity=Severity.WARNING if region_unknown else Severity.INFO, targets=(IMDS_TARGET,),
+        severity=Severity.WARNING if region_unknown or results else Severity.INFO,
+        targets=() if results else (IMDS_TARGET,),
         summary=f"Instance metadata (IMDS, {IMDS_ADDRESS}) could not be read"
-        + ("; the region is unknown, so region-specific checks were skipped" if region_unknown else ""),
-        cause=f"{error}. Region, cloud and public IP were taken from options, the config file or defaults.",
+        + ("; the region is unknown, so region-specific checks were skipped" if region_unknown else "")
+        + ("; managed identity (az login --identity, identity-based datastores) will fail" if results else ""),
+        cause="; ".join(observed) + ". Region, cloud and public IP were taken from options, the config file or "
+        "defaults.",
         remedy=(f"Allow the node to reach {IMDS_ADDRESS}:80 directly (never through a proxy: add it to NO_PROXY) "
                 "and make sure no local firewall rule blocks it; or give --region, --cloud and "
                 "--public-ip/--no-public-ip."))

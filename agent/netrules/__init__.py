@@ -112,6 +112,7 @@ def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) 
     tag (or its IP literal), an Azure Firewall application rule for its FQDNs on 80/443, a network
     rule otherwise, and the DNS zones and forwarders of a private-endpoint workspace."""
     fill = _filler(context)
+    rows = [row for row in rows if row.emit_rules]
     private_endpoint = bool(context["private_endpoint"].value)
     zones, forwarders = _dns(catalog, rows, fill) if private_endpoint else ((), ())
     return RuleSet(

@@ -345,3 +345,12 @@ def test_the_proxys_own_name_is_no_endpoints_address() -> None:
     results = simulate(make_plan(options=PROXY), {f"dns:{WS}": Outcome(Reason.DNS_NXDOMAIN)}, PE_ADDRESSES)
     diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
     assert diagnosis.findings == () and diagnosis.exit_code == 0
+
+
+def test_imds_unreachable_is_its_own_warning_with_what_detection_saw() -> None:
+    """Managed identity needs IMDS: its own check failing is a warning, one finding with detection's reading."""
+    node = {**AZURE_DNS_NODE, "detection": {"imds": {"error": "no answer within 1s"}}}
+    findings = run({"tcp:169.254.169.254:80": Outcome(Reason.TCP_TIMEOUT)}, node=node)
+    assert codes(findings) == ["imds-unavailable"] and findings[0].severity is Severity.WARNING
+    assert findings[0].checks == ("tcp:169.254.169.254:80",) and "detection: no answer" in findings[0].cause
+    assert codes(run({}, node=node)) == ["imds-unavailable"] and run({}, node=node)[0].severity is Severity.INFO

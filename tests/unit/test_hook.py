@@ -50,9 +50,9 @@ def no_failures(results: Sequence[Result]) -> bool:
 
 @pytest.mark.usefixtures("quick_backoff")
 @pytest.mark.parametrize(("wait", "deadline"), [
-    (4.0, 0.45),  # `check --wait 4 --deadline 1`, scaled down: the run deadline comes first
-    (0.45, 4.0),  # the wait ends first
-    (0.45, None),  # no run deadline
+    (4.0, 1.5),  # `check --wait 4 --deadline 1`, scaled down: the run deadline comes first
+    (1.5, 4.0),  # the wait ends first
+    (1.5, None),  # no run deadline
 ], ids=["deadline-first", "wait-first", "no-deadline"])
 async def test_wait_rounds_never_pass_the_run_deadline(inputs: Inputs, wait: float, deadline: float | None) -> None:
     limits = Limits(timeout=5, deadline=Deadline.after(deadline), wait=Deadline.after(wait))
@@ -101,7 +101,7 @@ async def test_a_retry_cut_off_keeps_the_earlier_real_result() -> None:
     checks = make_plan()
     fake = FakeEngine({SMB: Outcome(Reason.TCP_TIMEOUT), MCR_TCP: CANCELLED}, {SMB: CANCELLED, MCR_TCP: CANCELLED})
     state = engine.RunState()
-    results = await hook.until_healthy(checks, end=Deadline.after(0.35), healthy=never_healthy, timeout=5,
+    results = await hook.until_healthy(checks, end=Deadline.after(1.0), healthy=never_healthy, timeout=5,
                                        concurrency=16, state=state, run_checks=fake)
     assert len(fake.calls) >= 2
     first = {r.check.id: r for r in fake.returned[0]}
@@ -115,7 +115,7 @@ async def test_a_retry_cut_off_keeps_the_earlier_real_result() -> None:
 
 @pytest.mark.usefixtures("quick_backoff")
 async def test_a_cut_off_retry_does_not_turn_the_verdict_unknown(inputs: Inputs) -> None:
-    limits = Limits(timeout=5, deadline=Deadline.after(0.35), wait=Deadline.after(4))
+    limits = Limits(timeout=5, deadline=Deadline.after(1.0), wait=Deadline.after(4))
     fake = FakeEngine(FAILING, {SMB: CANCELLED})
     report = await diagnose_node(inputs, limits, engine.RunState(), run_checks=fake)
     assert len(fake.calls) >= 2

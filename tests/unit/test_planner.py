@@ -92,8 +92,20 @@ def test_cluster_drops_instance_only_requirements() -> None:
 
 
 def test_situational_requirements_only_when_selected() -> None:
-    assert "tcp:ci-alice.eastus.instances.azureml.ms:8787" not in ids(make_plan())
-    assert "tcp:ci-alice.eastus.instances.azureml.ms:8787" in ids(make_plan(features=["rstudio"]))
+    assert "http:ghcr.io:443" not in ids(make_plan())
+    assert "http:ghcr.io:443" in ids(make_plan(features=["rstudio"]))
+
+
+def test_the_seed_tables_are_the_floor_on_a_compute_instance() -> None:
+    """The seed article lists *.instances.azureml.ms on 443, 8787 and 18881: all three are probed
+    by default (8787 used to need --with rstudio); IMDS has a check of its own, never proxied."""
+    planned = ids(make_plan(options=planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net"),
+                                                        http_proxy=Proxy.parse("http://proxy.contoso.net"))))
+    for port in (443, 8787, 18881):
+        layer = "websocket" if port == 443 else "tcp"
+        assert f"{layer}:ci-alice.eastus.instances.azureml.ms:{port}" in planned
+    assert {"tcp:169.254.169.254:80", "http:169.254.169.254:80"} <= planned
+    assert not any(c.startswith("http:169.254.169.254") and c.endswith("@proxy") for c in planned)
 
 
 def test_notebooks_label_stays_within_63_octets() -> None:

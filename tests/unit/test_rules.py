@@ -108,7 +108,7 @@ def test_rules_and_plan_name_the_same_requirements(overrides: dict[str, object])
     context = make_context(**overrides)
     cat = catalog.load(str(context["cloud"].value))
     for features in (frozenset(), ALL_FEATURES):
-        applicable = {r.id for r in planner.applicable(cat, context, features)}
+        applicable = {r.id for r in planner.applicable(cat, context, features) if r.emit_rules}
         assert rules.rules(cat, context, features).requirements == applicable
 
 
@@ -198,3 +198,21 @@ def test_table_renders_every_section() -> None:
     for heading in ("NSG rules", "application rules", "network rules", "Private DNS zones", "Conditional forwarders"):
         assert heading in text
     assert "in-AzureMachineLearning-tcp-44224" in text and "privatelink.notebooks.azure.net" in text
+
+
+@pytest.mark.parametrize("compute", ["instance", "cluster", "serverless"])
+def test_the_seed_table_is_the_floor_of_the_nsg_rules(compute: str) -> None:
+    """The seed article's table: outbound AzureMachineLearning TCP 443, 8787 and 18881 and UDP
+    5831 for compute without a public IP; a cluster's rules used to omit 8787 and 18881."""
+    rs = rules.rules(catalog.load(), make_context(compute=compute, public_ip=False))
+    tag = {(r.protocol, r.ports) for r in rs.nsg
+           if r.direction == "Outbound" and r.destination == "AzureMachineLearning"}
+    tcp = {port for protocol, ports in tag if protocol in ("Tcp", "*") for port in ports}
+    udp = {port for protocol, ports in tag if protocol in ("Udp", "*") for port in ports}
+    assert {443, 8787, 18881} <= tcp and 5831 in udp
+
+
+def test_imds_has_no_network_rule() -> None:
+    rs = rules.rules(catalog.load(), make_context())
+    assert "imds" not in rs.requirements
+    assert not any("169.254.169.254" in (r.destination, r.source) for r in rs.nsg)
