@@ -58,7 +58,7 @@ def test_every_reference_row_is_covered_or_excluded_with_a_reason() -> None:
 @pytest.mark.parametrize("cloud", catalog.CLOUDS)
 def test_every_row_loads_in_every_cloud(cloud: str) -> None:
     parsed = catalog.parse(raw(), cloud)
-    assert parsed == catalog.load(cloud) and parsed.version == "2026.11.3"
+    assert parsed == catalog.load(cloud) and parsed.version == "2026.12.1"
     for requirement in parsed.requirements:
         assert requirement.refs and requirement.docs and "\n" not in requirement.purpose
         assert all(d.startswith("https://learn.microsoft.com/azure/") for d in requirement.docs)
