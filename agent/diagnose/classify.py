@@ -53,10 +53,15 @@ class Index:
         # requirement id -> addresses its passing direct dns checks returned (the proxy's own name
         # carries every proxied requirement: its address is nobody's endpoint)
         self.resolved: dict[str, set[str]] = {}
+        self.answered_public: set[str] = set()  # requirement ids whose names resolve public, not private
         for r in results:
-            if r.check.layer is Layer.DNS and r.status is Status.PASS and r.check.path is CheckPath.DIRECT:
+            if r.check.layer is not Layer.DNS or r.check.path is not CheckPath.DIRECT:
+                continue
+            if r.status is Status.PASS:
                 for rid in r.check.requirements:
                     self.resolved.setdefault(rid, set()).update(r.addresses)
+            elif r.reason is Reason.DNS_PUBLIC_ANSWER:
+                self.answered_public.update(r.check.requirements)
 
     def public_target(self, result: Result) -> bool:
         """The check's target resolved (its dns check passed) to public addresses only."""
@@ -130,7 +135,7 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
     check = result.check
     reason = result.reason
     if result.status is Status.PASS and check.layer is Layer.DNS:
-        return _instance_address_problem(result, index, facts)
+        return _ipv6_only_problem(result, facts) or _instance_address_problem(result, index, facts)
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
     if isinstance(check.spec, LocalSpec):
@@ -142,7 +147,7 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
     if check.path is CheckPath.PROXY and (check.layer, check.host, check.port) in index.passing_direct:
         return [Problem(Code.PROXY_BYPASS_REQUIRED, (), result)]
     if check.layer is Layer.DNS:
-        return [_dns_problem(result, facts)]
+        return [_dns_problem(result, index, facts)]
     if reason in PROXY_CODES:
         return [Problem(PROXY_CODES[reason], (), result)]
     if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED):
@@ -176,9 +181,13 @@ def _endpoint_of(result: Result, facts: Facts) -> str | None:
                  if (row := rows.get(rid)) is not None and row.pe_address), None)
 
 
-def _dns_problem(result: Result, facts: Facts) -> Problem:
+def _dns_problem(result: Result, index: Index, facts: Facts) -> Problem:
     reason = result.reason
-    if reason is Reason.DNS_WRONG_ADDRESS or (reason is Reason.DNS_PUBLIC_ANSWER and _endpoint_of(result, facts)
+    endpoint = _endpoint_of(result, facts)
+    # A name that resolves public while the endpoint it must share resolves public too is the same
+    # cause (the zone is not linked, or the custom server does not forward): that finding, not this.
+    if reason is Reason.DNS_WRONG_ADDRESS or (reason is Reason.DNS_PUBLIC_ANSWER and endpoint
+                                              and endpoint not in index.answered_public
                                               and not facts.custom_dns):
         return Problem(Code.INSTANCE_NAME_WRONG_ADDRESS, (), result)
     # One finding per cause, not per zone: the remedy lists every zone that needs the change.
@@ -199,6 +208,14 @@ def _dns_problem(result: Result, facts: Facts) -> Problem:
 def _into_private_zone(result: Result) -> bool:
     """The CNAME chain enters a private link zone (every one is privatelink.<service zone>)."""
     return any(PRIVATELINK_LABEL in name.lower().split(".") for name in _strings(result.evidence.get("cname_chain")))
+
+
+def _ipv6_only_problem(result: Result, facts: Facts) -> list[Problem]:
+    """A name that resolves to IPv6 addresses only, on a node with no IPv6 route: nothing can
+    connect to it, whatever the network allows (the connections cascade to this finding)."""
+    if result.addresses and facts.ipv4_only and all(":" in a for a in result.addresses):
+        return [Problem(Code.DNS_NO_IPV4_ADDRESS, (), result)]
+    return []
 
 
 def _instance_address_problem(result: Result, index: Index, facts: Facts) -> list[Problem]:

@@ -43,6 +43,13 @@ class Facts:
         """Resolvers in use that are not Azure DNS (the systemd stub is looked through)."""
         return tuple(r for r in self.resolvers if r != AZURE_DNS and not r.startswith("127."))
 
+    @property
+    def ipv4_only(self) -> bool:
+        """The node has default routes and none of them is IPv6 (unknown routes: not IPv4-only)."""
+        routes = self.node.get("default_routes")
+        return isinstance(routes, list) and bool(routes) and not any(
+            isinstance(r, dict) and r.get("family") == "ipv6" for r in routes)
+
     def tag(self, result: Result) -> str:
         """The service tags of the check's requirements (a grouping key: one NSG rule, one finding)."""
         tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}

@@ -25,6 +25,7 @@ class Code(StrEnum):
     DNS_UNAVAILABLE = "dns-unavailable"
     DNS_SERVFAIL = "dns-servfail"
     DNS_NAME_MISSING = "dns-name-missing"
+    DNS_NO_IPV4_ADDRESS = "dns-no-ipv4-address"
     PRIVATE_ENDPOINT_RESOLVES_PUBLIC = "private-endpoint-resolves-public"
     CUSTOM_DNS_NOT_FORWARDING = "custom-dns-not-forwarding"
     PRIVATE_DNS_RECORD_MISSING = "private-dns-record-missing"
@@ -166,6 +167,17 @@ def _dns_missing(results: Sequence[Result], facts: Facts) -> Draft:
         remedy=("Make the resolver answer these names: on a custom DNS server forward their zones to "
                 f"{AZURE_DNS}; look for a private DNS zone linked to the VNet whose name is a parent of "
                 "these names and remove it or add the records."))
+
+
+def _no_ipv4(results: Sequence[Result], facts: Facts) -> Draft:
+    names = [r for r in results if r.check.layer.value == "dns"]
+    got = "; ".join(f"{r.check.host} -> {', '.join(r.addresses)}" for r in names[:4])
+    return Draft(
+        summary=f"Required names have no IPv4 address (AAAA records only): {_hosts(names or results)}",
+        cause=(f"{got}. This node has no IPv6 route, so nothing can connect to these names whatever the "
+               "NSG or firewall allows."),
+        remedy=("Give these names A records where they are defined (a private DNS zone, a custom DNS server or "
+                "/etc/hosts: Azure endpoints are reached over IPv4), or make the VNet and the node dual-stack."))
 
 
 def _dns_servfail(results: Sequence[Result], facts: Facts) -> Draft:
@@ -417,6 +429,9 @@ DECLARATIONS: dict[Code, Declaration] = {
     Code.DNS_SERVFAIL: Declaration(C, "the resolver fails (SERVFAIL) for required names", ("custom-dns",),
                                    _dns_servfail),
     Code.DNS_NAME_MISSING: Declaration(C, "a required name does not resolve (NXDOMAIN)", ("custom-dns",), _dns_missing),
+    Code.DNS_NO_IPV4_ADDRESS: Declaration(
+        C, "a required name resolves only to IPv6 addresses and this node has no IPv6 route", ("custom-dns",),
+        _no_ipv4),
     Code.PRIVATE_ENDPOINT_RESOLVES_PUBLIC: Declaration(
         C, "a private-endpoint name resolves to a public address (private DNS zone not linked)",
         ("pe-troubleshoot", "custom-dns"), _pe_public),

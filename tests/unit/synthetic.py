@@ -82,6 +82,11 @@ def _local(check: str, detail: str) -> dict[str, Outcome]:
 
 
 EXTRA: tuple[Scenario, ...] = (
+    Scenario("name with only ipv6 addresses on an ipv4 node",
+             {"dns:graph.windows.net": Outcome(addresses=("2603:1030::7",)),
+              "tcp:graph.windows.net:443": Outcome(Reason.TCP_NET_UNREACHABLE)},
+             frozenset({"dns-no-ipv4-address"}),
+             node={**NODE, "default_routes": [{"family": "ipv4", "interface": "eth0"}]}),
     Scenario("custom dns not forwarding", {f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER)},
              frozenset({"custom-dns-not-forwarding"}), node=CUSTOM_DNS_NODE),
     Scenario("instance name wrong address", {f"dns:{CI}": Outcome(addresses=("10.0.0.4",)),

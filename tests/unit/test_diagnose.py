@@ -354,3 +354,28 @@ def test_imds_unreachable_is_its_own_warning_with_what_detection_saw() -> None:
     assert codes(findings) == ["imds-unavailable"] and findings[0].severity is Severity.WARNING
     assert findings[0].checks == ("tcp:169.254.169.254:80",) and "detection: no answer" in findings[0].cause
     assert codes(run({}, node=node)) == ["imds-unavailable"] and run({}, node=node)[0].severity is Severity.INFO
+
+
+def test_instance_names_resolving_public_because_the_zone_is_unlinked_are_that_finding() -> None:
+    """An unlinked privatelink.api.azureml.ms zone ranked instance-name-wrong-address first: the
+    instance name resolves public *because* the workspace names do. One cause, one finding."""
+    names = (WS, f"{GUID}.workspace.eastus.cert.api.azureml.ms", CI, "ci-alice.eastus.instances.ml.azure.ms")
+    outcomes = {f"dns:{name}": Outcome(Reason.DNS_PUBLIC_ANSWER) for name in names}
+    findings = run(outcomes)
+    assert codes(findings) == ["private-endpoint-resolves-public"]
+    assert {f"dns:{CI}", f"dns:{WS}"} <= set(findings[0].checks)
+
+
+IPV4_NODE = {**AZURE_DNS_NODE, "default_routes": [{"family": "ipv4", "interface": "eth0", "gateway": "10.0.0.1"}]}
+
+
+def test_a_name_with_only_ipv6_addresses_on_an_ipv4_node_is_a_dns_finding() -> None:
+    """It was endpoint-unreachable (or egress-blocked): the connections fail because of the name."""
+    outcomes = {"dns:graph.windows.net": Outcome(addresses=("2603:1030::7",)),
+                "tcp:graph.windows.net:443": Outcome(Reason.TCP_NET_UNREACHABLE)}
+    findings = run(outcomes, node=IPV4_NODE)
+    assert codes(findings) == ["dns-no-ipv4-address"]
+    assert set(findings[0].checks) == {"dns:graph.windows.net", "tcp:graph.windows.net:443"}
+    assert "A record" in findings[0].remedy
+    dual = {**IPV4_NODE, "default_routes": [*IPV4_NODE["default_routes"], {"family": "ipv6", "interface": "eth0"}]}
+    assert codes(run(outcomes, node=dual)) == ["egress-blocked"]  # with an IPv6 route the network is to blame
