@@ -94,6 +94,7 @@ class Scenario:
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
+    resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is storage's firewall denial (403)
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
@@ -152,6 +153,7 @@ NO_PROXY_PRIVATE = (*NO_PROXY_LOCAL, *private_names(_PRIVATE))
 """NO_PROXY of a node that reaches its private endpoints directly: the local names, IMDS, Azure DNS
 and every private endpoint name of the default context."""
 _PROXY = f"{addresses.PROXY}:{addresses.PROXY_PORT}"
+_STORAGE = _PRIVATE.storage_account
 
 
 def _proxied(name: str, summary: str, description: str, **knobs: Any) -> Scenario:
@@ -281,6 +283,18 @@ SCENARIOS: dict[str, Scenario] = {
             "the proxy. NO_PROXY lists the private endpoint names, so the workspace, notebooks, "
             "storage and compute instance names are reached directly and everything else through "
             "the proxy. Expect a clean report.",
+        ),
+        Scenario(
+            "storage-firewall-denied",
+            "The storage account's own firewall denies the subnet (403 AuthorizationFailure)",
+            "The network path to the workspace storage works, but the storage account allows only "
+            "selected networks and the compute subnet is not one of them: every HTTPS request gets 403 "
+            "with x-ms-error-code AuthorizationFailure, as Azure Storage answers. "
+            "Expect resource-firewall-denied.",
+            resource_firewall=(f"{_STORAGE}.blob.core.windows.net", f"{_STORAGE}.file.core.windows.net",
+                               f"{_STORAGE}.queue.core.windows.net", f"{_STORAGE}.table.core.windows.net"),
+            expected_exit=2,
+            expected_findings=("resource-firewall-denied",),
         ),
         Scenario(
             "proxy-only",

@@ -159,11 +159,20 @@ def http_app(scenario: Scenario) -> web.Application:
     return app
 
 
+STORAGE_FIREWALL_DENY = (
+    '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationFailure</Code><Message>This request is not '
+    "authorized to perform this operation.\nRequestId:00000000-0000-0000-0000-000000000000</Message></Error>")
+"""What Azure Storage answers a client its network rules do not allow (before any authentication)."""
+
+
 def https_app(scenario: Scenario) -> web.Application:
     """Port 443 everywhere: 404 JSON for any path, WebSocket echo on the compute instance names."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         host = request.host.rsplit(":", 1)[0].lower()
+        if matches(host, scenario.resource_firewall):
+            return web.Response(status=403, text=STORAGE_FIREWALL_DENY, content_type="application/xml",
+                                headers={"x-ms-error-code": "AuthorizationFailure"})
         if request.headers.get("Upgrade", "").lower() != "websocket" or not matches(
             host, WEBSOCKET_NAMES
         ):

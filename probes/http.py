@@ -5,6 +5,8 @@ credentials, deny the CONNECT or cannot reach the target."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import ssl
 from contextlib import ExitStack
@@ -23,6 +25,12 @@ from probes.reasons import Reason
 from probes.specs import HttpSpec as Spec
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
+# A resource's own firewall answering an anonymous request (network rules are checked before
+# authentication): storage's AuthorizationFailure, the registry's DENIED "client with IP ... is not
+# allowed access". An auth answer (401, or 403 without these) proves the service was reached.
+STORAGE_FIREWALL_CODES = frozenset({"AuthorizationFailure"})
+REGISTRY_FIREWALL = ("DENIED", "not allowed access")
+ERROR_BODY_BYTES = 4096  # Azure error documents are small; never read more of an answer
 
 
 class _Pinned(AbstractResolver):
@@ -106,9 +114,46 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> 
         trace.note(body=body)
         raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
                          f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
+    if response.status == 403:
+        await _resource_denial(response, trace)
     if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
         trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
         raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
+
+
+async def _resource_denial(response: aiohttp.ClientResponse, trace: Trace) -> None:
+    """Read the Azure error code of a 403 (the x-ms-error-code header, a JSON `error.code` or
+    `errors[0].code`, an XML `<Code>`) and fail when it is a network-rule denial."""
+    body = (await response.content.read(ERROR_BODY_BYTES)).decode(errors="replace")
+    code, message = _azure_error(response.headers.get("x-ms-error-code"), body)
+    trace.note(azure_error_code=code, azure_error_message=message[:300] or None)
+    denied = code in STORAGE_FIREWALL_CODES or (
+        code == REGISTRY_FIREWALL[0] and REGISTRY_FIREWALL[1] in message.lower())
+    if denied:
+        first_line = message.splitlines()[0][:200] if message else ""
+        raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP 403 {code}: {first_line}")
+
+
+def _azure_error(header: str | None, body: str) -> tuple[str | None, str]:
+    """(code, message) of an Azure error answer, whichever of its forms it uses."""
+    code, message = header, ""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        error = document.get("error")
+        errors = document.get("errors")
+        first = error if isinstance(error, dict) else errors[0] if isinstance(errors, list) and errors else None
+        if isinstance(first, dict):
+            code = code or (str(first["code"]) if first.get("code") else None)
+            message = str(first.get("message") or "")
+    else:
+        found = re.search(r"<Code>([^<]{1,100})</Code>", body)
+        code = code or (found.group(1) if found else None)
+        text = re.search(r"<Message>([^<]{0,500})</Message>", body)
+        message = text.group(1) if text else ""
+    return code, message
 
 
 def _skew(date: str | None) -> float | None:

@@ -64,6 +64,7 @@ class Reason(StrEnum):
     HTTP_TIMEOUT = "http.timeout"  # request sent, no response in time
     HTTP_STATUS = "http.status"  # an HTTP status the check does not accept
     HTTP_FIREWALL_DENIED = "http.firewall-denied"  # Azure Firewall deny page (HTTP 470)
+    HTTP_RESOURCE_DENIED = "http.resource-denied"  # the resource's own network rules deny this client (403 + code)
     HTTP_INVALID_RESPONSE = "http.invalid-response"  # the peer answered, but not with valid HTTP
     PROXY_AUTH_REQUIRED = "proxy.auth-required"  # the proxy answered 407
     PROXY_DENIED = "proxy.denied"  # the proxy refused the CONNECT (403 and friends)

@@ -150,6 +150,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [_dns_problem(result, index, facts)]
     if reason in PROXY_CODES:
         return [Problem(PROXY_CODES[reason], (), result)]
+    if reason is Reason.HTTP_RESOURCE_DENIED:
+        return [Problem(Code.RESOURCE_FIREWALL_DENIED, (), result)]
     if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED):
         return [Problem(Code.SMB_BLOCKED, (), result)]
     if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):

@@ -35,6 +35,7 @@ class Code(StrEnum):
     TLS_HANDSHAKE_STALLED = "tls-handshake-stalled"
     TLS_CERTIFICATE_INVALID = "tls-certificate-invalid"
     WEBSOCKET_BLOCKED = "websocket-blocked"
+    RESOURCE_FIREWALL_DENIED = "resource-firewall-denied"
     PROXY_AUTH_REQUIRED = "proxy-auth-required"
     PROXY_DENIED = "proxy-denied"
     PROXY_UNREACHABLE = "proxy-unreachable"
@@ -366,6 +367,18 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
                 "inspection."))
 
 
+def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    return Draft(
+        summary=f"The resource's own firewall denies this node: {_hosts(results)}",
+        cause=(_observed(results, addresses=True) + ". The network path works (the service answered), but the "
+               "storage account or registry allows only selected networks and this node's is not among them: "
+               "the share will not mount, datastores and images will not load."),
+        remedy=("In the resource's Networking settings allow the compute subnet: a virtual network rule with the "
+                "subnet's service endpoint (Microsoft.Storage or Microsoft.ContainerRegistry), e.g. az storage "
+                "account network-rule add --subnet <subnet-id> / az acr network-rule add --subnet <subnet-id>; or "
+                "reach the resource through a private endpoint whose privatelink zone is linked to the VNet."))
+
+
 def _proxy(what: str, fix: str) -> Builder:
     def build(results: Sequence[Result], facts: Facts) -> Draft:
         return Draft(summary=f"The configured proxy {what}: {_hosts(results)}", cause=_observed(results),
@@ -456,6 +469,9 @@ DECLARATIONS: dict[Code, Declaration] = {
         C, "name mismatch, expired, not yet valid, or a non-TLS answer", ("firewall",), _tls_invalid),
     Code.WEBSOCKET_BLOCKED: Declaration(
         C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
+    Code.RESOURCE_FIREWALL_DENIED: Declaration(
+        C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED)",
+        ("firewall",), _resource_denied),
     Code.PROXY_AUTH_REQUIRED: Declaration(
         C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),
         _proxy("demands authentication (HTTP 407)",

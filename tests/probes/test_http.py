@@ -153,3 +153,44 @@ async def test_silent_server(scheme: str, phase: str, serve: Serve, cafile: str,
         async with asyncio.timeout(6 * unit):
             await http.run(http.Spec(f"{scheme}://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
     assert trace.current == phase
+
+
+STORAGE_DENIED = ('<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationFailure</Code><Message>'
+                  'This request is not authorized to perform this operation.\nRequestId:1</Message></Error>')
+REGISTRY_DENIED = ('{"errors":[{"code":"DENIED","message":"client with IP \'10.0.0.4\' is not allowed access. '
+                   'Refer https://aka.ms/acr/firewall to grant access."}]}')
+
+
+def answer(code: int, body: str, **headers: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=code, text=body, headers=headers)
+    return handler
+
+
+@pytest.mark.parametrize(("code", "body", "headers", "error"), [
+    (403, STORAGE_DENIED, {"x-ms-error-code": "AuthorizationFailure"}, "AuthorizationFailure"),  # storage firewall
+    (403, STORAGE_DENIED, {}, "AuthorizationFailure"),  # the code only in the XML body
+    (403, REGISTRY_DENIED, {}, "DENIED"),  # a registry whose firewall does not allow the client IP
+], ids=["storage-header", "storage-body", "registry"])
+async def test_a_resource_firewall_denial_fails(code: int, body: str, headers: dict[str, str], error: str,
+                                                http_server: HttpServer, ca: trustme.CA, cafile: str,
+                                                trace: Trace) -> None:
+    """'Any HTTP answer proves reachability' passed a storage account or a registry whose own
+    network rules deny the subnet: the share will not mount, the image will not pull."""
+    port = await http_server(answer(code, body, **headers), tls=server_context(ca.issue_cert(NAME)))
+    with pytest.raises(ProbeError) as info:
+        await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_RESOURCE_DENIED and error in info.value.detail
+    assert trace.facts["azure_error_code"] == error
+
+
+@pytest.mark.parametrize(("code", "body"), [
+    (401, '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'),  # anonymous registry
+    (403, '{"error":{"code":"AuthorizationFailed","message":"no permission"}}'),  # reached, not authorised
+    (403, "<Error><Code>NoAuthenticationInformation</Code><Message>x</Message></Error>"),
+])
+async def test_an_auth_answer_still_proves_reachability(code: int, body: str, http_server: HttpServer,
+                                                        ca: trustme.CA, cafile: str, trace: Trace) -> None:
+    port = await http_server(answer(code, body), tls=server_context(ca.issue_cert(NAME)))
+    await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.facts["status"] == code and trace.facts["addresses_ok"] == ["127.0.0.1"]

@@ -82,6 +82,10 @@ def _local(check: str, detail: str) -> dict[str, Outcome]:
 
 
 EXTRA: tuple[Scenario, ...] = (
+    Scenario("storage firewall denies the subnet",
+             {"http:contosomlsa.blob.core.windows.net:443": Outcome(
+                 Reason.HTTP_RESOURCE_DENIED, detail="HTTP 403 AuthorizationFailure: This request is not authorized")},
+             frozenset({"resource-firewall-denied"})),
     Scenario("name with only ipv6 addresses on an ipv4 node",
              {"dns:graph.windows.net": Outcome(addresses=("2603:1030::7",)),
               "tcp:graph.windows.net:443": Outcome(Reason.TCP_NET_UNREACHABLE)},
