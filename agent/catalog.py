@@ -49,6 +49,7 @@ class Requirement:
     notes: str = ""  # where the documentation disagrees, and what we check because of it
     query: str = ""  # probe dns with an IP literal host: the name asked of that DNS server
     proxied: bool = True  # False: the node's clients never send it through a proxy (IMDS)
+    when: str | None = None  # a boolean context key that must be true (a resource's optional feature)
     emit_rules: bool = True  # False: no NSG or firewall rule opens it (answered by the platform)
 
     @property
@@ -140,6 +141,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
             notes=values.get("notes", ""), query=values.get("query", ""),
             proxied=values.get("proxied", True), emit_rules=values.get("emit_rules", True),
+            when=values.get("when"),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc

@@ -77,6 +77,10 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
         ("peered", Annotated[bool | None, typer.Option(
             "--peered/--no-peered", help="The compute is in another VNet (or region) than the workspace's "
             "private endpoint, reached through VNet peering.", show_default=False)]),
+        ("registry_data_endpoint", Annotated[bool | None, typer.Option(
+            "--registry-data-endpoint/--no-registry-data-endpoint",
+            help="The container registry has dedicated data endpoints (<registry>.<region>.data.azurecr.io, "
+            "Premium only).", show_default=False)]),
         ("workspace_id", Annotated[str | None, typer.Option(help="Workspace GUID.")]),
         ("workspace_name", Annotated[str | None, typer.Option(help="Workspace name.")]),
         ("storage_account", Annotated[str | None, typer.Option(help="The workspace's default storage account.")]),

@@ -80,6 +80,7 @@ def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] =
         and (r.private_endpoint is None or r.private_endpoint == private_endpoint)
         and (r.peered is None or r.peered == peered)
         and (r.feature is None or r.feature in selected)
+        and (r.when is None or context[r.when].value is True)
     ]
 
 

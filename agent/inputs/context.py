@@ -56,6 +56,7 @@ KEYS: tuple[Key, ...] = (
     Key("public_ip", bool, default=False),
     Key("private_endpoint", bool, default=False),
     Key("peered", bool, default=False),  # compute in another VNet than the workspace endpoint
+    Key("registry_data_endpoint", bool, default=False),  # the registry has dedicated data endpoints (Premium)
     Key("workspace_id", str, _pattern(
         r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID"),
         hint="--workspace-id"),

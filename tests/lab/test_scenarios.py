@@ -246,7 +246,8 @@ def test_context_is_detected_with_no_options() -> None:
     assert sources["storage_account"][1].startswith("mounts:")
     # what could not be detected is skipped with a hint, never a failure
     skipped = [c for c in report["checks"] if c["reason"] == "skip.missing-context"]
-    assert skipped and all("--workspace-id" in c["detail"] or "--workspace-name" in c["detail"] for c in skipped)
+    hints = ("--workspace-id", "--workspace-name", "--key-vault", "--container-registry")
+    assert skipped and all(any(hint in c["detail"] for hint in hints) for c in skipped)
     assert (proc.returncode, report["status"]) == (0, "ok")
 
 

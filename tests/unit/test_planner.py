@@ -67,7 +67,7 @@ def test_layer_chains_follow_the_probe_kind() -> None:
 
 
 def test_missing_context_skips_with_a_hint() -> None:
-    checks = make_plan(storage_account=None)
+    checks = make_plan(storage_account=None, container_registry="contosoacr", key_vault="contoso-kv")
     skipped = [c for c in checks if c.skip is Reason.SKIP_MISSING_CONTEXT]
     assert {c.host for c in skipped} == {f"<storage-account>.{kind}.core.windows.net"
                                          for kind in ("blob", "queue", "table", "file")}
@@ -165,10 +165,14 @@ def test_extra_endpoints_become_requirements() -> None:
 
 
 def test_a_peered_cluster_also_needs_the_workspace_key_vault() -> None:
-    peered = {c.id for c in make_plan(compute="cluster", peered=True, key_vault="contoso-kv")}
-    same_vnet = {c.id for c in make_plan(compute="cluster", key_vault="contoso-kv")}
-    assert "http:contoso-kv.vault.azure.net:443" in peered - same_vnet
-    assert {c for c in same_vnet if "vault" in c} == set()
+    """Every job-running compute reaches the workspace vault; a peered cluster's check also carries
+    the peering row (its zone links and rule)."""
+    vault = "http:contoso-kv.vault.azure.net:443"
+    peered = {c.id: c for c in make_plan(compute="cluster", peered=True, key_vault="contoso-kv")}
+    same_vnet = {c.id: c for c in make_plan(compute="cluster", key_vault="contoso-kv")}
+    assert "workspace-key-vault-peered" in peered[vault].requirements
+    assert same_vnet[vault].requirements == ("workspace-key-vault",)
+    assert vault in {c.id for c in make_plan(compute="instance", key_vault="contoso-kv")}
 
 
 @pytest.mark.parametrize("cloud", ["public", "usgov", "china"])
@@ -190,3 +194,12 @@ def test_every_planned_check_carries_the_spec_its_probe_runs(cloud: str, compute
         spec_type, _ = PROBES[check.layer]
         assert type(check.spec) is spec_type, check.id
         assert check.spec.within(0.5).layer is check.layer
+
+
+def test_the_registry_data_endpoint_only_when_the_registry_has_one() -> None:
+    """<registry>.<region>.data.azurecr.io exists only with dedicated data endpoints (Premium):
+    probed unconditionally it was a false dns-name-missing on a healthy Basic or Standard registry."""
+    data = "dns:contosoacr.eastus.data.azurecr.io"
+    assert data not in ids(make_plan(container_registry="contosoacr"))
+    assert data in ids(make_plan(container_registry="contosoacr", registry_data_endpoint=True))
+    assert "dns:contosoacr.azurecr.io" in ids(make_plan(container_registry="contosoacr"))  # instances too
