@@ -4,13 +4,20 @@ bound) and turns every outcome of a probe into a Result. Probes own protocol det
 Every check starts at once; a check that needs another (tcp needs dns, tls needs tcp) waits for
 that result and either connects to the addresses it passed or is skipped. One failing check never
 cancels another. Stopping (a signal, the run deadline) cancels what is still running and still
-returns a result for every check."""
+returns a result for every check.
+
+The concurrency bound is the one requested, cut to what the descriptor limit (RLIMIT_NOFILE) leaves:
+a socket the node cannot open is `local.resource-limit`, inconclusive, so a bound past the limit would
+turn a run at `ulimit -n 64` into hundreds of checks that tell nothing (`concurrency_bound`)."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
+import os
+import resource
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +33,14 @@ from probes.reasons import TIMEOUT_BY_LAYER, Reason, Status, classify
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0  # seconds per check: several TCP SYN retransmits, a slow TLS handshake
-DEFAULT_CONCURRENCY = 128  # checks probing at once: well under the usual 1024 descriptor limit
+DEFAULT_CONCURRENCY = 128  # checks probing at once, unless the descriptor limit allows fewer
+# The most descriptors one check holds at once: a dns check asks up to 3 resolvers A and AAAA together (6)
+# beside getaddrinfo's own (1 or 2); a tcp check connects to every address of a name together (Azure's
+# front ends have up to about 8).
+DESCRIPTORS_PER_CHECK = 8
+# Descriptors kept for the process beside its checks: IMDS, the report file, logging and the journal, the
+# daemon's sockets, getaddrinfo threads still running after their check timed out.
+RESERVED_DESCRIPTORS = 16
 NO_DEADLINE = Deadline()
 
 
@@ -81,7 +95,10 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
         if check_id not in futures:
             futures[check_id] = loop.create_future()
             futures[check_id].set_result(result)
-    limit = asyncio.Semaphore(concurrency)
+    bound = concurrency_bound(concurrency)
+    if bound < concurrency:
+        log.debug("concurrency %d instead of %d: the descriptor limit allows no more", bound, concurrency)
+    limit = asyncio.Semaphore(bound)
 
     async def one(check: Check) -> None:
         result: Result | None = None
@@ -112,6 +129,26 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return finish(checks, state)
+
+
+def concurrency_bound(requested: int, limit: int | None = None, in_use: int | None = None) -> int:
+    """The checks that may probe at once: `requested`, cut to what the descriptor limit leaves after the
+    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK each; never below one.
+    `limit` defaults to RLIMIT_NOFILE's soft value (what `ulimit -n` sets), `in_use` to the open count."""
+    if limit is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return max(1, requested)
+        limit = soft
+    used = _open_descriptors(limit) if in_use is None else in_use
+    return max(1, min(requested, (limit - used - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_CHECK))
+
+
+def _open_descriptors(limit: int) -> int:
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the one listing them
+    except OSError as exc:  # at the limit already: none to spare; no /proc: the reserve stands for them
+        return limit if exc.errno in (errno.EMFILE, errno.ENFILE) else 0
 
 
 def finish(checks: Sequence[Check], state: RunState) -> tuple[Result, ...]:
@@ -163,6 +200,10 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
         reason = TIMEOUT_BY_LAYER[check.layer]
         phase = trace.current
         detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
+        if not ok and "local_limit" in trace.facts:  # some addresses were never tried: no verdict on the set
+            return _result(check, Reason.LOCAL_RESOURCE_LIMIT, phase,
+                           f"{detail}; not tried (the node's own limit): {trace.facts['local_limit']}",
+                           trace.elapsed(), trace)
         if ok and reason.status is Status.FAIL:
             return _result(check, reason, phase, detail + f"; {len(ok)} address(es) passed", trace.elapsed(),
                            trace, ok, status=Status.WARN)

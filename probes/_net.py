@@ -4,6 +4,7 @@ TLS contexts, and the proxy status table. One place, so tcp/tls/http/websocket a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 from probes._trace import ProbeError
-from probes.reasons import Reason
+from probes.reasons import Reason, local_limit
 
 
 def family(address: str) -> socket.AddressFamily:
@@ -100,21 +101,48 @@ async def connect(address: str, port: int) -> socket.socket:
 
 
 async def connect_first(addresses: list[str], port: int) -> tuple[str, socket.socket]:
-    """Connect to the first address that accepts, in order; all failing raises the first error."""
+    """Connect to the first address that accepts, in order; all failing raises the first error, or the
+    first of the node's own limits (an address never tried leaves the outcome open)."""
     errors: list[OSError] = []
     for address in addresses:
         try:
             return address, await connect(address, port)
         except OSError as exc:
             errors.append(exc)
-    raise errors[0]
+    raise first_error(errors)
+
+
+def first_error(errors: list[OSError]) -> OSError:
+    """The error that speaks for a set of addresses that all failed: a local limit when any address met
+    one (it was never really tried, so no verdict holds for the set), else the first address's own."""
+    return next((e for e in errors if local_limit(e)), errors[0])
+
+
+def local_shortage() -> OSError | None:
+    """The node's own limit right now, if it has met one: the error of a socket this process cannot open
+    at this moment. For failures that do not say why (getaddrinfo's EAI_NONAME, a missing issuer) and
+    may be that limit in disguise; asked at once, in the thread that failed."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+    except OSError as exc:
+        return exc if local_limit(exc) else None
+    return None
 
 
 def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
     """The node's trust store (honours SSL_CERT_FILE), or a given CA bundle; unverified only to
-    capture what a failing peer presents (no store to load then)."""
+    capture what a failing peer presents (no store to load then).
+
+    OpenSSL loads the default CA file silently: under a descriptor limit it leaves the store empty, and
+    every handshake would then fail as tls.untrusted. An empty store where that file exists is loaded
+    again explicitly, so the node's own error (EMFILE) is raised instead of a false verdict."""
     if verify:
-        return ssl.create_default_context(cafile=cafile)
+        context = ssl.create_default_context(cafile=cafile)
+        default = ssl.get_default_verify_paths().cafile  # None when the file does not exist
+        if cafile is None and default and not context.cert_store_stats()["x509"]:
+            with contextlib.suppress(ssl.SSLError):  # a bundle without certificates: verification says so
+                context.load_verify_locations(cafile=default)
+        return context
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -20,9 +20,9 @@ import dns.rdatatype
 
 from probes import node
 from probes._datagram import exchange
-from probes._net import errno_name, is_ip, is_private, ordered, since_ms, split_hostport
+from probes._net import errno_name, is_ip, is_private, local_shortage, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
-from probes.reasons import Reason
+from probes.reasons import Reason, local_limit
 from probes.specs import DnsSpec as Spec
 
 _GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
@@ -57,7 +57,7 @@ class _Answer:
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Resolve spec.host; `addresses` is unused (DNS is the bottom layer)."""
     trace.note(addresses_ok=[])
-    servers = spec.resolvers or node.resolvers()
+    servers = spec.resolvers or node.resolvers(strict=True)  # an unreadable resolv.conf under EMFILE is no answer
     if not spec.system:
         answers = await _direct(spec, servers, trace)
         _note_consistency(trace, [bool(a.answers) for a in answers])
@@ -70,27 +70,42 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         if failure is None:
             raise result
         raise failure from result
-    if isinstance(result, ProbeError):
-        raise result
+    if isinstance(result, (ProbeError, OSError)):
+        raise result  # an OSError: getaddrinfo's EAI_SYSTEM, the node's own (EMFILE), classified centrally
 
 
-async def _system(spec: Spec, trace: Trace) -> list[str] | socket.gaierror | ProbeError:
+async def _system(spec: Spec, trace: Trace) -> list[str] | OSError | ProbeError:
     """The system path. Errors are raised inside the phase (so it stays marked as the failing
     one) and returned, not raised, so the direct queries still finish and leave their evidence."""
     loop = asyncio.get_running_loop()
     try:
         with trace.phase("system"):
             try:
-                infos = await loop.getaddrinfo(spec.host, None, type=socket.SOCK_STREAM)
+                addresses = await loop.run_in_executor(None, _getaddrinfo, spec.host)
             except socket.gaierror as exc:
                 trace.note(addresses=[], system_error=_GAI_NAMES.get(exc.errno or 0, str(exc.errno)))
                 raise
-            found = ordered(str(info[4][0]) for info in infos)
+            except OSError as exc:  # EAI_SYSTEM: Python raises its errno
+                trace.note(addresses=[], system_error=errno_name(exc) or str(exc))
+                raise
+            found = ordered(addresses)
             trace.note(addresses=[*found])
             _accept(spec, found, trace)
-    except (socket.gaierror, ProbeError) as exc:
+    except (OSError, ProbeError) as exc:
         return exc
     return found
+
+
+def _getaddrinfo(host: str) -> list[str]:
+    """getaddrinfo in the executor's thread. Out of descriptors, glibc says EAI_SYSTEM (EMFILE) or, by
+    the state of its NSS modules, EAI_NONAME: a false NXDOMAIN. So a gaierror at a moment when this
+    thread cannot open a socket either is the node's limit, raised as such."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+    except socket.gaierror as exc:
+        if (shortage := local_shortage()) is not None:
+            raise shortage from exc
+        raise
 
 
 async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_Answer]:
@@ -146,6 +161,8 @@ def _failure(answers: list[_Answer]) -> ProbeError | None:
     for rcode, reason in (("SERVFAIL", Reason.DNS_SERVFAIL), ("REFUSED", Reason.DNS_REFUSED)):
         if rcode in rcodes:
             return ProbeError(reason, summary)
+    if any(a.error and a.error.startswith("local") for a in answers):
+        return ProbeError(Reason.LOCAL_RESOURCE_LIMIT, f"not every question could be sent from this node: {summary}")
     if all(a.error == "timeout" for a in answers):
         return ProbeError(Reason.DNS_TIMEOUT, summary)
     if all(a.error and a.error.startswith("unreachable") for a in answers):
@@ -167,14 +184,17 @@ async def _ask(server: str, host: str, timeout: float) -> _Answer:
         return _Answer(server, None, "invalid: not an IP address", (), (), None)
     a, aaaa = await asyncio.gather(*(_query(host, rdtype, address, port, timeout)
                                      for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)))
+    local = next((q.error for q in (a, aaaa) if q.error and q.error.startswith("local")), None)
     responses = [q.response for q in (a, aaaa) if q.response is not None]
     if not responses:
-        return _Answer(server, None, a.error or aaaa.error, (), (), None)
+        return _Answer(server, None, local or a.error or aaaa.error, (), (), None)
     rcodes = [dns.rcode.to_text(r.rcode()) for r in responses]
     rcode = next((c for c in ("NXDOMAIN", "NOERROR") if c in rcodes), rcodes[0])
     found = ordered(rdata.to_text() for r in responses for rrset in r.answer
                     if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rdata in rrset)
     chain = next((c for c in map(_cname_chain, responses) if c), ())
+    if local and rcode == "NOERROR" and not found:  # the other question never left the node: not NODATA
+        return _Answer(server, None, local, (), chain, None)
     rtt = max(q.rtt_ms for q in (a, aaaa) if q.response is not None)
     return _Answer(server, rcode, None, tuple(found), chain, rtt)
 
@@ -199,8 +219,9 @@ async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port:
             response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
     except dns.exception.Timeout:
         return _Query(None, "timeout", since_ms(start))
-    except OSError as exc:
-        return _Query(None, f"unreachable: {errno_name(exc) or exc}", since_ms(start))
+    except OSError as exc:  # a socket the node could not open or send on is not an unreachable server
+        kind = "local" if local_limit(exc) else "unreachable"
+        return _Query(None, f"{kind}: {errno_name(exc) or exc}", since_ms(start))
     except dns.exception.DNSException as exc:
         return _Query(None, f"bad response: {exc}", since_ms(start))
     return _Query(response, None, since_ms(start))

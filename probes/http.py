@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from probes._net import errno_name, proxy_reason, require, tls_context
 from probes._net import family as address_family
 from probes._trace import Fact, ProbeError, Trace
-from probes.reasons import Reason
+from probes.reasons import Reason, local_limit
 from probes.specs import HttpSpec as Spec
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
@@ -93,6 +93,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                                  f"proxy answered CONNECT with {exc.status} {exc.message}") from exc
             except aiohttp.ClientProxyConnectionError as exc:
                 trace.note(proxy_errno=errno_name(exc))
+                if local_limit(exc):
+                    raise  # no socket to the proxy could be opened here: the node's limit, not the proxy
                 raise ProbeError(Reason.PROXY_UNREACHABLE,
                                  f"cannot connect to the proxy: {exc.strerror}") from exc
             except aiohttp.ServerDisconnectedError as exc:

@@ -1,7 +1,8 @@
 """Facts about this node, read locally (psutil, /proc, /etc) without sending a packet: they explain
 failures the probes see (no default route, a dead resolver in resolv.conf, a proxy in the way).
 Everything here is best effort: a missing file or a denied read gives an empty value, never an
-exception, because the report must still be written."""
+exception, because the report must still be written (only the dns probe's `resolvers(strict=True)`
+raises, for the node's own limits)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
 
 from probes._trace import Fact
+from probes.reasons import LOCAL_RESOURCE_ERRNOS
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 RESOLVED_UPSTREAMS = Path("/run/systemd/resolve/resolv.conf")  # systemd-resolved's real servers
@@ -26,13 +28,15 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https
 _CREDENTIALS = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):[^/]*@")
 
 
-def resolvers(resolv_conf: Path | None = None, upstreams: Path | None = None) -> tuple[str, ...]:
+def resolvers(resolv_conf: Path | None = None, upstreams: Path | None = None, *,
+              strict: bool = False) -> tuple[str, ...]:
     """The nameservers applications use; behind the systemd-resolved stub alone, also the stub's
     upstreams, since the stub turns every upstream failure into SERVFAIL. Paths default to the
-    module constants, read at call time."""
-    servers, _ = _read_resolv(resolv_conf or RESOLV_CONF)
+    module constants, read at call time. `strict` (the dns probe) raises the node's own limits
+    (EMFILE) instead of reading no resolver: "none configured" would be a false verdict."""
+    servers, _ = _read_resolv(resolv_conf or RESOLV_CONF, strict)
     if servers == [RESOLVED_STUB]:
-        servers += _read_resolv(upstreams or RESOLVED_UPSTREAMS)[0]
+        servers += _read_resolv(upstreams or RESOLVED_UPSTREAMS, strict)[0]
     return tuple(dict.fromkeys(servers))
 
 
@@ -72,10 +76,10 @@ def collect(resolv_conf: Path | None = None, upstreams: Path | None = None,
     }
 
 
-def _read_resolv(path: Path) -> tuple[list[str], list[str]]:
+def _read_resolv(path: Path, strict: bool = False) -> tuple[list[str], list[str]]:
     servers: list[str] = []
     search: list[str] = []
-    for words in (line.split() for line in _lines(path)):
+    for words in (line.split() for line in _lines(path, strict)):
         if len(words) >= 2 and words[0] == "nameserver":
             servers.append(words[1])
         elif words and words[0] in ("search", "domain"):
@@ -98,10 +102,12 @@ def _read_environment(path: Path) -> dict[str, str]:
     return values
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path, strict: bool = False) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in LOCAL_RESOURCE_ERRNOS:
+            raise
         return []
 
 

@@ -44,7 +44,8 @@ class Reason(StrEnum):
     TCP_ADMIN_PROHIBITED = "tcp.admin-prohibited"  # ICMP communication administratively prohibited
     TCP_RESET = "tcp.reset"  # connected, then reset by the peer or a middlebox
     TCP_CLOSED = "tcp.closed"  # connected, then closed before the exchange finished
-    LOCAL_ERROR = "local.error"  # the node itself refused (no source address, local policy, fd limit)
+    LOCAL_ERROR = "local.error"  # the node itself refused (local netfilter policy, interface down)
+    LOCAL_RESOURCE_LIMIT = "local.resource-limit"  # the node ran out of descriptors, buffers, memory or ports
     # udp: connected datagram socket, nmap semantics
     UDP_CLOSED = "udp.closed"  # ICMP port unreachable
     UDP_PROHIBITED = "udp.prohibited"  # ICMP unreachable/prohibited other than port
@@ -98,6 +99,7 @@ class Reason(StrEnum):
 _STATUS: dict[Reason, Status] = {
     Reason.UDP_NO_REPLY: Status.INCONCLUSIVE,
     Reason.LOCAL_INCONCLUSIVE: Status.INCONCLUSIVE,
+    Reason.LOCAL_RESOURCE_LIMIT: Status.INCONCLUSIVE,  # says nothing of the network: never a verdict on it
     Reason.TLS_UNEXPECTED_ISSUER: Status.WARN,
     Reason.SKIP_DEPENDENCY: Status.SKIP,
     Reason.SKIP_MISSING_CONTEXT: Status.SKIP,
@@ -135,15 +137,23 @@ PROTOCOL_MISMATCH_REASONS = frozenset({
 })
 
 # getaddrinfo error codes (socket.gaierror.errno).
+# (EAI_SYSTEM never arrives as one: Python raises the OSError of its errno, EMFILE under a descriptor limit.)
 GAI_CODES: dict[int, Reason] = {
     socket.EAI_NONAME: Reason.DNS_NXDOMAIN,
     socket.EAI_AGAIN: Reason.DNS_TIMEOUT,  # ambiguous: timeout, SERVFAIL or REFUSED; dns probe refines
     socket.EAI_FAIL: Reason.DNS_SERVFAIL,
+    socket.EAI_MEMORY: Reason.LOCAL_RESOURCE_LIMIT,
 }
 if hasattr(socket, "EAI_NODATA"):
     GAI_CODES[socket.EAI_NODATA] = Reason.DNS_NODATA
 
-# errno after connect()/send() on a TCP socket; the UDP probe maps its own.
+# errno of the node running out of something: a socket it could not open, bind or send on says nothing of the
+# network, so any probe meeting one is inconclusive (EADDRNOTAVAIL: no free source port; EADDRINUSE: a
+# source address and port already taken).
+LOCAL_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL,
+                                   errno.EADDRINUSE})
+
+# errno after connect()/send() on a TCP socket; the UDP probe maps its own ICMP errors first.
 ERRNO_CODES: dict[int, Reason] = {
     errno.ECONNREFUSED: Reason.TCP_REFUSED,
     errno.ETIMEDOUT: Reason.TCP_TIMEOUT,
@@ -155,10 +165,8 @@ ERRNO_CODES: dict[int, Reason] = {
     errno.EPIPE: Reason.TCP_RESET,
     errno.ECONNABORTED: Reason.TCP_RESET,
     errno.EPERM: Reason.LOCAL_ERROR,
-    errno.EADDRNOTAVAIL: Reason.LOCAL_ERROR,
     errno.ENETDOWN: Reason.LOCAL_ERROR,
-    errno.EMFILE: Reason.LOCAL_ERROR,
-    errno.ENFILE: Reason.LOCAL_ERROR,
+    **dict.fromkeys(LOCAL_RESOURCE_ERRNOS, Reason.LOCAL_RESOURCE_LIMIT),
 }
 
 # errno from error_received() on a connected UDP socket: the ICMP error the kernel delivered.
@@ -184,6 +192,12 @@ def classify(exc: BaseException) -> Reason:
             return reason
         current = current.__cause__ or current.__context__
     return Reason.PROBE_INTERNAL
+
+
+def local_limit(exc: BaseException) -> bool:
+    """The node's own limit, not the network: a probe that would turn this error into a verdict of its own
+    (proxy unreachable, server unreachable, no data) leaves it to `classify` instead."""
+    return classify(exc) is Reason.LOCAL_RESOURCE_LIMIT
 
 
 def _classify_one(exc: BaseException) -> Reason | None:

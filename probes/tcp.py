@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from probes._net import connect, errno_name, require, since_ms
+from probes._net import connect, errno_name, first_error, require, since_ms
 from probes._trace import Fact, Trace
-from probes.reasons import classify
+from probes.reasons import classify, local_limit
 from probes.specs import TcpSpec as Spec
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Pass if any address accepts; `partial` when some do not. All failing raises the first
-    address's own error (classified centrally from its errno)."""
+    address's own error (classified centrally from its errno), or a local limit any address met."""
     attempts: list[Fact] = []  # shared with the trace, so a deadline still finds the finished ones
     trace.note(addresses_ok=[], attempts=attempts)
     targets = require(addresses)
@@ -25,6 +25,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             sock = await connect(address, spec.port)
         except OSError as exc:
             attempts.append(_attempt(address, classify(exc).value, errno_name(exc), start))
+            if local_limit(exc):  # read by the engine should the others time out: no verdict then
+                trace.note(local_limit=f"{address}: {errno_name(exc) or exc}")
             return exc
         sock.close()
         attempts.append(_attempt(address, "connected", None, start))
@@ -35,7 +37,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         errors = await asyncio.gather(*(attempt(a) for a in targets))
         failures = [e for e in errors if e is not None]
         if len(failures) == len(targets):
-            raise failures[0]
+            raise first_error(failures)
     if failures:
         trace.note(partial=True)
 

@@ -19,12 +19,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from probes._net import connect, connect_first, require, tls_context
+from probes._net import connect, connect_first, local_shortage, require, tls_context
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import PROTOCOL_MISMATCH_REASONS, VERIFY_CODES, Reason
 from probes.specs import TlsSpec as Spec
 
 _TLS_RECORD_TYPES = frozenset({20, 21, 22, 23})  # change_cipher_spec, alert, handshake, application_data
+_ISSUER_NOT_FOUND = frozenset({2, 20})  # the verify codes of an issuer looked up in the store and not found
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
@@ -60,7 +61,9 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
 async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, trace: Trace) -> ssl.SSLObject:
     """Client handshake on a connected non-blocking socket. A reset or close is TLS_RESET; bytes
     that are not a TLS record (an HTTP error page from a proxy or firewall) are
-    TLS_PROTOCOL_MISMATCH, noted as `peer_first_bytes`; other ssl errors propagate."""
+    TLS_PROTOCOL_MISMATCH, noted as `peer_first_bytes`; other ssl errors propagate. An issuer not
+    found while this process cannot open a descriptor is that limit (OpenSSL reads a CA directory's
+    files during verification), raised as the OSError, not as an untrusted chain."""
     loop = asyncio.get_running_loop()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
@@ -71,7 +74,9 @@ async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, tra
             done = True
         except ssl.SSLWantReadError:
             done = False
-        except ssl.SSLCertVerificationError:
+        except ssl.SSLCertVerificationError as exc:
+            if exc.verify_code in _ISSUER_NOT_FOUND and (shortage := local_shortage()) is not None:
+                raise shortage from exc
             raise
         except ssl.SSLError as exc:
             if (first and first[0] not in _TLS_RECORD_TYPES) or exc.reason in PROTOCOL_MISMATCH_REASONS:

@@ -9,7 +9,7 @@ import time
 from probes._datagram import exchange
 from probes._net import errno_name, require, since_ms
 from probes._trace import Fact, ProbeError, Trace
-from probes.reasons import UDP_ERRNO_CODES, Reason, classify
+from probes.reasons import UDP_ERRNO_CODES, Reason, classify, local_limit
 from probes.specs import UdpSpec as Spec
 
 
@@ -38,9 +38,11 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         trace.note(replies=sum(replies for _, replies in results))
         if trace.facts["addresses_ok"]:
             return
-        for address, (error, _) in zip(targets, results, strict=True):  # gather keeps one result per target
-            if error is not None:
-                raise ProbeError(_reason(error), f"{address}:{spec.port}: {_describe(error)}") from error
+        failed = [(address, error) for address, (error, _) in zip(targets, results, strict=True)  # one per target
+                  if error is not None]
+        if failed:  # the first address's error, unless the node's own limit kept another from being tried
+            address, error = next(((a, e) for a, e in failed if local_limit(e)), failed[0])
+            raise ProbeError(_reason(error), f"{address}:{spec.port}: {_describe(error)}") from error
         raise ProbeError(Reason.UDP_NO_REPLY, f"no reply after {spec.attempts} datagrams to port "
                          f"{spec.port}: open|filtered (silence is normal for UDP 5831)")
 

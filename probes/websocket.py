@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMes
 
 from probes import _net
 from probes._trace import ProbeError, Trace
-from probes.reasons import Reason
+from probes.reasons import Reason, local_limit
 from probes.specs import Proxy
 from probes.specs import WebSocketSpec as Spec
 
@@ -89,6 +89,8 @@ async def _tunnel(proxy: Proxy, host: str, port: int, trace: Trace) -> socket.so
             _, sock = await _net.connect_first(_net.ordered(str(i[4][0]) for i in infos), proxy.port)
     except OSError as exc:
         trace.note(proxy_errno=_net.errno_name(exc))
+        if local_limit(exc):
+            raise  # no socket to the proxy could be opened here: the node's limit, not the proxy
         raise ProbeError(Reason.PROXY_UNREACHABLE,
                          f"cannot connect to the proxy: {exc.strerror or exc}") from exc
     try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import resource
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import dns.flags
@@ -117,3 +120,29 @@ def self_signed_context(ca: trustme.CA, directory: str) -> ssl.SSLContext:
     ca.private_key_pem.write_to_path(key)
     context.load_cert_chain(cert, key)
     return context
+
+
+@contextmanager
+def descriptors_exhausted(free: int = 0) -> Iterator[None]:
+    """This process really out of descriptors, with `free` left: the soft RLIMIT_NOFILE lowered to just
+    above the descriptors open now and the rest taken by /dev/null; all undone on exit. A socket the
+    probe opens past the `free` ones fails with EMFILE, as under `ulimit -n` on a busy node."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, top + 64), hard))
+    taken: list[int] = []
+    try:
+        while True:
+            try:
+                taken.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                break
+        for _ in range(free):
+            os.close(taken.pop())
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,13 +1,19 @@
 """The engine against real loopback peers: deadlines, phase attribution, dependencies,
-cancellation, the concurrency bound on descriptors, and no leaked tasks or sockets."""
+cancellation, the concurrency bound on descriptors (and a whole run at RLIMIT_NOFILE 64), and no
+leaked tasks or sockets."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import dns.message
@@ -16,7 +22,7 @@ import pytest
 from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
-from probe_loopback import UNIT, dns_reply
+from probe_loopback import UNIT, descriptors_exhausted, dns_reply
 from probes import PROBES
 from probes._trace import Trace
 from probes.reasons import Reason, Status
@@ -188,3 +194,64 @@ async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve
     assert (first.status, first.reason) == (Status.INCONCLUSIVE, Reason.PROBE_INTERNAL)
     assert "a bug in a spec" in first.detail and "unexpected error" in caplog.text
     assert second.reason is Reason.SKIP_DEPENDENCY
+
+
+def test_the_bound_is_what_the_descriptor_limit_allows() -> None:
+    """min(requested, (limit - open - reserve) / per check), never below one."""
+    per, reserve = engine.DESCRIPTORS_PER_CHECK, engine.RESERVED_DESCRIPTORS
+    assert engine.concurrency_bound(128, limit=64, in_use=10) == (64 - 10 - reserve) // per < 128
+    assert engine.concurrency_bound(128, limit=1 << 20, in_use=10) == 128
+    assert engine.concurrency_bound(3, limit=64, in_use=10) == 3
+    assert engine.concurrency_bound(128, limit=20, in_use=10) == 1
+    assert engine.concurrency_bound(128) <= 128  # this process's own limit and descriptors
+
+
+async def test_an_address_never_tried_is_no_timeout_verdict(stalled_port: int) -> None:
+    """127.0.0.1 drops the SYN, 127.0.0.2 could not be tried (EMFILE): the check said tcp.timeout."""
+    with descriptors_exhausted(free=1):
+        result = await engine.attempt(tcp_check(stalled_port), ("127.0.0.1", "127.0.0.2"), timeout=0.2 * UNIT)
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.LOCAL_RESOURCE_LIMIT)
+    assert "no answer within" in result.detail and "127.0.0.2: EMFILE" in result.detail
+
+
+_AT_64 = """
+import asyncio, json, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))  # what `ulimit -n 64` sets
+from agent import engine
+from agent.model import Check
+from probes.specs import TcpSpec
+ports = json.loads(sys.argv[1])
+checks = [Check(id=f"tcp:check-{i}:{port}", spec=TcpSpec(host="127.0.0.1", port=port), host="127.0.0.1",
+                port=port, protocol="tcp", requirements=("test",)) for i, port in enumerate(ports)]
+results = asyncio.run(engine.run(checks, timeout=10))
+print(json.dumps({"bound": engine.concurrency_bound(engine.DEFAULT_CONCURRENCY),
+                  "results": [[r.check.port, r.status, r.reason, r.detail] for r in results]}))
+"""
+
+
+def test_a_run_at_ulimit_64_stays_conclusive() -> None:
+    """300 tcp checks of loopback listeners (and 5 of closed ports) in a process whose descriptor limit is
+    64: at the default concurrency of 128 about 60 could have a socket at once, and the others failed with
+    EMFILE (a false critical). The bound keeps every check to its real outcome."""
+    with ExitStack() as stack:
+        listeners = [stack.enter_context(socket.socket()) for _ in range(20)]
+        for listener in listeners:  # never accepting: the kernel completes each handshake into the backlog
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
+        open_ports = [int(s.getsockname()[1]) for s in listeners]
+        closed = []
+        for _ in range(5):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                closed.append(int(sock.getsockname()[1]))
+        ports = [open_ports[i % len(open_ports)] for i in range(300)] + closed
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run([sys.executable, "-c", _AT_64, json.dumps(ports)], cwd=root, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)}, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert 1 <= report["bound"] < engine.DEFAULT_CONCURRENCY
+    outcomes = [(port, status, reason) for port, status, reason, _ in report["results"]]
+    assert not [r for r in report["results"] if r[2] and r[2].startswith("local.")], "a local failure"
+    assert [o for o in outcomes if o[0] in open_ports] == [(p, "pass", None) for p in ports[:300]]
+    assert [o for o in outcomes if o[0] in closed] == [(p, "fail", "tcp.refused") for p in closed]

@@ -1,4 +1,5 @@
-"""NO_PROXY matched as Azure ML's Python clients (requests) match it, as a table."""
+"""NO_PROXY matched as Azure ML's Python clients (requests) match it, as a table (the differential test
+against requests itself is test_no_proxy_differential.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ NO_PROXY = ("localhost", ".privatelink.api.azureml.ms", "*.notebooks.azure.net",
     ("localhost", 443, True),
     ("ws.workspace.eastus.privatelink.api.azureml.ms", 443, True),
     ("privatelink.api.azureml.ms", 443, True),
-    ("ml-x.eastus.notebooks.azure.net", 443, True),
+    # requests has no wildcards: `*.notebooks.azure.net` matches nothing, so the notebooks go through the
+    # proxy (this row said True, and the agent planned no proxied check where the SDK got 502 from the proxy).
+    ("ml-x.eastus.notebooks.azure.net", 443, False),
+    ("notebooks.azure.net", 443, False),
     ("guid.workspace.eastus.api.azureml.ms", 443, True),
     ("api.azureml.ms", 443, True),
     ("xapi.azureml.ms", 443, False),
@@ -29,13 +33,45 @@ NO_PROXY = ("localhost", ".privatelink.api.azureml.ms", "*.notebooks.azure.net",
     ("example.org", 8443, True),
     ("example.org", 443, False),
     ("MANAGEMENT.AZURE.COM", 443, False),
+    ("LOCALHOST", 443, True),
+    ("localhost.", 443, False),  # a trailing dot is another name to requests
+    ("example.org", None, False),  # https://example.org/ writes no port: `example.org:8443` is not it
+    ("10.0.1.5", None, True),
 ])
-def test_bypass_table(host: str, port: int, expected: bool) -> None:
+def test_bypass_table(host: str, port: int | None, expected: bool) -> None:
     assert proxy.bypassed(host, port, NO_PROXY) is expected
 
 
 def test_star_bypasses_everything() -> None:
     assert proxy.bypassed("anything.example", 443, ("*",))
+
+
+@pytest.mark.parametrize(("raw", "entries"), [
+    ("*", ("*",)),
+    ("*, a.com", ("a.com",)),  # `*` among other entries matches nothing (urllib compares the whole value)
+    (" *", ()),
+    ("a.com b.com", ("a.com b.com",)),  # requests reads `a.comb.com`, urllib `a.com b.com`: kept as written
+    (" .A.com ,, b.com:443, ", (".A.com", "b.com:443")),  # the case is kept: requests compares `name:port` as written
+    ("\tb.com", ("\tb.com",)),  # requests keeps the tab (and matches nothing), urllib strips it
+    ("", ()),
+])
+def test_no_proxy_entries(raw: str, entries: tuple[str, ...]) -> None:
+    assert proxy.no_proxy_entries(raw) == entries
+
+
+@pytest.mark.parametrize(("host", "port", "no_proxy", "expected"), [
+    ("10.0.0.1", None, "0.1", True),  # urllib matches IPv4 hosts by suffix too
+    ("10.0.0.1", 443, "10.0.0.1:443", False),  # requests never reads a port for an IPv4 host
+    ("fd00::5", None, "fd00::/8", False),  # no IPv6 blocks
+    ("fd00::5", None, "FD00::5", True),
+    ("example.org", 8443, "Example.org:8443", False),  # `name:port` is compared as written
+    ("b.com", None, "a.com b.com", False),
+    ("a.comb.com", None, "a.com b.com", True),
+    ("a.com", None, "*,a.com", True),
+    ("b.com", None, "*,a.com", False),
+])
+def test_quirks_of_requests(host: str, port: int | None, no_proxy: str, expected: bool) -> None:
+    assert proxy.bypassed(host, port, proxy.no_proxy_entries(no_proxy)) is expected
 
 
 def test_settings_prefer_the_process_environment() -> None:
