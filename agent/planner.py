@@ -125,7 +125,9 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                     add(check)
                     below = check.id
                 via = _proxy_for(requirement, options)
-                if via is not None and not proxy.bypassed(host, port, options.no_proxy):
+                # requests matches NO_PROXY's name:port only against a port the URL writes
+                written = None if port == (80 if requirement.probe == "http" else 443) else port
+                if via is not None and not proxy.bypassed(host, written, options.no_proxy):
                     for check in _proxied(host, port, requirement, via):
                         add(check)
     planned = (_apply_policy(checks[i], options) for i in order)

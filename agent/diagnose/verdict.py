@@ -10,6 +10,8 @@ from agent.model import Finding, Health, Result, Severity
 from probes.reasons import Reason
 
 EXIT_CODES = {Health.OK: 0, Health.WARNING: 1, Health.CRITICAL: 2, Health.UNKNOWN: 3}
+# Checks that ended without an answer about the network: the run cannot call the node healthy.
+UNDECIDED = frozenset({Reason.PROBE_INTERNAL, Reason.PROBE_CANCELLED, Reason.LOCAL_RESOURCE_LIMIT})
 
 
 class Profile(StrEnum):
@@ -26,7 +28,7 @@ def verdict(findings: Sequence[Finding], results: Sequence[Result], *, signalled
     worst = max((f.severity for f in findings), default=Severity.INFO)
     if worst is Severity.CRITICAL:
         return Health.CRITICAL
-    if any(r.reason in (Reason.PROBE_INTERNAL, Reason.PROBE_CANCELLED) for r in results):
+    if any(r.reason in UNDECIDED for r in results):
         return Health.UNKNOWN
     if worst is Severity.WARNING:
         return Health.WARNING

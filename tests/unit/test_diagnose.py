@@ -379,3 +379,11 @@ def test_a_name_with_only_ipv6_addresses_on_an_ipv4_node_is_a_dns_finding() -> N
     assert "A record" in findings[0].remedy
     dual = {**IPV4_NODE, "default_routes": [*IPV4_NODE["default_routes"], {"family": "ipv6", "interface": "eth0"}]}
     assert codes(run(outcomes, node=dual)) == ["egress-blocked"]  # with an IPv6 route the network is to blame
+
+
+def test_a_check_the_node_could_not_run_keeps_the_run_from_being_healthy() -> None:
+    """local.resource-limit says nothing of the network: never a failure, but not 'ok' either."""
+    checks = make_plan()
+    results = simulate(checks, {"tcp:mcr.microsoft.com:443": Outcome(Reason.LOCAL_RESOURCE_LIMIT)}, PE_ADDRESSES)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    assert diagnosis.findings == () and (diagnosis.health, diagnosis.exit_code) == ("unknown", 3)

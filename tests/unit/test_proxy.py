@@ -135,3 +135,10 @@ def test_http_proxy_alone_still_gives_its_settings() -> None:
     settings = proxy.settings({}, {"HTTP_PROXY": "http://plain.contoso.net:8080", "NO_PROXY": "x"})
     assert (settings.proxy, settings.http_proxy, settings.source) == (
         None, Proxy("http", "plain.contoso.net", 8080), "/etc/environment")
+
+
+def test_a_name_port_entry_matches_only_a_port_the_url_writes() -> None:
+    """https://name/ writes no port: requests sends it through the proxy even with NO_PROXY=name:443."""
+    checks = {c.id for c in make_plan(options=planner.PlanOptions(
+        proxy=Proxy.parse("http://proxy.contoso.net:3128"), no_proxy=("management.azure.com:443",)))}
+    assert "http:management.azure.com:443@proxy" in checks
