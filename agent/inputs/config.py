@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.inputs import context
+from agent.inputs import context, values
 
 
 class ConfigError(ValueError):
@@ -60,12 +60,11 @@ class Config:
     policy: Policy = field(default_factory=Policy)
 
 
-def _number(name: str, value: Any, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-            or (integer and not isinstance(value, int)):
-        kind = "a positive whole number" if integer else "a positive number of seconds"
-        raise ConfigError(f"{name}: expected {kind}, not {value!r}")
-    return value
+def _number(name: str, value: Any, bound: values.Bound) -> float:
+    try:
+        return bound.check(value)
+    except values.ValueProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
@@ -75,6 +74,7 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
 
 
 _SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
+_BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
 _PROBES = ("https", "websocket", "tcp", "udp", "dns")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
@@ -95,7 +95,7 @@ def load(path: Path) -> Config:
 
 
 def parse(data: Mapping[str, Any]) -> Config:
-    values: dict[str, object] = {}
+    given: dict[str, object] = {}
     settings: dict[str, Any] = {}
     endpoints: tuple[Endpoint, ...] = ()
     policy = Policy()
@@ -106,11 +106,10 @@ def parse(data: Mapping[str, Any]) -> Config:
         elif key == "policy":
             policy = _policy(value)
         elif key in context.KEYS_BY_NAME:
-            values[key] = context.validate(key, value)
-        elif key in ("timeout", "deadline"):
-            settings[key] = float(_number(key, value))
-        elif key == "concurrency":
-            settings[key] = int(_number(key, value, integer=True))
+            given[key] = context.validate(key, value)
+        elif key in _BOUNDS:
+            number = _number(key, value, _BOUNDS[key])
+            settings[key] = int(number) if _BOUNDS[key].whole else float(number)
         elif key == "expected_issuers":
             settings[key] = _strings(key, value)
         elif key == "with":
@@ -118,7 +117,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
             raise ConfigError(f"unknown key {raw_key!r} (known: {known})")
-    return Config(context=values, settings=Settings(**settings), endpoints=endpoints, policy=policy)
+    return Config(context=given, settings=Settings(**settings), endpoints=endpoints, policy=policy)
 
 
 def _endpoints(value: Any) -> tuple[Endpoint, ...]:

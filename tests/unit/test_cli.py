@@ -61,6 +61,38 @@ def test_usage_errors_exit_3_with_one_line(argv: list[str], message: str, capsys
         assert len(captured.err.strip().splitlines()) == 1
 
 
+# `check` stops at the option (or else at the unwritable --output) before anything is probed.
+_NO_RUN = ["--no-detect", "--output", "/nonexistent-dir/report.json"]
+_NO_SERVE = ["--no-detect", "--listen", "0.0.0.0:9119"]  # `serve` too: a non-loopback --listen is refused
+
+
+@pytest.mark.parametrize(("argv", "option", "expected"), [
+    (["check", "--timeout", "inf", *_NO_RUN], "--timeout", "a finite number of seconds from 0.1 to 300, not inf"),
+    (["check", "--timeout", "nan", *_NO_RUN], "--timeout", "a finite number of seconds from 0.1 to 300, not nan"),
+    (["check", "--timeout", "0.01", *_NO_RUN], "--timeout", "from 0.1 to 300, not 0.01"),
+    (["check", "--deadline", "inf", *_NO_RUN], "--deadline", "a finite number of seconds from 0.5 to 3600, not inf"),
+    (["check", "--deadline", "nan", *_NO_RUN], "--deadline", "a finite number of seconds from 0.5 to 3600, not nan"),
+    (["check", "--wait", "inf", *_NO_RUN], "--wait", "a finite number of seconds from 1 to 86400, not inf"),
+    (["check", "--wait", "nan", *_NO_RUN], "--wait", "a finite number of seconds from 1 to 86400, not nan"),
+    (["check", "--concurrency", "4097", *_NO_RUN], "--concurrency", "a whole number from 1 to 4096, not 4097"),
+    (["serve", "--interval", "nan", *_NO_SERVE], "--interval", "a finite number of seconds from 1 to 86400"),
+    (["serve", "--timeout", "inf", *_NO_SERVE], "--timeout", "a finite number of seconds from 0.1 to 300"),
+])
+def test_numeric_options_are_finite_and_within_bounds(argv: list[str], option: str, expected: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The bounds are the config file's (agent/inputs/values.py), whatever typer or click would
+    let through: click's FloatRange passes NaN, since every comparison with it is false."""
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{option}'" in err and expected in err, err
+
+
+def test_numeric_options_at_their_bounds_reach_the_next_check(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--timeout", "300", "--deadline", "0.5", "--wait", "86400", "--concurrency", "1", *_NO_RUN]
+    assert main(argv) == 3
+    assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="needs root and unshare to run `check` in a network namespace of its own")
 def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:

@@ -37,8 +37,8 @@ expected_issuers = ["Microsoft Corporation", "Contoso Firewall"]
     ("public_ip = 'yes'", "public_ip: expected true or false"),
     ("cloud = 'mars'", "cloud: must be one of public, usgov, china"),
     ("workspace_id = 'not-a-guid'", "workspace_id: a workspace GUID"),
-    ("timeout = -1", "timeout: expected a positive number"),
-    ("concurrency = 2.5", "concurrency: expected a positive whole number"),
+    ("timeout = -1", "timeout: expected a finite number of seconds from 0.1 to 300, not -1"),
+    ("concurrency = 2.5", "concurrency: expected a whole number from 1 to 4096, not 2.5"),
     ("with = 'rstudio'", "with: expected a list of strings"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -46,6 +46,39 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, messag
         config.load(write(tmp_path, text))
     assert message in str(info.value) and "\n" not in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # inf ran forever against a stalled peer; nan failed every check at once (a false critical)
+    ("timeout = inf", "timeout: expected a finite number of seconds from 0.1 to 300, not inf"),
+    ("timeout = -inf", "timeout: expected a finite number of seconds from 0.1 to 300, not -inf"),
+    ("timeout = nan", "timeout: expected a finite number of seconds from 0.1 to 300, not nan"),
+    ("timeout = 1e400", "timeout: expected a finite number of seconds from 0.1 to 300, not inf"),
+    ("timeout = 0.05", "timeout: expected a finite number of seconds from 0.1 to 300, not 0.05"),
+    ("timeout = 300.5", "timeout: expected a finite number of seconds from 0.1 to 300, not 300.5"),
+    ("deadline = inf", "deadline: expected a finite number of seconds from 0.5 to 3600, not inf"),
+    ("deadline = nan", "deadline: expected a finite number of seconds from 0.5 to 3600, not nan"),
+    ("deadline = 0.4", "deadline: expected a finite number of seconds from 0.5 to 3600, not 0.4"),
+    ("deadline = 1e9", "deadline: expected a finite number of seconds from 0.5 to 3600, not 1000000000.0"),
+    ("concurrency = inf", "concurrency: expected a whole number from 1 to 4096, not inf"),
+    ("concurrency = nan", "concurrency: expected a whole number from 1 to 4096, not nan"),
+    ("concurrency = 4097", "concurrency: expected a whole number from 1 to 4096, not 4097"),
+    ("concurrency = 0", "concurrency: expected a whole number from 1 to 4096, not 0"),
+    ("concurrency = 99999999999999999999999", "concurrency: expected a whole number from 1 to 4096, not 9999"),
+    ("timeout = true", "timeout: expected a finite number of seconds from 0.1 to 300, not True"),
+])
+def test_numbers_are_finite_and_within_the_documented_bounds(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert str(info.value).startswith(f"config {tmp_path}") and message in str(info.value)
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    low = config.load(write(tmp_path, "timeout = 0.1\ndeadline = 0.5\nconcurrency = 1\n")).settings
+    high = config.load(write(tmp_path, "timeout = 300\ndeadline = 3600\nconcurrency = 4096\n")).settings
+    assert (low.timeout, low.deadline, low.concurrency) == (0.1, 0.5, 1)
+    assert (high.timeout, high.deadline, high.concurrency) == (300.0, 3600.0, 4096)
+    assert isinstance(high.timeout, float) and isinstance(high.concurrency, int)
 
 
 def test_unreadable_config(tmp_path: Path) -> None:
