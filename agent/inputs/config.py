@@ -67,6 +67,13 @@ def _number(name: str, value: Any, bound: values.Bound) -> float:
         raise ConfigError(f"{name}: {exc}") from None
 
 
+def _features(name: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return values.check_features(names)
+    except values.ValueProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _strings(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{name}: expected a list of strings, not {value!r}")
@@ -113,7 +120,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         elif key == "expected_issuers":
             settings[key] = _strings(key, value)
         elif key == "with":
-            settings["features"] = _strings(key, value)
+            settings["features"] = _features(key, _strings(key, value))
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
             raise ConfigError(f"unknown key {raw_key!r} (known: {known})")

@@ -50,14 +50,20 @@ CONCURRENCY = Bound(1, 4096, whole=True)  # checks probing at once, each holding
 
 
 @cache
+def _features_of(cloud: str) -> frozenset[str]:
+    return frozenset(r.feature for r in catalog.load(cloud).requirements if r.feature)
+
+
 def features() -> tuple[str, ...]:
     """The situational features of the catalog (the `feature` of its rows, in any cloud), sorted."""
-    return tuple(sorted({r.feature for c in catalog.CLOUDS for r in catalog.load(c).requirements if r.feature}))
+    return tuple(sorted(frozenset().union(*(_features_of(cloud) for cloud in catalog.CLOUDS))))
 
 
 def check_features(names: tuple[str, ...]) -> tuple[str, ...]:
-    """`names` when every one is a feature of the catalog; else ValueProblem naming the unknown."""
-    unknown = [name for name in dict.fromkeys(names) if name not in features()]
+    """`names` when every one is a feature of the catalog; else ValueProblem naming the unknown.
+    The public catalog is asked first: most runs load it anyway, so a valid --with costs nothing."""
+    unknown = [name for name in dict.fromkeys(names) if name not in _features_of("public")]
+    unknown = [name for name in unknown if name not in features()]
     if unknown:
         listed = ", ".join(shown(name) for name in unknown)
         raise ValueProblem(f"unknown feature{'s' if len(unknown) > 1 else ''} {listed} "

@@ -93,6 +93,22 @@ def test_numeric_options_at_their_bounds_reach_the_next_check(capsys: pytest.Cap
     assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["plan", "rules"])
+def test_an_unknown_feature_exits_3_naming_it_and_the_valid_ones(command: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--with rstuido` once selected nothing, silently: RStudio's requirements went unchecked."""
+    assert main([command, "--no-detect", "--with", "vscode, rstuido"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("aml-netcheck: error: --with: unknown feature 'rstuido' (valid: automl, conda, cran, ")
+    assert "rstudio" in err and "vscode" in err
+
+
+def test_known_features_select_their_requirements(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--no-detect", "--region", "eastus", "--with", "rstudio", "--format", "json"]) == 0
+    assert any("rstudio" in r for c in json.loads(capsys.readouterr().out)["checks"] for r in c["requirements"])
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="needs root and unshare to run `check` in a network namespace of its own")
 def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from agent.inputs import config, context
+from agent.inputs import config, context, values
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -79,6 +81,20 @@ def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     assert (low.timeout, low.deadline, low.concurrency) == (0.1, 0.5, 1)
     assert (high.timeout, high.deadline, high.concurrency) == (300.0, 3600.0, 4096)
     assert isinstance(high.timeout, float) and isinstance(high.concurrency, int)
+
+
+def test_an_unknown_feature_is_refused_naming_it_and_the_valid_ones(tmp_path: Path) -> None:
+    """`with = ["rstuido"]` once selected nothing, silently: RStudio's requirements went unchecked."""
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, 'with = ["rstudio", "rstuido", "vscode", "RStudio"]'))
+    assert str(info.value) == (f"config {tmp_path / 'aml-netcheck.toml'}: with: unknown features 'rstuido', 'RStudio' "
+                               f"(valid: {', '.join(values.features())})")
+
+
+def test_the_valid_features_are_the_catalogs() -> None:
+    rows = tomllib.loads(resources.files("agent").joinpath("data/requirements.toml").read_text("utf-8"))["requirement"]
+    assert values.features() == tuple(sorted({row["feature"] for row in rows if "feature" in row}))
+    assert {"rstudio", "vscode", "automl", "custom-apps"} <= set(values.features())
 
 
 def test_unreadable_config(tmp_path: Path) -> None:
