@@ -109,6 +109,12 @@ def test_known_features_select_their_requirements(capsys: pytest.CaptureFixture[
     assert any("rstudio" in r for c in json.loads(capsys.readouterr().out)["checks"] for r in c["requirements"])
 
 
+def test_a_config_that_is_no_regular_file_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config /dev/zero` grew until MemoryError."""
+    assert main(["plan", "--no-detect", "--config", "/dev/zero"]) == 3
+    assert capsys.readouterr().err == "aml-netcheck: error: config /dev/zero: not a regular file\n"
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="needs root and unshare to run `check` in a network namespace of its own")
 def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:

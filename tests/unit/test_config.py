@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from importlib import resources
@@ -104,6 +105,97 @@ def test_unreadable_config(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(config.ConfigError, match="not UTF-8"):
         config.load(binary)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_a_device_is_refused_without_reading_it(device: str) -> None:
+    """`--config /dev/zero` grew until MemoryError: only a regular file is read."""
+    with pytest.raises(config.ConfigError, match=f"^config {device}: not a regular file$"):
+        config.load(Path(device))
+
+
+def test_a_fifo_or_a_directory_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(config.ConfigError, match="not a regular file"):
+        config.load(fifo)
+    with pytest.raises(config.ConfigError, match="not a regular file"):
+        config.load(tmp_path)
+
+
+def test_a_symlink_to_a_device_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "link.toml").symlink_to("/dev/zero")
+    with pytest.raises(config.ConfigError, match="not a regular file"):
+        config.load(tmp_path / "link.toml")
+
+
+def test_the_size_is_bounded(tmp_path: Path) -> None:
+    at_limit = "#" * (config.MAX_BYTES - 1) + "\n"
+    assert config.load(write(tmp_path, at_limit)) == config.Config()
+    with pytest.raises(config.ConfigError, match=r"larger than 256 KiB$"):
+        config.load(write(tmp_path, at_limit + "\n"))
+
+
+def test_endpoints_and_blocked_entries_are_bounded(tmp_path: Path) -> None:
+    """Planning costs endpoints x blocked entries: 3,000 of each took 30 s to plan."""
+    endpoint = "[[endpoint]]\nhost = 'x.y'\nport = 443\n"
+    assert len(config.load(write(tmp_path, endpoint * config.MAX_ENDPOINTS)).endpoints) == config.MAX_ENDPOINTS
+    with pytest.raises(config.ConfigError, match=r"endpoint: at most 256 \[\[endpoint\]\] tables, not 257$"):
+        config.load(write(tmp_path, endpoint * (config.MAX_ENDPOINTS + 1)))
+    blocked = [f"h{i}.contoso.net" for i in range(config.MAX_BLOCKED + 1)]
+    assert len(config.load(write(tmp_path, f"[policy]\nblocked = {blocked[1:]}")).policy.blocked) == 256
+    with pytest.raises(config.ConfigError, match=r"policy.blocked: at most 256 entries, not 257$"):
+        config.load(write(tmp_path, f"[policy]\nblocked = {blocked}"))
+
+
+DEEP = 50_000  # the issue's 100 kB key
+TOO_DEEP = config.MAX_NESTING + 1
+
+
+@pytest.mark.parametrize("text", [
+    "a" + ".a" * DEEP + " = 1",  # parsed, this took tomllib 90 s and 9 GB
+    "[a" + ".a" * DEEP + "]",
+    "[[a" + ".a" * DEEP + "]]",
+    "with = " + "[" * DEEP + "]" * DEEP,  # RecursionError in tomllib
+    "region = " + "{a = " * (DEEP // 5) + "1" + "}" * (DEEP // 5),
+    "x = {" + "a." * DEEP + "a = 1}",
+    "a" + ".a" * TOO_DEEP + " = 1",
+    "endpoint = " + "[" * TOO_DEEP + "]" * TOO_DEEP,
+    '"a"."b"' + '."c"' * TOO_DEEP + " = 1",
+])
+def test_deep_nesting_is_refused_before_parsing(tmp_path: Path, text: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, text))
+    expected = f"nested deeper than {config.MAX_NESTING} levels (line 1)"
+    assert str(info.value) == f"config {tmp_path / 'aml-netcheck.toml'}: {expected}"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a" + ".a" * config.MAX_NESTING + " = 1", "unknown key 'a'"),
+    ("with = " + "[" * config.MAX_NESTING + "]" * config.MAX_NESTING, "with: expected a list of strings"),
+])
+def test_nesting_up_to_the_bound_is_left_to_the_parser(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load(write(tmp_path, text))
+
+
+def test_brackets_and_dots_in_strings_and_comments_are_not_nesting(tmp_path: Path) -> None:
+    deep = "[{." * 50
+    cfg = config.load(write(tmp_path, "\n".join([
+        f"# {deep}",
+        f"[policy]  # {deep}",
+        "blocked = [",
+        '  "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.contoso.net",  # ' + deep,
+        "]",
+        f'reason = """{deep} "quoted" \\""" {deep}',
+        '"""',
+        "[[endpoint]]",
+        "host = 'x.y'",
+        "port = 443",
+        "purpose = '''" + deep + "''''",  # a fourth quote belongs to the string
+    ])))
+    assert cfg.policy.blocked == ("a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.contoso.net",)
+    assert cfg.policy.reason == f'{deep} "quoted" """ {deep}\n' and cfg.endpoints[0].purpose == deep + "'"
 
 
 def test_options_beat_config_beat_defaults() -> None:
