@@ -410,7 +410,7 @@ def merge(
 def _loopback(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+    if host not in ("127.0.0.1", "::1", "localhost") or not values.is_port(port):
         raise UsageProblem(f"--listen must be a loopback HOST:PORT such as 127.0.0.1:9119, not {listen!r}")
     return host, int(port)
 

@@ -89,7 +89,7 @@ def _features(name: str, names: tuple[str, ...]) -> tuple[str, ...]:
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name}: expected a list of strings, not {value!r}")
+        raise ConfigError(f"{name}: expected a list of strings, not {values.shown(value)}")
     return tuple(value)
 
 
@@ -168,8 +168,12 @@ def parse(data: Mapping[str, Any]) -> Config:
     settings: dict[str, Any] = {}
     endpoints: tuple[Endpoint, ...] = ()
     policy = Policy()
+    spelled: dict[str, str] = {}
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
+        if key in spelled:  # private-endpoint and private_endpoint: TOML sees two keys, the last would win
+            raise ConfigError(f"{key}: given twice (as {spelled[key]!r} and {raw_key!r})")
+        spelled[key] = raw_key
         if key == "endpoint":
             endpoints = _endpoints(value)
         elif key == "policy":
@@ -185,7 +189,7 @@ def parse(data: Mapping[str, Any]) -> Config:
             settings["features"] = _features(key, _strings(key, value))
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
-            raise ConfigError(f"unknown key {raw_key!r} (known: {known})")
+            raise ConfigError(f"unknown key {values.shown(raw_key)} (known: {known})")
     return Config(context=given, settings=Settings(**settings), endpoints=endpoints, policy=policy)
 
 
@@ -199,19 +203,22 @@ def _endpoints(value: Any) -> tuple[Endpoint, ...]:
         where = f"endpoint #{index}"
         unknown = set(table) - {"host", "port", "probe", "purpose", "required"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(values.shown(k) for k in sorted(unknown))}")
         host, port = table.get("host"), table.get("port")
-        if not isinstance(host, str) or "*" in host or not _HOST.fullmatch(host):
-            raise ConfigError(f"{where}: host must be a DNS name or address, not {host!r}")
+        if not isinstance(host, str) or "*" in host or len(host) > 253 or not _HOST.fullmatch(host):
+            raise ConfigError(f"{where}: host must be a DNS name or address, not {values.shown(host)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigError(f"{where}: port must be 1-65535, not {port!r}")
+            raise ConfigError(f"{where}: port must be 1-65535, not {values.shown(port)}")
         probe = table.get("probe", "https")
         if probe not in _PROBES:
-            raise ConfigError(f"{where}: probe must be one of {', '.join(_PROBES)}, not {probe!r}")
+            raise ConfigError(f"{where}: probe must be one of {', '.join(_PROBES)}, not {values.shown(probe)}")
+        purpose = table.get("purpose", "")
+        if not isinstance(purpose, str):
+            raise ConfigError(f"{where}: purpose must be a string, not {values.shown(purpose)}")
         required = table.get("required", True)
         if not isinstance(required, bool):
             raise ConfigError(f"{where}: required must be true or false")
-        endpoints.append(Endpoint(host.lower(), port, probe, str(table.get("purpose", "")), required))
+        endpoints.append(Endpoint(host.lower(), port, probe, purpose, required))
     return tuple(endpoints)
 
 
@@ -222,9 +229,10 @@ def _policy(value: Any) -> Policy:
     if len(blocked) > MAX_BLOCKED:
         raise ConfigError(f"policy.blocked: at most {MAX_BLOCKED} entries, not {len(blocked)}")
     for entry in blocked:
-        host, _, port = entry.partition(":")
-        if not _HOST.fullmatch(host) or (port and not port.isdigit()):
-            raise ConfigError(f"policy.blocked: {entry!r} is not a host, *.suffix or host:port")
+        host, colon, port = entry.partition(":")
+        if not _HOST.fullmatch(host) or (colon and not values.is_port(port)):
+            raise ConfigError(f"policy.blocked: {values.shown(entry)} is not a host, *.suffix or host:port "
+                              "(port 1-65535)")
     reason = value.get("reason", DEFAULT_POLICY_REASON)
     if not isinstance(reason, str):
         raise ConfigError("policy.reason: expected a string")

@@ -21,6 +21,13 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def is_port(text: str) -> bool:
+    """A port written as text: ASCII digits within 1-65535. str.isdigit() alone also takes '44\u00b2'
+    (which int() then refuses) and fullwidth digits (which int() reads). probes.specs.Proxy.parse
+    reads a proxy URL's port by the same rule (probes import nothing of agent/)."""
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
 @dataclass(frozen=True, slots=True)
 class Bound:
     """The range a number must lie in, both ends included; always finite."""

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli import UsageProblem, _loopback, main
+from probes import node
 
 from .helpers import GUID
 
@@ -113,6 +114,54 @@ def test_a_config_that_is_no_regular_file_exits_3(capsys: pytest.CaptureFixture[
     """`--config /dev/zero` grew until MemoryError."""
     assert main(["plan", "--no-detect", "--config", "/dev/zero"]) == 3
     assert capsys.readouterr().err == "aml-netcheck: error: config /dev/zero: not a regular file\n"
+
+
+@pytest.fixture
+def no_proxy_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No proxy from this machine's environment or /etc/environment: each test sets its own."""
+    for name in node.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "environment").write_text("")
+    monkeypatch.setattr(node, "ETC_ENVIRONMENT", tmp_path / "environment")
+    return monkeypatch
+
+
+def test_a_blocked_port_in_unicode_digits_is_a_usage_error(tmp_path: Path, no_proxy_here: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """'44\u00b2' passed str.isdigit() at load time and failed int() when planning: internal error."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[policy]\nblocked = ['*.azureml.ms:44\u00b2']\n", encoding="utf-8")
+    assert main(["plan", "--no-detect", "--region", "eastus", "--config", str(cfg)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err
+    assert err.startswith(f"aml-netcheck: error: config {cfg}: policy.blocked: '*.azureml.ms:44\u00b2' is not ")
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::1", "http://[zz]:3128", "http://[::1]x:3128",  # urlsplit's own ValueError: internal error
+    "http://proxy:0",  # silently the scheme's port
+    "http://proxy:99999", "http://proxy:abc", "http://proxy:44\u00b2", "http://proxy:\uff14\uff14\uff13",
+    "http://proxy:-1", "http://proxy:+80", "http://pro xy:3128", "http://proxy\t:3128", "http://pr\u00f6xy:3128",
+    "http://TOKEN/x@proxy:3128",  # an unencoded / in the credentials: the proxy would be "token", port 80
+    "http://user:pa?ss@proxy:3128", "http://user:pa#ss@proxy:3128",
+])
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "https_proxy"])
+def test_a_bad_proxy_url_is_a_usage_error_naming_the_variable(
+        url: str, variable: str, no_proxy_here: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    no_proxy_here.setenv(variable, url)
+    assert main(["plan", "--no-detect", "--region", "eastus"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aml-netcheck: error: HTTPS_PROXY (from environment): "), err
+    assert "TOKEN" not in err and "pa?ss" not in err and "pa#ss" not in err  # no part of the URL is echoed
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:44\u00b2", "127.0.0.1:\uff19\uff11\uff11\uff19", "127.0.0.1:0",
+                                    "127.0.0.1:65536", "127.0.0.1:", "[::1]:+80"])
+def test_listen_is_refused_unless_its_port_is_ascii_digits_within_1_65535(listen: str) -> None:
+    """'44\u00b2' raised ValueError from int() (internal error); fullwidth digits were read as a port."""
+    with pytest.raises(UsageProblem, match="--listen must be a loopback HOST:PORT"):
+        _loopback(listen)
+    assert _loopback("[::1]:9119") == ("::1", 9119) and _loopback("127.0.0.1:65535") == ("127.0.0.1", 65535)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),

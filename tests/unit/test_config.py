@@ -233,13 +233,48 @@ reason = "Contoso policy: packages come from the mirror"
     ("[[endpoint]]\nhost = 'x.net'\nport = 70000", "endpoint #1: port must be 1-65535"),
     ("[[endpoint]]\nhost = '*.x.net'\nport = 443", "endpoint #1: host must be a DNS name"),
     ("[[endpoint]]\nhost = 'x.net'\nport = 443\nprobe = 'ftp'", "probe must be one of"),
-    ("[[endpoint]]\nhost = 'x.net'\nport = 443\ncolour = 1", "unknown key(s) colour"),
+    ("[[endpoint]]\nhost = 'x.net'\nport = 443\ncolour = 1", "unknown key(s) 'colour'"),
     ("[policy]\nblocked = ['a b']", "not a host, *.suffix or host:port"),
     ("[policy]\nallowed = []", "policy: expected a [policy] table"),
 ])
 def test_bad_endpoints_and_policy(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(config.ConfigError, match=re.escape(message)):
         config.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("entry", [
+    "graph.windows.net:44\u00b2",  # a superscript two: str.isdigit() said yes, int() said no (internal error)
+    "graph.windows.net:\uff14\uff14\uff13",  # fullwidth 443: int() read it, the config said nothing
+    "graph.windows.net:\u0664\u0664\u0663",  # Arabic-Indic 443
+    "graph.windows.net:0", "graph.windows.net:65536", "graph.windows.net:", "graph.windows.net:+443",
+    "graph.windows.net: 443", "graph.windows.net:443:1", ":443",
+])
+def test_a_blocked_port_is_ascii_digits_within_1_65535(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, f"[policy]\nblocked = [{entry!r}]"))
+    assert "policy.blocked: " in str(info.value) and "\n" not in str(info.value)
+
+
+def test_blocked_ports_at_the_bounds_are_kept(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[policy]\nblocked = ['a.b:1', '*.c.d:65535', 'e.f']"))
+    assert cfg.policy.blocked == ("a.b:1", "*.c.d:65535", "e.f")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("private-endpoint = true\nprivate_endpoint = false",
+     "private_endpoint: given twice (as 'private-endpoint' and 'private_endpoint')"),
+    ("[[endpoint]]\nhost = 'x.y'\nport = 1\n\"a\\nb\" = 1", "endpoint #1: unknown key(s) 'a\\nb'"),
+    ("[[endpoint]]\nhost = 'x.y'\nport = 1\npurpose = 5", "endpoint #1: purpose must be a string, not 5"),
+    ("[[endpoint]]\nhost = '" + "a" * 60 + ".b" * 100 + "'\nport = 1", "endpoint #1: host must be a DNS name"),
+    ("[[endpoint]]\nhost = 'x.y'\nport = 1\nprobe = ['tcp']", "probe must be one of"),
+    ("[[endpoint]]\nhost = 'x.y'\nport = 1\nprobe = {a = 1}", "probe must be one of"),
+    ("\"\\n\" = 1", "unknown key '\\n'"),
+    ("\"\" = 1", "unknown key ''"),
+])
+def test_more_bad_values_are_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
 
 
 def test_policy_reason_has_a_default(tmp_path: Path) -> None:
