@@ -46,7 +46,7 @@ class Proxy:
     scheme: str
     host: str
     port: int
-    userinfo: str | None = None  # as written (percent-encoded); never shown: see `shown`
+    userinfo: str | None = None  # as written (percent-encoded); never shown: see `redact`
 
     # A host name as resolvers take it (underscores too, as in some internal zones); IPv4 matches.
     _HOST: ClassVar[re.Pattern[str]] = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}"
@@ -111,10 +111,17 @@ class Proxy:
     @property
     def shown(self) -> str:
         """The URL with credentials redacted: what reports and logs may carry."""
-        if self.userinfo is None:
-            return self._url(None)
-        user, has_password, _ = self.userinfo.partition(":")
-        return self._url(f"{user}:***" if has_password else "***")
+        return self.redact(self.url)
+
+    # An optional scheme, then everything up to the last @: a password may hold an unencoded @ or /.
+    _USERINFO: ClassVar[re.Pattern[str]] = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """`text` (a proxy URL, parsed or not) with its whole userinfo as ***: the user too, since a
+        token is often the user part alone (http://TOKEN@proxy). The one redaction: `shown` and the
+        node facts (probes.node.redact) both use it."""
+        return cls._USERINFO.sub(r"\1***@", text, count=1)
 
 
 def _port(port: int) -> None:
