@@ -56,7 +56,7 @@ class Proxy:
     def parse(cls, url: str) -> Proxy:
         """No part of the URL but its scheme is ever put in an error: in a malformed URL a password
         can be anywhere. The port is ASCII digits within 1-65535 on every Python version, as the
-        config file's ports are (agent/inputs/values.py: `port`)."""
+        config file's ports are (agent/inputs/values.py: `is_port`)."""
         text = url.strip()
         if not text.isprintable() or any(c.isspace() for c in text):  # urlsplit would drop a tab or newline
             raise SpecError("the proxy URL holds a space or a control character")
