@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
 from agent import __version__, catalog, runner
 from agent.clock import Deadline
 from agent.diagnose.verdict import Profile, exit_code
-from agent.inputs import config, context
+from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
 from agent.output import Format, render, status
@@ -46,6 +46,20 @@ class UsageProblem(Exception):
 class PlanFormat(StrEnum):
     table = "table"
     json = "json"
+
+
+def _within(bound: values.Bound) -> Callable[[float | None], float | None]:
+    """An option callback checking the value against the bound the config file uses too: the one
+    check, whatever typer or click would let through (click's FloatRange passes NaN)."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return bound.check(value)
+        except values.ValueProblem as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return check
 
 
 def _version(value: bool) -> None:
@@ -147,15 +161,16 @@ def check(
     textfile: Annotated[Path | None, typer.Option(
         help="Also write Prometheus metrics to this file (atomically), for node_exporter's textfile collector.",
         dir_okay=False)] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds each check may take [default: 5].",
-                                                     min=0.1, max=300)] = None,
-    deadline: Annotated[float | None, typer.Option(help="Seconds the whole run may take.",
-                                                      min=0.5, max=3600)] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help=f"Seconds each check may take, {values.TIMEOUT} [default: 5].", callback=_within(values.TIMEOUT))] = None,
+    deadline: Annotated[float | None, typer.Option(
+        help=f"Seconds the whole run may take, {values.DEADLINE}.", callback=_within(values.DEADLINE))] = None,
     wait: Annotated[float | None, typer.Option(
-        help="Hook mode: re-run failing checks with backoff until healthy or this many seconds have passed.",
-        min=1, max=86400)] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Checks probing at once [default: 128].",
-                                                       min=1, max=4096)] = None,
+        help=f"Hook mode: re-run failing checks with backoff until healthy or this many seconds have passed, "
+             f"{values.WAIT}.", callback=_within(values.WAIT))] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help=f"Checks probing at once, {values.CONCURRENCY} [default: 128].",
+        callback=_within(values.CONCURRENCY))] = None,
     exit_codes: Annotated[Profile, typer.Option(
         help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
              "finding first on stdout; simple: 0 healthy, 1 not.")] = Profile.NAGIOS,
@@ -330,7 +345,8 @@ def rules(
 @_with_context_options
 def serve(
     options: dict[str, Any],
-    interval: Annotated[float, typer.Option(help="Seconds between diagnoses.", min=1, max=86400)] = 300,
+    interval: Annotated[float, typer.Option(help=f"Seconds between diagnoses, {values.INTERVAL}.",
+                                            callback=_within(values.INTERVAL))] = 300,
     state: Annotated[Path | None, typer.Option(
         help="Where the last report is kept (atomically) [default: $STATE_DIRECTORY/report.json, "
              "else /var/lib/aml-netcheck/report.json].", dir_okay=False)] = None,
@@ -339,10 +355,11 @@ def serve(
         dir_okay=False)] = None,
     listen: Annotated[str | None, typer.Option(
         help="Serve /healthz (200/503) and /metrics on this loopback HOST:PORT, e.g. 127.0.0.1:9119.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds each check may take [default: 5].",
-                                                     min=0.1, max=300)] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Checks probing at once [default: 128].",
-                                                       min=1, max=4096)] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help=f"Seconds each check may take, {values.TIMEOUT} [default: 5].", callback=_within(values.TIMEOUT))] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help=f"Checks probing at once, {values.CONCURRENCY} [default: 128].",
+        callback=_within(values.CONCURRENCY))] = None,
 ) -> int:
     """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
     from agent import engine
@@ -397,7 +414,7 @@ def merge(
 def _loopback(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+    if host not in ("127.0.0.1", "::1", "localhost") or not values.is_port(port):
         raise UsageProblem(f"--listen must be a loopback HOST:PORT such as 127.0.0.1:9119, not {listen!r}")
     return host, int(port)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Mapping
 from contextlib import suppress
@@ -18,14 +17,13 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optiona
 
 from probes._trace import Fact
 from probes.reasons import LOCAL_RESOURCE_ERRNOS
+from probes.specs import Proxy
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 RESOLVED_UPSTREAMS = Path("/run/systemd/resolve/resolv.conf")  # systemd-resolved's real servers
 RESOLVED_STUB = "127.0.0.53"
 ETC_ENVIRONMENT = Path("/etc/environment")  # what systemd units see; they skip login shells
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-
-_CREDENTIALS = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):[^/]*@")
 
 
 def resolvers(resolv_conf: Path | None = None, upstreams: Path | None = None, *,
@@ -45,8 +43,9 @@ def search_domains(resolv_conf: Path | None = None) -> tuple[str, ...]:
 
 
 def redact(url: str) -> str:
-    """Hide a password in a proxy URL (user:***@host), keeping what identifies the proxy."""
-    return _CREDENTIALS.sub(r"\1:***@", url)
+    """Hide the credentials in a proxy variable (***@host), keeping what identifies the proxy: the
+    same redaction as a parsed proxy's (Proxy.redact), whether or not this value parses."""
+    return Proxy.redact(url)
 
 
 def proxy_settings(environ: Mapping[str, str] | None = None,

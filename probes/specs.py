@@ -9,7 +9,9 @@ probe in one long protocol wait."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import ClassVar
@@ -44,23 +46,50 @@ class Proxy:
     scheme: str
     host: str
     port: int
-    userinfo: str | None = None  # as written (percent-encoded); never shown: see `shown`
+    userinfo: str | None = None  # as written (percent-encoded); never shown: see `redact`
+
+    # A host name as resolvers take it (underscores too, as in some internal zones); IPv4 matches.
+    _HOST: ClassVar[re.Pattern[str]] = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}"
+                                                  r"[a-z0-9_])?)*\.?")
 
     @classmethod
     def parse(cls, url: str) -> Proxy:
+        """No part of the URL but its scheme is ever put in an error: in a malformed URL a password
+        can be anywhere. The port is ASCII digits within 1-65535 on every Python version, as the
+        config file's ports are (agent/inputs/values.py: `is_port`)."""
         text = url.strip()
-        parts = urlsplit(text if "://" in text else f"http://{text}")
+        if not text.isprintable() or any(c.isspace() for c in text):  # urlsplit would drop a tab or newline
+            raise SpecError("the proxy URL holds a space or a control character")
+        try:
+            parts = urlsplit(text if "://" in text else f"http://{text}")
+            host = parts.hostname
+        except ValueError:  # an unclosed or invalid [IPv6] host
+            raise SpecError("the proxy URL is malformed") from None
         scheme = parts.scheme.lower()
         if scheme not in PROXY_SCHEMES:
             raise SpecError(f"unsupported proxy scheme {scheme!r} (http:// or https://)")
-        try:
-            port = parts.port
-        except ValueError:
-            raise SpecError("the proxy URL has an invalid port") from None
-        if not parts.hostname:
+        if "@" in parts.path + parts.query + parts.fragment:  # the credentials hold a / ? or #
+            raise SpecError("the proxy URL has an @ after its host: percent-encode / ? # in the credentials")
+        hostinfo = parts.netloc.rpartition("@")[2]
+        bracketed = hostinfo.startswith("[")
+        junk, _, port = (hostinfo.rpartition("]")[2] if bracketed else hostinfo).partition(":")
+        valid_port = len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        if (bracketed and junk) or (port and not valid_port):
+            raise SpecError("the proxy URL has an invalid port (1-65535)")
+        if not host:
             raise SpecError("the proxy URL has no host")
+        if not cls._HOST.fullmatch(host) and not cls._is_address(host):
+            raise SpecError("the proxy host is neither a DNS name nor an IP address")
         userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
-        return cls(scheme, parts.hostname, port or PROXY_SCHEMES[scheme], userinfo)
+        return cls(scheme, host, int(port) if port else PROXY_SCHEMES[scheme], userinfo)
+
+    @staticmethod
+    def _is_address(host: str) -> bool:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
 
     @property
     def user(self) -> str | None:
@@ -82,10 +111,17 @@ class Proxy:
     @property
     def shown(self) -> str:
         """The URL with credentials redacted: what reports and logs may carry."""
-        if self.userinfo is None:
-            return self._url(None)
-        user, has_password, _ = self.userinfo.partition(":")
-        return self._url(f"{user}:***" if has_password else "***")
+        return self.redact(self.url)
+
+    # An optional scheme, then everything up to the last @: a password may hold an unencoded @ or /.
+    _USERINFO: ClassVar[re.Pattern[str]] = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """`text` (a proxy URL, parsed or not) with its whole userinfo as ***: the user too, since a
+        token is often the user part alone (http://TOKEN@proxy). The one redaction: `shown` and the
+        node facts (probes.node.redact) both use it."""
+        return cls._USERINFO.sub(r"\1***@", text, count=1)
 
 
 def _port(port: int) -> None:

@@ -5,14 +5,27 @@ typo in a setup script's config fails loudly instead of silently checking the wr
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.inputs import context
+from agent.inputs import context, values
+
+# Bounds that keep reading and planning a bad config short: a config is a few dozen lines (the
+# README's example is 1 kB). tomllib's worst text measured 0.9 s and 100 MiB at 256 KiB, but 4 s and
+# 420 MiB at 1 MiB (25,000 small tables); planning is endpoints x blocked entries (3,000 of each: 30 s).
+MAX_BYTES = 256 << 10
+MAX_ENDPOINTS = 256
+MAX_BLOCKED = 256
+# A valid config nests 2 deep ([[endpoint]], `blocked = [...]` in [policy]). tomllib recurses on
+# brackets (RecursionError past ~300) and is quadratic in the parts of a dotted key (a 100 kB key of
+# 50,000 parts: 90 s and 9 GB), so deeper text is refused before it is parsed.
+MAX_NESTING = 16
 
 
 class ConfigError(ValueError):
@@ -60,88 +73,152 @@ class Config:
     policy: Policy = field(default_factory=Policy)
 
 
-def _number(name: str, value: Any, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-            or (integer and not isinstance(value, int)):
-        kind = "a positive whole number" if integer else "a positive number of seconds"
-        raise ConfigError(f"{name}: expected {kind}, not {value!r}")
-    return value
+def _number(name: str, value: Any, bound: values.Bound) -> float:
+    try:
+        return bound.check(value)
+    except values.ValueProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _features(name: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return values.check_features(names)
+    except values.ValueProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name}: expected a list of strings, not {value!r}")
+        raise ConfigError(f"{name}: expected a list of strings, not {values.shown(value)}")
     return tuple(value)
 
 
 _SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
+_BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
 _PROBES = ("https", "websocket", "tcp", "udp", "dns")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
 
 def load(path: Path) -> Config:
+    where = str(path) if str(path).isprintable() else repr(str(path))  # the message stays one line
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
+        text = _read(path)
+        _check_nesting(text)
+        return parse(tomllib.loads(text))
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config {path}: not UTF-8 text") from None
+        raise ConfigError(f"cannot read config {where}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: invalid TOML: {exc}") from None
-    try:
-        return parse(data)
+        raise ConfigError(f"config {where}: invalid TOML: {exc}") from None
     except (ConfigError, context.ContextError) as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+        raise ConfigError(f"config {where}: {exc}") from None
+
+
+def _read(path: Path) -> str:
+    """At most MAX_BYTES of a regular file. Anything else (a device, a FIFO, a directory) is refused
+    before it is opened: /dev/zero never ends and a FIFO waits for a writer. The second look, after
+    opening, makes sure what is read is what was looked at."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ConfigError("not a regular file")
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise ConfigError("not a regular file")
+        data = file.read(MAX_BYTES + 1)  # a file that grows while it is read is cut here too
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"larger than {MAX_BYTES >> 10} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text") from None
+
+
+# What nests in TOML text, with strings and comments skipped whole: the brackets of tables, arrays
+# and inline tables, the dots of a dotted key, and what ends a key (=, a comma, a new line).
+_TOKEN = re.compile(r'''
+    "{3}(?:[^"\\]|\\.|"(?!""))*"{3,5}     # a multi-line basic string (a line may end in \)
+  | '{3}(?:[^']|'(?!''))*'{3,5}           # a multi-line literal string
+  | "(?:[^"\\\n]|\\[^\n])*"              # a basic string
+  | '[^'\n]*'                            # a literal string
+  | \#[^\n]*                             # a comment
+  | [\[\]{}.]
+  | [=,\n]+
+''', re.VERBOSE | re.DOTALL)
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse text nested deeper than MAX_NESTING (brackets open plus parts of the key) before the
+    parser sees it; a quote that opens no valid string is skipped, so its text still counts."""
+    depth = dots = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth, dots = depth + 1, 0
+        elif token in ("]", "}"):
+            depth, dots = max(depth - 1, 0), 0
+        elif token == ".":
+            dots += 1
+        elif token[0] in "=,\n":
+            dots = 0
+        if depth + dots > MAX_NESTING:
+            line = text.count("\n", 0, match.start()) + 1
+            raise ConfigError(f"nested deeper than {MAX_NESTING} levels (line {line})")
 
 
 def parse(data: Mapping[str, Any]) -> Config:
-    values: dict[str, object] = {}
+    given: dict[str, object] = {}
     settings: dict[str, Any] = {}
     endpoints: tuple[Endpoint, ...] = ()
     policy = Policy()
+    spelled: dict[str, str] = {}
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
+        if key in spelled:  # private-endpoint and private_endpoint: TOML sees two keys, the last would win
+            raise ConfigError(f"{key}: given twice (as {spelled[key]!r} and {raw_key!r})")
+        spelled[key] = raw_key
         if key == "endpoint":
             endpoints = _endpoints(value)
         elif key == "policy":
             policy = _policy(value)
         elif key in context.KEYS_BY_NAME:
-            values[key] = context.validate(key, value)
-        elif key in ("timeout", "deadline"):
-            settings[key] = float(_number(key, value))
-        elif key == "concurrency":
-            settings[key] = int(_number(key, value, integer=True))
+            given[key] = context.validate(key, value)
+        elif key in _BOUNDS:
+            number = _number(key, value, _BOUNDS[key])
+            settings[key] = int(number) if _BOUNDS[key].whole else float(number)
         elif key == "expected_issuers":
             settings[key] = _strings(key, value)
         elif key == "with":
-            settings["features"] = _strings(key, value)
+            settings["features"] = _features(key, _strings(key, value))
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
-            raise ConfigError(f"unknown key {raw_key!r} (known: {known})")
-    return Config(context=values, settings=Settings(**settings), endpoints=endpoints, policy=policy)
+            raise ConfigError(f"unknown key {values.shown(raw_key)} (known: {known})")
+    return Config(context=given, settings=Settings(**settings), endpoints=endpoints, policy=policy)
 
 
 def _endpoints(value: Any) -> tuple[Endpoint, ...]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError("endpoint: expected [[endpoint]] tables")
+    if len(value) > MAX_ENDPOINTS:
+        raise ConfigError(f"endpoint: at most {MAX_ENDPOINTS} [[endpoint]] tables, not {len(value)}")
     endpoints = []
     for index, table in enumerate(value, 1):
         where = f"endpoint #{index}"
         unknown = set(table) - {"host", "port", "probe", "purpose", "required"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(values.shown(k) for k in sorted(unknown))}")
         host, port = table.get("host"), table.get("port")
-        if not isinstance(host, str) or "*" in host or not _HOST.fullmatch(host):
-            raise ConfigError(f"{where}: host must be a DNS name or address, not {host!r}")
+        if not isinstance(host, str) or "*" in host or len(host) > 253 or not _HOST.fullmatch(host):
+            raise ConfigError(f"{where}: host must be a DNS name or address, not {values.shown(host)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigError(f"{where}: port must be 1-65535, not {port!r}")
+            raise ConfigError(f"{where}: port must be 1-65535, not {values.shown(port)}")
         probe = table.get("probe", "https")
         if probe not in _PROBES:
-            raise ConfigError(f"{where}: probe must be one of {', '.join(_PROBES)}, not {probe!r}")
+            raise ConfigError(f"{where}: probe must be one of {', '.join(_PROBES)}, not {values.shown(probe)}")
+        purpose = table.get("purpose", "")
+        if not isinstance(purpose, str):
+            raise ConfigError(f"{where}: purpose must be a string, not {values.shown(purpose)}")
         required = table.get("required", True)
         if not isinstance(required, bool):
             raise ConfigError(f"{where}: required must be true or false")
-        endpoints.append(Endpoint(host.lower(), port, probe, str(table.get("purpose", "")), required))
+        endpoints.append(Endpoint(host.lower(), port, probe, purpose, required))
     return tuple(endpoints)
 
 
@@ -149,10 +226,13 @@ def _policy(value: Any) -> Policy:
     if not isinstance(value, dict) or set(value) - {"blocked", "reason"}:
         raise ConfigError("policy: expected a [policy] table with `blocked` and `reason`")
     blocked = _strings("policy.blocked", value.get("blocked", []))
+    if len(blocked) > MAX_BLOCKED:
+        raise ConfigError(f"policy.blocked: at most {MAX_BLOCKED} entries, not {len(blocked)}")
     for entry in blocked:
-        host, _, port = entry.partition(":")
-        if not _HOST.fullmatch(host) or (port and not port.isdigit()):
-            raise ConfigError(f"policy.blocked: {entry!r} is not a host, *.suffix or host:port")
+        host, colon, port = entry.partition(":")
+        if not _HOST.fullmatch(host) or (colon and not values.is_port(port)):
+            raise ConfigError(f"policy.blocked: {values.shown(entry)} is not a host, *.suffix or host:port "
+                              "(port 1-65535)")
     reason = value.get("reason", DEFAULT_POLICY_REASON)
     if not isinstance(reason, str):
         raise ConfigError("policy.reason: expected a string")

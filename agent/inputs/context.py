@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from agent.inputs.values import shown
 from agent.model import ContextValue
 
 CLOUDS = ("public", "usgov", "china")
@@ -24,7 +25,7 @@ def _pattern(regex: str, what: str) -> Callable[[str], str]:
 
     def validate(value: str) -> str:
         if not compiled.fullmatch(value):
-            raise ContextError(f"{what}: {value!r}")
+            raise ContextError(f"{what}: {shown(value)}")
         return value
 
     return validate
@@ -33,7 +34,7 @@ def _pattern(regex: str, what: str) -> Callable[[str], str]:
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def validate(value: str) -> str:
         if value not in choices:
-            raise ContextError(f"must be one of {', '.join(choices)}, not {value!r}")
+            raise ContextError(f"must be one of {', '.join(choices)}, not {shown(value)}")
         return value
 
     return validate
@@ -81,10 +82,10 @@ def validate(name: str, value: object) -> str | bool:
     key = KEYS_BY_NAME[name]
     if key.kind is bool:
         if not isinstance(value, bool):
-            raise ContextError(f"{name}: expected true or false, not {value!r}")
+            raise ContextError(f"{name}: expected true or false, not {shown(value)}")
         return value
     if not isinstance(value, str):
-        raise ContextError(f"{name}: expected a string, not {value!r}")
+        raise ContextError(f"{name}: expected a string, not {shown(value)}")
     try:
         return key.validate(value) if key.validate else value
     except ContextError as exc:

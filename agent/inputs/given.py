@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import catalog, planner
-from agent.inputs import context, detect, proxy
+from agent.inputs import context, detect, proxy, values
 from agent.inputs.config import Config
 from agent.inputs.detect import Detected
 from agent.model import Check, ContextValue
@@ -34,7 +34,10 @@ class Inputs:
     def build(cls, given: Mapping[str, object], cfg: Config, features: tuple[str, ...],
               detect_context: bool) -> Inputs:
         try:
+            values.check_features(features)  # the config file's `with` was checked when it was read
             proxied = proxy.settings(os.environ, node.environment_file())
+        except values.ValueProblem as exc:
+            raise InputError(f"--with: {exc}") from None
         except proxy.ProxyError as exc:
             raise InputError(str(exc)) from None
         inputs = cls(given, cfg, planner.PlanOptions(

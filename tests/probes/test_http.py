@@ -97,7 +97,7 @@ async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, ca
     assert info.value.reason is reason
     assert trace.current == "connect"
     assert trace.facts["proxy_status"] == code and trace.facts["via_proxy"] is True
-    assert trace.facts["proxy"] == f"http://alice:***@127.0.0.1:{proxy_port}"
+    assert trace.facts["proxy"] == f"http://***@127.0.0.1:{proxy_port}"
     if code == 407:
         assert trace.facts["proxy_authenticate"] == ['Basic realm="corp"', "Negotiate"]
 

@@ -34,11 +34,11 @@ def test_search_domains(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("url", "redacted"), [
-    ("http://alice:s3cret@proxy.corp:3128", "http://alice:***@proxy.corp:3128"),
-    ("alice:p@ss@10.0.0.9:8080", "alice:***@10.0.0.9:8080"),
+    ("http://alice:s3cret@proxy.corp:3128", "http://***@proxy.corp:3128"),
+    ("alice:p@ss@10.0.0.9:8080", "***@10.0.0.9:8080"),
     ("http://proxy.corp:3128", "http://proxy.corp:3128"),
-    ("http://token@proxy.corp:3128", "http://token@proxy.corp:3128"),
-    ("https://u:p@proxy.corp/path@x", "https://u:***@proxy.corp/path@x"),
+    ("http://token@proxy.corp:3128", "http://***@proxy.corp:3128"),
+    ("https://u:p@proxy.corp/path@x", "https://***@x"),
 ])
 def test_redact(url: str, redacted: str) -> None:
     assert node.redact(url) == redacted
@@ -49,8 +49,8 @@ def test_proxy_settings(tmp_path: Path) -> None:
         'PATH="/usr/bin"\nhttps_proxy="http://svc:pw@10.0.0.9:3128"\nexport NO_PROXY=.azureml.ms\n')
     environ = {"HTTPS_PROXY": "http://alice:s3cret@proxy.corp:3128", "no_proxy": "localhost", "HOME": "/root"}
     assert node.proxy_settings(environ, tmp_path / "environment") == {
-        "environment": {"HTTPS_PROXY": "http://alice:***@proxy.corp:3128", "no_proxy": "localhost"},
-        "etc_environment": {"https_proxy": "http://svc:***@10.0.0.9:3128", "NO_PROXY": ".azureml.ms"},
+        "environment": {"HTTPS_PROXY": "http://***@proxy.corp:3128", "no_proxy": "localhost"},
+        "etc_environment": {"https_proxy": "http://***@10.0.0.9:3128", "NO_PROXY": ".azureml.ms"},
     }
 
 

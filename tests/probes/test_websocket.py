@@ -117,7 +117,7 @@ async def test_proxy_refuses_connect(code: int, reason: Reason, serve: Serve, tr
         await websocket.run(spec, (), trace)
     assert info.value.reason is reason
     assert trace.facts["proxy_status"] == code and trace.current == "connect"
-    assert trace.facts["proxy"] == f"http://bob:***@127.0.0.1:{proxy_port}"
+    assert trace.facts["proxy"] == f"http://***@127.0.0.1:{proxy_port}"
     if code == 407:
         assert trace.facts["proxy_authenticate"] == ["NTLM"]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli import UsageProblem, _loopback, main
+from probes import node
 
 from .helpers import GUID
 
@@ -59,6 +60,108 @@ def test_usage_errors_exit_3_with_one_line(argv: list[str], message: str, capsys
     assert "Traceback" not in captured.err + captured.out
     if argv:
         assert len(captured.err.strip().splitlines()) == 1
+
+
+# `check` stops at the option (or else at the unwritable --output) before anything is probed.
+_NO_RUN = ["--no-detect", "--output", "/nonexistent-dir/report.json"]
+_NO_SERVE = ["--no-detect", "--listen", "0.0.0.0:9119"]  # `serve` too: a non-loopback --listen is refused
+
+
+@pytest.mark.parametrize(("argv", "option", "expected"), [
+    (["check", "--timeout", "inf", *_NO_RUN], "--timeout", "a finite number of seconds from 0.1 to 300, not inf"),
+    (["check", "--timeout", "nan", *_NO_RUN], "--timeout", "a finite number of seconds from 0.1 to 300, not nan"),
+    (["check", "--timeout", "0.01", *_NO_RUN], "--timeout", "from 0.1 to 300, not 0.01"),
+    (["check", "--deadline", "inf", *_NO_RUN], "--deadline", "a finite number of seconds from 0.5 to 3600, not inf"),
+    (["check", "--deadline", "nan", *_NO_RUN], "--deadline", "a finite number of seconds from 0.5 to 3600, not nan"),
+    (["check", "--wait", "inf", *_NO_RUN], "--wait", "a finite number of seconds from 1 to 86400, not inf"),
+    (["check", "--wait", "nan", *_NO_RUN], "--wait", "a finite number of seconds from 1 to 86400, not nan"),
+    (["check", "--concurrency", "4097", *_NO_RUN], "--concurrency", "a whole number from 1 to 4096, not 4097"),
+    (["serve", "--interval", "nan", *_NO_SERVE], "--interval", "a finite number of seconds from 1 to 86400"),
+    (["serve", "--timeout", "inf", *_NO_SERVE], "--timeout", "a finite number of seconds from 0.1 to 300"),
+])
+def test_numeric_options_are_finite_and_within_bounds(argv: list[str], option: str, expected: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The bounds are the config file's (agent/inputs/values.py), whatever typer or click would
+    let through: click's FloatRange passes NaN, since every comparison with it is false."""
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{option}'" in err and expected in err, err
+
+
+def test_numeric_options_at_their_bounds_reach_the_next_check(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--timeout", "300", "--deadline", "0.5", "--wait", "86400", "--concurrency", "1", *_NO_RUN]
+    assert main(argv) == 3
+    assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["plan", "rules"])
+def test_an_unknown_feature_exits_3_naming_it_and_the_valid_ones(command: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--with rstuido` once selected nothing, silently: RStudio's requirements went unchecked."""
+    assert main([command, "--no-detect", "--with", "vscode, rstuido"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("aml-netcheck: error: --with: unknown feature 'rstuido' (valid: automl, conda, cran, ")
+    assert "rstudio" in err and "vscode" in err
+
+
+def test_known_features_select_their_requirements(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--no-detect", "--region", "eastus", "--with", "rstudio", "--format", "json"]) == 0
+    assert any("rstudio" in r for c in json.loads(capsys.readouterr().out)["checks"] for r in c["requirements"])
+
+
+def test_a_config_that_is_no_regular_file_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config /dev/zero` grew until MemoryError."""
+    assert main(["plan", "--no-detect", "--config", "/dev/zero"]) == 3
+    assert capsys.readouterr().err == "aml-netcheck: error: config /dev/zero: not a regular file\n"
+
+
+@pytest.fixture
+def no_proxy_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No proxy from this machine's environment or /etc/environment: each test sets its own."""
+    for name in node.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "environment").write_text("")
+    monkeypatch.setattr(node, "ETC_ENVIRONMENT", tmp_path / "environment")
+    return monkeypatch
+
+
+def test_a_blocked_port_in_unicode_digits_is_a_usage_error(tmp_path: Path, no_proxy_here: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """'44\u00b2' passed str.isdigit() at load time and failed int() when planning: internal error."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[policy]\nblocked = ['*.azureml.ms:44\u00b2']\n", encoding="utf-8")
+    assert main(["plan", "--no-detect", "--region", "eastus", "--config", str(cfg)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err
+    assert err.startswith(f"aml-netcheck: error: config {cfg}: policy.blocked: '*.azureml.ms:44\u00b2' is not ")
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::1", "http://[zz]:3128", "http://[::1]x:3128",  # urlsplit's own ValueError: internal error
+    "http://proxy:0",  # silently the scheme's port
+    "http://proxy:99999", "http://proxy:abc", "http://proxy:44\u00b2", "http://proxy:\uff14\uff14\uff13",
+    "http://proxy:-1", "http://proxy:+80", "http://pro xy:3128", "http://proxy\t:3128", "http://pr\u00f6xy:3128",
+    "http://TOKEN/x@proxy:3128",  # an unencoded / in the credentials: the proxy would be "token", port 80
+    "http://user:pa?ss@proxy:3128", "http://user:pa#ss@proxy:3128",
+])
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "https_proxy"])
+def test_a_bad_proxy_url_is_a_usage_error_naming_the_variable(
+        url: str, variable: str, no_proxy_here: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    no_proxy_here.setenv(variable, url)
+    assert main(["plan", "--no-detect", "--region", "eastus"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aml-netcheck: error: HTTPS_PROXY (from environment): "), err
+    assert "TOKEN" not in err and "pa?ss" not in err and "pa#ss" not in err  # no part of the URL is echoed
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:44\u00b2", "127.0.0.1:\uff19\uff11\uff11\uff19", "127.0.0.1:0",
+                                    "127.0.0.1:65536", "127.0.0.1:", "[::1]:+80"])
+def test_listen_is_refused_unless_its_port_is_ascii_digits_within_1_65535(listen: str) -> None:
+    """'44\u00b2' raised ValueError from int() (internal error); fullwidth digits were read as a port."""
+    with pytest.raises(UsageProblem, match="--listen must be a loopback HOST:PORT"):
+        _loopback(listen)
+    assert _loopback("[::1]:9119") == ("::1", 9119) and _loopback("127.0.0.1:65535") == ("127.0.0.1", 65535)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -139,4 +242,5 @@ def test_plan_shows_the_proxy_on_its_scheme_port_and_without_credentials(
     out = capsys.readouterr().out
     checks = {c["id"]: c for c in json.loads(out)["checks"]}
     assert "tcp:proxy.contoso.net:80" in checks and "s3cret" not in out
-    assert checks["http:management.azure.com:443@proxy"]["params"]["proxy"] == "http://alice:***@proxy.contoso.net:80"
+    assert checks["http:management.azure.com:443@proxy"]["params"]["proxy"] == "http://***@proxy.contoso.net:80"
+    assert "alice" not in out  # the user too: a token is often the user part alone
