@@ -24,14 +24,15 @@ def to_dict(catalog: Catalog, context: Mapping[str, ContextValue], checks: Seque
 
 def table(catalog: Catalog, checks: Sequence[Check]) -> Any:
     """A rich Table (typed Any: rich is imported only here, when a table is wanted)."""
+    from rich.markup import escape
     from rich.table import Table
 
     shown = Table(title=f"{len(checks)} checks (catalog {catalog.version})", box=None)
     shown.add_column("check", overflow="fold")
     shown.add_column("requirements", overflow="fold")
     shown.add_column("note", overflow="fold")
-    for c in checks:
-        shown.add_row(c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "")
+    for c in checks:  # a policy reason is the user's text, not rich markup
+        shown.add_row(escape(c.id), ", ".join(c.requirements), escape(f"skip: {c.skip_detail}") if c.skip else "")
     return shown
 
 

@@ -244,3 +244,13 @@ def test_plan_shows_the_proxy_on_its_scheme_port_and_without_credentials(
     assert "tcp:proxy.contoso.net:80" in checks and "s3cret" not in out
     assert checks["http:management.azure.com:443@proxy"]["params"]["proxy"] == "http://***@proxy.contoso.net:80"
     assert "alice" not in out  # the user too: a token is often the user part alone
+
+
+def test_a_policy_reason_that_looks_like_markup_is_shown_as_written(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`plan`'s table read a policy reason with `[/x]` as rich markup and crashed (internal error)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[policy]\nblocked = ["pypi.org"]\nreason = "see [/x] ticket [b]42"\n')
+    assert main(["plan", "--no-detect", "--region", "eastus", "--with", "pypi", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[b]42" in out
