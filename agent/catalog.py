@@ -48,7 +48,7 @@ class Requirement:
     clouds: tuple[str, ...] = CLOUDS
     notes: str = ""  # where the documentation disagrees, and what we check because of it
     query: str = ""  # probe dns with an IP literal host: the name asked of that DNS server
-    proxied: bool = True  # False: the node's clients never send it through a proxy (IMDS)
+    proxied: bool | None = None  # through HTTPS_PROXY/HTTP_PROXY? None: as its probe kind (HTTP(S) yes, TCP no)
     when: str | None = None  # a boolean context key that must be true (a resource's optional feature)
     emit_rules: bool = True  # False: no NSG or firewall rule opens it (answered by the platform)
 
@@ -140,7 +140,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
             notes=values.get("notes", ""), query=values.get("query", ""),
-            proxied=values.get("proxied", True), emit_rules=values.get("emit_rules", True),
+            proxied=values.get("proxied"), emit_rules=values.get("emit_rules", True),
             when=values.get("when"),
         )
     except KeyError as exc:

@@ -207,13 +207,16 @@ def _local_checks(requirement: Requirement) -> list[Check]:
 
 def _proxy_for(requirement: Requirement, options: PlanOptions) -> Proxy | None:
     """The proxy the node's clients send this requirement's requests through: HTTPS_PROXY for
-    https:// and wss://, HTTP_PROXY for plain http://; raw TCP and UDP never go through one."""
-    if not requirement.proxied:
+    https:// and wss://, HTTP_PROXY for plain http://; raw TCP only where the catalog says its
+    clients tunnel it (CONNECT, through HTTPS_PROXY: the instance's 8787 and 18881); UDP never."""
+    if requirement.proxied is False:
         return None
     if requirement.probe in ("https", "websocket"):
         return options.proxy
     if requirement.probe == "http":
         return options.http_proxy
+    if requirement.probe == "tcp" and requirement.proxied:
+        return options.proxy
     return None
 
 
@@ -231,6 +234,8 @@ def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list
     spec: Spec
     if requirement.probe == "websocket":
         spec = WebSocketSpec(url=_url("wss", host, port), host=host, proxy=via)
+    elif requirement.probe == "tcp":
+        spec = TcpSpec(host=host, port=port, proxy=via)
     else:
         scheme = "http" if requirement.probe == "http" else "https"
         spec = HttpSpec(url=_url(scheme, host, port), host=host, proxy=via)

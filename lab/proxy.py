@@ -120,6 +120,9 @@ class Proxy:
                           f'Proxy-Authenticate: Basic realm="{REALM}"')
         if matches(host, self._scenario.proxy_deny):
             raise Refusal(403, "Forbidden", f"access to {host} is denied by the proxy's policy")
+        if request.method == "CONNECT" and self._scenario.proxy_connect_ports \
+                and request.port not in self._scenario.proxy_connect_ports:
+            raise Refusal(403, "Forbidden", f"CONNECT to port {request.port} is not in SSL_ports")
         try:
             address = self._zones.address_of(host)
         except LookupError:

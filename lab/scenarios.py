@@ -88,6 +88,7 @@ class Scenario:
     proxy: ProxyMode | None = None  # auth: 407 without lab.proxy.CREDENTIALS; unreachable: down
     proxy_credentials: bool = False  # the node's proxy URLs carry lab.proxy.CREDENTIALS
     proxy_deny: tuple[str, ...] = ()  # names the proxy refuses with 403
+    proxy_connect_ports: tuple[int, ...] = ()  # CONNECT only to these ports (a stock squid: SSL_ports 443); (): any
     proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (502)
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
@@ -295,6 +296,22 @@ SCENARIOS: dict[str, Scenario] = {
                                f"{_STORAGE}.queue.core.windows.net", f"{_STORAGE}.table.core.windows.net"),
             expected_exit=2,
             expected_findings=("resource-firewall-denied",),
+        ),
+        Scenario(
+            "proxy-ssl-ports",
+            "A stock squid behind the proxy: CONNECT only to port 443, so the instance's 8787 and 18881 fail",
+            f"The node sends everything but the workspace's own API names through {_PROXY} (NO_PROXY lists "
+            "the workspace, notebooks and storage names, not the compute instance's), and the proxy, like a "
+            "stock squid, refuses CONNECT outside its SSL_ports (443) with 403; direct TCP 8787 and 18881 "
+            "are closed, so the proxy is the only way. Expect proxy-denied naming 8787 and 18881 and the "
+            "SSL_ports setting, not a direct egress rule.",
+            proxy="open", no_proxy=NO_PROXY_LOCAL + tuple(
+                name for name in NO_PROXY_PRIVATE[len(NO_PROXY_LOCAL):] if ".instances." not in name),
+            proxy_connect_ports=(443,),
+            faults=(Fault("drop", "tcp", 8787, addresses.PE_WORKSPACE),
+                    Fault("drop", "tcp", 18881, addresses.PE_WORKSPACE)),
+            expected_exit=2,
+            expected_findings=("proxy-denied",),
         ),
         Scenario(
             "proxy-only",

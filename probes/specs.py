@@ -165,6 +165,7 @@ class TcpSpec:
     layer: ClassVar[Layer] = Layer.TCP
     host: str
     port: int
+    proxy: Proxy | None = None  # a CONNECT tunnel through it to host:port (the proxy resolves host)
 
     def __post_init__(self) -> None:
         _port(self.port)

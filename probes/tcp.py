@@ -8,6 +8,7 @@ import time
 
 from probes._net import connect, errno_name, first_error, require, since_ms
 from probes._trace import Fact, Trace
+from probes._tunnel import tunnel
 from probes.reasons import classify, local_limit
 from probes.specs import TcpSpec as Spec
 
@@ -15,6 +16,9 @@ from probes.specs import TcpSpec as Spec
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Pass if any address accepts; `partial` when some do not. All failing raises the first
     address's own error (classified centrally from its errno), or a local limit any address met."""
+    if spec.proxy is not None:
+        await _through(spec, trace)
+        return
     attempts: list[Fact] = []  # shared with the trace, so a deadline still finds the finished ones
     trace.note(addresses_ok=[], attempts=attempts)
     targets = require(addresses)
@@ -40,6 +44,16 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             raise first_error(failures)
     if failures:
         trace.note(partial=True)
+
+
+async def _through(spec: Spec, trace: Trace) -> None:
+    """The tunnel the node's clients would open: CONNECT host:port through the proxy, which
+    resolves the name (a stock squid refuses ports outside its SSL_ports)."""
+    assert spec.proxy is not None
+    trace.note(addresses_ok=[], via_proxy=True, proxy=spec.proxy.shown)
+    with trace.phase("connect"):
+        sock = await tunnel(spec.proxy, spec.host, spec.port, trace)
+    sock.close()
 
 
 def _attempt(address: str, outcome: str, errno: str | None, start: float) -> dict[str, Fact]:

@@ -379,6 +379,22 @@ def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
                 "reach the resource through a private endpoint whose privatelink zone is linked to the VNet."))
 
 
+def _proxy_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    """The proxy refuses: its URL policy for the names, or (a stock squid) CONNECT to ports outside
+    its SSL_ports, which the node's clients need for the compute instance's 8787 and 18881."""
+    ports = sorted({r.check.port for r in results if r.check.port not in (None, 80, 443)})
+    fix = ("Add these FQDNs to the proxy's allow-list, or list them in NO_PROXY if the node may reach them "
+           "directly (private endpoints must always be in NO_PROXY).")
+    if ports:
+        shown = ", ".join(map(str, ports))
+        fix = (f"Let the proxy tunnel CONNECT to port(s) {shown} for these names (squid: add them to SSL_ports, "
+               "e.g. acl SSL_ports port 443 " + " ".join(map(str, ports)) + ", and allow the http_access CONNECT "
+               "rule for them), or list the names in NO_PROXY if the node reaches them directly. " + fix)
+    return Draft(summary=f"The configured proxy refuses these destinations: {_hosts(results)}"
+                 + (f" (CONNECT to port {', '.join(map(str, ports))})" if ports else ""),
+                 cause=_observed(results), remedy=fix)
+
+
 def _proxy(what: str, fix: str) -> Builder:
     def build(results: Sequence[Result], facts: Facts) -> Draft:
         return Draft(summary=f"The configured proxy {what}: {_hosts(results)}", cause=_observed(results),
@@ -478,10 +494,7 @@ DECLARATIONS: dict[Code, Declaration] = {
                "Give the proxy credentials in HTTPS_PROXY (http://user:pass@proxy:port) for the "
                "Azure ML processes, or allow the compute subnet without authentication.")),
     Code.PROXY_DENIED: Declaration(
-        C, "the configured proxy refuses the destination, or cannot reach it", ("firewall",),
-        _proxy("refuses these destinations",
-               "Add these FQDNs to the proxy's allow-list, or list them in NO_PROXY if the node "
-               "may reach them directly (private endpoints must always be in NO_PROXY).")),
+        C, "the configured proxy refuses the destination, or cannot reach it", ("firewall",), _proxy_denied),
     Code.PROXY_UNREACHABLE: Declaration(
         C, "the configured proxy cannot be reached", ("firewall",),
         _proxy("cannot be reached",

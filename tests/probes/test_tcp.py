@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from probe_loopback import Serve, proxy
 from probes import tcp
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
+from probes.specs import Proxy
 
 pytest_plugins = ["probe_peers"]
 
@@ -55,3 +57,20 @@ async def test_no_address_is_a_skip(trace: Trace) -> None:
     with pytest.raises(ProbeError) as info:
         await tcp.run(tcp.Spec("svc.test", 443), (), trace)
     assert info.value.reason is Reason.SKIP_DEPENDENCY
+
+
+async def test_a_tunnel_through_the_proxy(tcp_listener: int, serve: Serve, trace: Trace) -> None:
+    """8787/18881 as the node's clients reach them behind a proxy: CONNECT, the proxy resolves."""
+    proxy_port = await serve(proxy(200))
+    via = Proxy.parse(f"http://127.0.0.1:{proxy_port}")
+    await tcp.run(tcp.Spec("ci.test", tcp_listener, proxy=via), (), trace)
+    assert trace.facts["via_proxy"] is True and [p.name for p in trace.phases] == ["connect"]
+
+
+async def test_a_proxy_refusing_the_port_names_it(serve: Serve, trace: Trace) -> None:
+    """A stock squid answers CONNECT outside its SSL_ports with 403."""
+    proxy_port = await serve(proxy(403))
+    with pytest.raises(ProbeError) as info:
+        await tcp.run(tcp.Spec("ci.test", 8787, proxy=Proxy.parse(f"http://127.0.0.1:{proxy_port}")), (), trace)
+    assert info.value.reason is Reason.PROXY_DENIED and "ci.test:8787" in info.value.detail
+    assert trace.facts["proxy_status"] == 403 and trace.current == "connect"

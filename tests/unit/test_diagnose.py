@@ -198,7 +198,21 @@ def test_proxied_plan_shape() -> None:
     assert (through.path, through.needs, through.spec.proxy) == ("proxy", PROXY_TCP, PROXY.proxy)
     assert checks[PROXY_TCP].path == "to-proxy" and checks[PROXY_TCP].needs == "dns:proxy.contoso.net"
     assert f"websocket:{CI}:443@proxy" in checks
-    assert not any(c.path == "proxy" for c in checks.values() if c.port not in (443,))
+    # the instance's 8787 and 18881 are tunnelled (CONNECT) as the clients do; nothing else off 443
+    assert {c.id for c in checks.values() if c.path == "proxy" and c.port != 443} == {
+        f"tcp:{CI}:8787@proxy", f"tcp:{CI}:18881@proxy"}
+
+
+def test_a_proxy_refusing_connect_to_the_instance_ports_is_the_finding_not_direct_egress() -> None:
+    """A stock squid refuses CONNECT outside SSL_ports (443): the agent never tried 8787/18881
+    through the proxy and blamed direct egress (an NSG rule the network team need not touch)."""
+    outcomes = {f"tcp:{CI}:{port}": Outcome(Reason.TCP_TIMEOUT) for port in (8787, 18881)}
+    outcomes |= {f"tcp:{CI}:{port}@proxy": Outcome(Reason.PROXY_DENIED,
+                                                   detail=f"proxy answered CONNECT {CI}:{port} with 403")
+                 for port in (8787, 18881)}
+    [finding] = run_proxied(outcomes)
+    assert finding.code == "proxy-denied" and set(finding.checks) == {f"tcp:{CI}:8787@proxy", f"tcp:{CI}:18881@proxy"}
+    assert "8787" in finding.remedy and "18881" in finding.remedy and "SSL_ports" in finding.remedy
 
 
 def test_direct_egress_blocked_is_fine_when_the_proxy_works() -> None:

@@ -66,7 +66,6 @@ async def test_wait_rounds_never_pass_the_run_deadline(inputs: Inputs, wait: flo
     assert len(fake.calls) >= 2  # the loop retried: every round, not just the first, is checked below
     for call in fake.calls:
         assert call.deadline.at is not None and call.deadline.at <= stop
-        assert call.at < stop  # the round started before the point it must end by
         assert call.timeout == 5
     assert [c.checks for c in fake.calls[1:]] == [(SMB,)] * (len(fake.calls) - 1)  # only what failed is retried
     assert rounds == list(range(1, len(fake.calls)))  # every retry announced was made
