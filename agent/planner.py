@@ -128,7 +128,7 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 # requests matches NO_PROXY's name:port only against a port the URL writes
                 written = None if port == (80 if requirement.probe == "http" else 443) else port
                 if via is not None and not proxy.bypassed(host, written, options.no_proxy):
-                    for check in _proxied(host, port, requirement, via):
+                    for check in _proxied(host, port, requirement, via, options):
                         add(check)
     planned = (_apply_policy(checks[i], options) for i in order)
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
@@ -220,7 +220,7 @@ def _proxy_for(requirement: Requirement, options: PlanOptions) -> Proxy | None:
     return None
 
 
-def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list[Check]:
+def _proxied(host: str, port: int, requirement: Requirement, via: Proxy, options: PlanOptions) -> list[Check]:
     """The path Azure ML's own clients take: the proxy's name, a connection to the proxy, and the
     request through it (the proxy resolves the target). Shared by every proxied endpoint."""
     checks = []
@@ -238,7 +238,8 @@ def _proxied(host: str, port: int, requirement: Requirement, via: Proxy) -> list
         spec = TcpSpec(host=host, port=port, proxy=via)
     else:
         scheme = "http" if requirement.probe == "http" else "https"
-        spec = HttpSpec(url=_url(scheme, host, port), host=host, proxy=via)
+        issuers = options.expected_issuers if scheme == "https" else ()  # no tls check of its own on this path
+        spec = HttpSpec(url=_url(scheme, host, port), host=host, proxy=via, expected_issuers=issuers)
     through = Check(id=f"{spec.layer.value}:{host}:{port}@proxy", spec=spec, host=host, port=port, protocol="tcp",
                     requirements=(requirement.id,), needs=to_proxy.id, path=CheckPath.PROXY)
     return [*checks, to_proxy, through]

@@ -23,6 +23,7 @@ from probes._net import family as address_family
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, local_limit
 from probes.specs import HttpSpec as Spec
+from probes.tls import describe_cert
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
 # A resource's own firewall answering an anonymous request (network rules are checked before
@@ -59,8 +60,11 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
     context: ssl.SSLContext | bool = True
+    presented: list[bytes] = []  # the certificates of this request's TLS handshakes
     if urlsplit(spec.url).scheme == "https":
         context = tls_context(spec.cafile)
+        if spec.expected_issuers:
+            _record_certificates(context, presented)
     with ExitStack() as phases:
         config = aiohttp.TraceConfig()
 
@@ -85,7 +89,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                 proxy = spec.proxy.url if spec.proxy else None
                 async with session.request(spec.method, spec.url, proxy=proxy, ssl=context,
                                            allow_redirects=False) as response:
-                    await _judge(spec, response, trace)
+                    await _judge(spec, response, trace, presented)
             except aiohttp.ClientHttpProxyError as exc:
                 offers: list[Fact] = [*exc.headers.getall("Proxy-Authenticate", [])] if exc.headers else []
                 trace.note(proxy_status=exc.status, proxy_authenticate=offers)
@@ -107,7 +111,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         trace.passed(address)
 
 
-async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> None:
+async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, presented: list[bytes]) -> None:
     date = response.headers.get("Date")
     trace.note(status=response.status, server=response.headers.get("Server"), date=date,
                clock_skew_s=_skew(date))
@@ -121,6 +125,31 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> 
     if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
         trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
         raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
+    if spec.expected_issuers and presented:
+        _check_issuer(spec, presented[-1], trace)
+
+
+def _record_certificates(context: ssl.SSLContext, presented: list[bytes]) -> None:
+    """Keep the peer certificate of every handshake this context makes: aiohttp releases the
+    connection (and its TLS object) as soon as a short answer is read."""
+    class Recording(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            der = self.getpeercert(binary_form=True)
+            if der:
+                presented.append(der)
+
+    context.sslobject_class = Recording
+
+
+def _check_issuer(spec: Spec, der: bytes, trace: Trace) -> None:
+    """Through a proxy there is no tls check of its own: the verified certificate of this
+    connection says whether the proxy (or something behind it) re-signs the traffic."""
+    cert = describe_cert(der)
+    trace.note(cert=cert)
+    if cert["issuer_org"] not in spec.expected_issuers:
+        raise ProbeError(Reason.TLS_UNEXPECTED_ISSUER, f"trusted, but issued by issuer {cert['issuer']}, "
+                         f"not {' or '.join(spec.expected_issuers)}")
 
 
 async def _resource_denial(response: aiohttp.ClientResponse, trace: Trace) -> None:

@@ -217,6 +217,7 @@ class HttpSpec:
     proxy: Proxy | None = None  # explicit: the planner decides, the environment is not consulted
     cafile: str | None = None
     method: str = "GET"
+    expected_issuers: tuple[str, ...] = ()  # https through a proxy: issuer O= values that are not inspection
 
     def __post_init__(self) -> None:
         _url(self.url, ("http", "https"))

@@ -144,7 +144,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(Code.IMDS_UNAVAILABLE, (), result)]
     if check.path is CheckPath.TO_PROXY:
         return [Problem(Code.PROXY_UNREACHABLE, (), result)]
-    if check.path is CheckPath.PROXY and (check.layer, check.host, check.port) in index.passing_direct:
+    if check.path is CheckPath.PROXY and result.status is Status.FAIL \
+            and (check.layer, check.host, check.port) in index.passing_direct:  # a warned path still works
         return [Problem(Code.PROXY_BYPASS_REQUIRED, (), result)]
     if check.layer is Layer.DNS:
         return [_dns_problem(result, index, facts)]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 import trustme
@@ -194,3 +196,22 @@ async def test_an_auth_answer_still_proves_reachability(code: int, body: str, ht
     port = await http_server(answer(code, body), tls=server_context(ca.issue_cert(NAME)))
     await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
     assert trace.facts["status"] == code and trace.facts["addresses_ok"] == ["127.0.0.1"]
+
+
+async def test_an_inspecting_proxy_the_node_trusts_is_caught_on_the_proxied_path(
+        serve: Serve, http_server: HttpServer, tmp_path: Path, trace: Trace) -> None:
+    """The proxied path has no tls check of its own: a TLS-inspecting proxy whose CA the node
+    trusts went unnoticed. The request's own verified certificate now names its issuer."""
+    inspection = trustme.CA(organization_name="Contoso Inspection")
+    inspection.cert_pem.write_to_path(str(tmp_path / "inspection.pem"))
+    port = await http_server(status(200), tls=server_context(inspection.issue_cert(NAME)))
+    via = Proxy.parse(f"http://127.0.0.1:{await serve(proxy(200))}")
+    cafile = str(tmp_path / "inspection.pem")
+    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=via, cafile=cafile,
+                     expected_issuers=("Microsoft Corporation", "DigiCert Inc"))
+    with pytest.raises(ProbeError) as info:
+        await http.run(spec, (), trace)
+    assert info.value.reason is Reason.TLS_UNEXPECTED_ISSUER and "Contoso Inspection" in info.value.detail
+    cert = trace.facts["cert"]
+    assert isinstance(cert, dict) and cert["issuer_org"] == "Contoso Inspection" and cert["issuer_key_id"]
+    await http.run(replace(spec, expected_issuers=("Contoso Inspection",)), (), Trace())  # expected: passes

@@ -11,7 +11,7 @@ from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
 from agent.model import Finding, Severity, Unneeded
 from probes.reasons import Reason, Status
-from probes.specs import Proxy
+from probes.specs import HttpSpec, Proxy
 
 from .helpers import GUID, Outcome, make_context, make_plan, simulate
 
@@ -401,3 +401,16 @@ def test_a_check_the_node_could_not_run_keeps_the_run_from_being_healthy() -> No
     results = simulate(checks, {"tcp:mcr.microsoft.com:443": Outcome(Reason.LOCAL_RESOURCE_LIMIT)}, PE_ADDRESSES)
     diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
     assert diagnosis.findings == () and (diagnosis.health, diagnosis.exit_code) == ("unknown", 3)
+
+
+def test_an_inspecting_proxy_the_node_trusts_is_tls_intercepted() -> None:
+    """The proxied HTTPS check carries the expected issuers and its warning is the same finding as
+    on the direct path (one per intercepting CA)."""
+    checks = {c.id: c for c in make_plan(options=PROXY)}
+    through = checks["http:management.azure.com:443@proxy"].spec
+    assert isinstance(through, HttpSpec) and through.expected_issuers == ("Microsoft Corporation", "DigiCert Inc")
+    outcomes = {f"http:{host}:443@proxy": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})
+                for host in ("management.azure.com", "graph.windows.net")}
+    [finding] = run_proxied(outcomes)
+    assert finding.code == "tls-intercepted" and finding.severity is Severity.WARNING
+    assert len(finding.checks) == 2
