@@ -29,10 +29,6 @@ class Deadline:
     budget: float | None = None  # seconds the user gave, to say which limit was reached
 
     @classmethod
-    def none(cls) -> Deadline:
-        return cls()
-
-    @classmethod
     def from_process_start(cls, seconds: float | None) -> Deadline:
         if seconds is None:
             return cls()

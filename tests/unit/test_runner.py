@@ -105,7 +105,7 @@ async def test_a_cancel_without_a_reason_is_not_swallowed(inputs: Inputs) -> Non
         await task
 
 
-@pytest.mark.parametrize("deadline", [Deadline.after(30), Deadline.none(), Deadline.from_process_start(600)],
+@pytest.mark.parametrize("deadline", [Deadline.after(30), Deadline(), Deadline.from_process_start(600)],
                          ids=["after", "none", "from-process-start"])
 async def test_the_run_deadline_is_handed_to_the_engine_unchanged(inputs: Inputs, deadline: Deadline) -> None:
     fake = FakeEngine()
