@@ -13,7 +13,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "listen", "rule")
+PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "smb", "listen", "rule")
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")

@@ -28,7 +28,7 @@ from agent.model import Check, Result
 from probes import PROBES
 from probes._net import is_ip
 from probes._trace import Fact, ProbeError, Trace
-from probes.reasons import TIMEOUT_BY_LAYER, Reason, Status, classify
+from probes.reasons import Reason, Status, classify, timeout_reason
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
         if cut:
             return _result(check, Reason.PROBE_CANCELLED, trace.current, f"not finished: {deadline.reached}",
                            trace.elapsed(), trace, ok)
-        reason = TIMEOUT_BY_LAYER[check.layer]
         phase = trace.current
+        reason = timeout_reason(check.layer, phase)
         detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
         if not ok and "local_limit" in trace.facts:  # some addresses were never tried: no verdict on the set
             return _result(check, Reason.LOCAL_RESOURCE_LIMIT, phase,

@@ -1,8 +1,8 @@
 """Turns the catalog and a context into the checks to run: a pure function, no I/O.
 
-Each endpoint becomes a chain of layered checks (dns -> tcp -> tls -> http or websocket); a name
-is resolved by one dns check shared by every check that needs it, and a connection check at a
-port is shared by every requirement that names that host and port."""
+Each endpoint becomes a chain of layered checks (dns -> tcp -> tls -> http or websocket, or dns ->
+tcp -> smb); a name is resolved by one dns check shared by every check that needs it, and a
+connection check at a port is shared by every requirement that names that host and port."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from probes.specs import (
     Layer,
     LocalSpec,
     Proxy,
+    SmbSpec,
     Spec,
     TcpSpec,
     TlsSpec,
@@ -38,6 +39,7 @@ _CHAINS: dict[str, tuple[Layer, ...]] = {
     "websocket": (Layer.TCP, Layer.TLS, Layer.WEBSOCKET),
     "http": (Layer.TCP, Layer.HTTP),
     "tcp": (Layer.TCP,),
+    "smb": (Layer.TCP, Layer.SMB),  # TCP connect first (an NSG drop is a tcp verdict), then an SMB2 NEGOTIATE
     "udp": (Layer.UDP,),
     "dns": (),
 }
@@ -179,6 +181,8 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
         spec = WebSocketSpec(url=_url("wss", host, port), host=host)
     elif layer is Layer.UDP:
         spec = UdpSpec(host=host, port=port)
+    elif layer is Layer.SMB:
+        spec = SmbSpec(host=host, port=port)
     else:
         spec = TcpSpec(host=host, port=port)
     return Check(id=f"{layer.value}:{host}:{port}", spec=spec, host=host, port=port,

@@ -12,10 +12,11 @@ The contract the engine relies on:
   gaierror, some library errors with the OSError in their cause chain) propagate for
   `reasons.classify`.
 * No timers: the engine's `asyncio.timeout()` is the deadline. A phase left by an exception or
-  by the deadline's cancellation stays open, so `trace.current` names the phase that failed.
+  by the deadline's cancellation stays open, so `trace.current` names the phase that failed, and
+  the timeout's reason follows it (`reasons.timeout_reason`: smb's "negotiate" is not its "connect").
 * Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
   (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
-  "upgrade"; local "inspect".
+  "upgrade"; smb "connect", "negotiate"; local "inspect".
 
 `local` checks this node without sending a packet (listeners, netfilter rules, OS, Docker's
 bridge) and ignores `addresses`.
@@ -39,7 +40,7 @@ def __getattr__(name: str) -> Any:
     which `plan`, `rules` and `--version` never need (PEP 562)."""
     if name != "PROBES":
         raise AttributeError(f"module 'probes' has no attribute {name!r}")
-    from probes import dns, http, local, specs, tcp, tls, udp, websocket
+    from probes import dns, http, local, smb, specs, tcp, tls, udp, websocket
 
     registry: dict[Layer, tuple[type[Spec], Run]] = {
         Layer.DNS: (specs.DnsSpec, dns.run),
@@ -48,6 +49,7 @@ def __getattr__(name: str) -> Any:
         Layer.TLS: (specs.TlsSpec, tls.run),
         Layer.HTTP: (specs.HttpSpec, http.run),
         Layer.WEBSOCKET: (specs.WebSocketSpec, websocket.run),
+        Layer.SMB: (specs.SmbSpec, smb.run),
         Layer.LOCAL: (specs.LocalSpec, local.run),
     }
     globals()["PROBES"] = registry

@@ -76,6 +76,14 @@ class Reason(StrEnum):
     WS_UPGRADE_INVALID = "websocket.upgrade-invalid"  # 101, but the handshake was mangled
     WS_TIMEOUT = "websocket.timeout"  # no answer to the upgrade in time
     WS_CLOSED_EARLY = "websocket.closed-early"  # upgraded, then closed before the first exchange
+    # smb: an SMB2 NEGOTIATE on 445, after TCP connected
+    SMB_NO_NEGOTIATE_REPLY = "smb.no-negotiate-reply"  # accepted, but no NEGOTIATE reply in time (a silent middlebox)
+    SMB_CLOSED = "smb.closed"  # closed or reset right after the NEGOTIATE request, nothing answered
+    SMB_NOT_SMB = "smb.not-smb"  # answered, but not with SMB (an HTTP or TLS reply, garbage)
+    SMB_SMB1_ONLY = "smb.smb1-only"  # answered with SMB1 (\xffSMB), which Azure Files never speaks
+    SMB_INVALID_REPLY = "smb.invalid-reply"  # an SMB2 signature, but a truncated or malformed NEGOTIATE reply
+    SMB_ERROR_STATUS = "smb.error-status"  # a well-formed SMB2 reply with an error NT status
+    SMB_DIALECT_OLD = "smb.dialect-old"  # negotiated below SMB 3.0: no encryption, no mount from outside the region
     # local checks on the node
     LOCAL_CHECK_FAILED = "local.check-failed"  # a node-local requirement is not met
     LOCAL_TIMEOUT = "local.timeout"  # a node-local check did not finish in time
@@ -101,6 +109,7 @@ _STATUS: dict[Reason, Status] = {
     Reason.LOCAL_INCONCLUSIVE: Status.INCONCLUSIVE,
     Reason.LOCAL_RESOURCE_LIMIT: Status.INCONCLUSIVE,  # says nothing of the network: never a verdict on it
     Reason.TLS_UNEXPECTED_ISSUER: Status.WARN,
+    Reason.SMB_DIALECT_OLD: Status.WARN,
     Reason.SKIP_DEPENDENCY: Status.SKIP,
     Reason.SKIP_MISSING_CONTEXT: Status.SKIP,
     Reason.SKIP_POLICY: Status.SKIP,
@@ -115,8 +124,20 @@ TIMEOUT_BY_LAYER: dict[Layer, Reason] = {
     Layer.TLS: Reason.TLS_TIMEOUT,
     Layer.HTTP: Reason.HTTP_TIMEOUT,
     Layer.WEBSOCKET: Reason.WS_TIMEOUT,
+    Layer.SMB: Reason.SMB_NO_NEGOTIATE_REPLY,
     Layer.LOCAL: Reason.LOCAL_TIMEOUT,
 }
+# A phase whose timeout says something else than its layer's: the smb probe's own connect is TCP's
+# (accepted but silent is the negotiate phase's, and only that is smb.no-negotiate-reply).
+TIMEOUT_BY_PHASE: dict[tuple[Layer, str], Reason] = {
+    (Layer.SMB, "connect"): Reason.TCP_TIMEOUT,
+}
+
+
+def timeout_reason(layer: Layer, phase: str | None) -> Reason:
+    """What a check's timeout means, from the phase it struck (the engine's deadline, no probe timer)."""
+    return TIMEOUT_BY_PHASE.get((layer, phase or ""), TIMEOUT_BY_LAYER[layer])
+
 
 # OpenSSL X509 verify codes (ssl.SSLCertVerificationError.verify_code).
 VERIFY_CODES: dict[int, Reason] = {

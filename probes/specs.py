@@ -27,6 +27,7 @@ class Layer(StrEnum):
     TLS = "tls"
     HTTP = "http"
     WEBSOCKET = "websocket"
+    SMB = "smb"
     LOCAL = "local"
 
 
@@ -241,6 +242,32 @@ class WebSocketSpec:
         return self
 
 
+SMB_DIALECTS = ("2.0.2", "2.1", "3.0", "3.0.2", "3.1.1")  # what Windows and Linux's cifs offer, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class SmbSpec:
+    """An SMB2 NEGOTIATE (what a mount sends first): `dialects` are offered, a negotiated dialect
+    below `secure_dialect` is a warning (Azure Files needs SMB 3.x for encryption and for mounts
+    from outside the storage account's region)."""
+
+    layer: ClassVar[Layer] = Layer.SMB
+    host: str
+    port: int = 445
+    dialects: tuple[str, ...] = SMB_DIALECTS
+    secure_dialect: str = "3.0"
+
+    def __post_init__(self) -> None:
+        _port(self.port)
+        unknown = [d for d in (*self.dialects, self.secure_dialect) if d not in SMB_DIALECTS]
+        if unknown or not self.dialects or len(set(self.dialects)) != len(self.dialects):
+            raise SpecError(f"smb dialects and secure_dialect must be among {', '.join(SMB_DIALECTS)} (dialects "
+                            f"distinct, at least one), not {self.dialects!r} and {self.secure_dialect!r}")
+
+    def within(self, window: float) -> SmbSpec:
+        return self
+
+
 LOCAL_CHECKS = ("listening", "firewall-inbound", "firewall-platform", "os", "docker-bridge")
 
 
@@ -265,4 +292,4 @@ class LocalSpec:
         return self
 
 
-Spec = DnsSpec | TcpSpec | UdpSpec | TlsSpec | HttpSpec | WebSocketSpec | LocalSpec
+Spec = DnsSpec | TcpSpec | UdpSpec | TlsSpec | HttpSpec | WebSocketSpec | SmbSpec | LocalSpec

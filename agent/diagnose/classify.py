@@ -25,6 +25,8 @@ BLOCKED = {Reason.TCP_TIMEOUT, Reason.TCP_NET_UNREACHABLE}
 TLS_UNTRUSTED = {Reason.TLS_UNTRUSTED, Reason.TLS_SELF_SIGNED}
 TLS_INVALID = {Reason.TLS_NAME_MISMATCH, Reason.TLS_EXPIRED, Reason.TLS_NOT_YET_VALID,
                Reason.TLS_PROTOCOL_MISMATCH, Reason.TLS_HANDSHAKE}
+SMB_UNANSWERED = {Reason.SMB_NO_NEGOTIATE_REPLY, Reason.SMB_CLOSED, Reason.SMB_NOT_SMB, Reason.SMB_SMB1_ONLY,
+                  Reason.SMB_INVALID_REPLY, Reason.SMB_ERROR_STATUS}  # TCP 445 connected, SMB did not get through
 WS_BLOCKED = {Reason.WS_UPGRADE_REFUSED, Reason.WS_UPGRADE_INVALID, Reason.WS_CLOSED_EARLY}
 LOCAL_CODES = {"listening": Code.INBOUND_PORT_CLOSED, "firewall-inbound": Code.LOCAL_FIREWALL_BLOCKS,
                "firewall-platform": Code.LOCAL_FIREWALL_BLOCKS, "os": Code.UNSUPPORTED_OS,
@@ -153,7 +155,9 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(PROXY_CODES[reason], (), result)]
     if reason is Reason.HTTP_RESOURCE_DENIED:
         return [Problem(Code.RESOURCE_FIREWALL_DENIED, (), result)]
-    if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED):
+    if reason is Reason.SMB_DIALECT_OLD:
+        return [Problem(Code.SMB_DIALECT_OLD, (), result)]
+    if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED or reason in SMB_UNANSWERED):
         return [Problem(Code.SMB_BLOCKED, (), result)]
     if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):
         return [Problem(Code.UDP_BLOCKED, (str(check.port),), result)]

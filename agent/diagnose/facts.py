@@ -24,6 +24,7 @@ DOCS = {
     "jupyter": "https://learn.microsoft.com/azure/machine-learning/how-to-run-jupyter-notebooks#troubleshooting",
     "azure-dns": "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
     "imds": "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
+    "azure-files-smb": "https://learn.microsoft.com/azure/storage/files/files-smb-protocol",
 }
 
 

@@ -22,6 +22,7 @@ class Code(StrEnum):
     EGRESS_REJECTED = "egress-rejected"
     UDP_BLOCKED = "udp-blocked"
     SMB_BLOCKED = "smb-blocked"
+    SMB_DIALECT_OLD = "smb-dialect-old"
     DNS_UNAVAILABLE = "dns-unavailable"
     DNS_SERVFAIL = "dns-servfail"
     DNS_NAME_MISSING = "dns-name-missing"
@@ -138,13 +139,51 @@ def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewa
             f"and {where}: {rules}.")
 
 
+# What an SMB2 NEGOTIATE that failed after TCP connected says of the path (the smb probe's reasons).
+_SMB_WHY = {
+    Reason.SMB_NO_NEGOTIATE_REPLY: "TCP 445 is accepted but nothing answers SMB: a firewall/proxy that terminates "
+                                   "or inspects 445 holds the connection and never passes the NEGOTIATE on.",
+    Reason.SMB_CLOSED: "TCP 445 is accepted but nothing answers SMB: a firewall/proxy that terminates or inspects "
+                       "445 closes the connection as soon as SMB is spoken.",
+    Reason.SMB_NOT_SMB: "Something other than Azure Files answers on 445 (an HTTP or TLS reply, or garbage): a proxy "
+                        "or firewall that intercepts the port, or a name that resolves to another server.",
+    Reason.SMB_SMB1_ONLY: "An SMB1-only server answers, and Azure Files speaks SMB 2.1 and 3.x only: the name "
+                          "resolves to another server, or a middlebox answers on its behalf.",
+    Reason.SMB_INVALID_REPLY: "The SMB2 reply is truncated or malformed: a middlebox rewrites or cuts the SMB traffic.",
+    Reason.SMB_ERROR_STATUS: "The SMB server refused the NEGOTIATE (the NT status above): it is not Azure Files, or "
+                             "a middlebox answers for it with its own SMB policy.",
+}
+
+
 def _smb(results: Sequence[Result], facts: Facts) -> Draft:
+    """The share cannot mount: 445 blocked (no TCP), or accepted by something that does not speak
+    SMB as Azure Files does (the smb probe's reasons)."""
+    observed = _observed(results, addresses=True) + ". The workspace file share (notebooks, the compute instance's " \
+        "files) cannot be mounted."
+    why = list(dict.fromkeys(_SMB_WHY[r.reason] for r in results if r.reason in _SMB_WHY))
+    where = "in any firewall between the compute and the storage account (with a storage private endpoint, to its " \
+        "address)"
+    if not why:
+        return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
+                     cause=observed, remedy=_open(results, facts, where))
     return Draft(
-        summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
-        cause=_observed(results, addresses=True)
-        + ". The workspace file share (notebooks, the compute instance's files) cannot be mounted.",
-        remedy=_open(results, facts, "in any firewall between the compute and the storage account (with a "
-                     "storage private endpoint, to its address)"))
+        summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
+        cause=f"{observed} {' '.join(why)}",
+        remedy=(f"Let SMB to {facts.rule_fqdns(results)} through unmodified: exempt TCP 445 from SMB proxying, "
+                "inspection and IPS policies in the firewall or NVA on the path, and check that the name resolves "
+                f"to the storage account (or its private endpoint). {_open(results, facts, where)}"))
+
+
+def _smb_dialect(results: Sequence[Result], facts: Facts) -> Draft:
+    dialects = sorted({str(r.evidence.get("dialect")) for r in results})
+    return Draft(
+        summary=f"SMB to {_hosts(results)} negotiates only SMB {', '.join(dialects)}",
+        cause=(_observed(results) + ". Azure Files needs SMB 3.0 or later for encryption in transit (which storage "
+               "accounts require by default) and for any mount from outside the storage account's region: the server "
+               "or a middlebox on 445 caps the dialect."),
+        remedy=("Mount with SMB 3.x: if a firewall or NVA proxies SMB, exempt the storage account from it or let it "
+                "negotiate 3.0 and later; check that the name resolves to the storage account; on the node use a "
+                "kernel whose cifs client offers SMB 3 (vers=3.1.1 in the mount options)."))
 
 
 def _udp(results: Sequence[Result], facts: Facts) -> Draft:
@@ -453,7 +492,12 @@ DECLARATIONS: dict[Code, Declaration] = {
         C, "connections are refused, reset, ICMP-prohibited, or denied by an Azure Firewall (470)", ("firewall",),
         _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:")),
     Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp),
-    Code.SMB_BLOCKED: Declaration(C, "TCP 445 to the workspace storage is blocked", ("training-vnet",), _smb),
+    Code.SMB_BLOCKED: Declaration(
+        C, "TCP 445 to the workspace storage is blocked, or accepted by something that does not answer SMB",
+        ("training-vnet", "azure-files-smb"), _smb),
+    Code.SMB_DIALECT_OLD: Declaration(
+        W, "SMB to the workspace storage negotiates a dialect below 3.0 (warning: no encryption, no mount from "
+           "outside the region)", ("azure-files-smb",), _smb_dialect),
     Code.DNS_UNAVAILABLE: Declaration(C, "no configured resolver answers", ("azure-dns",), _dns_unavailable),
     Code.DNS_SERVFAIL: Declaration(C, "the resolver fails (SERVFAIL) for required names", ("custom-dns",),
                                    _dns_servfail),

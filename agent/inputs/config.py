@@ -49,7 +49,7 @@ class Endpoint:
 
     host: str
     port: int
-    probe: str = "https"  # https | websocket | tcp | udp | dns
+    probe: str = "https"  # https | websocket | tcp | udp | dns | smb
     purpose: str = ""
     required: bool = True  # False: a failure is a warning
 
@@ -95,7 +95,7 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
 
 _SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
 _BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
-_PROBES = ("https", "websocket", "tcp", "udp", "dns")
+_PROBES = ("https", "websocket", "tcp", "udp", "dns", "smb")
 _HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
 

@@ -18,6 +18,7 @@ from .helpers import GUID, Outcome, make_context, make_plan, simulate
 WS = f"{GUID}.workspace.eastus.api.azureml.ms"
 NB = f"ml-contoso-ml-eastus-{GUID}.eastus.notebooks.azure.net"
 CI = "ci-alice.eastus.instances.azureml.ms"
+SMB_NEGOTIATE = "smb:contosomlsa.file.core.windows.net:445"
 PE_ADDRESSES = {WS: ("10.0.1.5",), f"{GUID}.workspace.eastus.cert.api.azureml.ms": ("10.0.1.5",),
                 NB: ("10.0.1.6",), CI: ("10.0.1.5",), "ci-alice.eastus.instances.ml.azure.ms": ("10.0.1.5",)}
 AZURE_DNS_NODE = {"hostname": "ci-alice", "resolvers": ["168.63.129.16"]}
@@ -50,6 +51,12 @@ CASES = [
      "smb-blocked", Severity.CRITICAL, ["TCP 445", "Storage.eastus"]),
     ("smb rejected", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_REFUSED)},
      "smb-blocked", Severity.CRITICAL, ["TCP 445"]),
+    ("smb silent middlebox", {SMB_NEGOTIATE: Outcome(Reason.SMB_NO_NEGOTIATE_REPLY, phase="negotiate")},
+     "smb-blocked", Severity.CRITICAL, ["445", "inspection", "Storage.eastus"]),
+    ("smb answered by http", {SMB_NEGOTIATE: Outcome(Reason.SMB_NOT_SMB, detail="an HTTP response")},
+     "smb-blocked", Severity.CRITICAL, ["445"]),
+    ("smb dialect old", {SMB_NEGOTIATE: Outcome(Reason.SMB_DIALECT_OLD, evidence={"dialect": "2.1"})},
+     "smb-dialect-old", Severity.WARNING, ["SMB 3"]),
     ("batch dropped", {"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},
      "egress-blocked", Severity.CRITICAL,  # the NSG rule is the one `rules` derives: any protocol on 443
      ["any protocol on 443", "BatchNodeManagement.eastus", "*.eastus.batch.azure.com"]),
@@ -326,6 +333,27 @@ def test_a_users_own_endpoint_on_445_is_not_the_workspace_share() -> None:
     [finding] = diagnose(results, Facts(cat, make_context(), AZURE_DNS_NODE)).findings
     assert finding.code == "egress-blocked" and finding.targets == ("files.contoso.net:445/tcp",)
     assert "Storage." not in finding.remedy and "files.contoso.net" in finding.remedy
+
+
+def test_a_silent_middlebox_on_445_is_smb_blocked_saying_so() -> None:
+    """TCP 445 connected (the tcp check passed) and the NEGOTIATE got no reply: the share cannot mount,
+    and the finding says a middlebox holds 445 rather than that an NSG drops it."""
+    [finding] = run({SMB_NEGOTIATE: Outcome(Reason.SMB_NO_NEGOTIATE_REPLY, phase="negotiate",
+                                            detail="no answer within 5s during negotiate")})
+    assert finding.code == "smb-blocked" and finding.checks == (SMB_NEGOTIATE,)
+    assert "TCP 445 is accepted but nothing answers SMB: a firewall/proxy that terminates or inspects 445" \
+        in finding.cause
+    assert "accepted" in finding.summary and "no answer within 5s during negotiate" in finding.cause
+
+
+def test_a_users_own_smb_endpoint_is_checked_with_smb_but_is_not_the_workspace_share() -> None:
+    cat = planner.with_endpoints(catalog.load(), [("files.contoso.net", 445, "smb", "our share", True)])
+    checks = {c.id: c for c in planner.plan(cat, make_context())}
+    assert checks["smb:files.contoso.net:445"].needs == "tcp:files.contoso.net:445"
+    results = simulate(tuple(checks.values()), {"smb:files.contoso.net:445": Outcome(Reason.SMB_NOT_SMB)},
+                       PE_ADDRESSES)
+    [finding] = diagnose(results, Facts(cat, make_context(), AZURE_DNS_NODE)).findings
+    assert finding.code == "endpoint-unreachable" and "Storage." not in finding.remedy
 
 
 def test_the_instance_address_rule_reads_the_catalogs_pe_address() -> None:

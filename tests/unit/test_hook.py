@@ -23,6 +23,7 @@ from probes.reasons import Reason, Status
 from .helpers import FakeEngine, Outcome, given_inputs, make_plan
 
 SMB = "tcp:contosomlsa.file.core.windows.net:445"
+SMB_NEGOTIATE = "smb:contosomlsa.file.core.windows.net:445"  # held back by SMB's failing connect
 MCR_TCP, MCR_TLS, MCR_HTTP = "tcp:mcr.microsoft.com:443", "tls:mcr.microsoft.com:443", "http:mcr.microsoft.com:443"
 FAILING = {SMB: Outcome(Reason.TCP_TIMEOUT)}
 CANCELLED = Outcome(Reason.PROBE_CANCELLED, detail="not finished: run deadline reached")
@@ -67,7 +68,7 @@ async def test_wait_rounds_never_pass_the_run_deadline(inputs: Inputs, wait: flo
     for call in fake.calls:
         assert call.deadline.at is not None and call.deadline.at <= stop
         assert call.timeout == 5
-    assert [c.checks for c in fake.calls[1:]] == [(SMB,)] * (len(fake.calls) - 1)  # only what failed is retried
+    assert [c.checks for c in fake.calls[1:]] == [(SMB, SMB_NEGOTIATE)] * (len(fake.calls) - 1)  # what failed, and what it held back
     assert rounds == list(range(1, len(fake.calls)))  # every retry announced was made
     assert [f.code for f in report.findings] == ["smb-blocked"] and report.status == "critical"
 
@@ -107,7 +108,7 @@ async def test_a_retry_cut_off_keeps_the_earlier_real_result() -> None:
     by_id = {r.check.id: r for r in results}
     assert by_id[SMB] is first[SMB] and by_id[SMB].reason is Reason.TCP_TIMEOUT  # not the later probe.cancelled
     assert by_id[MCR_TCP].reason is Reason.PROBE_CANCELLED  # cancelled from the start: nothing better known
-    assert set(fake.calls[1].checks) == {SMB, MCR_TCP, MCR_TLS, MCR_HTTP}  # failing, cancelled, held back
+    assert set(fake.calls[1].checks) == {SMB, SMB_NEGOTIATE, MCR_TCP, MCR_TLS, MCR_HTTP}  # failing, cancelled, held back
     assert set(fake.calls[1].known) == {c.id for c in checks}  # the retry sees every earlier result
     assert [r.check.id for r in results] == [c.id for c in checks]
 
@@ -164,7 +165,7 @@ async def test_a_signal_during_the_backoff_keeps_the_first_rounds_results(inputs
 def test_check_ids_in_this_file_are_planned() -> None:
     """The ids above are real checks of the plan, or the tests would test nothing."""
     planned: set[str] = {c.id for c in make_plan()}
-    assert {SMB, MCR_TCP, MCR_TLS, MCR_HTTP} <= planned
+    assert {SMB, SMB_NEGOTIATE, MCR_TCP, MCR_TLS, MCR_HTTP} <= planned
     assert all(isinstance(c, Check) for c in make_plan())
 
 
