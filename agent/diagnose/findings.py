@@ -158,11 +158,11 @@ _SMB_WHY = {
 def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     """The share cannot mount: 445 blocked (no TCP), or accepted by something that does not speak
     SMB as Azure Files does (the smb probe's reasons)."""
-    observed = _observed(results, addresses=True) + ". The workspace file share (notebooks, the compute instance's " \
-        "files) cannot be mounted."
+    observed = (_observed(results, addresses=True)
+                + ". The workspace file share (notebooks, the compute instance's files) cannot be mounted.")
     why = list(dict.fromkeys(_SMB_WHY[r.reason] for r in results if r.reason in _SMB_WHY))
-    where = "in any firewall between the compute and the storage account (with a storage private endpoint, to its " \
-        "address)"
+    where = ("in any firewall between the compute and the storage account (with a storage private endpoint, to "
+             "its address)")
     if not why:
         return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
                      cause=observed, remedy=_open(results, facts, where))

@@ -146,3 +146,16 @@ def descriptors_exhausted(free: int = 0) -> Iterator[None]:
         for fd in taken:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def smb2_reply(*, dialect: int = 0x0311, status: int = 0, command: int = 0, length: int | None = None) -> bytes:
+    """An SMB2 NEGOTIATE reply as a server frames it on 445 (MS-SMB2 2.2.4, or 2.2.2 for an error
+    status), its NetBIOS length `length` when given (a lying header)."""
+    header = struct.pack("<4sHHIHHIIQIIQ16s", b"\xfeSMB", 64, 0, status, command, 1, 1, 0, 0, 0, 0, 0, b"")
+    if status:
+        body = struct.pack("<HBBI", 9, 0, 0, 0) + b"\x00"
+    else:
+        body = struct.pack("<HHHH16sIIIIQQHHI", 65, 1, dialect, 0, b"loopback-server!", 0, 65536, 65536, 65536,
+                           0, 0, 128, 0, 0)
+    message = header + body
+    return struct.pack(">I", len(message) if length is None else length) + message

@@ -13,7 +13,10 @@ import asyncio
 import socket
 import ssl
 import struct
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -23,6 +26,7 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as serve_websocket
 
+from lab import samba
 from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from probes._trace import Trace
 
@@ -226,3 +230,30 @@ async def ws_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+def smbd() -> Iterator[Callable[..., int]]:
+    """Real samba servers on loopback (127.0.0.1 and ::1): `smbd(max_protocol="SMB2_10")` -> port,
+    started as the lab starts its own (lab.samba), torn down with the test. Skips when smbd is not
+    installed; `./dev` installs samba, so CI has it. Its files live in a short temporary directory:
+    samba's messaging sockets must fit a Unix socket path."""
+    if not samba.installed():
+        pytest.skip("smbd is not installed (apt-get install samba; ./dev installs it)")
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="smbd-") as root:
+
+        def start(max_protocol: str = "SMB3_11") -> int:
+            with socket.socket() as probe:  # a free port: samba binds its own sockets
+                probe.bind(("127.0.0.1", 0))
+                port = int(probe.getsockname()[1])
+            config = samba.configure(Path(root) / str(len(processes)), port=port, max_protocol=max_protocol,
+                                     loopback=True)
+            processes.append(samba.start(config))
+            return port
+
+        try:
+            yield start
+        finally:
+            for process in processes:
+                samba.stop(process)

@@ -80,7 +80,7 @@ def test_codes_are_unique_and_layered() -> None:
 
 
 def test_registry() -> None:
-    assert set(probes.PROBES) == {"dns", "tcp", "udp", "tls", "http", "websocket", "local"}
+    assert set(probes.PROBES) == {"dns", "tcp", "udp", "tls", "http", "websocket", "smb", "local"}
     for spec_type, run in probes.PROBES.values():
         params = spec_type.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and hasattr(spec_type, "__slots__")

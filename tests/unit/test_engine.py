@@ -22,11 +22,11 @@ import pytest
 from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
-from probe_loopback import UNIT, descriptors_exhausted, dns_reply
+from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, silent
 from probes import PROBES
 from probes._trace import Trace
 from probes.reasons import Reason, Status
-from probes.specs import DnsSpec, Layer, TcpSpec
+from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec
 
 pytest_plugins = ["probe_peers"]
 
@@ -70,6 +70,26 @@ def half_stalled() -> Iterator[int]:
         good.bind(("127.0.0.2", port))
         good.listen()
         yield int(port)
+
+
+def smb_check(port: int) -> Check:
+    return Check(id=f"smb:127.0.0.1:{port}", spec=SmbSpec(host="127.0.0.1", port=port), host="127.0.0.1",
+                 port=port, protocol="tcp", requirements=("test",))
+
+
+async def test_a_silent_smb_peer_times_out_as_its_own_reason(serve: Serve) -> None:
+    """Accepted, then silent: the timeout struck in negotiate, which is SMB's verdict, not TCP's."""
+    result = await engine.attempt(smb_check(await serve(silent)), ("127.0.0.1",), timeout=2 * UNIT)
+    assert (result.status, result.reason, result.phase) == (Status.FAIL, Reason.SMB_NO_NEGOTIATE_REPLY, "negotiate")
+    assert result.detail == f"no answer within {2 * UNIT:g}s during negotiate"
+    [seen] = result.evidence["attempts"]  # type: ignore[misc]
+    assert (seen["outcome"], seen["bytes_seen"]) == ("smb.no-negotiate-reply", 0)  # type: ignore[index]
+
+
+async def test_an_smb_connect_that_stalls_is_a_tcp_timeout(stalled_port: int) -> None:
+    """The smb probe's own connect dropped (after its tcp check passed): a SYN drop, not a silent server."""
+    result = await engine.attempt(smb_check(stalled_port), ("127.0.0.1",), timeout=2 * UNIT)
+    assert (result.status, result.reason, result.phase) == (Status.FAIL, Reason.TCP_TIMEOUT, "connect")
 
 
 async def test_some_addresses_passing_at_the_deadline_is_a_warning(half_stalled: int) -> None:
