@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from lab import addresses, netns, pki, proxy
+from lab import addresses, netns, pki, proxy, samba
 from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
@@ -58,6 +58,7 @@ class Lab:
         self._zones = zones_of(scenario, node_resolver(scenario))
         self._faults: list[Fault] = []
         self._server: subprocess.Popen[str] | None = None
+        self._samba: subprocess.Popen[bytes] | None = None
         self._node_agent: subprocess.Popen[str] | None = None
         self._up = False
 
@@ -65,6 +66,8 @@ class Lab:
 
     def __enter__(self) -> Self:
         netns.check_prerequisites()
+        if not samba.installed():
+            raise LabUnavailable("the lab needs `smbd` (apt-get install samba): SMB on 445 is a real samba")
         remove_stale()
         started = time.monotonic()
         _register(self)
@@ -108,6 +111,7 @@ class Lab:
             ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json()
         )
         self._start_servers(config)
+        self._start_samba()
         if self.scenario.context.public_ip:
             self._node_agent = self._listen_in_node(NODE_MANAGEMENT_PORT)
 
@@ -146,6 +150,14 @@ class Lab:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError("lab servers did not start: " + (" | ".join(tail) or "no output"))
 
+    def _start_samba(self) -> None:
+        """smbd on 445 in the az namespace, its files under the work directory: every address there is
+        local, so it answers for the storage names' private endpoints and public front ends alike."""
+        if self.scenario.smb_silent:  # a middlebox holds 445 instead (lab.servers)
+            return
+        config = samba.configure(self.workdir / "samba", max_protocol=self.scenario.smb_max_protocol)
+        self._samba = samba.start(config, netns.in_ns(self.az_ns, []))
+
     def close(self) -> None:
         """Tear everything down; idempotent, and shielded from SIGTERM/SIGHUP/SIGINT while it
         runs (a pending signal is delivered once teardown has finished)."""
@@ -154,6 +166,9 @@ class Lab:
                 if process is not None:
                     _stop(process)
             self._server = self._node_agent = None
+            if self._samba is not None:
+                samba.stop(self._samba)  # its connection children die with the namespace below
+                self._samba = None
             if self._up:
                 netns.destroy(self._names)
                 shutil.rmtree(self.workdir, ignore_errors=True)

@@ -80,6 +80,8 @@ class Scenario:
     tls_intercept: tuple[str, ...] = ()  # names whose TLS is intercepted by the untrusted CA
     websocket_refused: bool = False
     udp_silent: bool = False
+    smb_silent: bool = False  # 445 accepted by a middlebox that never answers, in place of samba
+    smb_max_protocol: str = "SMB3_11"  # samba's `server max protocol` (SMB2_10: at most SMB 2.1)
     # what the agent should conclude
     expected_exit: int = 0
     expected_findings: tuple[str, ...] = ()
@@ -193,6 +195,26 @@ SCENARIOS: dict[str, Scenario] = {
             faults=(Fault("drop", "tcp", 445),),
             expected_exit=2,
             expected_findings=("smb-blocked",),
+        ),
+        Scenario(
+            "smb-silent-middlebox",
+            "Something accepts TCP 445 to storage and never answers SMB",
+            "A firewall or proxy on the path terminates TCP 445: connections to the storage account's "
+            "file endpoint are accepted, but the SMB2 NEGOTIATE never gets an answer, so the share cannot "
+            "be mounted although a TCP check passes. Expect smb-blocked.",
+            smb_silent=True,
+            expected_exit=2,
+            expected_findings=("smb-blocked",),
+        ),
+        Scenario(
+            "smb-dialect-old",
+            "The SMB server on 445 negotiates at most SMB 2.1",
+            "The server answering on 445 (an SMB proxy, or a server that is not Azure Files) is capped at "
+            "SMB 2.1 (samba's server max protocol = SMB2_10): the share would mount without encryption and "
+            "never from outside the region. Expect smb-dialect-old (a warning).",
+            smb_max_protocol="SMB2_10",
+            expected_exit=1,
+            expected_findings=("smb-dialect-old",),
         ),
         Scenario(
             "firewall-reset",

@@ -2,7 +2,7 @@
 
 Hosts DNS (Azure DNS and a custom DNS server), IMDS and plain HTTP on 80, HTTPS/WebSocket on
 443, TCP listeners, the UDP 5831 responder and the scenario's forward proxy, all on one asyncio
-loop. Prints `ready` on stdout once every listener is bound. Exits on SIGTERM, and on EOF on
+loop (445 is a real samba the lab starts beside it, or here a silent listener). Prints `ready` on stdout once every listener is bound. Exits on SIGTERM, and on EOF on
 stdin: the owning process holds the other end of that pipe, so the servers never outlive it.
 """
 
@@ -28,7 +28,8 @@ from lab.proxy import Proxy
 from lab.web import SniCertificates, http_app, https_app
 from lab.zones import zones_of
 
-TCP_PORTS = (8787, 18881, 445)
+TCP_PORTS = (8787, 18881)
+SMB_PORT = 445  # a real samba (lab.samba, started by the lab), or `_silent_listener` in smb_silent scenarios
 UDP_PORT = 5831
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; Python 3.11 does not export it
 
@@ -39,6 +40,18 @@ async def _tcp_listener(port: int) -> asyncio.Server:
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(reader.read(4096), 1.0)
+        writer.close()
+
+    return await asyncio.start_server(client, "0.0.0.0", port)
+
+
+async def _silent_listener(port: int) -> asyncio.Server:
+    """Accepts and reads until the peer hangs up, never answering: a middlebox that terminates the port."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
         writer.close()
 
     return await asyncio.start_server(client, "0.0.0.0", port)
@@ -110,6 +123,8 @@ async def serve(config: ServerConfig) -> None:
         await _web(https_app(scenario), 443, certificates.context()),
     ]
     listeners = [await _tcp_listener(port) for port in TCP_PORTS]
+    if scenario.smb_silent:
+        listeners.append(await _silent_listener(SMB_PORT))
     if scenario.proxy in ("open", "auth"):  # "unreachable": nothing listens at its address
         listeners.append(await Proxy(scenario).serve())
     responder = _udp_responder(UDP_PORT, scenario.udp_silent)

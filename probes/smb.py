@@ -224,6 +224,5 @@ def _judge(spec: Spec, replies: dict[str, Reply | Exception], tried: int, trace:
     address, lowest = min(passed.items(), key=lambda item: SMB_DIALECTS.index(str(item[1].dialect)))
     trace.note(dialect=lowest.dialect)
     if SMB_DIALECTS.index(str(lowest.dialect)) < SMB_DIALECTS.index(spec.secure_dialect):
-        raise ProbeError(Reason.SMB_DIALECT_OLD,
-                         f"{address}:{spec.port} negotiated SMB {lowest.dialect}: Azure Files needs SMB "
-                         f"{spec.secure_dialect} or later for encryption and for mounts from outside its region")
+        raise ProbeError(Reason.SMB_DIALECT_OLD, f"{address}:{spec.port} negotiated SMB {lowest.dialect}, below "
+                         f"{spec.secure_dialect}: no encryption, no mount from outside the storage account's region")
