@@ -103,12 +103,13 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         _note_consistency(trace, [bool(a.answers) for a in answers])
         return
     pins = _pins(Path(spec.hosts_file), spec.host)  # a small local file, read as resolv.conf is
-    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace))
+    pinned = frozenset(_canonical(p.address) for p in pins)
+    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace, pinned))
     resolved = isinstance(result, list)
     _note_consistency(trace, [resolved] + [bool(a.answers) for a in answers])
     system = trace.facts.get("addresses")  # noted before any expectation failed
     _note_override(trace, spec.hosts_file, pins, [str(a) for a in system] if isinstance(system, list) else [],
-                   answers)
+                   _dns_word(answers, pinned))
     if isinstance(result, socket.gaierror):
         failure = _failure(answers)
         if failure is None:
@@ -152,7 +153,8 @@ def _getaddrinfo(host: str) -> list[str]:
         raise
 
 
-async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_Answer]:
+async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace,
+                  pinned: frozenset[str] = frozenset()) -> list[_Answer]:
     """Ask every resolver, then once more each that answered cheaply (over UDP: one small
     datagram each way), so a server that flaps between answers shows. With the system path off,
     the answers decide here, inside the phase."""
@@ -162,7 +164,8 @@ async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_A
         trace.note(servers=[a.fact() for a in answers], cname_chain=list(chains[0]) if chains else [])
         cheap = [a for a in answers if a.rcode in ANSWERED and not a.tcp]
         again = await asyncio.gather(*(_ask(a.server, spec.host, spec.query_timeout, tcp=False) for a in cheap))
-        _note_disagreement(trace, spec, answers, {a.server: b for a, b in zip(cheap, again, strict=True)})
+        _note_disagreement(trace, spec, _dns_word(answers, pinned),
+                           {a.server: b for a, b in zip(cheap, again, strict=True)})
         if not spec.system:
             found = ordered(address for a in answers for address in a.answers)
             if not found:
@@ -261,6 +264,13 @@ def _pins(path: Path, host: str) -> list[_Pin]:
         if is_ip(address) and wanted in (n.lower() for n in names):
             pins.append(_Pin(number, line.strip(), address))
     return pins
+
+
+def _dns_word(answers: list[_Answer], pinned: frozenset[str]) -> list[_Answer]:
+    """The answers that are DNS's own: not those that give exactly the hosts file's addresses,
+    as a local stub that serves the file does (systemd-resolved, dnsmasq), unless all do."""
+    own = [a for a in answers if not pinned or {_canonical(x) for x in a.answers} != pinned]
+    return own or answers
 
 
 def _note_override(trace: Trace, path: str, pins: list[_Pin], system: list[str], answers: list[_Answer]) -> None:

@@ -327,3 +327,18 @@ async def test_a_hosts_override_is_noted_when_the_pinned_answer_fails(tmp_path: 
                                            hosts_file=str(pinning_localhost(tmp_path))), (), trace)
     assert info.value.reason is Reason.DNS_PUBLIC_ANSWER
     assert trace.facts["hosts_override"]["dns"] == ["10.0.0.5"]  # type: ignore[index]
+
+
+async def test_a_local_stub_serving_the_hosts_file_is_not_dns(tmp_path: Path, dns_server: Server, trace: Trace,
+                                                              unit: float) -> None:
+    """systemd-resolved's stub (and dnsmasq) answer from /etc/hosts too: a server that gives
+    exactly the pinned addresses is the file again, not DNS's word, so the override still shows
+    and the stub does not disagree with the upstream."""
+    hosts = pinning_localhost(tmp_path)
+    stub = await dns_server(answering(*(f"localhost. 60 IN {'AAAA' if ':' in p.address else 'A'} {p.address}"
+                                        for p in dns_probe._pins(hosts, "localhost"))))
+    upstream = await dns_server(answering("localhost. 60 IN A 10.0.0.5"))
+    await dns_probe.run(dns_probe.Spec("localhost", resolvers=(stub, upstream), query_timeout=2 * unit,
+                                       hosts_file=str(hosts)), (), trace)
+    assert trace.facts["hosts_override"]["dns"] == ["10.0.0.5"]  # type: ignore[index]
+    assert "disagreement" not in trace.facts
