@@ -128,12 +128,13 @@ NO_CASCADE = frozenset({Code.DNS_RESOLVERS_DISAGREE})
 
 def with_cascades(problems: list[Problem]) -> list[Problem]:
     """A name that resolves to the wrong address (a hosts-file line, the instance's own address,
-    IPv6 only) makes every connection to it fail too: those failures belong to the DNS finding,
-    not to findings of their own."""
+    IPv6 only) makes every connection the node makes to it fail too: those failures belong to the
+    DNS finding, not to findings of their own. Through the proxy, the proxy resolves the name."""
     wrong = {p.result.check.host: p for p in problems
              if p.result.check.layer is Layer.DNS and p.result.status is Status.PASS and p.code not in NO_CASCADE}
     return [Problem(wrong[p.result.check.host].code, wrong[p.result.check.host].key, p.result)
-            if p.result.check.layer is not Layer.DNS and p.result.check.host in wrong else p for p in problems]
+            if p.result.check.layer is not Layer.DNS and p.result.check.path is not CheckPath.PROXY
+            and p.result.check.host in wrong else p for p in problems]
 
 
 def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:

@@ -511,3 +511,20 @@ def test_a_connection_failure_is_not_the_disagreements() -> None:
                                                          ("10.0.2.4", "198.18.0.9", "public"))),
                     f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT)}, node=TWO_RESOLVERS)
     assert codes(findings) == ["egress-blocked", "dns-resolvers-disagree"]
+
+
+def test_a_proxied_check_is_not_the_hosts_files() -> None:
+    """The proxy resolves the names it connects to: a name the node's hosts file pins (needed
+    directly for SMB) that the proxy refuses on 443 is the proxy's finding, not the line's."""
+    share = "contosomlsa.file.core.windows.net"
+    pinned = {"hosts_override": {**PINNED["hosts_override"], "lines": [  # type: ignore[dict-item]
+        {"line": 3, "text": f"10.0.1.99 {share}", "address": "10.0.1.99"}]}}
+    results = simulate(make_plan(options=PROXY), {
+        f"dns:{share}": Outcome(addresses=("10.0.1.99",), evidence=pinned),
+        f"tcp:{share}:445": Outcome(Reason.TCP_TIMEOUT),
+        f"http:{share}:443@proxy": Outcome(Reason.PROXY_DENIED, detail="HTTP 403")}, PE_ADDRESSES)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
+    explained = {f.code: set(f.checks) for f in findings}
+    assert explained.pop("hosts-file-override") == {f"dns:{share}", f"tcp:{share}:445"}
+    [(code, checks)] = explained.items()
+    assert code.startswith("proxy-") and checks == {f"http:{share}:443@proxy"}
