@@ -276,7 +276,9 @@ def _dns_word(answers: list[_Answer], pinned: frozenset[str]) -> list[_Answer]:
 def _note_override(trace: Trace, path: str, pins: list[_Pin], system: list[str], answers: list[_Answer]) -> None:
     """Note `hosts_override` when the system path answered from the hosts file (every address it
     gave is pinned there) and DNS, which answered, gives other addresses: the line, the address
-    it pins, what DNS says and the nsswitch `hosts:` order that put the file first."""
+    it pins, what DNS says and the nsswitch `hosts:` order that put the file first. The system
+    path's own answer decides whether the file was read first (with `hosts: dns files` it gives
+    DNS's addresses), so nsswitch.conf is read only to explain it."""
     pinned = {_canonical(p.address) for p in pins}
     dns_says = ordered(address for a in answers if a.rcode == "NOERROR" for address in a.answers)
     used = {_canonical(a) for a in system}

@@ -313,7 +313,8 @@ def _resolvers_disagree(results: Sequence[Result], facts: Facts) -> Draft:
     flapping = sorted({str(e.get("server")) for _, entries in told for e in entries if len(_dicts(e.get("said"))) > 1})
     zones = _zones_text(results, facts, "forward_zone") or "the zones of these names"
     fix = (f"Make {', '.join(wrong)} answer as the other resolvers do: add conditional forwarders for {zones} to "
-           f"{AZURE_DNS}, or take it out of the VNet's DNS servers (and /etc/resolv.conf)" if wrong else
+           f"{AZURE_DNS}, or take {'them' if len(wrong) > 1 else 'it'} out of the VNet's DNS servers (and "
+           "/etc/resolv.conf)" if wrong else
            "Decide which answer is right and make every resolver in the VNet's DNS servers (and /etc/resolv.conf) "
            f"give it: the same zones and forwarders for {zones} on each")
     if flapping:
