@@ -30,7 +30,7 @@ from lab import addresses, netns, pki, proxy, samba
 from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
-from lab.zones import node_resolver, zones_of
+from lab.zones import node_resolver, node_resolvers, zones_of
 
 READY_TIMEOUT = 20.0
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -102,8 +102,9 @@ class Lab:
         hosts = (
             f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
             f"{addresses.NODE} {self.scenario.context.compute_name}\n"
+            + "".join(f"{line}\n" for line in self.scenario.hosts)
         )
-        netns.build(self._names, resolver=node_resolver(self.scenario), hosts=hosts)
+        netns.build(self._names, resolvers=node_resolvers(self.scenario), hosts=hosts)
         self._faults = list(dict.fromkeys(self.scenario.faults))
         self._install_faults()
         config = self.workdir / "servers.json"

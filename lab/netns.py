@@ -77,9 +77,10 @@ def in_ns(ns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
+def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str) -> None:
     """Create both namespaces and wire them (faults come later, from set_faults); the caller
-    destroys them if this raises."""
+    destroys them if this raises. `ip netns exec` bind-mounts the node's resolv.conf and hosts
+    over /etc's, so the agent reads them where a node's processes do."""
     try:
         run(["ip", "netns", "add", names.node])
     except CommandFailed as error:
@@ -88,7 +89,7 @@ def build(names: Namespaces, *, resolver: str, hosts: str) -> None:
     etc = NETNS_ETC / names.node
     try:
         etc.mkdir(parents=True, exist_ok=True)
-        (etc / "resolv.conf").write_text(f"nameserver {resolver}\n")
+        (etc / "resolv.conf").write_text("".join(f"nameserver {r}\n" for r in resolvers))
         (etc / "hosts").write_text(hosts)
     except OSError as error:
         raise LabUnavailable(f"cannot write the node's resolver configuration: {error}") from None

@@ -100,6 +100,8 @@ class Scenario:
     resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is storage's firewall denial (403)
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
+    more_resolvers: tuple[Resolver, ...] = ()  # further nameservers in the node's resolv.conf, after `resolver`
+    hosts: tuple[str, ...] = ()  # lines added to the node's /etc/hosts, as written
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
     # what `check` is told: False, nothing (the agent detects the context: CI_*, mounts, IMDS)
     context_options: bool = True
@@ -157,6 +159,7 @@ NO_PROXY_PRIVATE = (*NO_PROXY_LOCAL, *private_names(_PRIVATE))
 and every private endpoint name of the default context."""
 _PROXY = f"{addresses.PROXY}:{addresses.PROXY_PORT}"
 _STORAGE = _PRIVATE.storage_account
+_OLD_BLOB_PE = "10.0.1.99"  # a storage private endpoint address since deleted (hosts-file-stale)
 
 
 def _proxied(name: str, summary: str, description: str, **knobs: Any) -> Scenario:
@@ -423,6 +426,33 @@ SCENARIOS: dict[str, Scenario] = {
             custom_dns_forwards=False,
             expected_exit=2,
             expected_findings=("custom-dns-not-forwarding",),
+        ),
+        Scenario(
+            "hosts-file-stale",
+            "A stale /etc/hosts line pins the storage blob name to its old private endpoint address",
+            f"The node's /etc/hosts still pins {_STORAGE}.blob.core.windows.net to {_OLD_BLOB_PE}, the "
+            "address of a private endpoint since deleted (where nothing answers: TCP is dropped), while "
+            f"DNS gives the current endpoint {addresses.PE_BLOB}. getaddrinfo reads the file first, so every "
+            "connection to the name goes to the old address. Expect hosts-file-override naming the file "
+            "and the line, not egress-blocked.",
+            hosts=(f"{_OLD_BLOB_PE} {_STORAGE}.blob.core.windows.net  # storage private endpoint",),
+            faults=(Fault("drop", "tcp", None, _OLD_BLOB_PE),),
+            expected_exit=2,
+            expected_findings=("hosts-file-override",),
+        ),
+        Scenario(
+            "resolvers-disagree",
+            "Two resolvers in resolv.conf: Azure DNS has the private zones, the custom server does not",
+            f"The node's resolv.conf lists {addresses.AZURE_DNS} and then the custom server "
+            f"{addresses.CUSTOM_DNS}, which has no conditional forwarders: Azure DNS answers the private "
+            "endpoint names privately, the custom server publicly. The node resolves them privately "
+            "while the first server answers, and publicly whenever its resolver moves to the second "
+            "(a timeout, `options rotate`). Expect dns-resolvers-disagree naming which server said what "
+            "(critical: the node fails at random).",
+            more_resolvers=("custom",),
+            custom_dns_forwards=False,
+            expected_exit=2,
+            expected_findings=("dns-resolvers-disagree",),
         ),
         Scenario(
             "dns-dead",

@@ -95,9 +95,17 @@ class Zones:
         raise LookupError(f"{host} does not resolve in this scenario ({answer.rcode})")
 
 
+_SERVERS = {"azure": addresses.AZURE_DNS, "custom": addresses.CUSTOM_DNS}
+
+
 def node_resolver(scenario: Scenario) -> str:
-    """The DNS server in the node's resolv.conf."""
-    return addresses.CUSTOM_DNS if scenario.resolver == "custom" else addresses.AZURE_DNS
+    """The first DNS server in the node's resolv.conf: the one its resolver asks, unless it fails."""
+    return _SERVERS[scenario.resolver]
+
+
+def node_resolvers(scenario: Scenario) -> tuple[str, ...]:
+    """Every DNS server in the node's resolv.conf, in order."""
+    return tuple(dict.fromkeys(_SERVERS[r] for r in (scenario.resolver, *scenario.more_resolvers)))
 
 
 def zones_of(scenario: Scenario, server: str) -> Zones:
@@ -109,5 +117,5 @@ def zones_of(scenario: Scenario, server: str) -> Zones:
 
 
 __all__ = [
-    "Answer", "PrivateName", "Record", "Zones", "node_resolver", "private_names", "zones_of"
+    "Answer", "PrivateName", "Record", "Zones", "node_resolver", "node_resolvers", "private_names", "zones_of"
 ]

@@ -1,6 +1,10 @@
 """Name resolution two ways at once: the system path (getaddrinfo: /etc/hosts, nsswitch, the stub)
 is what Azure ML's processes see; direct A/AAAA queries to each resolver explain why that path
-failed, since getaddrinfo cannot tell NXDOMAIN behind SERVFAIL from a timeout or a refusal."""
+failed, since getaddrinfo cannot tell NXDOMAIN behind SERVFAIL from a timeout or a refusal.
+
+Two comparisons are evidence of their own: a hosts-file line the system path answered from while
+DNS says otherwise (`hosts_override`), and resolvers that give different answers, to each other
+or to the same question asked twice (`disagreement`)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import dns.asyncquery
 import dns.exception
@@ -26,6 +31,8 @@ from probes.reasons import Reason, local_limit
 from probes.specs import DnsSpec as Spec
 
 _GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
+NSSWITCH = Path("/etc/nsswitch.conf")  # its `hosts:` line says whether the hosts file comes before DNS
+ANSWERED = ("NOERROR", "NXDOMAIN")  # what a stub takes as the answer; on SERVFAIL or REFUSED it asks the next server
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,7 @@ class _Query:
     response: dns.message.Message | None
     error: str | None
     rtt_ms: float
+    tcp: bool = False  # the UDP answer was truncated and the question asked again over TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +55,43 @@ class _Answer:
     answers: tuple[str, ...]
     cname_chain: tuple[str, ...]
     rtt_ms: float | None
+    tcp: bool = False
 
     def fact(self) -> dict[str, Fact]:
         return {"server": self.server, "rcode": self.rcode, "error": self.error,
                 "answers": list(self.answers), "cname_chain": list(self.cname_chain),
                 "rtt_ms": self.rtt_ms}
+
+    @property
+    def used(self) -> list[str]:
+        """The addresses a client takes: IPv4 when there is any (as `_accept` passes them on)."""
+        return [a for a in self.answers if ":" not in a] or list(self.answers)
+
+    def view(self) -> dict[str, Fact]:
+        """What this answer says, as the comparison of answers reads it: the class of the addresses
+        (private, public, mixed, or none for NXDOMAIN and an empty answer) and the answer itself."""
+        used = self.used
+        if not used:
+            return {"answer": "NXDOMAIN" if self.rcode == "NXDOMAIN" else "no address", "class": "none"}
+        kinds = {is_private(a) for a in used}
+        kind = "mixed" if len(kinds) > 1 else "private" if kinds == {True} else "public"
+        return {"answer": ", ".join(sorted(used, key=_sort_key)), "class": kind}
+
+    def key(self, exact: bool) -> tuple[str, frozenset[str]]:
+        """Two answers agree when their classes do, and for a name that must resolve to given or
+        private addresses when their address sets do: round-robin order and the changing subset of
+        a CDN's public addresses are no disagreement."""
+        view = self.view()
+        return str(view["class"]), frozenset(_canonical(a) for a in self.used) if exact else frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Pin:
+    """One hosts-file line naming the host: what getaddrinfo answers from before asking DNS."""
+
+    line: int
+    text: str
+    address: str
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
@@ -62,9 +102,14 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         answers = await _direct(spec, servers, trace)
         _note_consistency(trace, [bool(a.answers) for a in answers])
         return
-    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace))
+    pins = _pins(Path(spec.hosts_file), spec.host)  # a small local file, read as resolv.conf is
+    pinned = frozenset(_canonical(p.address) for p in pins)
+    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace, pinned))
     resolved = isinstance(result, list)
     _note_consistency(trace, [resolved] + [bool(a.answers) for a in answers])
+    system = trace.facts.get("addresses")  # noted before any expectation failed
+    _note_override(trace, spec.hosts_file, pins, [str(a) for a in system] if isinstance(system, list) else [],
+                   _dns_word(answers, pinned))
     if isinstance(result, socket.gaierror):
         failure = _failure(answers)
         if failure is None:
@@ -108,18 +153,43 @@ def _getaddrinfo(host: str) -> list[str]:
         raise
 
 
-async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace) -> list[_Answer]:
-    """Ask every resolver. With the system path off, the answers decide here, inside the phase."""
+async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace,
+                  pinned: frozenset[str] = frozenset()) -> list[_Answer]:
+    """Ask every resolver, then once more each that answered cheaply (over UDP: one small
+    datagram each way), so a server that flaps between answers shows. With the system path off,
+    the answers decide here, inside the phase."""
     with trace.phase("direct"):
         answers = list(await asyncio.gather(*(_ask(s, spec.host, spec.query_timeout) for s in servers)))
         chains = [a.cname_chain for a in answers if a.rcode is not None]
         trace.note(servers=[a.fact() for a in answers], cname_chain=list(chains[0]) if chains else [])
+        cheap = [a for a in answers if a.rcode in ANSWERED and not a.tcp]
+        again = await asyncio.gather(*(_ask(a.server, spec.host, spec.query_timeout, tcp=False) for a in cheap))
+        _note_disagreement(trace, spec, _dns_word(answers, pinned),
+                           {a.server: b for a, b in zip(cheap, again, strict=True)})
         if not spec.system:
             found = ordered(address for a in answers for address in a.answers)
             if not found:
                 raise _failure(answers) or ProbeError(Reason.DNS_TIMEOUT, _summary(answers))
             _accept(spec, found, trace)
     return answers
+
+
+def _note_disagreement(trace: Trace, spec: Spec, answers: list[_Answer], again: dict[str, _Answer]) -> None:
+    """Note `disagreement` when the servers that answered (NOERROR or NXDOMAIN: a stub moves on
+    from SERVFAIL, REFUSED and silence, so those never answer for the name) say different things,
+    or one says something else when asked again: each such server with what it said (twice when
+    it flapped). A stub picks among its servers (on a timeout, with `options rotate`, and
+    systemd-resolved on any failure), so a different answer is one the node will sometimes get."""
+    exact = spec.expect == "private" or bool(spec.expect_addresses)
+    said: dict[str, list[_Answer]] = {}
+    for answer in answers:
+        if answer.rcode in ANSWERED:
+            second = again.get(answer.server)
+            flapped = second is not None and second.rcode in ANSWERED and second.key(exact) != answer.key(exact)
+            said[answer.server] = [answer, second] if flapped and second is not None else [answer]
+    if len({a.key(exact) for views in said.values() for a in views}) > 1:
+        trace.note(disagreement=[{"server": server, "said": [a.view() for a in views]}
+                                 for server, views in said.items()])
 
 
 def _accept(spec: Spec, found: list[str], trace: Trace) -> None:
@@ -178,11 +248,75 @@ def _note_consistency(trace: Trace, resolved: list[bool]) -> None:
     trace.note(inconsistent=len(set(resolved)) > 1)
 
 
-async def _ask(server: str, host: str, timeout: float) -> _Answer:
+def _pins(path: Path, host: str) -> list[_Pin]:
+    """The hosts-file lines naming host, parsed as glibc's files module does: `#` starts a
+    comment, an address then any number of names, names compared without regard to case but
+    otherwise exactly (a trailing dot is significant: `name.` in the file answers only `name.`).
+    An unreadable file pins nothing (the system path then reads it no better)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    wanted = host.lower()
+    pins: list[_Pin] = []
+    for number, line in enumerate(lines, 1):
+        address, *names = line.partition("#")[0].split() or [""]
+        if is_ip(address) and wanted in (n.lower() for n in names):
+            pins.append(_Pin(number, line.strip(), address))
+    return pins
+
+
+def _dns_word(answers: list[_Answer], pinned: frozenset[str]) -> list[_Answer]:
+    """The answers that are DNS's own: not those that give exactly the hosts file's addresses,
+    as a local stub that serves the file does (systemd-resolved, dnsmasq), unless all do."""
+    own = [a for a in answers if not pinned or {_canonical(x) for x in a.answers} != pinned]
+    return own or answers
+
+
+def _note_override(trace: Trace, path: str, pins: list[_Pin], system: list[str], answers: list[_Answer]) -> None:
+    """Note `hosts_override` when the system path answered from the hosts file (every address it
+    gave is pinned there) and DNS, which answered, gives other addresses: the line, the address
+    it pins, what DNS says and the nsswitch `hosts:` order that put the file first. The system
+    path's own answer decides whether the file was read first (with `hosts: dns files` it gives
+    DNS's addresses), so nsswitch.conf is read only to explain it."""
+    pinned = {_canonical(p.address) for p in pins}
+    dns_says = ordered(address for a in answers if a.rcode == "NOERROR" for address in a.answers)
+    used = {_canonical(a) for a in system}
+    if not used or not used <= pinned or not dns_says or used <= {_canonical(a) for a in dns_says}:
+        return
+    trace.note(hosts_override={
+        "file": path,
+        "lines": [{"line": p.line, "text": p.text, "address": p.address} for p in pins
+                  if _canonical(p.address) in used],
+        "dns": [*dns_says], "nsswitch": _nsswitch_hosts()})
+
+
+def _nsswitch_hosts() -> str | None:
+    """The `hosts:` line of nsswitch.conf ("files dns"): read only when there is an override to explain."""
+    try:
+        lines = NSSWITCH.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((" ".join(line.partition("#")[0].split()[1:]) for line in lines
+                 if line.strip().startswith("hosts:")), None)
+
+
+def _canonical(address: str) -> str:
+    return str(ipaddress.ip_address(address.partition("%")[0]))
+
+
+def _sort_key(address: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    return ip.version, int(ip)
+
+
+async def _ask(server: str, host: str, timeout: float, *, tcp: bool = True) -> _Answer:
+    """A and AAAA from one server; tcp=False (the re-ask) takes no second window for a truncated
+    answer: it has no rcode, so it is compared with nothing."""
     address, port = split_hostport(server, 53)
     if not is_ip(address):  # a name here would make the socket resolve it, through DNS, blocking
         return _Answer(server, None, "invalid: not an IP address", (), (), None)
-    a, aaaa = await asyncio.gather(*(_query(host, rdtype, address, port, timeout)
+    a, aaaa = await asyncio.gather(*(_query(host, rdtype, address, port, timeout, tcp=tcp)
                                      for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)))
     local = next((q.error for q in (a, aaaa) if q.error and q.error.startswith("local")), None)
     responses = [q.response for q in (a, aaaa) if q.response is not None]
@@ -196,13 +330,13 @@ async def _ask(server: str, host: str, timeout: float) -> _Answer:
     if local and rcode == "NOERROR" and not found:  # the other question never left the node: not NODATA
         return _Answer(server, None, local, (), chain, None)
     rtt = max(q.rtt_ms for q in (a, aaaa) if q.response is not None)
-    return _Answer(server, rcode, None, tuple(found), chain, rtt)
+    return _Answer(server, rcode, None, tuple(found), chain, rtt, a.tcp or aaaa.tcp)
 
 
 async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port: int,
-                 timeout: float) -> _Query:
+                 timeout: float, *, tcp: bool = True) -> _Query:
     """One question over UDP on our own connected socket (so a closed port shows as unreachable,
-    not as a timeout), then over TCP if the answer was truncated."""
+    not as a timeout), then over TCP if the answer was truncated (tcp=False: no answer then)."""
     query = dns.message.make_query(host, rdtype)
     start = time.monotonic()
     try:
@@ -216,7 +350,10 @@ async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port:
             raise dns.exception.FormError(  # type: ignore[no-untyped-call]
                 "the reply does not answer the query")
         if response.flags & dns.flags.TC:
+            if not tcp:
+                return _Query(None, "truncated", since_ms(start))
             response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+            return _Query(response, None, since_ms(start), tcp=True)
     except dns.exception.Timeout:
         return _Query(None, "timeout", since_ms(start))
     except OSError as exc:  # a socket the node could not open or send on is not an unreachable server

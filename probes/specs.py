@@ -150,6 +150,7 @@ class DnsSpec:
     expect_addresses: tuple[str, ...] = ()  # when given, every answer must be one of these
     query_timeout: float = 2.0  # per direct query: a protocol window, set by `within`
     system: bool = True  # False: direct answers alone decide
+    hosts_file: str = "/etc/hosts"  # what the system path reads before DNS (nsswitch `files`)
 
     def __post_init__(self) -> None:
         if self.expect not in ("any", "private", "public"):
@@ -157,8 +158,10 @@ class DnsSpec:
         _seconds("query_timeout", self.query_timeout)
 
     def within(self, window: float) -> DnsSpec:
-        """Half the window per query: a slow second resolver must not eat the whole check."""
-        return replace(self, query_timeout=max(min(self.query_timeout, window / 2), 0.01))
+        """A third of the window per query: the first round (a truncated answer retried over TCP
+        takes two windows) or the first round and the re-ask that shows a flapping server (one
+        window each), with a third to spare, so a slow resolver never eats the whole check."""
+        return replace(self, query_timeout=max(min(self.query_timeout, window / 3), 0.01))
 
 
 @dataclass(frozen=True, slots=True)

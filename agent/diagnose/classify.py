@@ -123,13 +123,20 @@ def no_outbound(results: Sequence[Result], index: Index) -> list[Problem]:
 ROOT_CAUSE_RULES: tuple[Callable[[Sequence[Result], Index], list[Problem]], ...] = (clock_skew, no_outbound)
 
 
+# The node got one of the answers its resolvers disagree on, and connected where that one says:
+# a connection's failure is not the disagreement's (it has a finding of its own).
+NO_CASCADE = frozenset({Code.DNS_RESOLVERS_DISAGREE})
+
+
 def with_cascades(problems: list[Problem]) -> list[Problem]:
-    """A name that resolves to the wrong address makes every connection to it fail too: those
-    failures belong to the DNS finding, not to findings of their own."""
+    """A name that resolves to the wrong address (a hosts-file line, the instance's own address,
+    IPv6 only) makes every connection the node makes to it fail too: those failures belong to the
+    DNS finding, not to findings of their own. Through the proxy, the proxy resolves the name."""
     wrong = {p.result.check.host: p for p in problems
-             if p.result.check.layer is Layer.DNS and p.result.status is Status.PASS}
+             if p.result.check.layer is Layer.DNS and p.result.status is Status.PASS and p.code not in NO_CASCADE}
     return [Problem(wrong[p.result.check.host].code, wrong[p.result.check.host].key, p.result)
-            if p.result.check.layer is not Layer.DNS and p.result.check.host in wrong else p for p in problems]
+            if p.result.check.layer is not Layer.DNS and p.result.check.path is not CheckPath.PROXY
+            and p.result.check.host in wrong else p for p in problems]
 
 
 def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
@@ -137,6 +144,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
     check = result.check
     reason = result.reason
     if result.status is Status.PASS and check.layer is Layer.DNS:
+        if (cause := _dns_cause(result)) is not None:
+            return [Problem(cause, (), result)]
         return _ipv6_only_problem(result, facts) or _instance_address_problem(result, index, facts)
     if result.status not in (Status.FAIL, Status.WARN) or reason is None:
         return []
@@ -188,7 +197,21 @@ def _endpoint_of(result: Result, facts: Facts) -> str | None:
                  if (row := rows.get(rid)) is not None and row.pe_address), None)
 
 
+def _dns_cause(result: Result) -> Code | None:
+    """The cause a DNS check's own comparisons name, whether it passed or failed: a hosts-file line
+    the system path answered from while DNS says otherwise, then resolvers that disagree (the
+    node resolves the name one way or the other by which server it asks). Either explains the
+    answer the node got, so it comes before the rules that judge that answer."""
+    if isinstance(result.evidence.get("hosts_override"), dict):
+        return Code.HOSTS_FILE_OVERRIDE
+    if result.evidence.get("disagreement"):
+        return Code.DNS_RESOLVERS_DISAGREE
+    return None
+
+
 def _dns_problem(result: Result, index: Index, facts: Facts) -> Problem:
+    if (cause := _dns_cause(result)) is not None:
+        return Problem(cause, (), result)
     reason = result.reason
     endpoint = _endpoint_of(result, facts)
     # A name that resolves public while the endpoint it must share resolves public too is the same

@@ -13,7 +13,8 @@ from agent.diagnose.facts import Facts
 from agent.model import Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._trace import Fact
-from probes.reasons import Reason
+from probes.reasons import Reason, Status
+from probes.specs import DnsSpec
 
 
 class Code(StrEnum):
@@ -31,6 +32,8 @@ class Code(StrEnum):
     CUSTOM_DNS_NOT_FORWARDING = "custom-dns-not-forwarding"
     PRIVATE_DNS_RECORD_MISSING = "private-dns-record-missing"
     INSTANCE_NAME_WRONG_ADDRESS = "instance-name-wrong-address"
+    HOSTS_FILE_OVERRIDE = "hosts-file-override"
+    DNS_RESOLVERS_DISAGREE = "dns-resolvers-disagree"
     TLS_INTERCEPTED_UNTRUSTED = "tls-intercepted-untrusted"
     TLS_INTERCEPTED = "tls-intercepted"
     TLS_HANDSHAKE_STALLED = "tls-handshake-stalled"
@@ -295,6 +298,78 @@ def _instance_wrong(results: Sequence[Result], facts: Facts) -> Draft:
                 f"address (or forward {zones} to {AZURE_DNS}), and remove any /etc/hosts override."))
 
 
+def _hosts_override(results: Sequence[Result], facts: Facts) -> Draft:
+    """Critical when the pinned address fails (a connection to it, or the name's own check: a
+    private-endpoint name pinned to a public address); a warning when it works but is not what
+    DNS gives: the next time the endpoint moves, the node alone keeps the old address."""
+    pins = [(r, o) for r in results if isinstance(o := r.evidence.get("hosts_override"), dict)]
+    connections = [r for r in results if r.check.layer.value != "dns"]
+    failing = bool(connections) or any(r.status is not Status.PASS for r, _ in pins)
+    pinned = "; ".join(
+        " and ".join(f"line {line.get('line')} of {o.get('file')} pins {r.check.host} to {line.get('address')}"
+                     for line in _dicts(o.get("lines")))
+        + f", while DNS ({_resolver_text(facts)}) answers {', '.join(_strings(o.get('dns')))}" for r, o in pins)
+    order = next((f" (nsswitch.conf hosts: {o['nsswitch']})" for _, o in pins if o.get("nsswitch")), "")
+    if connections:
+        consequence = f" Connections to the pinned address fail: {_observed(connections, addresses=True)}."
+    elif failing:
+        consequence = " The name's own check fails on the pinned address."
+    else:
+        consequence = (" The pinned address answers today, but it is not the endpoint's: when the endpoint "
+                       "moves, this node alone keeps the old address.")
+    return Draft(
+        severity=None if failing else Severity.WARNING,
+        summary=f"The hosts file overrides DNS for {_hosts([r for r, _ in pins])}"
+        + (": connections to the pinned address fail" if connections else ""),
+        cause=f"{pinned}. getaddrinfo reads the file before DNS{order}.{consequence}",
+        remedy="; ".join(f"Remove or correct line {line.get('line')} of {o.get('file')}: `{line.get('text')}`; "
+                         f"DNS answers {', '.join(_strings(o.get('dns')))}"
+                         for _, o in pins for line in _dicts(o.get("lines"))) + ".")
+
+
+def _said(entry: dict[str, Fact]) -> str:
+    views = _dicts(entry.get("said"))
+    return f"{entry.get('server')} says " + ", then ".join(f"{v.get('answer')} ({v.get('class')})" for v in views)
+
+
+def _must_match(result: Result) -> bool:
+    """A name whose every answer must be one exact private set (a private-endpoint name)."""
+    spec = result.check.spec
+    return isinstance(spec, DnsSpec) and (spec.expect == "private" or bool(spec.expect_addresses))
+
+
+def _resolvers_disagree(results: Sequence[Result], facts: Facts) -> Draft:
+    """Critical when some answer is one the node cannot use: none (NXDOMAIN, no address) where
+    another server has the name, anything but the one private set for a private-endpoint name,
+    or the check already failed on it; a warning when the answers only differ in class (private
+    or public) for a name any address serves."""
+    told = [(r, _dicts(r.evidence.get("disagreement"))) for r in results]
+    wrong = list(dict.fromkeys(
+        str(e.get("server")) for r, entries in told for e in entries
+        if any(v.get("class") == "none" or (_must_match(r) and v.get("class") != "private")
+               for v in _dicts(e.get("said"))) or len(_dicts(e.get("said"))) > 1))
+    harmful = bool(wrong) or any(r.status is not Status.PASS for r in results)
+    flapping = sorted({str(e.get("server")) for _, entries in told for e in entries if len(_dicts(e.get("said"))) > 1})
+    zones = _zones_text(results, facts, "forward_zone") or "the zones of these names"
+    fix = (f"Make {', '.join(wrong)} answer as the other resolvers do: add conditional forwarders for {zones} to "
+           f"{AZURE_DNS}, or take {'them' if len(wrong) > 1 else 'it'} out of the VNet's DNS servers (and "
+           "/etc/resolv.conf)" if wrong else
+           "Decide which answer is right and make every resolver in the VNet's DNS servers (and /etc/resolv.conf) "
+           f"give it: the same zones and forwarders for {zones} on each")
+    if flapping:
+        fix += (f". {', '.join(flapping)} changed its answer between two questions: several servers behind one "
+                "address (a load balancer, an anycast pair) or a forwarder whose upstreams disagree; configure "
+                "every instance and upstream alike")
+    return Draft(
+        severity=None if harmful else Severity.WARNING,
+        summary=f"The node's resolvers give different answers for {_hosts(results)}",
+        cause="; ".join(f"{r.check.host}: " + "; ".join(_said(e) for e in entries) for r, entries in told[:4])
+        + (f"; and {len(told) - 4} more" if len(told) > 4 else "")
+        + ". The resolver library picks among them (the next server on a timeout, `options rotate`, "
+          "systemd-resolved after any failure), so the node gets one answer or the other.",
+        remedy=fix + ".")
+
+
 def _issuer(result: Result) -> str:
     cert = result.evidence.get("cert")
     if not isinstance(cert, dict):
@@ -517,6 +592,21 @@ DECLARATIONS: dict[Code, Declaration] = {
     Code.INSTANCE_NAME_WRONG_ADDRESS: Declaration(
         C, "the compute instance name does not resolve to the workspace private endpoint address",
         ("custom-dns", "jupyter"), _instance_wrong),
+    # Critical by default: the node connects to the pinned address, so when it fails that line is the
+    # cause of every failure to the name; the builder lowers it to a warning when the address works.
+    Code.HOSTS_FILE_OVERRIDE: Declaration(
+        C, "a hosts-file line pins a name to an address DNS does not give (a warning while the address works)",
+        ("custom-dns",), _hosts_override),
+    # Critical by default. A node whose resolvers disagree fails at random, not never: the stub
+    # asks the next server when the first is slow (glibc after 5 s), with `options rotate` in turn,
+    # systemd-resolved switches servers after any failure and stays there, and containers and
+    # non-glibc resolvers choose on their own. A private-endpoint name that one server answers
+    # publicly (or not at all) is a mount or a job that fails on some nodes some of the time: the
+    # failure that costs the most to find, so it fails the node now. Answers that differ only in
+    # class for a name any address serves are a warning (the builder's).
+    Code.DNS_RESOLVERS_DISAGREE: Declaration(
+        C, "the node's resolvers give different answers for a name, or one changes its answer when asked again "
+        "(names which server said what)", ("custom-dns", "azure-dns"), _resolvers_disagree),
     Code.TLS_INTERCEPTED_UNTRUSTED: Declaration(
         C, "a TLS-inspecting middlebox presents a certificate this node does not trust (names the CA)",
         ("firewall",), _tls_intercepted(trusted=False)),

@@ -757,6 +757,22 @@ def test_custom_dns_without_forwarder_answers_public() -> None:
     assert azure[1][-1][2] == "10.0.1.5"  # Azure DNS itself still has the private answer
 
 
+@needs_lab
+def test_the_nodes_hosts_lines_and_second_resolver() -> None:
+    """A scenario's hosts lines are what getaddrinfo answers in the node (ip netns exec puts its
+    hosts file over /etc/hosts); its further resolvers follow the first in resolv.conf."""
+    blob = f"{CTX.storage_account}.blob.core.windows.net"
+    with Lab(scenario("hosts-file-stale")) as lab:
+        pinned = in_node(lab, RESOLVE % ([blob],))
+        azure = query(lab, (AZ, blob, "A"))[(AZ, blob, "A")]
+    assert pinned == {blob: "10.0.1.99"} and azure[1][-1][2] == addresses.PE_BLOB
+    with Lab(scenario("resolvers-disagree")) as lab:
+        resolv = lab.run_in_node(["cat", "/etc/resolv.conf"]).stdout
+        resolved = in_node(lab, RESOLVE % ([WORKSPACE],))
+    assert resolv == f"nameserver {AZ}\nnameserver {CUSTOM}\n"
+    assert resolved == {WORKSPACE: addresses.PE_WORKSPACE}  # the first server answers
+
+
 DNS_TIMEOUTS = """
 import json, dns.exception, dns.message, dns.query
 out = []

@@ -4,11 +4,13 @@ system=False (the system path would ask the machine's resolver); the system path
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from probe_loopback import DnsHandler, dns_reply
@@ -111,10 +113,12 @@ async def test_precedence_across_servers(dns_server: Server, trace: Trace, unit:
 
 
 async def test_split_answers_pass_and_say_so(dns_server: Server, trace: Trace, unit: float) -> None:
+    """A SERVFAIL is no answer for the name (a stub asks the next server): no disagreement."""
     good = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"))
     broken = await dns_server(answering(rcode=dns.rcode.SERVFAIL))
     await dns_probe.run(spec(good, broken, unit=unit), (), trace)
     assert trace.facts["addresses_ok"] == ["10.0.0.5"] and trace.facts["inconsistent"] is True
+    assert "disagreement" not in trace.facts
 
 
 @pytest.mark.parametrize(("options", "reason"), [
@@ -157,12 +161,13 @@ async def test_resolver_entries_are_addresses(trace: Trace, unit: float) -> None
 
 
 async def test_system_path_wins_over_direct(dns_server: Server, trace: Trace, unit: float) -> None:
-    """What applications see decides; a resolver that disagrees is evidence, not a failure."""
+    """What applications see decides; a resolver that disagrees is evidence, not a failure. A
+    hosts-file name DNS does not know is no override: there is no DNS answer it hides."""
     server = await dns_server(answering(rcode=dns.rcode.NXDOMAIN))
     await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), query_timeout=2 * unit), (), trace)
     assert "127.0.0.1" in trace.facts["addresses"]  # type: ignore[operator]
     assert trace.facts["addresses_ok"] == ["127.0.0.1"]
-    assert trace.facts["inconsistent"] is True
+    assert trace.facts["inconsistent"] is True and "hosts_override" not in trace.facts
     assert {p.name for p in trace.phases} == {"system", "direct"} and trace.current is None
 
 
@@ -183,3 +188,157 @@ async def test_system_path_expectation(dns_server: Server, trace: Trace, unit: f
 ])
 def test_is_private(address: str, private: bool) -> None:
     assert is_private(address) is private
+
+
+# -- resolvers that disagree, with each other or with themselves ----------------------------------
+
+def said(trace: Trace) -> dict[str, list[str]]:
+    """server -> what it said, from the disagreement fact."""
+    return {str(d["server"]): [f"{v['answer']} ({v['class']})" for v in d["said"]]  # type: ignore[index,union-attr]
+            for d in trace.facts["disagreement"]}  # type: ignore[union-attr]
+
+
+async def test_a_resolver_without_the_private_zone_disagrees(dns_server: Server, trace: Trace, unit: float) -> None:
+    """One resolver gives the private endpoint, another NXDOMAIN, a third a public address: the
+    name passes (an answer exists) and each server is named with what it said."""
+    private = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"))
+    missing = await dns_server(answering(rcode=dns.rcode.NXDOMAIN))
+    public = await dns_server(answering(f"{NAME}. 60 IN A 20.1.2.3"))
+    await dns_probe.run(spec(private, missing, public, unit=unit), (), trace)
+    assert said(trace) == {private: ["10.0.0.5 (private)"], missing: ["NXDOMAIN (none)"],
+                           public: ["20.1.2.3 (public)"]}
+
+
+def rotating(*answers: tuple[str, ...]) -> DnsHandler:
+    """A server whose A answer moves to the next record set on every A question (AAAA: none)."""
+    asked = [0]
+
+    def handler(query: dns.message.Message) -> dns.message.Message:
+        if query.question[0].rdtype != dns.rdatatype.A:
+            return dns_reply(query)
+        records = answers[asked[0] % len(answers)]
+        asked[0] += 1
+        return dns_reply(query, *(f"{NAME}. 60 IN A {a}" for a in records))
+    return handler
+
+
+async def test_a_server_that_flaps_between_answers(dns_server: Server, trace: Trace, unit: float) -> None:
+    """Asked twice, the same server gives the private endpoint, then a public address (a load
+    balancer in front of two differently configured servers): named with both answers."""
+    flapping = await dns_server(rotating(("10.0.0.5",), ("20.1.2.3",)))
+    await dns_probe.run(spec(flapping, unit=unit), (), trace)
+    assert said(trace) == {flapping: ["10.0.0.5 (private)", "20.1.2.3 (public)"]}
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"]  # the first answer is the server's answer
+
+
+@pytest.mark.parametrize(("first", "second", "options"), [
+    (("20.1.2.3", "20.1.2.4"), ("20.1.2.9",), {}),  # a CDN: another subset of its public addresses
+    (("10.0.0.5", "10.0.0.6"), ("10.0.0.6", "10.0.0.5"), {"expect": "private"}),  # round robin
+], ids=["cdn-public-addresses", "round-robin-order"])
+async def test_answers_of_one_class_are_no_disagreement(first: tuple[str, ...], second: tuple[str, ...],
+                                                        options: dict[str, object], dns_server: Server,
+                                                        trace: Trace, unit: float) -> None:
+    one = await dns_server(rotating(first, second))
+    other = await dns_server(rotating(second, first))
+    await dns_probe.run(spec(one, other, unit=unit, **options), (), trace)
+    assert "disagreement" not in trace.facts and trace.facts["addresses_ok"]
+
+
+async def test_a_name_that_must_be_private_compares_the_exact_addresses(dns_server: Server, trace: Trace,
+                                                                        unit: float) -> None:
+    """Two private answers that differ (a stale record on one server) are a disagreement for a
+    private-endpoint name; for any other name they are one class."""
+    current = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.5"))
+    stale = await dns_server(answering(f"{NAME}. 60 IN A 10.0.0.99"))
+    await dns_probe.run(spec(current, stale, unit=unit), (), Trace())
+    await dns_probe.run(spec(current, stale, unit=unit, expect="private"), (), trace)
+    assert said(trace) == {current: ["10.0.0.5 (private)"], stale: ["10.0.0.99 (private)"]}
+
+
+async def test_the_re_ask_is_left_out_for_a_truncated_answer(dns_server: Server, trace: Trace, unit: float) -> None:
+    """A server whose answers need TCP is asked once: the re-ask takes one UDP window only."""
+    asked: list[int] = []
+
+    def counting(query: dns.message.Message) -> dns.message.Message:
+        asked.append(query.question[0].rdtype)
+        return dns_reply(query, f"{NAME}. 60 IN A 10.0.0.5")
+    server = await dns_server(counting, truncate_udp=True)
+    await dns_probe.run(spec(server, unit=unit), (), trace)
+    assert trace.facts["addresses_ok"] == ["10.0.0.5"]
+    assert len(asked) == 4  # A and AAAA, each over UDP then TCP; no second round
+
+
+# -- the hosts file ----------------------------------------------------------------------------------
+
+def test_hosts_file_lines_are_parsed_as_glibc_reads_them(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# 10.9.9.1 store.blob.test (commented out)\n"
+                     "127.0.0.1 localhost\n"
+                     "10.9.9.2   other.test  STORE.Blob.test   alias # the old endpoint\n"
+                     "10.9.9.3 store.blob.test.\n"  # a trailing dot answers only `store.blob.test.`
+                     "not-an-address store.blob.test\n"
+                     "fd00::9 store.blob.test\n")
+    pins = dns_probe._pins(hosts, "store.blob.test")
+    assert [(p.line, p.address) for p in pins] == [(3, "10.9.9.2"), (6, "fd00::9")]
+    assert pins[0].text == "10.9.9.2   other.test  STORE.Blob.test   alias # the old endpoint"
+    assert dns_probe._pins(tmp_path / "missing", "store.blob.test") == []
+
+
+def pinning_localhost(tmp_path: Path) -> Path:
+    """A hosts file pinning `localhost` to exactly what the system path answers for it (read from
+    getaddrinfo itself), on line 3 and after: as the node's file does for a pinned name."""
+    system = dict.fromkeys(info[4][0] for info in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM))
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# pinned by hand\n10.9.9.9 unrelated.test\n"
+                     + "".join(f"{address} LocalHost  # old\n" for address in system))
+    return hosts
+
+
+async def test_a_hosts_file_line_that_disagrees_with_dns(tmp_path: Path, dns_server: Server, trace: Trace,
+                                                         unit: float) -> None:
+    """The system path answers from the file, DNS says otherwise: the override names the file,
+    the line and its text, and what DNS answers."""
+    hosts = pinning_localhost(tmp_path)
+    server = await dns_server(answering("localhost. 60 IN A 10.0.0.5"))
+    await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), query_timeout=2 * unit,
+                                       hosts_file=str(hosts)), (), trace)
+    override = trace.facts["hosts_override"]
+    assert isinstance(override, dict) and override["file"] == str(hosts) and override["dns"] == ["10.0.0.5"]
+    first = override["lines"][0]  # type: ignore[index]
+    assert first["line"] == 3 and first["text"].endswith("LocalHost  # old")  # type: ignore[index,union-attr]
+    assert trace.facts["addresses_ok"] == ["127.0.0.1"]  # the check still passes: the finding judges it
+
+
+async def test_a_hosts_file_line_dns_agrees_with_is_no_override(tmp_path: Path, dns_server: Server, trace: Trace,
+                                                                unit: float) -> None:
+    hosts = pinning_localhost(tmp_path)
+    server = await dns_server(answering("localhost. 60 IN A 127.0.0.1", "localhost. 60 IN AAAA ::1"))
+    await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), query_timeout=2 * unit,
+                                       hosts_file=str(hosts)), (), trace)
+    assert "hosts_override" not in trace.facts
+
+
+async def test_a_hosts_override_is_noted_when_the_pinned_answer_fails(tmp_path: Path, dns_server: Server,
+                                                                      trace: Trace, unit: float) -> None:
+    """A private-endpoint name pinned to a non-private address fails, and says why."""
+    server = await dns_server(answering("localhost. 60 IN A 10.0.0.5"))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), expect="private", query_timeout=2 * unit,
+                                           hosts_file=str(pinning_localhost(tmp_path))), (), trace)
+    assert info.value.reason is Reason.DNS_PUBLIC_ANSWER
+    assert trace.facts["hosts_override"]["dns"] == ["10.0.0.5"]  # type: ignore[index]
+
+
+async def test_a_local_stub_serving_the_hosts_file_is_not_dns(tmp_path: Path, dns_server: Server, trace: Trace,
+                                                              unit: float) -> None:
+    """systemd-resolved's stub (and dnsmasq) answer from /etc/hosts too: a server that gives
+    exactly the pinned addresses is the file again, not DNS's word, so the override still shows
+    and the stub does not disagree with the upstream."""
+    hosts = pinning_localhost(tmp_path)
+    stub = await dns_server(answering(*(f"localhost. 60 IN {'AAAA' if ':' in p.address else 'A'} {p.address}"
+                                        for p in dns_probe._pins(hosts, "localhost"))))
+    upstream = await dns_server(answering("localhost. 60 IN A 10.0.0.5"))
+    await dns_probe.run(dns_probe.Spec("localhost", resolvers=(stub, upstream), query_timeout=2 * unit,
+                                       hosts_file=str(hosts)), (), trace)
+    assert trace.facts["hosts_override"]["dns"] == ["10.0.0.5"]  # type: ignore[index]
+    assert "disagreement" not in trace.facts

@@ -10,6 +10,7 @@ import pytest
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
 from agent.model import Finding, Severity, Unneeded
+from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import HttpSpec, Proxy
 
@@ -45,8 +46,31 @@ def test_healthy_gives_no_findings_and_exit_0() -> None:
     assert (diagnosis.health, diagnosis.exit_code) == ("ok", 0)
 
 
+BLOB = "contosomlsa.blob.core.windows.net"
+STALE_LINE = f"10.0.1.99 {BLOB}  # pinned before the endpoint moved"
+PINNED: dict[str, Fact] = {"hosts_override": {
+    "file": "/etc/hosts", "lines": [{"line": 3, "text": STALE_LINE, "address": "10.0.1.99"}], "dns": ["10.0.1.8"],
+    "nsswitch": "files dns"}}
+
+
+def said(*servers: tuple[str, str, str]) -> dict[str, Fact]:
+    """The dns probe's disagreement fact: (server, answer, class) per server, a server twice when it flapped."""
+    entries: dict[str, list[Fact]] = {}
+    for server, answer, kind in servers:
+        entries.setdefault(server, []).append({"answer": answer, "class": kind})
+    return {"disagreement": [{"server": server, "said": views} for server, views in entries.items()]}
+
+
+UNLINKED_SECOND = said(("168.63.129.16", "10.0.1.5", "private"), ("10.0.2.4", "198.18.3.4", "public"))
+TWO_RESOLVERS = {"hostname": "n", "resolvers": ["168.63.129.16", "10.0.2.4"]}
+
 CASES = [
     # (name, outcomes, expected code, severity, words the remedy must contain)
+    ("hosts file pins an old address", {f"dns:{BLOB}": Outcome(addresses=("10.0.1.99",), evidence=PINNED),
+                                        f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT)},
+     "hosts-file-override", Severity.CRITICAL, [f"line 3 of /etc/hosts: `{STALE_LINE}`", "DNS answers 10.0.1.8"]),
+    ("resolvers disagree", {f"dns:{WS}": Outcome(evidence=UNLINKED_SECOND)},
+     "dns-resolvers-disagree", Severity.CRITICAL, ["10.0.2.4", "forwarders", "api.azureml.ms"]),
     ("smb dropped", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT)},
      "smb-blocked", Severity.CRITICAL, ["TCP 445", "Storage.eastus"]),
     ("smb rejected", {"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_REFUSED)},
@@ -442,3 +466,93 @@ def test_an_inspecting_proxy_the_node_trusts_is_tls_intercepted() -> None:
     [finding] = run_proxied(outcomes)
     assert finding.code == "tls-intercepted" and finding.severity is Severity.WARNING
     assert len(finding.checks) == 2
+
+
+def test_a_stale_hosts_line_is_the_cause_of_the_connections_to_its_name() -> None:
+    """A stale /etc/hosts line pinning a storage name to an old address was egress-blocked: the
+    connection fails because the node connects where the line says, not where DNS does."""
+    findings = run({f"dns:{BLOB}": Outcome(addresses=("10.0.1.99",), evidence=PINNED),
+                    f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT, detail="no answer within 5s")})
+    [finding] = findings
+    assert (finding.code, finding.severity) == ("hosts-file-override", Severity.CRITICAL)
+    assert set(finding.checks) == {f"dns:{BLOB}", f"tcp:{BLOB}:443"}
+    assert "line 3 of /etc/hosts" in finding.cause and "10.0.1.8" in finding.cause
+    assert "files dns" in finding.cause and "no answer within 5s" in finding.cause
+    assert finding.remedy == f"Remove or correct line 3 of /etc/hosts: `{STALE_LINE}`; DNS answers 10.0.1.8."
+
+
+def test_a_hosts_line_whose_address_works_is_a_warning() -> None:
+    checks = make_plan()
+    results = simulate(checks, {f"dns:{BLOB}": Outcome(addresses=("10.0.1.99",), evidence=PINNED)}, PE_ADDRESSES)
+    diagnosis = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    [finding] = diagnosis.findings
+    assert (finding.code, finding.severity, diagnosis.exit_code) == ("hosts-file-override", Severity.WARNING, 1)
+    assert finding.checks == (f"dns:{BLOB}",) and "when the endpoint moves" in finding.cause
+
+
+def test_a_hosts_line_pinning_a_private_endpoint_name_public_is_that_line() -> None:
+    """The system path answers from the file: not a zone to link, a line to remove."""
+    pinned = {"hosts_override": {"file": "/etc/hosts", "lines": [{"line": 7, "text": f"198.18.3.4 {WS}",
+                                                                  "address": "198.18.3.4"}], "dns": ["10.0.1.5"]}}
+    findings = run({f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER, evidence=pinned)})
+    assert [(f.code, f.severity) for f in findings] == [("hosts-file-override", Severity.CRITICAL)]
+    assert findings[0].remedy.startswith("Remove or correct line 7 of /etc/hosts")
+
+
+def test_resolvers_that_disagree_on_a_private_endpoint_name_are_critical_and_named() -> None:
+    """The node resolves the workspace privately today (the first resolver answers), but the
+    second would give the public address: each server is named with what it said."""
+    findings = run({f"dns:{WS}": Outcome(evidence=UNLINKED_SECOND)}, node=TWO_RESOLVERS)
+    [finding] = findings
+    assert (finding.code, finding.severity) == ("dns-resolvers-disagree", Severity.CRITICAL)
+    assert "168.63.129.16 says 10.0.1.5 (private)" in finding.cause
+    assert "10.0.2.4 says 198.18.3.4 (public)" in finding.cause
+    assert finding.remedy.startswith("Make 10.0.2.4 answer as the other resolvers do")
+
+
+def test_resolvers_that_disagree_explain_the_failure_they_cause() -> None:
+    """The node asked the server without the zone: its public answer failed the check. The cause
+    is that server, not an unlinked zone (custom-dns-not-forwarding) the other server has."""
+    findings = run({f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER, evidence=UNLINKED_SECOND)}, node=TWO_RESOLVERS)
+    assert codes(findings) == ["dns-resolvers-disagree"] and findings[0].severity is Severity.CRITICAL
+
+
+@pytest.mark.parametrize(("answers", "severity"), [
+    ((("168.63.129.16", "10.0.1.8", "private"), ("10.0.2.4", "198.18.0.9", "public")), Severity.WARNING),
+    ((("168.63.129.16", "10.0.1.8", "private"), ("10.0.2.4", "NXDOMAIN", "none")), Severity.CRITICAL),
+    ((("10.0.2.4", "10.0.1.8", "private"), ("10.0.2.4", "198.18.0.9", "public")), Severity.CRITICAL),
+], ids=["public-or-private", "one-says-nxdomain", "flapping"])
+def test_disagreement_on_a_name_any_address_serves(answers: tuple[tuple[str, str, str], ...],
+                                                   severity: Severity) -> None:
+    """Private against public on a name any address serves is a warning; a resolver that says
+    the name does not exist, or a server that changes its answer, fails the node now and then."""
+    [finding] = run({f"dns:{BLOB}": Outcome(evidence=said(*answers))}, node=TWO_RESOLVERS)
+    assert (finding.code, finding.severity) == ("dns-resolvers-disagree", severity)
+    if answers[0][0] == answers[1][0]:
+        assert "10.0.2.4 says 10.0.1.8 (private), then 198.18.0.9 (public)" in finding.cause
+        assert "load balancer" in finding.remedy
+
+
+def test_a_connection_failure_is_not_the_disagreements() -> None:
+    """The node connected where its answer said: a dropped port there is its own finding."""
+    findings = run({f"dns:{BLOB}": Outcome(evidence=said(("168.63.129.16", "10.0.1.8", "private"),
+                                                         ("10.0.2.4", "198.18.0.9", "public"))),
+                    f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT)}, node=TWO_RESOLVERS)
+    assert codes(findings) == ["egress-blocked", "dns-resolvers-disagree"]
+
+
+def test_a_proxied_check_is_not_the_hosts_files() -> None:
+    """The proxy resolves the names it connects to: a name the node's hosts file pins (needed
+    directly for SMB) that the proxy refuses on 443 is the proxy's finding, not the line's."""
+    share = "contosomlsa.file.core.windows.net"
+    pinned = {"hosts_override": {**PINNED["hosts_override"], "lines": [  # type: ignore[dict-item]
+        {"line": 3, "text": f"10.0.1.99 {share}", "address": "10.0.1.99"}]}}
+    results = simulate(make_plan(options=PROXY), {
+        f"dns:{share}": Outcome(addresses=("10.0.1.99",), evidence=pinned),
+        f"tcp:{share}:445": Outcome(Reason.TCP_TIMEOUT),
+        f"http:{share}:443@proxy": Outcome(Reason.PROXY_DENIED, detail="HTTP 403")}, PE_ADDRESSES)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
+    explained = {f.code: set(f.checks) for f in findings}
+    assert explained.pop("hosts-file-override") == {f"dns:{share}", f"tcp:{share}:445"}
+    [(code, checks)] = explained.items()
+    assert code.startswith("proxy-") and checks == {f"http:{share}:443@proxy"}
