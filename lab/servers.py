@@ -2,8 +2,9 @@
 
 Hosts DNS (Azure DNS and a custom DNS server), IMDS and plain HTTP on 80, HTTPS/WebSocket on
 443, TCP listeners, the UDP 5831 responder and the scenario's forward proxy, all on one asyncio
-loop (445 is a real samba the lab starts beside it, or here a silent listener). Prints `ready` on stdout once every listener is bound. Exits on SIGTERM, and on EOF on
-stdin: the owning process holds the other end of that pipe, so the servers never outlive it.
+loop (445 is a real samba the lab starts beside it, or here a silent listener). Prints `ready`
+on stdout once every listener is bound. Exits on SIGTERM, and on EOF on stdin: the owning
+process holds the other end of that pipe, so the servers never outlive it.
 """
 
 from __future__ import annotations
