@@ -219,12 +219,18 @@ port = 5000
 probe = "tcp"
 required = false
 
+[[endpoint]]
+host = "files.contoso.net"
+port = 445
+probe = "smb"
+
 [policy]
 blocked = ["*.anaconda.com", "graph.windows.net:443"]
 reason = "Contoso policy: packages come from the mirror"
 '''))
     assert cfg.endpoints == (config.Endpoint("pypi.contoso.net", 443, "https", "our package mirror", True),
-                             config.Endpoint("10.20.0.5", 5000, "tcp", "", False))
+                             config.Endpoint("10.20.0.5", 5000, "tcp", "", False),
+                             config.Endpoint("files.contoso.net", 445, "smb", "", True))
     assert cfg.policy == config.Policy(("*.anaconda.com", "graph.windows.net:443"),
                                        "Contoso policy: packages come from the mirror")
 
