@@ -118,6 +118,8 @@ def test_healthy(name: str, checked: Callable[[str], Checked]) -> None:
     assert checks[f"websocket:{INSTANCE}:443"]["status"] == "pass"
     assert checks["udp:eastus.tundra.azureml.ms:5831"]["status"] == "pass"
     assert checks[f"tcp:{STORAGE_FILE}:445"]["status"] == "pass"
+    smb = checks[f"smb:{STORAGE_FILE}:445"]  # the lab's 445 is a real samba
+    assert (smb["status"], smb["evidence"]["dialect"]) == ("pass", "3.1.1")
     assert report["context"]["region"] == {"value": "eastus", "source": "option"}
     workspace = checks[f"dns:{WORKSPACE}"]
     if name == "healthy-private":
@@ -131,7 +133,10 @@ def test_healthy(name: str, checked: Callable[[str], Checked]) -> None:
 # scenario -> (the first finding, [(check id, status, reason)])
 FAULTS: dict[str, tuple[str, list[tuple[str, str, str | None]]]] = {
     "nsg-drop-445": ("smb-blocked", [(f"tcp:{STORAGE_FILE}:445", "fail", "tcp.timeout"),
+                                     (f"smb:{STORAGE_FILE}:445", "skip", "skip.dependency"),
                                      (f"tcp:{STORAGE_FILE}:443", "pass", None)]),
+    "smb-silent-middlebox": ("smb-blocked", [(f"tcp:{STORAGE_FILE}:445", "pass", None),
+                                             (f"smb:{STORAGE_FILE}:445", "fail", "smb.no-negotiate-reply")]),
     "firewall-reset": ("egress-rejected", [("tcp:eastus.batch.azure.com:443", "fail", "tcp.refused"),
                                            ("tls:eastus.batch.azure.com:443", "skip", "skip.dependency"),
                                            ("http:eastus.batch.azure.com:443", "skip", "skip.dependency")]),
