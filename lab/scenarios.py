@@ -95,7 +95,7 @@ class Scenario:
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
-    resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is storage's firewall denial (403)
+    resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is their service's network-rule denial (403)
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
@@ -294,6 +294,22 @@ SCENARIOS: dict[str, Scenario] = {
             "Expect resource-firewall-denied.",
             resource_firewall=(f"{_STORAGE}.blob.core.windows.net", f"{_STORAGE}.file.core.windows.net",
                                f"{_STORAGE}.queue.core.windows.net", f"{_STORAGE}.table.core.windows.net"),
+            expected_exit=2,
+            expected_findings=("resource-firewall-denied",),
+        ),
+        Scenario(
+            "workspace-public-access-disabled",
+            "The workspace has public network access disabled and this node reaches its public name",
+            "The node is in a VNet without the workspace's private endpoint (a compute with a public IP, "
+            "the workspace names resolve to the public front end) while the workspace accepts only its "
+            "private endpoint: the workspace API names answer 403 with Azure ML's UserError 'Access to "
+            "workspace was denied based on workspace private link configuration'. Expect "
+            "resource-firewall-denied naming the workspace and the private endpoint path. (Told that the "
+            "workspace has a private endpoint, the names resolving public is the finding first: "
+            "pe-resolves-public.)",
+            context=_PUBLIC,
+            resource_firewall=(f"{_PRIVATE.workspace_id}.workspace.{_PRIVATE.region}.api.azureml.ms",
+                               f"{_PRIVATE.workspace_id}.workspace.{_PRIVATE.region}.cert.api.azureml.ms"),
             expected_exit=2,
             expected_findings=("resource-firewall-denied",),
         ),

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
-from agent.model import Finding, Result, Severity
+from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._trace import Fact
 from probes.reasons import Reason
@@ -368,15 +368,32 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    """Storage and registries take a network rule for the subnet; a workspace with public network
+    access disabled is reached only through its private endpoint."""
+    workspace = [r for r in results if (zone := facts.catalog.zone_of(r.check.host)) and zone.workspace]
+    fixes = []
+    if len(workspace) < len(results):
+        fixes.append("In the storage account's or registry's Networking settings allow the compute subnet: a "
+                     "virtual network rule with the subnet's service endpoint (Microsoft.Storage or "
+                     "Microsoft.ContainerRegistry), e.g. az storage account network-rule add --subnet <subnet-id> / "
+                     "az acr network-rule add --subnet <subnet-id>; or reach the resource through a private "
+                     "endpoint whose privatelink zone is linked to the VNet.")
+    if workspace:
+        zones = _zones_text(workspace, facts, "privatelink_zone")
+        fixes.append(f"The workspace ({_hosts(workspace)}) has public network access disabled and this node "
+                     f"reached its public endpoint: reach it through the workspace private endpoint (link {zones} "
+                     f"to the compute VNet, or forward {_zones_text(workspace, facts, 'forward_zone')} to "
+                     f"{AZURE_DNS} on a custom DNS server, so the name resolves to the endpoint, and give "
+                     "--private-endpoint), or enable public network access from selected networks."
+                     + (" These requests went through the proxy, which reaches the public endpoint: list the "
+                        "workspace names in NO_PROXY." if any(r.check.path is CheckPath.PROXY for r in workspace)
+                        else ""))
     return Draft(
         summary=f"The resource's own firewall denies this node: {_hosts(results)}",
         cause=(_observed(results, addresses=True) + ". The network path works (the service answered), but the "
-               "storage account or registry allows only selected networks and this node's is not among them: "
-               "the share will not mount, datastores and images will not load."),
-        remedy=("In the resource's Networking settings allow the compute subnet: a virtual network rule with the "
-                "subnet's service endpoint (Microsoft.Storage or Microsoft.ContainerRegistry), e.g. az storage "
-                "account network-rule add --subnet <subnet-id> / az acr network-rule add --subnet <subnet-id>; or "
-                "reach the resource through a private endpoint whose privatelink zone is linked to the VNet."))
+               "resource accepts only selected networks or its private endpoint, and this node's path is not "
+               "among them: the share will not mount, datastores, images and the workspace will not load."),
+        remedy=" ".join(fixes))
 
 
 def _proxy_denied(results: Sequence[Result], facts: Facts) -> Draft:
@@ -486,7 +503,8 @@ DECLARATIONS: dict[Code, Declaration] = {
     Code.WEBSOCKET_BLOCKED: Declaration(
         C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
     Code.RESOURCE_FIREWALL_DENIED: Declaration(
-        C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED)",
+        C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED, "
+        "a workspace with public network access disabled)",
         ("firewall",), _resource_denied),
     Code.PROXY_AUTH_REQUIRED: Declaration(
         C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),

@@ -120,6 +120,27 @@ def test_instance_address_rule_needs_a_private_endpoint_workspace() -> None:
     assert run({f"dns:{CI}": Outcome(addresses=("198.18.9.9",))}, private_endpoint=False) == ()
 
 
+def test_a_workspace_denying_its_public_endpoint_is_reached_through_its_private_endpoint() -> None:
+    """A workspace with public network access disabled answers its public name with 403 UserError
+    naming its private link: the fix is the private endpoint path, not a subnet network rule."""
+    findings = run({f"http:{WS}:443": Outcome(Reason.HTTP_RESOURCE_DENIED)}, private_endpoint=False)
+    assert codes(findings) == ["resource-firewall-denied"]
+    remedy = findings[0].remedy
+    assert "public network access" in remedy and "privatelink.api.azureml.ms" in remedy
+    assert "network-rule add" not in remedy and "NO_PROXY" not in remedy
+    storage = run({"http:contosomlsa.blob.core.windows.net:443": Outcome(Reason.HTTP_RESOURCE_DENIED)})
+    assert "network-rule add" in storage[0].remedy and "public network access" not in storage[0].remedy
+
+
+def test_a_workspace_denial_through_the_proxy_names_no_proxy() -> None:
+    """The proxy resolves the name itself (the node's public answer is unneeded) and reaches the
+    public endpoint: both the zone link and NO_PROXY are the fix."""
+    findings = run_proxied({f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER),
+                            f"http:{WS}:443@proxy": Outcome(Reason.HTTP_RESOURCE_DENIED)})
+    assert codes(findings) == ["resource-firewall-denied"]
+    assert "NO_PROXY" in findings[0].remedy and "privatelink.api.azureml.ms" in findings[0].remedy
+
+
 def test_one_blocked_service_tag_is_one_finding_listing_every_target() -> None:
     findings = run({"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
                     "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)})
