@@ -149,6 +149,9 @@ class DnsSpec:
     expect_addresses: tuple[str, ...] = ()  # when given, every answer must be one of these
     query_timeout: float = 2.0  # per direct query: a protocol window, set by `within`
     system: bool = True  # False: direct answers alone decide
+    # a DNS label (privatelink): a CNAME chain through a name carrying it shows that the name has a
+    # private endpoint, so a public answer fails as if `expect` were private; "": never inferred
+    private_link_label: str = ""
 
     def __post_init__(self) -> None:
         if self.expect not in ("any", "private", "public"):

@@ -14,6 +14,7 @@ from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._trace import Fact
 from probes.reasons import Reason
+from probes.specs import DnsSpec
 
 
 class Code(StrEnum):
@@ -208,17 +209,46 @@ def _chain(result: Result) -> str:
     return " -> ".join([result.check.host, *chain, *(_strings(result.evidence.get("addresses")) or ["?"])])
 
 
+def _endpoint_known(results: Sequence[Result], facts: Facts) -> str:
+    """Where the fact "this name has a private endpoint" came from, where the context did not say
+    it (the CNAME chain into a privatelink zone), or where the chain contradicts the context."""
+    detected: list[str] = []
+    unseen: list[str] = []
+    options: list[str] = []
+    for r in results:
+        spec = r.check.spec
+        if not isinstance(spec, DnsSpec) or not spec.private_link_label:
+            continue
+        link = r.evidence.get("private_link")
+        keys = [row.dns_private for rid in r.check.requirements
+                if (row := facts.catalog.requirements_by_id.get(rid)) is not None and row.dns_private]
+        options += [f"--{key.replace('_', '-')}" for key in keys]
+        if spec.expect != "private" and link:
+            detected.append(f"{r.check.host} (into {link})")
+        elif spec.expect == "private" and not link:
+            unseen.append(r.check.host)
+    flags = "; ".join(f"{o} or --no-{o[2:]}" for o in dict.fromkeys(options))
+    text = ""
+    if detected:
+        text += (f" These names have a private endpoint, detected from their CNAME chain: {', '.join(detected)} "
+                 f"({flags} settles it).")
+    if unseen:
+        text += (f" Public DNS shows no private endpoint for {', '.join(unseen)} (no CNAME into a privatelink "
+                 f"zone): if it has none, say so ({flags}).")
+    return text
+
+
 def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
     zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forward_zone")
     return Draft(
         summary=f"Private-endpoint names resolve to public addresses: {_hosts(results)}",
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
                f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
-               "zone group, so the public answer wins."),
+               "zone group, so the public answer wins." + _endpoint_known(results, facts)),
         remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
                 f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
-                "<vnet-id> --registration-enabled false; and make sure the workspace private endpoint has a "
-                "DNS zone group for them."))
+                "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
+                "group for them."))
 
 
 def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
@@ -227,7 +257,8 @@ def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
     return Draft(
         summary=f"Custom DNS server {servers} does not forward {zones} to Azure DNS",
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
-               "answers these names from the public zone instead of the private endpoint's records."),
+               "answers these names from the public zone instead of the private endpoint's records."
+               + _endpoint_known(results, facts)),
         remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
                 f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
                 "DNS server is in."))
