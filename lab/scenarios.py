@@ -59,6 +59,13 @@ class Context:
     compute: Literal["instance", "cluster", "serverless"] = "instance"
     public_ip: bool = False
     private_endpoint: bool = True
+    # the storage account's own private endpoints (blob, file); None: as the workspace has one.
+    # What `check` is told of them is the scenario's `options`.
+    storage_private_endpoint: bool | None = None
+
+    @property
+    def storage_has_private_endpoint(self) -> bool:
+        return self.private_endpoint if self.storage_private_endpoint is None else self.storage_private_endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,7 @@ class Scenario:
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
     # what `check` is told: False, nothing (the agent detects the context: CI_*, mounts, IMDS)
     context_options: bool = True
+    options: tuple[str, ...] = ()  # further `check` options (--storage-private-endpoint)
 
     def check_args(self) -> list[str]:
         """The context as `aml-netcheck check` options (none without `context_options`)."""
@@ -119,6 +127,7 @@ class Scenario:
             *(part for option in values.items() for part in option),
             "--public-ip" if c.public_ip else "--no-public-ip",
             "--private-endpoint" if c.private_endpoint else "--no-private-endpoint",
+            *self.options,
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,6 +426,36 @@ SCENARIOS: dict[str, Scenario] = {
             custom_dns_forwards=False,
             expected_exit=2,
             expected_findings=("custom-dns-not-forwarding",),
+        ),
+        Scenario(
+            "storage-pe-custom-dns-no-forward",
+            "The storage account has its own private endpoint; the custom DNS server forwards nothing",
+            "A public workspace whose storage account has private endpoints of its own (blob and file, "
+            "in privatelink.blob/file.core.windows.net), and `check` is told so (--storage-private-endpoint). "
+            f"The node's resolver is a customer DNS server at {addresses.CUSTOM_DNS} without conditional "
+            f"forwarders to {addresses.AZURE_DNS}: the storage names follow their CNAMEs into the privatelink "
+            "zones to the public front end, so the share is reached on the public endpoint, which a storage "
+            "account behind its private endpoint refuses. Expect custom-dns-not-forwarding naming the "
+            "storage zones (before the storage endpoints were known, this passed).",
+            context=dataclasses.replace(_PUBLIC, storage_private_endpoint=True),
+            resolver="custom",
+            custom_dns_forwards=False,
+            options=("--storage-private-endpoint",),
+            expected_exit=2,
+            expected_findings=("custom-dns-not-forwarding",),
+        ),
+        Scenario(
+            "storage-pe-detected-from-cname",
+            "Nobody says the storage account has a private endpoint; its CNAME chain does, and its zone is unlinked",
+            "As storage-pe-custom-dns-no-forward, but with Azure DNS and nothing said about the storage "
+            "account's endpoints: the privatelink.blob/file.core.windows.net zones are not linked to the "
+            "VNet, so the storage names resolve public through their CNAMEs into the privatelink zones. "
+            "The chain shows the private endpoint: expect private-endpoint-resolves-public, saying it was "
+            "detected from the CNAME chain.",
+            context=dataclasses.replace(_PUBLIC, storage_private_endpoint=True),
+            private_zones="unlinked",
+            expected_exit=2,
+            expected_findings=("private-endpoint-resolves-public",),
         ),
         Scenario(
             "dns-dead",

@@ -206,8 +206,7 @@ def test_the_registry_data_endpoint_only_when_the_registry_has_one() -> None:
 
 
 RESOURCE_NAMES = {  # a resource's names, and the context key saying it has its own private endpoint
-    "storage_private_endpoint": ["contosomlsa.blob.core.windows.net", "contosomlsa.file.core.windows.net",
-                                 "contosomlsa.queue.core.windows.net", "contosomlsa.table.core.windows.net"],
+    "storage_private_endpoint": ["contosomlsa.blob.core.windows.net", "contosomlsa.file.core.windows.net"],
     "key_vault_private_endpoint": ["contoso-kv.vault.azure.net"],
     "registry_private_endpoint": ["contosoacr.azurecr.io", "contosoacr.eastus.data.azurecr.io"],
 }
@@ -231,6 +230,8 @@ def test_a_dependent_resource_with_its_own_private_endpoint_resolves_privately(
         assert isinstance(spec, DnsSpec) and (spec.expect, spec.private_link_label) == (expect, label), host
     workspace = checks[f"dns:{GUID}.workspace.eastus.api.azureml.ms"].spec
     assert isinstance(workspace, DnsSpec) and workspace.expect == "private"  # the workspace's own key decides
+    queue = checks["dns:contosomlsa.queue.core.windows.net"].spec  # its private endpoint is optional, and
+    assert isinstance(queue, DnsSpec) and (queue.expect, queue.private_link_label) == ("any", "")  # Batch's path
 
 
 def test_the_workspace_names_follow_the_workspace_key_alone() -> None:

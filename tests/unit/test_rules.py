@@ -220,11 +220,9 @@ def test_imds_has_no_network_rule() -> None:
 
 @pytest.mark.parametrize(("cloud", "zones", "forwarded"), [
     ("public", {"privatelink.blob.core.windows.net", "privatelink.file.core.windows.net",
-                "privatelink.queue.core.windows.net", "privatelink.table.core.windows.net",
                 "privatelink.vaultcore.azure.net", "privatelink.azurecr.io"},
-     {"blob.core.windows.net", "file.core.windows.net", "queue.core.windows.net", "table.core.windows.net",
-      "vault.azure.net", "azurecr.io"}),
-    ("usgov", {"privatelink.blob.core.usgovcloudapi.net", "privatelink.queue.core.usgovcloudapi.net",
+     {"blob.core.windows.net", "file.core.windows.net", "vault.azure.net", "azurecr.io"}),
+    ("usgov", {"privatelink.blob.core.usgovcloudapi.net", "privatelink.file.core.usgovcloudapi.net",
                "privatelink.vaultcore.usgovcloudapi.net", "privatelink.azurecr.us"},
      {"blob.core.usgovcloudapi.net", "vault.usgovcloudapi.net", "azurecr.us"}),
     ("china", {"privatelink.blob.core.chinacloudapi.cn", "privatelink.vaultcore.azure.cn", "privatelink.azurecr.cn"},
@@ -244,5 +242,6 @@ def test_resources_with_their_own_private_endpoint_get_their_zones_and_forwarder
     blob = next(z for z in ruleset(private_endpoint=False, **own).private_dns_zones
                 if z.zone.startswith("privatelink.blob."))
     assert blob.requirements == ("storage-blob",)
+    assert not any(".queue." in z.zone or ".table." in z.zone for z in ruleset(**own).private_dns_zones)  # optional
     unknown = ruleset(private_endpoint=False, container_registry="contosoacr", key_vault="contoso-kv")
     assert unknown.private_dns_zones == () and unknown.forwarders == ()  # `rules` cannot read a CNAME chain
