@@ -65,6 +65,15 @@ class Zone:
     cloud: str = "public"
     workspace: bool = False  # a zone a private-endpoint workspace needs linked / forwarded
 
+    @property
+    def forwarded(self) -> tuple[str, ...]:
+        """The public zones a custom DNS server forwards for it: its own, and the one holding its
+        privatelink zone when that lies outside it (a vault's name CNAMEs into
+        privatelink.vaultcore.azure.net, which a server that chases CNAMEs must resolve there too)."""
+        holder = self.privatelink_zone.partition(".")[2]
+        outside = self.privatelink_zone and not self.privatelink_zone.endswith("." + self.forward_zone)
+        return (self.forward_zone, holder) if outside else (self.forward_zone,)
+
 
 @dataclass(frozen=True, slots=True)
 class Catalog:

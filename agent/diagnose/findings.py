@@ -200,7 +200,12 @@ def _dns_unavailable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _zones_text(results: Sequence[Result], facts: Facts, attribute: str) -> str:
-    zones = [getattr(z, attribute) for r in results if (z := facts.catalog.zone_of(r.check.host))]
+    """The zones of the results' names: their `privatelink_zone`, or the zones `forwarded` for them."""
+    zones: list[str] = []
+    for r in results:
+        if (zone := facts.catalog.zone_of(r.check.host)) is not None:
+            value = getattr(zone, attribute)
+            zones += value if isinstance(value, tuple) else [value]
     return ", ".join(dict.fromkeys(z for z in zones if z))
 
 
@@ -239,7 +244,7 @@ def _endpoint_known(results: Sequence[Result], facts: Facts) -> str:
 
 
 def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
-    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forward_zone")
+    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forwarded")
     return Draft(
         summary=f"Private-endpoint names resolve to public addresses: {_hosts(results)}",
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
@@ -252,7 +257,7 @@ def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
-    zones = _zones_text(results, facts, "forward_zone")
+    zones = _zones_text(results, facts, "forwarded")
     servers = ", ".join(facts.custom_dns)
     return Draft(
         summary=f"Custom DNS server {servers} does not forward {zones} to Azure DNS",
@@ -277,7 +282,7 @@ def _record_missing(results: Sequence[Result], facts: Facts) -> Draft:
 def _instance_wrong(results: Sequence[Result], facts: Facts) -> Draft:
     names = _hosts(results)
     got = "; ".join(f"{r.check.host} -> {', '.join(_strings(r.evidence.get('addresses'))) or '?'}" for r in results)
-    zones = _zones_text(results, facts, "forward_zone")
+    zones = _zones_text(results, facts, "forwarded")
     return Draft(
         summary=f"The compute instance name does not resolve to the workspace private endpoint: {names}",
         cause=(f"{got}. With a private-endpoint workspace the instance name must resolve to the workspace "
@@ -413,7 +418,7 @@ def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
         zones = _zones_text(workspace, facts, "privatelink_zone")
         fixes.append(f"The workspace ({_hosts(workspace)}) has public network access disabled and this node "
                      f"reached its public endpoint: reach it through the workspace private endpoint (link {zones} "
-                     f"to the compute VNet, or forward {_zones_text(workspace, facts, 'forward_zone')} to "
+                     f"to the compute VNet, or forward {_zones_text(workspace, facts, 'forwarded')} to "
                      f"{AZURE_DNS} on a custom DNS server, so the name resolves to the endpoint, and give "
                      "--private-endpoint), or enable public network access from selected networks."
                      + (" These requests went through the proxy, which reaches the public endpoint: list the "

@@ -305,7 +305,8 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill,
         if zone.privatelink_zone:
             zones.setdefault(zone.privatelink_zone,
                              PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
-        forwarders.setdefault(zone.forward_zone, Forwarder(zone.forward_zone, AZURE_DNS, requirements))
+        for forwarded in zone.forwarded:
+            forwarders.setdefault(forwarded, Forwarder(forwarded, AZURE_DNS, requirements))
     return tuple(zones.values()), tuple(forwarders.values())
 
 

@@ -141,6 +141,16 @@ def test_a_resource_private_endpoint_seen_in_the_cname_chain_is_the_dns_finding(
     assert "--storage-private-endpoint or --no-storage-private-endpoint" in findings[0].cause
 
 
+def test_a_vault_behind_custom_dns_needs_both_of_its_forwarders() -> None:
+    """A vault's name CNAMEs into privatelink.vaultcore.azure.net, outside vault.azure.net: a server
+    that chases the CNAME itself must forward vaultcore.azure.net too."""
+    findings = run({"dns:contoso-kv.vault.azure.net": Outcome(Reason.DNS_PUBLIC_ANSWER)},
+                   node={"hostname": "n", "resolvers": ["10.0.2.4"]}, key_vault="contoso-kv",
+                   key_vault_private_endpoint=True)
+    assert codes(findings) == ["custom-dns-not-forwarding"]
+    assert "vault.azure.net, vaultcore.azure.net" in findings[0].remedy
+
+
 def test_a_private_endpoint_the_cname_chain_does_not_show_is_said_not_crashed_on() -> None:
     public = Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"private_link": None, "addresses": ["198.18.7.7"]})
     findings = run({f"dns:{BLOB}": public}, storage_private_endpoint=True)
