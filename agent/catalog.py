@@ -39,7 +39,7 @@ class Requirement:
     public_ip: bool | None = None
     private_endpoint: bool | None = None
     peered: bool | None = None
-    dns_private: bool = False
+    dns_private: str | None = None  # the boolean context key saying the name has a private endpoint
     pe_address: str | None = None
     feature: str | None = None
     direction: str = "outbound"
@@ -64,6 +64,15 @@ class Zone:
     forward_zone: str
     cloud: str = "public"
     workspace: bool = False  # a zone a private-endpoint workspace needs linked / forwarded
+
+    @property
+    def forwarded(self) -> tuple[str, ...]:
+        """The public zones a custom DNS server forwards for it: its own, and the one holding its
+        privatelink zone when that lies outside it (a vault's name CNAMEs into
+        privatelink.vaultcore.azure.net, which a server that chases CNAMEs must resolve there too)."""
+        holder = self.privatelink_zone.partition(".")[2]
+        outside = self.privatelink_zone and not self.privatelink_zone.endswith("." + self.forward_zone)
+        return (self.forward_zone, holder) if outside else (self.forward_zone,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +144,7 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             required_for=values["required_for"], compute=tuple(values["compute"]),
             docs=tuple(values.get("docs", ())), public_ip=values.get("public_ip"),
             private_endpoint=values.get("private_endpoint"), peered=values.get("peered"),
-            dns_private=values.get("dns_private", False),
+            dns_private=values.get("dns_private"),
             pe_address=values.get("pe_address"), feature=values.get("feature"),
             direction=values.get("direction", "outbound"), source_tag=values.get("source_tag", ""),
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
@@ -154,6 +163,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
         raise CatalogError(f"requirement {name}: protocol must be tcp or udp, direction outbound or inbound")
     if not set(requirement.clouds) <= set(CLOUDS):
         raise CatalogError(f"requirement {name}: clouds must be among {CLOUDS}")
+    if requirement.dns_private is not None and not isinstance(requirement.dns_private, str):
+        raise CatalogError(f"requirement {name}: dns_private names a context key (private_endpoint, ...)")
     if requirement.probe not in ("listen", "rule") and not requirement.hosts:
         raise CatalogError(f"requirement {name}: a probed requirement needs hosts")
     return requirement

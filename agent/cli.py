@@ -95,6 +95,18 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
             "--registry-data-endpoint/--no-registry-data-endpoint",
             help="The container registry has dedicated data endpoints (<registry>.<region>.data.azurecr.io, "
             "Premium only).", show_default=False)]),
+        ("storage_private_endpoint", Annotated[bool | None, typer.Option(
+            "--storage-private-endpoint/--no-storage-private-endpoint",
+            help="The workspace storage account has its own private endpoint, so its names must resolve privately "
+            "[default: read from the CNAME chain].", show_default=False)]),
+        ("key_vault_private_endpoint", Annotated[bool | None, typer.Option(
+            "--key-vault-private-endpoint/--no-key-vault-private-endpoint",
+            help="The workspace key vault has its own private endpoint, so its names must resolve privately "
+            "[default: read from the CNAME chain].", show_default=False)]),
+        ("registry_private_endpoint", Annotated[bool | None, typer.Option(
+            "--registry-private-endpoint/--no-registry-private-endpoint",
+            help="The workspace container registry has its own private endpoint, so its names must resolve privately "
+            "[default: read from the CNAME chain].", show_default=False)]),
         ("workspace_id", Annotated[str | None, typer.Option(help="Workspace GUID.")]),
         ("workspace_name", Annotated[str | None, typer.Option(help="Workspace name.")]),
         ("storage_account", Annotated[str | None, typer.Option(help="The workspace's default storage account.")]),

@@ -16,7 +16,7 @@ from agent.catalog import Catalog, Requirement
 from agent.inputs import context as ctx
 from agent.inputs import proxy
 from agent.model import Check, CheckPath
-from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS
+from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, PRIVATELINK_LABEL
 from probes._net import is_ip
 from probes.reasons import Reason
 from probes.specs import (
@@ -88,7 +88,6 @@ def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] =
 
 def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOptions()) -> tuple[Check, ...]:
     values = ctx.template_values(context)
-    private_endpoint = bool(context["private_endpoint"].value)
     checks: dict[str, Check] = {}
     order: list[str] = []
 
@@ -100,8 +99,10 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
             return
         merged = existing.requirements + tuple(r for r in check.requirements if r not in existing.requirements)
         spec = existing.spec
-        if isinstance(spec, DnsSpec) and isinstance(check.spec, DnsSpec) and check.spec.expect == "private":
-            spec = replace(spec, expect="private")  # one requirement needing a private answer is enough
+        if isinstance(spec, DnsSpec) and isinstance(check.spec, DnsSpec):
+            # one requirement needing a private answer (or reading the chain for one) is enough
+            spec = replace(spec, expect="private" if check.spec.expect == "private" else spec.expect,
+                           private_link_label=spec.private_link_label or check.spec.private_link_label)
         checks[check.id] = replace(existing, requirements=merged, spec=spec)
 
     for requirement in applicable(catalog, context, options.features):
@@ -118,8 +119,8 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 add(_resolver_check(host, requirement))
                 continue
             if not literal:
-                expect = "private" if requirement.dns_private and private_endpoint else "any"
-                add(_dns_check(host, requirement.id, expect))
+                add(replace(_dns_check(host, requirement.id, "any"),
+                            spec=_name_spec(catalog, host, requirement, context)))
             for port in requirement.ports:
                 below: str | None = None if literal else f"dns:{host}"
                 for layer in _CHAINS[requirement.probe]:
@@ -162,6 +163,18 @@ def _missing_context_check(requirement: Requirement, template: str, missing: Seq
 def _dns_check(host: str, requirement: str, expect: str) -> Check:
     return Check(id=f"dns:{host}", spec=DnsSpec(host=host, expect=expect), host=host, port=None,
                  protocol="udp", requirements=(requirement,))
+
+
+def _name_spec(catalog: Catalog, host: str, requirement: Requirement, context: ctx.Context) -> DnsSpec:
+    """A name with a private endpoint must resolve privately: the context says so (true), says it
+    has none (false: any answer), or does not know, and then the public answer's CNAME chain into a
+    privatelink zone tells (the probe reads it). Either way the probe reports what the chain shows,
+    for names whose zone has a privatelink zone (a compute instance name is a plain A record)."""
+    has_endpoint = context[requirement.dns_private].value if requirement.dns_private else False
+    zone = catalog.zone_of(host)
+    linked = has_endpoint is not False and zone is not None and bool(zone.privatelink_zone)
+    return DnsSpec(host=host, expect="private" if has_endpoint is True else "any",
+                   private_link_label=PRIVATELINK_LABEL if linked else "")
 
 
 def _resolver_check(server: str, requirement: Requirement) -> Check:

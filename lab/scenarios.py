@@ -59,6 +59,13 @@ class Context:
     compute: Literal["instance", "cluster", "serverless"] = "instance"
     public_ip: bool = False
     private_endpoint: bool = True
+    # the storage account's own private endpoints (blob, file); None: as the workspace has one.
+    # What `check` is told of them is the scenario's `options`.
+    storage_private_endpoint: bool | None = None
+
+    @property
+    def storage_has_private_endpoint(self) -> bool:
+        return self.private_endpoint if self.storage_private_endpoint is None else self.storage_private_endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +104,7 @@ class Scenario:
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
-    resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is storage's firewall denial (403)
+    resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is their service's network-rule denial (403)
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
     more_resolvers: tuple[Resolver, ...] = ()  # further nameservers in the node's resolv.conf, after `resolver`
@@ -105,6 +112,7 @@ class Scenario:
     inspection_ca_trusted: bool = False  # the inspection CA is in the node's trust store
     # what `check` is told: False, nothing (the agent detects the context: CI_*, mounts, IMDS)
     context_options: bool = True
+    options: tuple[str, ...] = ()  # further `check` options (--storage-private-endpoint)
 
     def check_args(self) -> list[str]:
         """The context as `aml-netcheck check` options (none without `context_options`)."""
@@ -123,6 +131,7 @@ class Scenario:
             *(part for option in values.items() for part in option),
             "--public-ip" if c.public_ip else "--no-public-ip",
             "--private-endpoint" if c.private_endpoint else "--no-private-endpoint",
+            *self.options,
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -323,6 +332,22 @@ SCENARIOS: dict[str, Scenario] = {
             expected_findings=("resource-firewall-denied",),
         ),
         Scenario(
+            "workspace-public-access-disabled",
+            "The workspace has public network access disabled and this node reaches its public name",
+            "The node is in a VNet without the workspace's private endpoint (a compute with a public IP, "
+            "the workspace names resolve to the public front end) while the workspace accepts only its "
+            "private endpoint: the workspace API names answer 403 with Azure ML's UserError 'Access to "
+            "workspace was denied based on workspace private link configuration'. Expect "
+            "resource-firewall-denied naming the workspace and the private endpoint path. (Told that the "
+            "workspace has a private endpoint, the names resolving public is the finding first: "
+            "pe-resolves-public.)",
+            context=_PUBLIC,
+            resource_firewall=(f"{_PRIVATE.workspace_id}.workspace.{_PRIVATE.region}.api.azureml.ms",
+                               f"{_PRIVATE.workspace_id}.workspace.{_PRIVATE.region}.cert.api.azureml.ms"),
+            expected_exit=2,
+            expected_findings=("resource-firewall-denied",),
+        ),
+        Scenario(
             "proxy-ssl-ports",
             "A stock squid behind the proxy: CONNECT only to port 443, so the instance's 8787 and 18881 fail",
             f"The node sends everything but the workspace's own API names through {_PROXY} (NO_PROXY lists "
@@ -453,6 +478,36 @@ SCENARIOS: dict[str, Scenario] = {
             custom_dns_forwards=False,
             expected_exit=2,
             expected_findings=("dns-resolvers-disagree",),
+        ),
+        Scenario(
+            "storage-pe-custom-dns-no-forward",
+            "The storage account has its own private endpoint; the custom DNS server forwards nothing",
+            "A public workspace whose storage account has private endpoints of its own (blob and file, "
+            "in privatelink.blob/file.core.windows.net), and `check` is told so (--storage-private-endpoint). "
+            f"The node's resolver is a customer DNS server at {addresses.CUSTOM_DNS} without conditional "
+            f"forwarders to {addresses.AZURE_DNS}: the storage names follow their CNAMEs into the privatelink "
+            "zones to the public front end, so the share is reached on the public endpoint, which a storage "
+            "account behind its private endpoint refuses. Expect custom-dns-not-forwarding naming the "
+            "storage zones (before the storage endpoints were known, this passed).",
+            context=dataclasses.replace(_PUBLIC, storage_private_endpoint=True),
+            resolver="custom",
+            custom_dns_forwards=False,
+            options=("--storage-private-endpoint",),
+            expected_exit=2,
+            expected_findings=("custom-dns-not-forwarding",),
+        ),
+        Scenario(
+            "storage-pe-detected-from-cname",
+            "Nobody says the storage account has a private endpoint; its CNAME chain does, and its zone is unlinked",
+            "As storage-pe-custom-dns-no-forward, but with Azure DNS and nothing said about the storage "
+            "account's endpoints: the privatelink.blob/file.core.windows.net zones are not linked to the "
+            "VNet, so the storage names resolve public through their CNAMEs into the privatelink zones. "
+            "The chain shows the private endpoint: expect private-endpoint-resolves-public, saying it was "
+            "detected from the CNAME chain.",
+            context=dataclasses.replace(_PUBLIC, storage_private_endpoint=True),
+            private_zones="unlinked",
+            expected_exit=2,
+            expected_findings=("private-endpoint-resolves-public",),
         ),
         Scenario(
             "dns-dead",

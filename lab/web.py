@@ -163,6 +163,22 @@ STORAGE_FIREWALL_DENY = (
     '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationFailure</Code><Message>This request is not '
     "authorized to perform this operation.\nRequestId:00000000-0000-0000-0000-000000000000</Message></Error>")
 """What Azure Storage answers a client its network rules do not allow (before any authentication)."""
+WORKSPACE_PRIVATE_LINK_DENY = {"error": {
+    "code": "UserError", "severity": None,
+    "message": "Access to workspace was denied based on workspace private link configuration.",
+    "messageFormat": None, "messageParameters": None, "referenceCode": None, "detailsUri": None, "target": None,
+    "details": [], "innerError": None, "debugInfo": None,
+    "additionalInfo": [{"type": "ComponentName", "info": {"value": "managementfrontend"}}]}}
+"""What Azure ML answers on a workspace's public endpoint when its public network access is disabled
+(the body MicrosoftDocs/azure-docs#90426 quotes)."""
+
+
+def _denial(host: str) -> web.Response:
+    """A resource's own network rules refusing the client, as that service words it."""
+    if host.endswith(".api.azureml.ms"):
+        return web.json_response(WORKSPACE_PRIVATE_LINK_DENY, status=403)
+    return web.Response(status=403, text=STORAGE_FIREWALL_DENY, content_type="application/xml",
+                        headers={"x-ms-error-code": "AuthorizationFailure"})
 
 
 def https_app(scenario: Scenario) -> web.Application:
@@ -171,8 +187,7 @@ def https_app(scenario: Scenario) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         host = request.host.rsplit(":", 1)[0].lower()
         if matches(host, scenario.resource_firewall):
-            return web.Response(status=403, text=STORAGE_FIREWALL_DENY, content_type="application/xml",
-                                headers={"x-ms-error-code": "AuthorizationFailure"})
+            return _denial(host)
         if request.headers.get("Upgrade", "").lower() != "websocket" or not matches(
             host, WEBSOCKET_NAMES
         ):

@@ -104,7 +104,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         return
     pins = _pins(Path(spec.hosts_file), spec.host)  # a small local file, read as resolv.conf is
     pinned = frozenset(_canonical(p.address) for p in pins)
-    result, answers = await asyncio.gather(_system(spec, trace), _direct(spec, servers, trace, pinned))
+    direct = asyncio.ensure_future(_direct(spec, servers, trace, pinned))
+    result, answers = await asyncio.gather(_system(spec, trace, direct), direct)
     resolved = isinstance(result, list)
     _note_consistency(trace, [resolved] + [bool(a.answers) for a in answers])
     system = trace.facts.get("addresses")  # noted before any expectation failed
@@ -119,9 +120,11 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         raise result  # an OSError: getaddrinfo's EAI_SYSTEM, the node's own (EMFILE), classified centrally
 
 
-async def _system(spec: Spec, trace: Trace) -> list[str] | OSError | ProbeError:
+async def _system(spec: Spec, trace: Trace,
+                  direct: asyncio.Future[list[_Answer]]) -> list[str] | OSError | ProbeError:
     """The system path. Errors are raised inside the phase (so it stays marked as the failing
-    one) and returned, not raised, so the direct queries still finish and leave their evidence."""
+    one) and returned, not raised, so the direct queries still finish and leave their evidence.
+    Its answer is judged by the direct answers' CNAME chains when the spec reads them."""
     loop = asyncio.get_running_loop()
     try:
         with trace.phase("system"):
@@ -135,7 +138,8 @@ async def _system(spec: Spec, trace: Trace) -> list[str] | OSError | ProbeError:
                 raise
             found = ordered(addresses)
             trace.note(addresses=[*found])
-            _accept(spec, found, trace)
+            answers = await direct if spec.private_link_label else []
+            _accept(spec, found, trace, [a.cname_chain for a in answers])
     except (OSError, ProbeError) as exc:
         return exc
     return found
@@ -170,7 +174,7 @@ async def _direct(spec: Spec, servers: tuple[str, ...], trace: Trace,
             found = ordered(address for a in answers for address in a.answers)
             if not found:
                 raise _failure(answers) or ProbeError(Reason.DNS_TIMEOUT, _summary(answers))
-            _accept(spec, found, trace)
+            _accept(spec, found, trace, [a.cname_chain for a in answers])
     return answers
 
 
@@ -192,16 +196,29 @@ def _note_disagreement(trace: Trace, spec: Spec, answers: list[_Answer], again: 
                                  for server, views in said.items()])
 
 
-def _accept(spec: Spec, found: list[str], trace: Trace) -> None:
+def _accept(spec: Spec, found: list[str], trace: Trace, chains: list[tuple[str, ...]]) -> None:
     """Check the answer against the spec; when it holds, pass the addresses downstream: IPv4
     when there is any (Azure endpoints are IPv4), else IPv6."""
     private: list[Fact] = [a for a in found if is_private(a)]
     public: list[Fact] = [a for a in found if not is_private(a)]
     trace.note(private_addresses=private, public_addresses=public)
-    if spec.expect == "private" and public:
-        raise ProbeError(Reason.DNS_PUBLIC_ANSWER,
-                         f"{spec.host} resolves to public {', '.join(map(str, public))}, "
-                         "a private address is required")
+    link = _private_link(spec, chains)
+    if spec.private_link_label:
+        trace.note(private_link=link)
+    if public and (spec.expect == "private" or link):
+        shown = f"{spec.host} resolves to public {', '.join(map(str, public))}"
+        if spec.expect != "private":
+            why = (f", but its CNAME chain enters {link}: it has a private endpoint (detected from the CNAME "
+                   "chain), so a private address is required")
+        elif not spec.private_link_label:
+            why = ", a private address is required"
+        elif link:
+            why = (f", a private address is required (its CNAME chain enters {link}: the private endpoint "
+                   "exists, its private answer does not reach this node)")
+        else:
+            why = (", a private address is required (no CNAME into a privatelink zone: public DNS shows no "
+                   "private endpoint for it)")
+        raise ProbeError(Reason.DNS_PUBLIC_ANSWER, shown + why)
     if spec.expect == "public" and private:
         raise ProbeError(Reason.DNS_WRONG_ADDRESS,
                          f"{spec.host} resolves to private {', '.join(map(str, private))}, "
@@ -214,6 +231,12 @@ def _accept(spec: Spec, found: list[str], trace: Trace) -> None:
     v4 = [a for a in found if ":" not in a]
     for address in v4 or found:
         trace.passed(address)
+
+
+def _private_link(spec: Spec, chains: list[tuple[str, ...]]) -> str | None:
+    """The first name of a CNAME chain that carries the spec's private link label."""
+    label = spec.private_link_label
+    return next((name for chain in chains for name in chain if label and label in name.lower().split(".")), None)
 
 
 def _failure(answers: list[_Answer]) -> ProbeError | None:

@@ -1,7 +1,8 @@
 """One HTTP(S) request with aiohttp, pinned to the address the lower layers passed, directly or
 through an explicit proxy. Any status from the service proves reachability (401/404 from an
-API root included); what fails are the middleboxes: Azure Firewall's 470, and proxies that want
-credentials, deny the CONNECT or cannot reach the target."""
+API root included) except a resource's own network-rule denial, read from its Azure error code;
+what fails besides are the middleboxes: Azure Firewall's 470, and proxies that want credentials,
+deny the CONNECT or cannot reach the target."""
 
 from __future__ import annotations
 
@@ -26,11 +27,16 @@ from probes.specs import HttpSpec as Spec
 from probes.tls import describe_cert
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
-# A resource's own firewall answering an anonymous request (network rules are checked before
-# authentication): storage's AuthorizationFailure, the registry's DENIED "client with IP ... is not
-# allowed access". An auth answer (401, or 403 without these) proves the service was reached.
-STORAGE_FIREWALL_CODES = frozenset({"AuthorizationFailure"})
-REGISTRY_FIREWALL = ("DENIED", "not allowed access")
+# A resource's own network rules answering an anonymous request (they are checked before
+# authentication), as (Azure error code, a phrase of its message; "" for any): storage's
+# AuthorizationFailure, the registry's DENIED "client with IP ... is not allowed access", a workspace
+# with public network access disabled reached outside its private link ("Access to workspace was
+# denied based on workspace private link configuration", "... not accessible from outside of the
+# designated private link", code UserError). An auth answer (401, or 403 without one of these)
+# proves the service was reached.
+NETWORK_DENIALS: tuple[tuple[str, str], ...] = (
+    ("AuthorizationFailure", ""), ("DENIED", "not allowed access"), ("UserError", "private link"))
+DENIAL_STATUSES = frozenset({401, 403})  # Azure ML's SDK has seen the private link denial as a 401
 ERROR_BODY_BYTES = 4096  # Azure error documents are small; never read more of an answer
 
 
@@ -120,7 +126,7 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, pre
         trace.note(body=body)
         raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
                          f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
-    if response.status == 403:
+    if response.status in DENIAL_STATUSES:
         await _resource_denial(response, trace)
     if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
         trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
@@ -153,21 +159,25 @@ def _check_issuer(spec: Spec, der: bytes, trace: Trace) -> None:
 
 
 async def _resource_denial(response: aiohttp.ClientResponse, trace: Trace) -> None:
-    """Read the Azure error code of a 403 (the x-ms-error-code header, a JSON `error.code` or
-    `errors[0].code`, an XML `<Code>`) and fail when it is a network-rule denial."""
+    """Read the Azure error codes of a 401 or 403 (the x-ms-error-code header, a JSON `error.code`
+    with its nested `innerError` codes or `errors[0].code`, an XML `<Code>`) and fail when one is a
+    network-rule denial."""
     body = (await response.content.read(ERROR_BODY_BYTES)).decode(errors="replace")
-    code, message = _azure_error(response.headers.get("x-ms-error-code"), body)
-    trace.note(azure_error_code=code, azure_error_message=message[:300] or None)
-    denied = code in STORAGE_FIREWALL_CODES or (
-        code == REGISTRY_FIREWALL[0] and REGISTRY_FIREWALL[1] in message.lower())
-    if denied:
+    codes, message = _azure_error(response.headers.get("x-ms-error-code"), body)
+    trace.note(azure_error_code=codes[0] if codes else None, azure_error_inner_codes=[*codes[1:]],
+               azure_error_message=message[:300] or None)
+    denial = next((code for code, phrase in NETWORK_DENIALS
+                   if code in codes and phrase in message.lower()), None)
+    if denial is not None:
         first_line = message.splitlines()[0][:200] if message else ""
-        raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP 403 {code}: {first_line}")
+        raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP {response.status} {denial}: {first_line}")
 
 
-def _azure_error(header: str | None, body: str) -> tuple[str | None, str]:
-    """(code, message) of an Azure error answer, whichever of its forms it uses."""
-    code, message = header, ""
+def _azure_error(header: str | None, body: str) -> tuple[tuple[str, ...], str]:
+    """(codes, message) of an Azure error answer, whichever of its forms it uses: the outer code
+    first, then the inner ones, most specific last."""
+    codes: list[str] = [header] if header else []
+    message = ""
     try:
         document = json.loads(body)
     except ValueError:
@@ -177,14 +187,18 @@ def _azure_error(header: str | None, body: str) -> tuple[str | None, str]:
         errors = document.get("errors")
         first = error if isinstance(error, dict) else errors[0] if isinstance(errors, list) and errors else None
         if isinstance(first, dict):
-            code = code or (str(first["code"]) if first.get("code") else None)
             message = str(first.get("message") or "")
+        inner: object = first
+        while isinstance(inner, dict) and len(codes) < 8:  # innerError nests; a hostile body may nest deep
+            if inner.get("code"):
+                codes.append(str(inner["code"]))
+            inner = inner.get("innerError", inner.get("innererror"))
     else:
         found = re.search(r"<Code>([^<]{1,100})</Code>", body)
-        code = code or (found.group(1) if found else None)
+        codes += [found.group(1)] if found and not codes else []
         text = re.search(r"<Message>([^<]{0,500})</Message>", body)
         message = text.group(1) if text else ""
-    return code, message
+    return tuple(dict.fromkeys(codes)), message
 
 
 def _skew(date: str | None) -> float | None:

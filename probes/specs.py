@@ -151,6 +151,9 @@ class DnsSpec:
     query_timeout: float = 2.0  # per direct query: a protocol window, set by `within`
     system: bool = True  # False: direct answers alone decide
     hosts_file: str = "/etc/hosts"  # what the system path reads before DNS (nsswitch `files`)
+    # a DNS label (privatelink): a CNAME chain through a name carrying it shows that the name has a
+    # private endpoint, so a public answer fails as if `expect` were private; "": never inferred
+    private_link_label: str = ""
 
     def __post_init__(self) -> None:
         if self.expect not in ("any", "private", "public"):

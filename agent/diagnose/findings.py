@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
-from agent.model import Finding, Result, Severity
+from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._trace import Fact
 from probes.reasons import Reason, Status
@@ -241,7 +241,12 @@ def _dns_unavailable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _zones_text(results: Sequence[Result], facts: Facts, attribute: str) -> str:
-    zones = [getattr(z, attribute) for r in results if (z := facts.catalog.zone_of(r.check.host))]
+    """The zones of the results' names: their `privatelink_zone`, or the zones `forwarded` for them."""
+    zones: list[str] = []
+    for r in results:
+        if (zone := facts.catalog.zone_of(r.check.host)) is not None:
+            value = getattr(zone, attribute)
+            zones += value if isinstance(value, tuple) else [value]
     return ", ".join(dict.fromkeys(z for z in zones if z))
 
 
@@ -250,26 +255,56 @@ def _chain(result: Result) -> str:
     return " -> ".join([result.check.host, *chain, *(_strings(result.evidence.get("addresses")) or ["?"])])
 
 
+def _endpoint_known(results: Sequence[Result], facts: Facts) -> str:
+    """Where the fact "this name has a private endpoint" came from, where the context did not say
+    it (the CNAME chain into a privatelink zone), or where the chain contradicts the context."""
+    detected: list[str] = []
+    unseen: list[str] = []
+    options: list[str] = []
+    for r in results:
+        spec = r.check.spec
+        if not isinstance(spec, DnsSpec) or not spec.private_link_label:
+            continue
+        link = r.evidence.get("private_link")
+        keys = [row.dns_private for rid in r.check.requirements
+                if (row := facts.catalog.requirements_by_id.get(rid)) is not None and row.dns_private]
+        options += [f"--{key.replace('_', '-')}" for key in keys]
+        if spec.expect != "private" and link:
+            detected.append(f"{r.check.host} (into {link})")
+        elif spec.expect == "private" and not link:
+            unseen.append(r.check.host)
+    flags = "; ".join(f"{o} or --no-{o[2:]}" for o in dict.fromkeys(options))
+    text = ""
+    if detected:
+        text += (f" These names have a private endpoint, detected from their CNAME chain: {', '.join(detected)} "
+                 f"({flags} settles it).")
+    if unseen:
+        text += (f" Public DNS shows no private endpoint for {', '.join(unseen)} (no CNAME into a privatelink "
+                 f"zone): if it has none, say so ({flags}).")
+    return text
+
+
 def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
-    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forward_zone")
+    zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forwarded")
     return Draft(
         summary=f"Private-endpoint names resolve to public addresses: {_hosts(results)}",
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
                f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
-               "zone group, so the public answer wins."),
+               "zone group, so the public answer wins." + _endpoint_known(results, facts)),
         remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
                 f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
-                "<vnet-id> --registration-enabled false; and make sure the workspace private endpoint has a "
-                "DNS zone group for them."))
+                "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
+                "group for them."))
 
 
 def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
-    zones = _zones_text(results, facts, "forward_zone")
+    zones = _zones_text(results, facts, "forwarded")
     servers = ", ".join(facts.custom_dns)
     return Draft(
         summary=f"Custom DNS server {servers} does not forward {zones} to Azure DNS",
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
-               "answers these names from the public zone instead of the private endpoint's records."),
+               "answers these names from the public zone instead of the private endpoint's records."
+               + _endpoint_known(results, facts)),
         remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
                 f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
                 "DNS server is in."))
@@ -288,7 +323,7 @@ def _record_missing(results: Sequence[Result], facts: Facts) -> Draft:
 def _instance_wrong(results: Sequence[Result], facts: Facts) -> Draft:
     names = _hosts(results)
     got = "; ".join(f"{r.check.host} -> {', '.join(_strings(r.evidence.get('addresses'))) or '?'}" for r in results)
-    zones = _zones_text(results, facts, "forward_zone")
+    zones = _zones_text(results, facts, "forwarded")
     return Draft(
         summary=f"The compute instance name does not resolve to the workspace private endpoint: {names}",
         cause=(f"{got}. With a private-endpoint workspace the instance name must resolve to the workspace "
@@ -482,15 +517,32 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    """Storage and registries take a network rule for the subnet; a workspace with public network
+    access disabled is reached only through its private endpoint."""
+    workspace = [r for r in results if (zone := facts.catalog.zone_of(r.check.host)) and zone.workspace]
+    fixes = []
+    if len(workspace) < len(results):
+        fixes.append("In the storage account's or registry's Networking settings allow the compute subnet: a "
+                     "virtual network rule with the subnet's service endpoint (Microsoft.Storage or "
+                     "Microsoft.ContainerRegistry), e.g. az storage account network-rule add --subnet <subnet-id> / "
+                     "az acr network-rule add --subnet <subnet-id>; or reach the resource through a private "
+                     "endpoint whose privatelink zone is linked to the VNet.")
+    if workspace:
+        zones = _zones_text(workspace, facts, "privatelink_zone")
+        fixes.append(f"The workspace ({_hosts(workspace)}) has public network access disabled and this node "
+                     f"reached its public endpoint: reach it through the workspace private endpoint (link {zones} "
+                     f"to the compute VNet, or forward {_zones_text(workspace, facts, 'forwarded')} to "
+                     f"{AZURE_DNS} on a custom DNS server, so the name resolves to the endpoint, and give "
+                     "--private-endpoint), or enable public network access from selected networks."
+                     + (" These requests went through the proxy, which reaches the public endpoint: list the "
+                        "workspace names in NO_PROXY." if any(r.check.path is CheckPath.PROXY for r in workspace)
+                        else ""))
     return Draft(
         summary=f"The resource's own firewall denies this node: {_hosts(results)}",
         cause=(_observed(results, addresses=True) + ". The network path works (the service answered), but the "
-               "storage account or registry allows only selected networks and this node's is not among them: "
-               "the share will not mount, datastores and images will not load."),
-        remedy=("In the resource's Networking settings allow the compute subnet: a virtual network rule with the "
-                "subnet's service endpoint (Microsoft.Storage or Microsoft.ContainerRegistry), e.g. az storage "
-                "account network-rule add --subnet <subnet-id> / az acr network-rule add --subnet <subnet-id>; or "
-                "reach the resource through a private endpoint whose privatelink zone is linked to the VNet."))
+               "resource accepts only selected networks or its private endpoint, and this node's path is not "
+               "among them: the share will not mount, datastores, images and the workspace will not load."),
+        remedy=" ".join(fixes))
 
 
 def _proxy_denied(results: Sequence[Result], facts: Facts) -> Draft:
@@ -620,7 +672,8 @@ DECLARATIONS: dict[Code, Declaration] = {
     Code.WEBSOCKET_BLOCKED: Declaration(
         C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
     Code.RESOURCE_FIREWALL_DENIED: Declaration(
-        C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED)",
+        C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED, "
+        "a workspace with public network access disabled)",
         ("firewall",), _resource_denied),
     Code.PROXY_AUTH_REQUIRED: Declaration(
         C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),

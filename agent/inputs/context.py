@@ -58,6 +58,12 @@ KEYS: tuple[Key, ...] = (
     Key("private_endpoint", bool, default=False),
     Key("peered", bool, default=False),  # compute in another VNet than the workspace endpoint
     Key("registry_data_endpoint", bool, default=False),  # the registry has dedicated data endpoints (Premium)
+    # Whether a dependent resource has its own private endpoint: not implied by the workspace's
+    # (a resource may use a service endpoint instead), so unknown by default; unknown, the DNS check
+    # reads it from the public answer's CNAME chain (a private endpoint's name is privatelink.*)
+    Key("storage_private_endpoint", bool),
+    Key("key_vault_private_endpoint", bool),
+    Key("registry_private_endpoint", bool),
     Key("workspace_id", str, _pattern(
         r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID"),
         hint="--workspace-id"),

@@ -110,11 +110,11 @@ def rules(catalog: Catalog, context: ctx.Context, features: frozenset[str] = fro
 def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) -> RuleSet:
     """The one place that decides which change opens a requirement: an NSG rule to its service
     tag (or its IP literal), an Azure Firewall application rule for its FQDNs on 80/443, a network
-    rule otherwise, and the DNS zones and forwarders of a private-endpoint workspace."""
+    rule otherwise, and the DNS zones and forwarders of the names with a private endpoint (the
+    workspace's, and a storage account's, key vault's or registry's own that the context names)."""
     fill = _filler(context)
     rows = [row for row in rows if row.emit_rules]
-    private_endpoint = bool(context["private_endpoint"].value)
-    zones, forwarders = _dns(catalog, rows, fill) if private_endpoint else ((), ())
+    zones, forwarders = _dns(catalog, rows, fill, context)
     return RuleSet(
         catalog_version=catalog.version,
         cloud=str(context["cloud"].value or "public"),
@@ -280,21 +280,24 @@ def _collection_priorities(collections: Iterable[str]) -> dict[str, int]:
     return {name: FIRST_PRIORITY + PRIORITY_STEP * i for i, name in enumerate(names)}
 
 
-def _dns(catalog: Catalog, rows: Sequence[Requirement],
-         fill: Fill) -> tuple[tuple[PrivateZone, ...], tuple[Forwarder, ...]]:
-    """The workspace zones, plus the zone of any other name a row needs resolved privately. A zone
-    carries the requirements whose names live in it; one none of them names (aznbcontent.net,
-    inference.ml.azure.com) serves them all: a partial forwarder set makes answers flip."""
-    private = [row for row in rows if row.dns_private]
+def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill,
+         context: ctx.Context) -> tuple[tuple[PrivateZone, ...], tuple[Forwarder, ...]]:
+    """The workspace zones (with a private-endpoint workspace), plus the zone of every name the
+    context says has a private endpoint. A zone carries the requirements whose names live in it;
+    a workspace zone none of them names (aznbcontent.net, inference.ml.azure.com) serves the
+    workspace's rows: a partial forwarder set makes answers flip. A resource whose endpoint the
+    context does not know gets no zone here (`check` reads its CNAME chain; `rules` sends nothing)."""
+    private = [row for row in rows if row.dns_private and context[row.dns_private].value is True]
     if not private:
         return (), ()
-    in_zone: dict[Zone, list[str]] = {z: [] for z in catalog.zones if z.workspace}
+    workspace = context["private_endpoint"].value is True
+    in_zone: dict[Zone, list[str]] = {z: [] for z in catalog.zones if z.workspace and workspace}
     for row in private:
         for host in row.hosts:
             zone = catalog.zone_of(fill(host))
             if zone is not None and row.id not in in_zone.setdefault(zone, []):
                 in_zone[zone].append(row.id)
-    every = tuple(row.id for row in private)
+    every = tuple(row.id for row in private if row.dns_private == "private_endpoint")
     zones: dict[str, PrivateZone] = {}
     forwarders: dict[str, Forwarder] = {}
     for zone, ids in in_zone.items():
@@ -302,7 +305,8 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement],
         if zone.privatelink_zone:
             zones.setdefault(zone.privatelink_zone,
                              PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
-        forwarders.setdefault(zone.forward_zone, Forwarder(zone.forward_zone, AZURE_DNS, requirements))
+        for forwarded in zone.forwarded:
+            forwarders.setdefault(forwarded, Forwarder(forwarded, AZURE_DNS, requirements))
     return tuple(zones.values()), tuple(forwarders.values())
 
 

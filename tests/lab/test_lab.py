@@ -107,6 +107,12 @@ def test_check_args_carry_the_context() -> None:
         "--private-endpoint",
     ]
     assert scenario("healthy-public").check_args()[-2:] == ["--public-ip", "--no-private-endpoint"]
+    told = scenario("storage-pe-custom-dns-no-forward")
+    assert told.check_args()[-3:] == ["--public-ip", "--no-private-endpoint", "--storage-private-endpoint"]
+    assert scenario("storage-pe-detected-from-cname").check_args()[-1] == "--no-private-endpoint"  # nothing said
+    storage_only = private_names(told.context)  # the account's own endpoints, without the workspace's
+    assert set(storage_only) == {f"{CTX.storage_account}.blob.core.windows.net",
+                                 f"{CTX.storage_account}.file.core.windows.net"}
 
 
 def test_unknown_scenario_names_the_known_ones() -> None:

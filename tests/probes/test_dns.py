@@ -342,3 +342,50 @@ async def test_a_local_stub_serving_the_hosts_file_is_not_dns(tmp_path: Path, dn
                                        hosts_file=str(hosts)), (), trace)
     assert trace.facts["hosts_override"]["dns"] == ["10.0.0.5"]  # type: ignore[index]
     assert "disagreement" not in trace.facts
+
+
+LINKED = (CNAME, "ws.privatelink.api.azureml.test. 60 IN CNAME edge.test.")
+
+
+@pytest.mark.parametrize(("records", "fails"), [
+    ((*LINKED, "edge.test. 60 IN A 20.1.2.3"), True),  # a private endpoint, and the public answer wins
+    ((CNAME, "ws.privatelink.api.azureml.test. 60 IN A 10.0.0.5"), False),  # the private zone answers
+    ((f"{NAME}. 60 IN CNAME edge.test.", "edge.test. 60 IN A 20.1.2.3"), False),  # no private endpoint
+], ids=["linked-public", "linked-private", "public-resource"])
+async def test_a_cname_into_a_private_link_zone_requires_a_private_answer(
+        records: tuple[str, ...], fails: bool, dns_server: Server, trace: Trace, unit: float) -> None:
+    """Public DNS CNAMEs a resource's name into privatelink.<zone> exactly when it has a private
+    endpoint: unknown to the context, that chain says so, and a public answer is then the fault."""
+    server = await dns_server(answering(*records))
+    run = dns_probe.run(spec(server, unit=unit, private_link_label="privatelink"), (), trace)
+    if not fails:
+        await run
+        assert trace.facts["addresses_ok"]
+        return
+    with pytest.raises(ProbeError) as info:
+        await run
+    assert info.value.reason is Reason.DNS_PUBLIC_ANSWER and trace.current == "direct"
+    assert "ws.privatelink.api.azureml.test" in info.value.detail and "CNAME chain" in info.value.detail
+    assert trace.facts["addresses_ok"] == [] and trace.facts["private_link"] == "ws.privatelink.api.azureml.test"
+
+
+async def test_a_private_answer_required_where_public_dns_shows_no_private_endpoint(
+        dns_server: Server, trace: Trace, unit: float) -> None:
+    """Told the name has a private endpoint, but its chain shows none: said in the detail."""
+    server = await dns_server(answering(f"{NAME}. 60 IN A 20.1.2.3"))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(spec(server, unit=unit, expect="private", private_link_label="privatelink"), (), trace)
+    assert info.value.reason is Reason.DNS_PUBLIC_ANSWER and "no CNAME into a privatelink zone" in info.value.detail
+    assert trace.facts["private_link"] is None
+
+
+async def test_the_system_path_answer_is_judged_by_the_cname_chain(dns_server: Server, trace: Trace,
+                                                                   unit: float) -> None:
+    """The system path's public address with the resolver's chain into a privatelink zone."""
+    server = await dns_server(answering("localhost. 60 IN CNAME localhost.privatelink.test.",
+                                        "localhost.privatelink.test. 60 IN A 127.0.0.1"))
+    with pytest.raises(ProbeError) as info:
+        await dns_probe.run(dns_probe.Spec("localhost", resolvers=(server,), private_link_label="privatelink",
+                                           query_timeout=2 * unit), (), trace)
+    assert info.value.reason is Reason.DNS_PUBLIC_ANSWER and "localhost.privatelink.test" in info.value.detail
+    assert trace.current == "system" and trace.facts["addresses_ok"] == []

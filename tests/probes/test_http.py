@@ -5,6 +5,7 @@ address it is given, and through a proxy the proxy (here: a test double) does th
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -161,6 +162,24 @@ STORAGE_DENIED = ('<?xml version="1.0" encoding="utf-8"?><Error><Code>Authorizat
                   'This request is not authorized to perform this operation.\nRequestId:1</Message></Error>')
 REGISTRY_DENIED = ('{"errors":[{"code":"DENIED","message":"client with IP \'10.0.0.4\' is not allowed access. '
                    'Refer https://aka.ms/acr/firewall to grant access."}]}')
+# Azure ML's answer to a workspace request from outside its private link while public network access
+# is disabled (the body quoted in MicrosoftDocs/azure-docs#90426; the second message is the one
+# azure-cli-extensions#6294 quotes, which the SDK raised as an authentication error: a 401)
+WORKSPACE_DENIED = json.dumps({"error": {
+    "code": "UserError", "severity": None,
+    "message": "Access to workspace was denied based on workspace private link configuration.",
+    "messageFormat": None, "messageParameters": None, "referenceCode": None, "detailsUri": None, "target": None,
+    "details": [], "innerError": None, "debugInfo": None,
+    "additionalInfo": [{"type": "ComponentName", "info": {"value": "managementfrontend"}},
+                       {"type": "Correlation", "info": {"value": {"operation": "8be339a65b188842b08b01a7a7c81e7d",
+                                                                  "request": "2a6b9f0e1c3d4e5f"}}}]},
+    "correlation": {"operation": "8be339a65b188842b08b01a7a7c81e7d", "request": "2a6b9f0e1c3d4e5f"},
+    "environment": "eastus", "location": "eastus", "time": "2026-12-01T23:00:00.0000000+00:00",
+    "componentName": "managementfrontend"})
+WORKSPACE_OUTSIDE = json.dumps({"error": {
+    "code": "UserError",
+    "message": "User is not authorized to access provided resources due to none of the workspaces/registries are "
+               "accessible from outside of the designated private link.."}})
 
 
 def answer(code: int, body: str, **headers: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -173,7 +192,9 @@ def answer(code: int, body: str, **headers: str) -> Callable[[web.Request], Awai
     (403, STORAGE_DENIED, {"x-ms-error-code": "AuthorizationFailure"}, "AuthorizationFailure"),  # storage firewall
     (403, STORAGE_DENIED, {}, "AuthorizationFailure"),  # the code only in the XML body
     (403, REGISTRY_DENIED, {}, "DENIED"),  # a registry whose firewall does not allow the client IP
-], ids=["storage-header", "storage-body", "registry"])
+    (403, WORKSPACE_DENIED, {}, "UserError"),  # a workspace with public network access disabled
+    (401, WORKSPACE_OUTSIDE, {}, "UserError"),  # the same denial as an SDK saw it
+], ids=["storage-header", "storage-body", "registry", "workspace-private-link", "workspace-outside-private-link"])
 async def test_a_resource_firewall_denial_fails(code: int, body: str, headers: dict[str, str], error: str,
                                                 http_server: HttpServer, ca: trustme.CA, cafile: str,
                                                 trace: Trace) -> None:
@@ -190,12 +211,26 @@ async def test_a_resource_firewall_denial_fails(code: int, body: str, headers: d
     (401, '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'),  # anonymous registry
     (403, '{"error":{"code":"AuthorizationFailed","message":"no permission"}}'),  # reached, not authorised
     (403, "<Error><Code>NoAuthenticationInformation</Code><Message>x</Message></Error>"),
+    (401, '{"error":{"code":"UserError","message":"Authentication information is missing."}}'),  # workspace
+    (403, ('{"error":{"code":"UserError","message":"The client does not have authorization to perform this '
+           'action.","innerError":{"code":"AuthorizationFailed"}}}')),  # a workspace that was reached
 ])
 async def test_an_auth_answer_still_proves_reachability(code: int, body: str, http_server: HttpServer,
                                                         ca: trustme.CA, cafile: str, trace: Trace) -> None:
     port = await http_server(answer(code, body), tls=server_context(ca.issue_cert(NAME)))
     await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
     assert trace.facts["status"] == code and trace.facts["addresses_ok"] == ["127.0.0.1"]
+    assert trace.facts["azure_error_code"]  # read, and judged not a network-rule denial
+
+
+async def test_the_inner_error_codes_are_read(http_server: HttpServer, ca: trustme.CA, cafile: str,
+                                              trace: Trace) -> None:
+    """An Azure ML error nests its specific codes under innerError: they are evidence too."""
+    body = '{"error":{"code":"UserError","message":"m","innerError":{"code":"Forbidden","innerError":{"code":"X"}}}}'
+    port = await http_server(answer(403, body), tls=server_context(ca.issue_cert(NAME)))
+    await http.run(http.Spec(f"https://{NAME}:{port}/", NAME, cafile=cafile), ("127.0.0.1",), trace)
+    assert trace.facts["azure_error_code"] == "UserError"
+    assert trace.facts["azure_error_inner_codes"] == ["Forbidden", "X"]
 
 
 async def test_an_inspecting_proxy_the_node_trusts_is_caught_on_the_proxied_path(

@@ -12,6 +12,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -131,8 +132,10 @@ async def test_dns_system_path_without_a_descriptor(dns_server: Server, trace: T
 async def test_dns_the_system_path_alone_is_no_verdict(trace: Trace) -> None:
     """Where the direct questions were answered, the system path alone decided, and glibc out of
     descriptors may say EAI_NONAME (it did here, after other tests): that was dns.nxdomain."""
+    answered: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    answered.set_result([])  # the direct answers, which the system path reads only for a CNAME chain
     with descriptors_exhausted():
-        result = await dns_probe._system(_spec(system=True, host="localhost"), trace)
+        result = await dns_probe._system(_spec(system=True, host="localhost"), trace, answered)
     assert isinstance(result, OSError) and not isinstance(result, socket.gaierror)
     assert classify(result) is LOCAL and trace.facts["system_error"] == "EMFILE"
 

@@ -33,6 +33,30 @@ def test_plan_json_lists_checks_with_their_context_sources(capsys: pytest.Captur
     assert "udp:eastus.tundra.azureml.ms:5831" in ids
 
 
+@pytest.mark.parametrize(("option", "key", "host"), [
+    ("storage", "storage_private_endpoint", "contosomlsa.blob.core.windows.net"),
+    ("key-vault", "key_vault_private_endpoint", "contoso-kv.vault.azure.net"),
+    ("registry", "registry_private_endpoint", "contosoacr.azurecr.io"),
+])
+def test_a_resource_private_endpoint_is_an_option_and_a_config_key(
+        option: str, key: str, host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["--key-vault", "contoso-kv", "--container-registry", "contosoacr"]
+    assert main(["plan", "--format", "json", *CONTEXT, *names]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["context"][key] == {"value": None, "source": "unknown"}  # read from the CNAME chain then
+    assert main(["plan", "--format", "json", *CONTEXT, *names, f"--{option}-private-endpoint"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["context"][key] == {"value": True, "source": "option"}
+    assert next(c for c in plan["checks"] if c["id"] == f"dns:{host}")["params"]["expect"] == "private"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"{key.replace('_', '-')} = false\n")
+    assert main(["plan", "--format", "json", *CONTEXT, *names, "--config", str(cfg)]) == 0
+    assert json.loads(capsys.readouterr().out)["context"][key] == {"value": False, "source": "config"}
+    rules = ["rules", "--format", "json", *CONTEXT, *names, f"--{option}-private-endpoint"]
+    assert main(rules) == 0
+    assert "privatelink." + host.split(".", 1)[1].replace("vault.", "vaultcore.") in capsys.readouterr().out
+
+
 def test_plan_reads_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('region = "westus2"\ncompute = "cluster"\n')

@@ -151,6 +151,65 @@ def test_instance_address_rule_needs_a_private_endpoint_workspace() -> None:
     assert run({f"dns:{CI}": Outcome(addresses=("198.18.9.9",))}, private_endpoint=False) == ()
 
 
+BLOB = "contosomlsa.blob.core.windows.net"
+BLOB_LINK = "contosomlsa.privatelink.blob.core.windows.net"
+DETECTED = Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={
+    "private_link": BLOB_LINK, "cname_chain": [BLOB_LINK, "blob.bl2prdstr01a.store.core.windows.net"],
+    "addresses": ["198.18.7.7"]})
+
+
+@pytest.mark.parametrize(("resolvers", "code", "zone"), [
+    (["168.63.129.16"], "private-endpoint-resolves-public", "privatelink.blob.core.windows.net"),
+    (["10.0.2.4"], "custom-dns-not-forwarding", "blob.core.windows.net"),
+])
+def test_a_resource_private_endpoint_seen_in_the_cname_chain_is_the_dns_finding(
+        resolvers: list[str], code: str, zone: str) -> None:
+    """Nobody said the storage account has its own private endpoint, but its public name CNAMEs
+    into privatelink.blob.core.windows.net: the public answer is the fault, as if the context said so."""
+    findings = run({f"dns:{BLOB}": DETECTED}, node={"hostname": "n", "resolvers": resolvers})
+    assert codes(findings) == [code] and zone in findings[0].remedy
+    assert "detected from their CNAME chain" in findings[0].cause and BLOB_LINK in findings[0].cause
+    assert "--storage-private-endpoint or --no-storage-private-endpoint" in findings[0].cause
+
+
+def test_a_vault_behind_custom_dns_needs_both_of_its_forwarders() -> None:
+    """A vault's name CNAMEs into privatelink.vaultcore.azure.net, outside vault.azure.net: a server
+    that chases the CNAME itself must forward vaultcore.azure.net too."""
+    findings = run({"dns:contoso-kv.vault.azure.net": Outcome(Reason.DNS_PUBLIC_ANSWER)},
+                   node={"hostname": "n", "resolvers": ["10.0.2.4"]}, key_vault="contoso-kv",
+                   key_vault_private_endpoint=True)
+    assert codes(findings) == ["custom-dns-not-forwarding"]
+    assert "vault.azure.net, vaultcore.azure.net" in findings[0].remedy
+
+
+def test_a_private_endpoint_the_cname_chain_does_not_show_is_said_not_crashed_on() -> None:
+    public = Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"private_link": None, "addresses": ["198.18.7.7"]})
+    findings = run({f"dns:{BLOB}": public}, storage_private_endpoint=True)
+    assert codes(findings) == ["private-endpoint-resolves-public"]
+    assert f"Public DNS shows no private endpoint for {BLOB}" in findings[0].cause
+
+
+def test_a_workspace_denying_its_public_endpoint_is_reached_through_its_private_endpoint() -> None:
+    """A workspace with public network access disabled answers its public name with 403 UserError
+    naming its private link: the fix is the private endpoint path, not a subnet network rule."""
+    findings = run({f"http:{WS}:443": Outcome(Reason.HTTP_RESOURCE_DENIED)}, private_endpoint=False)
+    assert codes(findings) == ["resource-firewall-denied"]
+    remedy = findings[0].remedy
+    assert "public network access" in remedy and "privatelink.api.azureml.ms" in remedy
+    assert "network-rule add" not in remedy and "NO_PROXY" not in remedy
+    storage = run({"http:contosomlsa.blob.core.windows.net:443": Outcome(Reason.HTTP_RESOURCE_DENIED)})
+    assert "network-rule add" in storage[0].remedy and "public network access" not in storage[0].remedy
+
+
+def test_a_workspace_denial_through_the_proxy_names_no_proxy() -> None:
+    """The proxy resolves the name itself (the node's public answer is unneeded) and reaches the
+    public endpoint: both the zone link and NO_PROXY are the fix."""
+    findings = run_proxied({f"dns:{WS}": Outcome(Reason.DNS_PUBLIC_ANSWER),
+                            f"http:{WS}:443@proxy": Outcome(Reason.HTTP_RESOURCE_DENIED)})
+    assert codes(findings) == ["resource-firewall-denied"]
+    assert "NO_PROXY" in findings[0].remedy and "privatelink.api.azureml.ms" in findings[0].remedy
+
+
 def test_one_blocked_service_tag_is_one_finding_listing_every_target() -> None:
     findings = run({"tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
                     "tcp:eastus.service.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)})

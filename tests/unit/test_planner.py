@@ -8,7 +8,7 @@ from agent import catalog, planner
 from agent.inputs import context
 from probes import PROBES
 from probes.reasons import Reason
-from probes.specs import Layer, Proxy
+from probes.specs import DnsSpec, Layer, Proxy
 
 from .helpers import GUID, make_context, make_plan
 
@@ -203,3 +203,39 @@ def test_the_registry_data_endpoint_only_when_the_registry_has_one() -> None:
     assert data not in ids(make_plan(container_registry="contosoacr"))
     assert data in ids(make_plan(container_registry="contosoacr", registry_data_endpoint=True))
     assert "dns:contosoacr.azurecr.io" in ids(make_plan(container_registry="contosoacr"))  # instances too
+
+
+RESOURCE_NAMES = {  # a resource's names, and the context key saying it has its own private endpoint
+    "storage_private_endpoint": ["contosomlsa.blob.core.windows.net", "contosomlsa.file.core.windows.net"],
+    "key_vault_private_endpoint": ["contoso-kv.vault.azure.net"],
+    "registry_private_endpoint": ["contosoacr.azurecr.io", "contosoacr.eastus.data.azurecr.io"],
+}
+RESOURCES: dict[str, object] = {"container_registry": "contosoacr", "key_vault": "contoso-kv",
+                                "registry_data_endpoint": True}
+
+
+@pytest.mark.parametrize("key", sorted(RESOURCE_NAMES))
+@pytest.mark.parametrize(("has_endpoint", "expect", "label"), [
+    (True, "private", "privatelink"),  # the context says so: a private answer is required
+    (None, "any", "privatelink"),  # unknown: a CNAME into a privatelink zone requires one (the probe reads it)
+    (False, "any", ""),  # the context says it has none: any answer, the chain unread
+])
+def test_a_dependent_resource_with_its_own_private_endpoint_resolves_privately(
+        key: str, has_endpoint: bool | None, expect: str, label: str) -> None:
+    """The storage name passed on a public answer from a custom DNS server that forwards nothing,
+    although the account had its own private endpoint: the agent had no way to know."""
+    checks = {c.id: c for c in make_plan(**RESOURCES, **{key: has_endpoint})}
+    for host in RESOURCE_NAMES[key]:
+        spec = checks[f"dns:{host}"].spec
+        assert isinstance(spec, DnsSpec) and (spec.expect, spec.private_link_label) == (expect, label), host
+    workspace = checks[f"dns:{GUID}.workspace.eastus.api.azureml.ms"].spec
+    assert isinstance(workspace, DnsSpec) and workspace.expect == "private"  # the workspace's own key decides
+    queue = checks["dns:contosomlsa.queue.core.windows.net"].spec  # its private endpoint is optional, and
+    assert isinstance(queue, DnsSpec) and (queue.expect, queue.private_link_label) == ("any", "")  # Batch's path
+
+
+def test_the_workspace_names_follow_the_workspace_key_alone() -> None:
+    spec = {c.id: c for c in make_plan(private_endpoint=False)}[f"dns:{GUID}.workspace.eastus.api.azureml.ms"].spec
+    assert isinstance(spec, DnsSpec) and (spec.expect, spec.private_link_label) == ("any", "")
+    instance = {c.id: c for c in make_plan()}["dns:ci-alice.eastus.instances.azureml.ms"].spec
+    assert isinstance(instance, DnsSpec) and (instance.expect, instance.private_link_label) == ("private", "")

@@ -216,3 +216,34 @@ def test_imds_has_no_network_rule() -> None:
     rs = rules.rules(catalog.load(), make_context())
     assert "imds" not in rs.requirements
     assert not any("169.254.169.254" in (r.destination, r.source) for r in rs.nsg)
+
+
+@pytest.mark.parametrize(("cloud", "zones", "forwarded"), [
+    ("public", {"privatelink.blob.core.windows.net", "privatelink.file.core.windows.net",
+                "privatelink.vaultcore.azure.net", "privatelink.azurecr.io"},
+     {"blob.core.windows.net", "file.core.windows.net", "vault.azure.net", "vaultcore.azure.net", "azurecr.io"}),
+    ("usgov", {"privatelink.blob.core.usgovcloudapi.net", "privatelink.file.core.usgovcloudapi.net",
+               "privatelink.vaultcore.usgovcloudapi.net", "privatelink.azurecr.us"},
+     {"blob.core.usgovcloudapi.net", "vault.usgovcloudapi.net", "vaultcore.usgovcloudapi.net", "azurecr.us"}),
+    ("china", {"privatelink.blob.core.chinacloudapi.cn", "privatelink.vaultcore.azure.cn", "privatelink.azurecr.cn"},
+     {"file.core.chinacloudapi.cn", "vault.azure.cn", "vaultcore.azure.cn", "azurecr.cn"}),
+])
+def test_resources_with_their_own_private_endpoint_get_their_zones_and_forwarders(
+        cloud: str, zones: set[str], forwarded: set[str]) -> None:
+    """A storage account, key vault or registry with its own private endpoint needs its privatelink
+    zone linked and (with custom DNS) its public zone forwarded, whatever the workspace has."""
+    own = {"storage_private_endpoint": True, "key_vault_private_endpoint": True, "registry_private_endpoint": True,
+           "container_registry": "contosoacr", "key_vault": "contoso-kv", "cloud": cloud}
+    for workspace in (True, False):
+        rs = ruleset(private_endpoint=workspace, **own)
+        assert zones <= {z.zone for z in rs.private_dns_zones}, workspace
+        assert forwarded <= {f.zone for f in rs.forwarders}, workspace
+        assert ("aznbcontent.net" in {f.zone for f in rs.forwarders}) is workspace  # workspace zones only with its PE
+    blob = next(z for z in ruleset(private_endpoint=False, **own).private_dns_zones
+                if z.zone.startswith("privatelink.blob."))
+    assert blob.requirements == ("storage-blob",)
+    assert not any(".queue." in z.zone or ".table." in z.zone for z in ruleset(**own).private_dns_zones)  # optional
+    workspace_only = ruleset(private_endpoint=True).forwarders  # a workspace zone's privatelink zone is inside it
+    assert not any(f.zone.startswith("privatelink") or f.zone == "vaultcore.azure.net" for f in workspace_only)
+    unknown = ruleset(private_endpoint=False, container_registry="contosoacr", key_vault="contoso-kv")
+    assert unknown.private_dns_zones == () and unknown.forwarders == ()  # `rules` cannot read a CNAME chain
