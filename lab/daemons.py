@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT = 15.0
@@ -22,11 +24,33 @@ class DaemonFailed(RuntimeError):
     """A server exited or never accepted on its port: the message carries its log's last lines."""
 
 
-async def start(name: str, argv: list[str], address: str, port: int, log: Path) -> asyncio.subprocess.Process:
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    name: str
+    process: asyncio.subprocess.Process
+    stop_signal: signal.Signals
+
+    async def stop(self) -> None:
+        """stop_signal, then SIGKILL if it is still there after STOP_TIMEOUT."""
+        if self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(self.stop_signal)
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+
+async def start(name: str, argv: list[str], address: str, port: int, log: Path, *,
+                stop_signal: signal.Signals = signal.SIGTERM) -> Daemon:
     """Start argv (its output to log) and return once address:port accepts a connection."""
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    daemon = Daemon(name, process, stop_signal)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.returncode is not None:
@@ -35,36 +59,21 @@ async def start(name: str, argv: list[str], address: str, port: int, log: Path) 
             _, writer = await asyncio.open_connection(address, port)
         except OSError:
             if time.monotonic() > deadline:
-                await stop(process)
+                await daemon.stop()
                 raise DaemonFailed(f"{name} did not listen on {address}:{port}: {_tail(log)}") from None
             await asyncio.sleep(_POLL)
             continue
         writer.close()
-        return process
+        return daemon
 
 
-async def run(argv: list[str], **options: object) -> None:
-    """Run a preparation step (a helper that sets up a server's files) to completion."""
+async def run(argv: list[str], *, user: str | None = None) -> None:
+    """Run a preparation step (a helper that sets up a server's files) to completion, as user."""
     process = await asyncio.create_subprocess_exec(
-        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        **options)  # type: ignore[arg-type]
+        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, user=user)
     output, _ = await process.communicate()
     if process.returncode:
         raise DaemonFailed(f"{argv[0]} exited with {process.returncode}: {output.decode(errors='replace')[-300:]}")
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM, then SIGKILL if it is still there after STOP_TIMEOUT."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 def _tail(log: Path) -> str:

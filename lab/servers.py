@@ -85,16 +85,17 @@ async def _web(app: web.Application, port: int, ssl_context: Any = None, *, host
     return runner
 
 
-async def _squid(config: ServerConfig) -> asyncio.subprocess.Process:
+async def _squid(config: ServerConfig) -> daemons.Daemon:
     directory = config.workdir / "squid"
     argv = squid.prepare(config.scenario, directory, root_ca=config.lab_root,
                          inspection_ca=(config.inspection_ca.cert, config.inspection_ca.key))
     if config.scenario.proxy_inspects:
         await daemons.run(squid.certificate_db(directory), user=squid.USER)
-    return await daemons.start("squid", argv, addresses.PROXY, addresses.PROXY_PORT, directory / "cache.log")
+    return await daemons.start("squid", argv, addresses.PROXY, addresses.PROXY_PORT, directory / "cache.log",
+                               stop_signal=squid.STOP_SIGNAL)
 
 
-async def _nginx(config: ServerConfig, issuer: Issuer) -> asyncio.subprocess.Process:
+async def _nginx(config: ServerConfig, issuer: Issuer) -> daemons.Daemon:
     directory = config.workdir / "nginx"
     certificates = {name: issuer.issue(name) for name in nginx.front_names(config.scenario)}
     argv = nginx.prepare(config.scenario, directory, certificates, issuer.issue(SniCertificates.NO_SNI))
@@ -124,7 +125,7 @@ async def serve(config: ServerConfig) -> None:
     certificates = SniCertificates(scenario, lab_issuer, Issuer(config.inspection_ca, clock), leaves)
     front = scenario.websocket_front is not None
     runners = [await _web(http_app(scenario), 80)]
-    processes: list[asyncio.subprocess.Process] = []
+    processes: list[daemons.Daemon] = []
     try:  # the real servers are stopped on every way out; the rest goes with this process
         if front:  # nginx's backend: the same application, in plain HTTP on loopback
             runners.append(await _web(https_app(scenario), nginx.BACKEND_PORT, host="127.0.0.1"))
@@ -143,7 +144,7 @@ async def serve(config: ServerConfig) -> None:
             await runner.cleanup()
     finally:
         for process in processes:
-            await daemons.stop(process)
+            await process.stop()
 
 
 def main(argv: list[str]) -> int:

@@ -18,12 +18,11 @@ squid resolves the targets itself through Azure DNS in the az namespace, as a hu
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import pwd
 import secrets
-from collections.abc import Iterable
+import signal
 from pathlib import Path
 
 from lab import addresses
@@ -36,14 +35,22 @@ USER = "proxy"
 CREDENTIALS = ("aml-node", "lab-proxy-secret")
 """The user and password the proxy accepts in "auth" mode (the node's environment has none)."""
 REALM = "contoso"
+STOP_SIGNAL = signal.SIGKILL
+"""squid takes 2 s to exit on SIGTERM even with shutdown_lifetime 0; the lab's squid keeps nothing
+worth a clean exit (no cache), and its helpers exit when their stdin closes."""
 _STOCK_SAFE_PORTS = ("80", "21", "443", "70", "210", "1025-65535", "280", "488", "591", "777")
 """Debian's stock squid.conf Safe_ports (http, ftp, https, gopher, wais, unregistered, ...)."""
 
 
-def squid_conf(scenario: Scenario, directory: Path, *, root_ca: Path, inspection_ca: tuple[Path, Path]) -> str:
+Listen = tuple[str, int]
+LAB_LISTEN: Listen = (addresses.PROXY, addresses.PROXY_PORT)
+
+
+def squid_conf(scenario: Scenario, directory: Path, *, listen: Listen, dns: str, root_ca: Path | None,
+               inspection_ca: tuple[Path, Path]) -> str:
     """squid.conf for the scenario; every file squid writes is under `directory`."""
     d = directory
-    port = f"http_port {addresses.PROXY}:{addresses.PROXY_PORT}"
+    port = f"http_port {listen[0]}:{listen[1]}"
     lines = [
         f"pid_filename {d / 'squid.pid'}",
         f"cache_log {d / 'cache.log'}",
@@ -52,7 +59,7 @@ def squid_conf(scenario: Scenario, directory: Path, *, root_ca: Path, inspection
         f"coredump_dir {d}",
         "cache deny all",
         "cache_mem 8 MB",
-        f"dns_nameservers {addresses.AZURE_DNS}",
+        f"dns_nameservers {dns}",
         "hosts_file none",
         "shutdown_lifetime 0 seconds",
         f"cache_effective_user {USER}",
@@ -67,20 +74,21 @@ def squid_conf(scenario: Scenario, directory: Path, *, root_ca: Path, inspection
     ]
     if scenario.proxy_inspects:
         cert, key = inspection_ca
+        bump = f"ssl-bump tls-cert={cert} tls-key={key} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB"
         lines[:0] = [
-            f"{port} ssl-bump tls-cert={cert} tls-key={key} generate-host-certificates=on"
-            " dynamic_cert_mem_cache_size=4MB",
+            f"{port} {bump}",
             f"sslcrtd_program {HELPERS / 'security_file_certgen'} -s {d / 'ssl_db'} -M 4MB",
             "sslcrtd_children 3 startup=1 idle=1",
-            f"tls_outgoing_options cafile={root_ca}",
+            *([f"tls_outgoing_options cafile={root_ca}"] if root_ca else []),
             "acl step1 at_step SslBump1",
             "acl tls_port port 443",
             "ssl_bump splice !tls_port",  # 8787/18881 are tunnelled as they are, not bumped
             "ssl_bump peek step1",
             "ssl_bump bump all",
             "on_unsupported_protocol tunnel all",
-            # squid drops Upgrade from the requests it bumps (then WebSockets fail) unless told
-            "http_upgrade_request_protocols WebSocket allow all",
+            # squid drops Upgrade from the requests it bumps (then WebSockets fail) unless told; it
+            # compares the protocol name case-sensitively, and clients send "websocket"
+            "http_upgrade_request_protocols websocket allow all",
         ]
     else:
         lines.insert(0, port)
@@ -114,35 +122,29 @@ def _regex(pattern: str) -> str:
     return f"^{body}$"
 
 
-def prepare(scenario: Scenario, directory: Path, *, root_ca: Path, inspection_ca: tuple[Path, Path]) -> list[str]:
-    """Write squid's directory (config, password file, the inspection CA squid signs with, owned
-    by squid's user) and return the command that runs squid in the foreground."""
+def prepare(scenario: Scenario, directory: Path, *, listen: Listen = LAB_LISTEN, dns: str = addresses.AZURE_DNS,
+            root_ca: Path | None = None, inspection_ca: tuple[Path, Path] | None = None) -> list[str]:
+    """Write squid's directory (its config, the password file, the inspection CA squid signs
+    with, all owned by squid's user: its helpers read them) and return the command that runs
+    squid in the foreground. The directory's parent must let squid's user through."""
     directory.mkdir(mode=0o700)
     cert, key = directory / "inspection-ca.pem", directory / "inspection-ca.key"
-    cert.write_bytes(inspection_ca[0].read_bytes())
-    key.write_bytes(inspection_ca[1].read_bytes())
+    if inspection_ca is not None:
+        cert.write_bytes(inspection_ca[0].read_bytes())
+        key.write_bytes(inspection_ca[1].read_bytes())
     (directory / "passwd").write_text(htpasswd_line(*CREDENTIALS))
     conf = directory / "squid.conf"
-    conf.write_text(squid_conf(scenario, directory, root_ca=root_ca, inspection_ca=(cert, key)))
-    argv = [BINARY, "-N", "-f", str(conf)]
+    conf.write_text(squid_conf(scenario, directory, listen=listen, dns=dns, root_ca=root_ca,
+                               inspection_ca=(cert, key)))
     user = pwd.getpwnam(USER)
-    _chown(_tree(directory), user.pw_uid, user.pw_gid)
-    return argv
+    for path in (directory, *directory.iterdir()):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return [BINARY, "-N", "-f", str(conf)]
 
 
 def certificate_db(directory: Path) -> list[str]:
     """The command that creates ssl-bump's certificate database (run as squid's user)."""
     return [str(HELPERS / "security_file_certgen"), "-c", "-s", str(directory / "ssl_db"), "-M", "4MB"]
-
-
-def _tree(directory: Path) -> Iterable[Path]:
-    yield directory
-    yield from directory.iterdir()
-
-
-def _chown(paths: Iterable[Path], uid: int, gid: int) -> None:
-    for path in paths:
-        os.chown(path, uid, gid)
 
 
 def htpasswd_line(user: str, password: str) -> str:
@@ -183,7 +185,3 @@ def md5_crypt(password: str, salt: str) -> str:
     out += _CRYPT64[value & 63] + _CRYPT64[value >> 6 & 63]
     return f"$1${s.decode()}${out}"
 
-
-def basic_authorization() -> str:
-    """The Proxy-Authorization value of lab.squid.CREDENTIALS."""
-    return "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()

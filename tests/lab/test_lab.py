@@ -642,6 +642,61 @@ def test_proxy_scenarios(name: str) -> None:
     assert direct == ["timeout", "ok", "ok"]  # egress only through the proxy; PE and UDP direct
 
 
+ANSWER_PROBE = """
+import json, socket, ssl
+def head(sock):
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    status, *fields = data.split(b"\\r\\n\\r\\n")[0].decode("latin-1").split("\\r\\n")
+    headers = dict(f.split(": ", 1) for f in fields)
+    return [int(status.split()[1]), headers.get("Server"), headers.get("X-Squid-Error", "").split(" ")[0] or None]
+out = []
+for kind, name, port in %r:
+    if kind == "connect":  # straight to the proxy, as the node's clients send CONNECT
+        with socket.create_connection(("10.0.3.8", 3128), timeout=5) as sock:
+            sock.sendall(f"CONNECT {name}:{port} HTTP/1.1\\r\\nHost: {name}:{port}\\r\\n\\r\\n".encode())
+            out.append(head(sock))
+    else:  # a WebSocket handshake, direct
+        with ssl.create_default_context().wrap_socket(socket.create_connection((name, port), timeout=5),
+                                                      server_hostname=name) as tls:
+            tls.sendall((f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nUpgrade: websocket\\r\\n"
+                         "Connection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
+                         "Sec-WebSocket-Version: 13\\r\\n\\r\\n").encode())
+            out.append(head(tls))
+print(json.dumps(out))
+"""
+SQUID = "squid/5"  # Debian 12's squid: the version in its Server header
+
+
+@needs_lab
+def test_the_proxy_is_a_real_squid() -> None:
+    """squid's own answers: 403 ERR_ACCESS_DENIED for CONNECT outside SSL_ports (the stock
+    squid.conf), 200 to 443; and 503 ERR_CONNECT_FAIL where it has no route to the target."""
+    with Lab(scenario("proxy-ssl-ports")) as lab:
+        stock = in_node(lab, ANSWER_PROBE % ([("connect", INSTANCE, 8787), ("connect", INSTANCE, 443)],))
+    with Lab(scenario("proxy-missing-no-proxy")) as lab:
+        [unrouted] = in_node(lab, ANSWER_PROBE % ([("connect", WORKSPACE, 443)],))
+    (denied, server, error), tunnel = stock
+    assert (denied, error) == (403, "ERR_ACCESS_DENIED") and server.startswith(SQUID)
+    assert tunnel[0] == 200
+    assert (unrouted[0], unrouted[2]) == (503, "ERR_CONNECT_FAIL") and unrouted[1].startswith(SQUID)
+
+
+@needs_lab
+@pytest.mark.parametrize(("name", "status"), [("websocket-nginx", 101), ("websocket-no-upgrade", 404)])
+def test_nginx_fronts_the_instance(name: str, status: int) -> None:
+    """nginx answers at the workspace private endpoint (the instance and workspace names), the
+    lab's own front end everywhere else; without the Upgrade headers nginx forwards a plain GET."""
+    public = f"{CTX.compute_name}.{CTX.region}.instances.azureml.net"
+    with Lab(scenario(name)) as lab:
+        answers = in_node(lab, ANSWER_PROBE % ([("ws", INSTANCE, 443), ("ws", WORKSPACE, 443), ("ws", public, 443)],))
+    assert [a[:2] for a in answers] == [[status, "nginx"], [404, "nginx"], [101, "Lab-Azure-FrontEnd/1.0"]]
+
+
 @needs_lab
 def test_no_proxy_variables_without_a_proxy(healthy: Lab) -> None:
     env = healthy.node_env()

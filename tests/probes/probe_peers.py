@@ -10,10 +10,14 @@ play a fault) live in probe_loopback, which test files import directly."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import ssl
 import struct
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -23,6 +27,9 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as serve_websocket
 
+from lab import daemons
+from lab import squid as lab_squid
+from lab.scenarios import Scenario
 from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from probes._trace import Trace
 
@@ -226,3 +233,32 @@ async def ws_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
+    """A real squid on 127.0.0.1 configured by the lab for a scenario's proxy knobs (lab.squid):
+    `await squid(scenario)` -> its port. Its DNS server is loopback, so use address targets.
+    Skipped where squid cannot run (not root: it switches to its own user; not installed)."""
+    if os.geteuid() != 0 or not os.access(lab_squid.BINARY, os.X_OK):
+        pytest.skip("a real squid needs root and squid installed (./dev installs it)")
+    processes: list[daemons.Daemon] = []
+    roots: list[Path] = []
+
+    async def start(scenario: Scenario) -> int:
+        root = Path(tempfile.mkdtemp(prefix="squid-probe-"))
+        roots.append(root)
+        root.chmod(0o711)  # squid's user reaches its own directory inside
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        argv = lab_squid.prepare(scenario, root / "squid", listen=("127.0.0.1", port), dns="127.0.0.1")
+        processes.append(await daemons.start("squid", argv, "127.0.0.1", port, root / "squid" / "cache.log",
+                                             stop_signal=lab_squid.STOP_SIGNAL))
+        return port
+
+    yield start
+    for process in processes:
+        await process.stop()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
