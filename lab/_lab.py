@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from lab import addresses, netns, pki, squid
+from lab import addresses, netns, nginx, pki, squid
 from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
@@ -65,6 +65,7 @@ class Lab:
 
     def __enter__(self) -> Self:
         netns.check_prerequisites()
+        self._check_servers()
         remove_stale()
         started = time.monotonic()
         _register(self)
@@ -83,6 +84,16 @@ class Lab:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _check_servers(self) -> None:
+        """The real servers the scenario runs are installed (./dev installs them)."""
+        needed = [(squid.BINARY, squid.PACKAGE)] if self.scenario.proxy in ("open", "auth") else []
+        if self.scenario.websocket_front is not None:
+            needed.append((nginx.BINARY, nginx.PACKAGE))
+        for binary, package in needed:
+            if not os.access(binary, os.X_OK):
+                raise LabUnavailable(f"scenario {self.scenario.name} runs {binary}: install the Debian package "
+                                     f"{package} (./dev does)")
 
     def _build(self) -> None:
         self._up = True

@@ -22,6 +22,7 @@ from lab.names import private_names
 from lab.scenarios import Scenario
 
 BINARY = "/usr/sbin/nginx"
+PACKAGE = "nginx"
 USER = "www-data"
 BACKEND_PORT = 8081
 """The lab's HTTPS application, served in plain HTTP on loopback behind nginx."""

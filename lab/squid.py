@@ -29,6 +29,7 @@ from lab import addresses
 from lab.scenarios import Scenario
 
 BINARY = "/usr/sbin/squid"
+PACKAGE = "squid-openssl"  # Debian's squid built with OpenSSL and ssl_crtd: ssl-bump needs both
 HELPERS = Path("/usr/lib/squid")
 USER = "proxy"
 """squid's cache_effective_user (Debian's): squid refuses to keep running as root."""
