@@ -125,16 +125,16 @@ async def serve(config: ServerConfig) -> None:
     certificates = SniCertificates(scenario, lab_issuer, Issuer(config.inspection_ca, clock), leaves)
     front = scenario.websocket_front is not None
     runners = [await _web(http_app(scenario), 80)]
-    processes: list[daemons.Daemon] = []
+    running: list[daemons.Daemon] = []
     try:  # the real servers are stopped on every way out; the rest goes with this process
         if front:  # nginx's backend: the same application, in plain HTTP on loopback
             runners.append(await _web(https_app(scenario), nginx.BACKEND_PORT, host="127.0.0.1"))
-            processes.append(await _nginx(config, lab_issuer))
+            running.append(await _nginx(config, lab_issuer))
         runners.append(await _web(https_app(scenario), 443, certificates.context(), reuse_port=front))
         listeners = [await _tcp_listener(port) for port in TCP_PORTS]
         responder = _udp_responder(UDP_PORT, scenario.udp_silent)
         if scenario.proxy in ("open", "auth"):  # "unreachable": nothing listens at its address
-            processes.append(await _squid(config))
+            running.append(await _squid(config))
         print("ready", flush=True)
         await stop.wait()
         responder.close()
@@ -143,8 +143,8 @@ async def serve(config: ServerConfig) -> None:
         for runner in runners:
             await runner.cleanup()
     finally:
-        for process in processes:
-            await process.stop()
+        for daemon in running:
+            await daemon.stop()
 
 
 def main(argv: list[str]) -> int:

@@ -70,7 +70,7 @@ def squid_conf(scenario: Scenario, directory: Path, *, listen: Listen, dns: str,
         "icp_port 0",
         "htcp_port 0",
         "logfile_rotate 0",
-        "connect_timeout 5 seconds",
+        "connect_timeout 5 seconds",  # a dropped target: 503 within a check's timeout, not squid's minute
         "forward_max_tries 2",
     ]
     if scenario.proxy_inspects:

@@ -242,7 +242,7 @@ async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
     Skipped where squid cannot run (not root: it switches to its own user; not installed)."""
     if os.geteuid() != 0 or not os.access(lab_squid.BINARY, os.X_OK):
         pytest.skip("a real squid needs root and squid installed (./dev installs it)")
-    processes: list[daemons.Daemon] = []
+    running: list[daemons.Daemon] = []
     roots: list[Path] = []
 
     async def start(scenario: Scenario) -> int:
@@ -253,12 +253,12 @@ async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         argv = lab_squid.prepare(scenario, root / "squid", listen=("127.0.0.1", port), dns="127.0.0.1")
-        processes.append(await daemons.start("squid", argv, "127.0.0.1", port, root / "squid" / "cache.log",
-                                             stop_signal=lab_squid.STOP_SIGNAL))
+        running.append(await daemons.start("squid", argv, "127.0.0.1", port, root / "squid" / "cache.log",
+                                           stop_signal=lab_squid.STOP_SIGNAL))
         return port
 
     yield start
-    for process in processes:
-        await process.stop()
+    for daemon in running:
+        await daemon.stop()
     for root in roots:
         shutil.rmtree(root, ignore_errors=True)
