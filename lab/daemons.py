@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
+import os
 import signal
 import subprocess
 import time
@@ -29,28 +31,31 @@ class Daemon:
     name: str
     process: asyncio.subprocess.Process
     stop_signal: signal.Signals
+    leftovers: str | None  # a glob of what it leaves behind outside the lab's work directory
 
     async def stop(self) -> None:
-        """stop_signal, then SIGKILL if it is still there after STOP_TIMEOUT."""
-        if self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(self.stop_signal)
-        try:
-            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
+        """stop_signal, then SIGKILL if it is still there after STOP_TIMEOUT; then its leftovers."""
+        if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
+                self.process.send_signal(self.stop_signal)
+            try:
+                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        for path in glob.glob(self.leftovers) if self.leftovers else ():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 async def start(name: str, argv: list[str], address: str, port: int, log: Path, *,
-                stop_signal: signal.Signals = signal.SIGTERM) -> Daemon:
+                stop_signal: signal.Signals = signal.SIGTERM, leftovers: str | None = None) -> Daemon:
     """Start argv (its output to log) and return once address:port accepts a connection."""
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-    daemon = Daemon(name, process, stop_signal)
+    daemon = Daemon(name, process, stop_signal, leftovers)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.returncode is not None:

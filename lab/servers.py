@@ -92,7 +92,7 @@ async def _squid(config: ServerConfig) -> daemons.Daemon:
     if config.scenario.proxy_inspects:
         await daemons.run(squid.certificate_db(directory), user=squid.USER)
     return await daemons.start("squid", argv, addresses.PROXY, addresses.PROXY_PORT, directory / "cache.log",
-                               stop_signal=squid.STOP_SIGNAL)
+                               stop_signal=squid.STOP_SIGNAL, leftovers=squid.leftovers(directory))
 
 
 async def _nginx(config: ServerConfig, issuer: Issuer) -> daemons.Daemon:

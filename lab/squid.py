@@ -38,7 +38,8 @@ CREDENTIALS = ("aml-node", "lab-proxy-secret")
 REALM = "contoso"
 STOP_SIGNAL = signal.SIGKILL
 """squid takes 2 s to exit on SIGTERM even with shutdown_lifetime 0; the lab's squid keeps nothing
-worth a clean exit (no cache), and its helpers exit when their stdin closes."""
+worth a clean exit (no cache), its helpers exit when their stdin closes, and the lab removes its
+shared memory segments (leftovers)."""
 _STOCK_SAFE_PORTS = ("80", "21", "443", "70", "210", "1025-65535", "280", "488", "591", "777")
 """Debian's stock squid.conf Safe_ports (http, ftp, https, gopher, wais, unregistered, ...)."""
 
@@ -140,7 +141,18 @@ def prepare(scenario: Scenario, directory: Path, *, listen: Listen = LAB_LISTEN,
     user = pwd.getpwnam(USER)
     for path in (directory, *directory.iterdir()):
         os.chown(path, user.pw_uid, user.pw_gid)
-    return [BINARY, "-N", "-f", str(conf)]
+    return [BINARY, "-N", "-n", service_name(directory), "-f", str(conf)]
+
+
+def service_name(directory: Path) -> str:
+    """squid's -n, which names the shared memory segments even a non-SMP squid creates in the
+    host's /dev/shm: unique per squid, so that concurrent labs never share them."""
+    return "lab" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+
+
+def leftovers(directory: Path) -> str:
+    """What squid leaves behind when it is killed (STOP_SIGNAL): its shared memory segments."""
+    return f"/dev/shm/{service_name(directory)}-*"
 
 
 def certificate_db(directory: Path) -> list[str]:

@@ -7,6 +7,7 @@ process only builds labs and reads their results.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import ipaddress
 import json
 import os
@@ -678,6 +679,9 @@ def test_the_proxy_is_a_real_squid() -> None:
     squid.conf), 200 to 443; and 503 ERR_CONNECT_FAIL where it has no route to the target."""
     with Lab(scenario("proxy-ssl-ports")) as lab:
         stock = in_node(lab, ANSWER_PROBE % ([("connect", INSTANCE, 8787), ("connect", INSTANCE, 443)],))
+        segments = squid.leftovers(lab.workdir / "squid")  # its shared memory, in the host's /dev/shm
+        assert glob.glob(segments)
+    assert not glob.glob(segments)  # removed with the lab, though squid is killed
     with Lab(scenario("proxy-missing-no-proxy")) as lab:
         [unrouted] = in_node(lab, ANSWER_PROBE % ([("connect", WORKSPACE, 443)],))
     (denied, server, error), tunnel = stock

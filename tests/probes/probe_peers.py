@@ -252,9 +252,11 @@ async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        argv = lab_squid.prepare(scenario, root / "squid", listen=("127.0.0.1", port), dns="127.0.0.1")
-        running.append(await daemons.start("squid", argv, "127.0.0.1", port, root / "squid" / "cache.log",
-                                           stop_signal=lab_squid.STOP_SIGNAL))
+        directory = root / "squid"
+        argv = lab_squid.prepare(scenario, directory, listen=("127.0.0.1", port), dns="127.0.0.1")
+        running.append(await daemons.start("squid", argv, "127.0.0.1", port, directory / "cache.log",
+                                           stop_signal=lab_squid.STOP_SIGNAL,
+                                           leftovers=lab_squid.leftovers(directory)))
         return port
 
     yield start
