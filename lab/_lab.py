@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from lab import addresses, netns, pki, proxy, samba
+from lab import addresses, netns, nginx, pki, samba, squid
 from lab.config import ServerConfig
 from lab.netns import LabUnavailable, Namespaces
 from lab.scenarios import Fault, Scenario
@@ -66,8 +66,7 @@ class Lab:
 
     def __enter__(self) -> Self:
         netns.check_prerequisites()
-        if not samba.installed():
-            raise LabUnavailable("the lab needs `smbd` (apt-get install samba): SMB on 445 is a real samba")
+        self._check_servers()
         remove_stale()
         started = time.monotonic()
         _register(self)
@@ -87,12 +86,25 @@ class Lab:
     ) -> None:
         self.close()
 
+    def _check_servers(self) -> None:
+        """The real servers the scenario runs are installed (./dev installs them)."""
+        needed = [(samba.BINARY, samba.PACKAGE)]  # 445 is a real samba in every scenario
+        if self.scenario.proxy in ("open", "auth"):
+            needed.append((squid.BINARY, squid.PACKAGE))
+        if self.scenario.websocket_front is not None:
+            needed.append((nginx.BINARY, nginx.PACKAGE))
+        for binary, package in needed:
+            if not os.access(binary, os.X_OK):
+                raise LabUnavailable(f"scenario {self.scenario.name} runs {binary}: install the Debian package "
+                                     f"{package} (./dev does)")
+
     def _build(self) -> None:
         self._up = True
         # anything already named after this pid and counter is a dead owner's (pid reuse)
         netns.destroy(self._names)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(mode=0o700)
+        # others may traverse, not list: squid and nginx workers run as their own users
+        self.workdir.mkdir(mode=0o711)
         (self.workdir / "share").mkdir()
         root = pki.create_ca(self.workdir, "lab-root-ca", pki.LAB_ROOT)
         lab_ca = pki.create_ca(self.workdir, "lab-ca", pki.LAB_CA, signer=root)
@@ -109,7 +121,7 @@ class Lab:
         self._install_faults()
         config = self.workdir / "servers.json"
         config.write_text(
-            ServerConfig(self.scenario, lab_ca, inspection_ca, self.workdir).to_json()
+            ServerConfig(self.scenario, lab_ca, inspection_ca, root.cert, self.workdir).to_json()
         )
         self._start_servers(config)
         self._start_samba()
@@ -189,7 +201,7 @@ class Lab:
             "SSL_CERT_FILE": self.ca_bundle,
         }
         if self.scenario.proxy is not None:
-            user = ":".join(proxy.CREDENTIALS) + "@" if self.scenario.proxy_credentials else ""
+            user = ":".join(squid.CREDENTIALS) + "@" if self.scenario.proxy_credentials else ""
             url = f"http://{user}{addresses.PROXY}:{addresses.PROXY_PORT}"
             no_proxy = ",".join(self.scenario.no_proxy)
             for name, value in (("https_proxy", url), ("http_proxy", url), ("no_proxy", no_proxy)):
@@ -252,6 +264,7 @@ class Lab:
             self.az_ns,
             [(f, self._destination(f.host)) for f in self._faults],
             path_mtu=self.scenario.path_mtu,
+            unrouted=None if self.scenario.proxy_reaches_private else (squid.USER, addresses.PE_SUBNET),
         )
 
     def _destination(self, host: str | None) -> str | None:

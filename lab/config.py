@@ -1,4 +1,4 @@
-"""What the lab hands its server process: the scenario, the two CAs and a work directory.
+"""What the lab hands its server process: the scenario, the CAs and a work directory.
 
 Kept apart from lab.servers so that building a lab does not import the server stack.
 """
@@ -16,11 +16,13 @@ from lab.scenarios import Scenario
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What the server process needs: the scenario, the two CAs, and a directory for leaves."""
+    """What the server process needs: the scenario, the two CAs, the root that signs the lab CA
+    (what the servers' own clients trust: squid), and a directory for leaves and server files."""
 
     scenario: Scenario
     lab_ca: CAFiles
     inspection_ca: CAFiles
+    lab_root: Path
     workdir: Path
 
     def to_json(self) -> str:
@@ -29,6 +31,7 @@ class ServerConfig:
                 "scenario": self.scenario.to_dict(),
                 "lab_ca": [str(self.lab_ca.cert), str(self.lab_ca.key)],
                 "inspection_ca": [str(self.inspection_ca.cert), str(self.inspection_ca.key)],
+                "lab_root": str(self.lab_root),
                 "workdir": str(self.workdir),
             }
         )
@@ -40,5 +43,6 @@ class ServerConfig:
             Scenario.from_dict(data["scenario"]),
             CAFiles(*map(Path, data["lab_ca"])),
             CAFiles(*map(Path, data["inspection_ca"])),
+            Path(data["lab_root"]),
             Path(data["workdir"]),
         )

@@ -123,11 +123,14 @@ def _batch(ns: str, commands: Sequence[str]) -> None:
 
 
 def set_faults(
-    az: str, faults: Iterable[tuple[Fault, str | None]], *, path_mtu: int | None = None
+    az: str, faults: Iterable[tuple[Fault, str | None]], *, path_mtu: int | None = None,
+    unrouted: tuple[str, str] | None = None,
 ) -> None:
     """Replace the az namespace's fault rules, atomically, by (fault, destination address or
     network). path_mtu: a black hole for TCP 443 packets toward the node larger than that, with
-    ICMP fragmentation-needed filtered both ways, so nobody learns of it."""
+    ICMP fragmentation-needed filtered both ways, so nobody learns of it. unrouted: (user,
+    network): that user's connections to the network fail with network-unreachable, as from a
+    host without a route there (the proxy in a hub without a route to the private endpoints)."""
     rules = [
         f"add rule inet lab input iifname {AZ_IF}"
         + (f" ip daddr {address}" if address else "")
@@ -142,6 +145,10 @@ def set_faults(
             f"add rule inet lab output oifname {AZ_IF} {frag_needed}",
             f"add rule inet lab input iifname {AZ_IF} {frag_needed}",
         ]
+    if unrouted is not None:
+        user, network = unrouted
+        rules.append(f"add rule inet lab output meta skuid {user} ip daddr {network}"
+                     " counter reject with icmp type net-unreachable")
     table = [
         "table inet lab {",
         "  chain input { type filter hook input priority filter; policy accept; }",

@@ -6,7 +6,7 @@ No share is defined: the agent sends only NEGOTIATE, which needs none. Ready onc
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -22,8 +22,12 @@ class SambaUnavailable(RuntimeError):
     """smbd is not installed, or did not start."""
 
 
+BINARY = "/usr/sbin/smbd"
+PACKAGE = "samba"
+
+
 def installed() -> bool:
-    return shutil.which("smbd") is not None
+    return os.access(BINARY, os.X_OK)
 
 
 def configure(root: Path, *, port: int = 445, max_protocol: str = "SMB3_11", loopback: bool = False) -> Path:
@@ -62,7 +66,7 @@ def configure(root: Path, *, port: int = 445, max_protocol: str = "SMB3_11", loo
 def command(config: Path) -> list[str]:
     """smbd in the foreground (its owner stops it), making no process group of its own: `start` gives it
     a session, since a stopping smbd signals its whole process group."""
-    return ["smbd", "--foreground", "--no-process-group", f"--configfile={config}"]
+    return [BINARY, "--foreground", "--no-process-group", f"--configfile={config}"]
 
 
 def start(config: Path, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ Protocol = Literal["tcp", "udp"]
 PrivateZones = Literal["linked", "unlinked", "missing"]
 Resolver = Literal["azure", "custom"]
 ProxyMode = Literal["open", "auth", "unreachable"]
+WebSocketFront = Literal["nginx", "nginx-no-upgrade"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,9 @@ class Scenario:
     # the HTTPS/WebSocket/UDP side
     tls_intercept: tuple[str, ...] = ()  # names whose TLS is intercepted by the untrusted CA
     websocket_refused: bool = False
+    # a real nginx terminates TLS at the workspace private endpoint (the compute instance names) and
+    # proxies to the lab's WebSocket backend; "nginx-no-upgrade": without forwarding the Upgrade headers
+    websocket_front: WebSocketFront | None = None
     udp_silent: bool = False
     smb_silent: bool = False  # 445 accepted by a middlebox that never answers, in place of samba
     smb_max_protocol: str = "SMB3_11"  # samba's `server max protocol` (SMB2_10: at most SMB 2.1)
@@ -93,12 +97,14 @@ class Scenario:
     expected_exit: int = 0
     expected_findings: tuple[str, ...] = ()
     _: KW_ONLY
-    # a forward proxy at addresses.PROXY: the node's HTTPS_PROXY/HTTP_PROXY/NO_PROXY name it
-    proxy: ProxyMode | None = None  # auth: 407 without lab.proxy.CREDENTIALS; unreachable: down
-    proxy_credentials: bool = False  # the node's proxy URLs carry lab.proxy.CREDENTIALS
+    # a forward proxy at addresses.PROXY (a real squid, lab.squid): the node's HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+    # name it
+    proxy: ProxyMode | None = None  # auth: 407 without lab.squid.CREDENTIALS; unreachable: down
+    proxy_credentials: bool = False  # the node's proxy URLs carry lab.squid.CREDENTIALS
     proxy_deny: tuple[str, ...] = ()  # names the proxy refuses with 403
     proxy_connect_ports: tuple[int, ...] = ()  # CONNECT only to these ports (a stock squid: SSL_ports 443); (): any
-    proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (502)
+    proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (503)
+    proxy_inspects: bool = False  # the proxy bumps TLS to 443 with the inspection CA (squid ssl-bump)
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
@@ -288,6 +294,26 @@ SCENARIOS: dict[str, Scenario] = {
             expected_findings=("websocket-blocked",),
         ),
         Scenario(
+            "websocket-nginx",
+            "Healthy: nginx in front of the compute instance proxies the WebSocket upgrade",
+            "A real nginx listens on the workspace private endpoint, where the compute instance names "
+            "resolve, terminates TLS with the lab CA's certificates and proxies to the instance's "
+            "HTTP/WebSocket backend with proxy_http_version 1.1 and the Upgrade and Connection headers "
+            "set, as nginx documents for WebSocket. Expect a clean report.",
+            websocket_front="nginx",
+        ),
+        Scenario(
+            "websocket-no-upgrade",
+            "A reverse proxy in front of the instance does not forward the WebSocket upgrade",
+            "The same nginx, configured as a plain reverse proxy: without proxy_set_header Upgrade and "
+            "Connection (hop-by-hop headers) the backend gets an ordinary request and answers it, so "
+            "every WebSocket handshake gets a plain HTTP answer instead of 101 while HTTPS works. "
+            "Expect websocket-blocked.",
+            websocket_front="nginx-no-upgrade",
+            expected_exit=2,
+            expected_findings=("websocket-blocked",),
+        ),
+        Scenario(
             "firewall-drop",
             "A firewall silently drops HTTPS to Azure Batch",
             "A firewall without the BatchNodeManagement rule drops TCP 443 to "
@@ -403,6 +429,27 @@ SCENARIOS: dict[str, Scenario] = {
             proxy_deny=("*.api.azureml.ms",),
             expected_exit=2,
             expected_findings=("proxy-denied",),
+        ),
+        _proxied(
+            "proxy-inspection-untrusted",
+            "The proxy inspects TLS (squid ssl-bump) with a CA the node does not trust",
+            "As proxy-ok, but the proxy bumps every CONNECT to port 443: it presents certificates "
+            "from 'Contoso Inspection CA' (O=Contoso Firewall) that mimic the servers', and the node "
+            "does not trust that CA. Expect tls-intercepted-untrusted.",
+            proxy_inspects=True,
+            expected_exit=2,
+            expected_findings=("tls-intercepted-untrusted",),
+        ),
+        _proxied(
+            "proxy-inspection-trusted",
+            "The proxy inspects TLS (squid ssl-bump) with a CA the node trusts",
+            "As proxy-inspection-untrusted, but the inspection CA is in the node's trust store: the "
+            "proxied HTTPS works, with certificates that are not Microsoft's. Expect tls-intercepted "
+            "(a warning).",
+            proxy_inspects=True,
+            inspection_ca_trusted=True,
+            expected_exit=1,
+            expected_findings=("tls-intercepted",),
         ),
         _proxied(
             "proxy-unreachable",

@@ -1,10 +1,12 @@
 """The "Azure" side of a lab, run in the az namespace: `python -m lab.servers CONFIG.json`.
 
 Hosts DNS (Azure DNS and a custom DNS server), IMDS and plain HTTP on 80, HTTPS/WebSocket on
-443, TCP listeners, the UDP 5831 responder and the scenario's forward proxy, all on one asyncio
-loop (445 is a real samba the lab starts beside it, or here a silent listener). Prints `ready`
-on stdout once every listener is bound. Exits on SIGTERM, and on EOF on stdin: the owning
-process holds the other end of that pipe, so the servers never outlive it.
+443, TCP listeners and the UDP 5831 responder on one asyncio loop, and runs the real servers the
+scenario has as its children: squid as the forward proxy (lab.squid), nginx in front of the
+compute instance (lab.nginx); 445 is a real samba the lab starts beside it (lab.samba), or here a
+silent listener. Prints `ready` on stdout once every listener is bound and every real server
+accepts. Exits on SIGTERM, and on EOF on stdin: the owning process holds the other end of that
+pipe, so the servers never outlive it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from lab import addresses, dnsserver
+from lab import addresses, daemons, dnsserver, nginx, squid
 from lab.config import ServerConfig
 from lab.pki import Issuer
-from lab.proxy import Proxy
 from lab.web import SniCertificates, http_app, https_app
 from lab.zones import zones_of
 
@@ -90,11 +91,29 @@ def _udp_responder(port: int, silent: bool) -> socket.socket:
     return sock
 
 
-async def _web(app: web.Application, port: int, ssl_context: Any = None) -> web.AppRunner:
+async def _web(app: web.Application, port: int, ssl_context: Any = None, *, host: str = "0.0.0.0",
+               reuse_port: bool = False) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port, ssl_context=ssl_context).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port).start()
     return runner
+
+
+async def _squid(config: ServerConfig) -> daemons.Daemon:
+    directory = config.workdir / "squid"
+    argv = squid.prepare(config.scenario, directory, root_ca=config.lab_root,
+                         inspection_ca=(config.inspection_ca.cert, config.inspection_ca.key))
+    if config.scenario.proxy_inspects:
+        await daemons.run(squid.certificate_db(directory), user=squid.USER)
+    return await daemons.start("squid", argv, addresses.PROXY, addresses.PROXY_PORT, directory / "cache.log",
+                               stop_signal=squid.STOP_SIGNAL, leftovers=squid.leftovers(directory))
+
+
+async def _nginx(config: ServerConfig, issuer: Issuer) -> daemons.Daemon:
+    directory = config.workdir / "nginx"
+    certificates = {name: issuer.issue(name) for name in nginx.front_names(config.scenario)}
+    argv = nginx.prepare(config.scenario, directory, certificates, issuer.issue(SniCertificates.NO_SNI))
+    return await daemons.start("nginx", argv, addresses.PE_WORKSPACE, 443, directory / "error.log")
 
 
 async def serve(config: ServerConfig) -> None:
@@ -116,27 +135,32 @@ async def serve(config: ServerConfig) -> None:
     leaves = config.workdir / "leaves"
     leaves.mkdir(exist_ok=True)
     clock = datetime.timedelta(seconds=scenario.server_clock_offset)
-    certificates = SniCertificates(
-        scenario, Issuer(config.lab_ca, clock), Issuer(config.inspection_ca, clock), leaves
-    )
-    runners = [
-        await _web(http_app(scenario), 80),
-        await _web(https_app(scenario), 443, certificates.context()),
-    ]
-    listeners = [await _tcp_listener(port) for port in TCP_PORTS]
-    if scenario.smb_silent:
-        listeners.append(await _silent_listener(SMB_PORT))
-    if scenario.proxy in ("open", "auth"):  # "unreachable": nothing listens at its address
-        listeners.append(await Proxy(scenario).serve())
-    responder = _udp_responder(UDP_PORT, scenario.udp_silent)
-    print("ready", flush=True)
-
-    await stop.wait()
-    responder.close()
-    for listener in listeners:
-        listener.close()
-    for runner in runners:
-        await runner.cleanup()
+    lab_issuer = Issuer(config.lab_ca, clock)
+    certificates = SniCertificates(scenario, lab_issuer, Issuer(config.inspection_ca, clock), leaves)
+    front = scenario.websocket_front is not None
+    runners = [await _web(http_app(scenario), 80)]
+    running: list[daemons.Daemon] = []
+    try:  # the real servers are stopped on every way out; the rest goes with this process
+        if front:  # nginx's backend: the same application, in plain HTTP on loopback
+            runners.append(await _web(https_app(scenario), nginx.BACKEND_PORT, host="127.0.0.1"))
+            running.append(await _nginx(config, lab_issuer))
+        runners.append(await _web(https_app(scenario), 443, certificates.context(), reuse_port=front))
+        listeners = [await _tcp_listener(port) for port in TCP_PORTS]
+        if scenario.smb_silent:
+            listeners.append(await _silent_listener(SMB_PORT))
+        responder = _udp_responder(UDP_PORT, scenario.udp_silent)
+        if scenario.proxy in ("open", "auth"):  # "unreachable": nothing listens at its address
+            running.append(await _squid(config))
+        print("ready", flush=True)
+        await stop.wait()
+        responder.close()
+        for listener in listeners:
+            listener.close()
+        for runner in runners:
+            await runner.cleanup()
+    finally:
+        for daemon in running:
+            await daemon.stop()
 
 
 def main(argv: list[str]) -> int:

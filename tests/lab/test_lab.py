@@ -7,6 +7,7 @@ process only builds labs and reads their results.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import ipaddress
 import json
 import os
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab import SCENARIOS, Fault, Lab, LabUnavailable, addresses, netns, proxy, scenario
+from lab import SCENARIOS, Fault, Lab, LabUnavailable, addresses, netns, scenario, squid
 from lab.names import private_names
 from lab.scenarios import PrivateZones
 from lab.zones import zones_of
@@ -569,23 +570,6 @@ def test_fault_port_and_host_may_be_wide() -> None:
         Fault("drop", "tcp", 0)
 
 
-def test_proxy_parses_connect_and_rewrites_absolute_uris() -> None:
-    connect = proxy.parse(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n"
-                          b"Proxy-Authorization: Basic eA==\r\n\r\n")
-    assert (connect.method, connect.host, connect.port, connect.forward) == (
-        "CONNECT", "a.example", 443, b"")
-    assert connect.authorization == "Basic eA=="
-    get = proxy.parse(b"GET http://b.example/p?q=1 HTTP/1.1\r\nHost: b.example\r\n"
-                      b"Proxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n")
-    assert (get.host, get.port) == ("b.example", 80)
-    assert get.forward == (b"GET /p?q=1 HTTP/1.1\r\nHost: b.example\r\nAccept: */*\r\n"
-                           b"Connection: close\r\n\r\n")
-    for bad in (b"GET /relative HTTP/1.1\r\n\r\n", b"CONNECT nohost HTTP/1.1\r\n\r\n", b"junk\r\n\r\n"):
-        with pytest.raises(proxy.Refusal) as refusal:
-            proxy.parse(bad)
-        assert refusal.value.status == 400
-
-
 PROXY_PROBE = """
 import base64, errno, json, os, socket, ssl, urllib.parse
 proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
@@ -619,7 +603,7 @@ out["GET"] = through_proxy(get, None, None)
 print(json.dumps(out))
 """
 OK_TUNNEL = [200, "HTTP/1.1 404 Not Found"]
-CREDENTIALS = ":".join(proxy.CREDENTIALS)
+CREDENTIALS = ":".join(squid.CREDENTIALS)
 # scenario -> ((name, credentials) -> what CONNECT gives), what a plain GET through it gives
 PROXIED: dict[str, tuple[dict[tuple[str, str | None], list[Any]], list[Any]]] = {
     "proxy-ok": ({("management.azure.com", None): OK_TUNNEL, (WORKSPACE, None): OK_TUNNEL}, [404]),
@@ -637,7 +621,7 @@ PROXIED: dict[str, tuple[dict[tuple[str, str | None], list[Any]], list[Any]]] = 
     ),
     "proxy-unreachable": ({("management.azure.com", None): ["ECONNREFUSED"]}, ["ECONNREFUSED"]),
     "proxy-missing-no-proxy": (
-        {(WORKSPACE, None): [502], (INSTANCE, None): [502], ("management.azure.com", None): OK_TUNNEL},
+        {(WORKSPACE, None): [503], (INSTANCE, None): [503], ("management.azure.com", None): OK_TUNNEL},
         [404],
     ),
 }
@@ -663,6 +647,64 @@ def test_proxy_scenarios(name: str) -> None:
     assert out["GET"] == plain_get
     assert dict(zip(connects, out["CONNECT"], strict=True)) == connects
     assert direct == ["timeout", "ok", "ok"]  # egress only through the proxy; PE and UDP direct
+
+
+ANSWER_PROBE = """
+import json, socket, ssl
+def head(sock):
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    status, *fields = data.split(b"\\r\\n\\r\\n")[0].decode("latin-1").split("\\r\\n")
+    headers = dict(f.split(": ", 1) for f in fields)
+    return [int(status.split()[1]), headers.get("Server"), headers.get("X-Squid-Error", "").split(" ")[0] or None]
+out = []
+for kind, name, port in %r:
+    if kind == "connect":  # straight to the proxy, as the node's clients send CONNECT
+        with socket.create_connection(("10.0.3.8", 3128), timeout=5) as sock:
+            sock.sendall(f"CONNECT {name}:{port} HTTP/1.1\\r\\nHost: {name}:{port}\\r\\n\\r\\n".encode())
+            out.append(head(sock))
+    else:  # a WebSocket handshake, direct
+        with ssl.create_default_context().wrap_socket(socket.create_connection((name, port), timeout=5),
+                                                      server_hostname=name) as tls:
+            tls.sendall((f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nUpgrade: websocket\\r\\n"
+                         "Connection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
+                         "Sec-WebSocket-Version: 13\\r\\n\\r\\n").encode())
+            out.append(head(tls))
+print(json.dumps(out))
+"""
+SQUID = "squid/5"  # Debian 12's squid: the version in its Server header
+
+
+@needs_lab
+def test_the_proxy_is_a_real_squid() -> None:
+    """squid's own answers: 403 ERR_ACCESS_DENIED for CONNECT outside SSL_ports (the stock
+    squid.conf), 200 to 443; and 503 ERR_CONNECT_FAIL where it has no route to the target."""
+    with Lab(scenario("proxy-ssl-ports")) as lab:
+        stock = in_node(lab, ANSWER_PROBE % ([("connect", INSTANCE, 8787), ("connect", INSTANCE, 443)],))
+        segments = squid.leftovers(lab.workdir / "squid")  # its shared memory, in the host's /dev/shm
+        assert glob.glob(segments)
+    assert not glob.glob(segments)  # removed with the lab, though squid is killed
+    with Lab(scenario("proxy-missing-no-proxy")) as lab:
+        [unrouted] = in_node(lab, ANSWER_PROBE % ([("connect", WORKSPACE, 443)],))
+    (denied, server, error), tunnel = stock
+    assert (denied, error) == (403, "ERR_ACCESS_DENIED") and server.startswith(SQUID)
+    assert tunnel[0] == 200
+    assert (unrouted[0], unrouted[2]) == (503, "ERR_CONNECT_FAIL") and unrouted[1].startswith(SQUID)
+
+
+@needs_lab
+@pytest.mark.parametrize(("name", "status"), [("websocket-nginx", 101), ("websocket-no-upgrade", 404)])
+def test_nginx_fronts_the_instance(name: str, status: int) -> None:
+    """nginx answers at the workspace private endpoint (the instance and workspace names), the
+    lab's own front end everywhere else; without the Upgrade headers nginx forwards a plain GET."""
+    public = f"{CTX.compute_name}.{CTX.region}.instances.azureml.net"
+    with Lab(scenario(name)) as lab:
+        answers = in_node(lab, ANSWER_PROBE % ([("ws", INSTANCE, 443), ("ws", WORKSPACE, 443), ("ws", public, 443)],))
+    assert [a[:2] for a in answers] == [[status, "nginx"], [404, "nginx"], [101, "Lab-Azure-FrontEnd/1.0"]]
 
 
 @needs_lab

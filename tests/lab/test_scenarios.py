@@ -109,7 +109,7 @@ def checked(runs: Runs) -> Callable[[str], Checked]:
     return runs.get
 
 
-@pytest.mark.parametrize("name", ["healthy-private", "healthy-public"])
+@pytest.mark.parametrize("name", ["healthy-private", "healthy-public", "websocket-nginx"])
 def test_healthy(name: str, checked: Callable[[str], Checked]) -> None:
     report, code = checked(name)
     assert (code, report["status"], report["exit_code"]) == (0, "ok", 0)
@@ -122,7 +122,7 @@ def test_healthy(name: str, checked: Callable[[str], Checked]) -> None:
     assert (smb["status"], smb["evidence"]["dialect"]) == ("pass", "3.1.1")
     assert report["context"]["region"] == {"value": "eastus", "source": "option"}
     workspace = checks[f"dns:{WORKSPACE}"]
-    if name == "healthy-private":
+    if SCENARIOS[name].context.private_endpoint:
         assert workspace["addresses"] == ["10.0.1.5"]
         assert any("privatelink" in n for n in workspace["evidence"]["cname_chain"])
         assert checks[f"dns:{INSTANCE}"]["addresses"] == ["10.0.1.5"]
@@ -150,6 +150,17 @@ FAULTS: dict[str, tuple[str, list[tuple[str, str, str | None]]]] = {
         ("http:management.azure.com:443", "skip", "skip.dependency")]),
     "websocket-refused": ("websocket-blocked", [(f"websocket:{INSTANCE}:443", "fail", "websocket.upgrade-refused"),
                                                 (f"tls:{INSTANCE}:443", "pass", None)]),
+    # nginx without the Upgrade headers: TLS (nginx's) works, the handshake gets the backend's plain answer
+    "websocket-no-upgrade": ("websocket-blocked", [(f"websocket:{INSTANCE}:443", "fail", "websocket.upgrade-refused"),
+                                                   (f"tls:{INSTANCE}:443", "pass", None)]),
+    # a stock squid: CONNECT to 443 tunnels, to 8787/18881 it answers 403
+    "proxy-ssl-ports": ("proxy-denied", [(f"tcp:{INSTANCE}:8787@proxy", "fail", "proxy.denied"),
+                                         (f"tcp:{INSTANCE}:18881@proxy", "fail", "proxy.denied"),
+                                         (f"websocket:{INSTANCE}:443@proxy", "pass", None)]),
+    # squid ssl-bump: the proxied HTTPS is presented the inspection CA's certificates
+    "proxy-inspection-untrusted": ("tls-intercepted-untrusted", [
+        ("http:management.azure.com:443@proxy", "fail", "tls.untrusted"),
+        ("tcp:10.0.3.8:3128", "pass", None)]),
 }
 
 
@@ -179,6 +190,25 @@ def test_tls_interception_names_the_ca_once(checked: Callable[[str], Checked]) -
     assert len(intercepted[0]["targets"]) >= 10
     cert = by_id(report)["tls:management.azure.com:443"]["evidence"]["cert"]
     assert "Contoso" in cert["issuer"] and len(cert["sha256"].replace(":", "")) == 64
+
+
+def test_a_stock_squid_names_its_ssl_ports(checked: Callable[[str], Checked]) -> None:
+    report, _ = checked("proxy-ssl-ports")
+    finding = report["findings"][0]
+    assert "8787" in finding["remedy"] and "18881" in finding["remedy"] and "SSL_ports" in finding["remedy"]
+    assert by_id(report)[f"tcp:{INSTANCE}:8787@proxy"]["evidence"]["proxy_status"] == 403
+
+
+def test_an_inspecting_squid_is_named_on_the_proxied_path(checked: Callable[[str], Checked]) -> None:
+    """squid ssl-bump mimics the server's certificate, signed by the inspection CA: trusted, the
+    proxied HTTPS works and warns; the finding names the CA."""
+    report, code = checked("proxy-inspection-trusted")
+    assert code == 1
+    check = by_id(report)["http:management.azure.com:443@proxy"]
+    assert (check["status"], check["reason"]) == ("warn", "tls.unexpected-issuer")
+    assert "Contoso Inspection CA" in check["evidence"]["cert"]["issuer"]
+    [finding] = [f for f in report["findings"] if f["code"] == "tls-intercepted"]
+    assert "Contoso" in finding["summary"]
 
 
 def test_text_report_leads_with_the_problem() -> None:

@@ -10,6 +10,8 @@ play a fault) live in probe_loopback, which test files import directly."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import ssl
 import struct
@@ -26,7 +28,9 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as serve_websocket
 
-from lab import samba
+from lab import daemons, samba
+from lab import squid as lab_squid
+from lab.scenarios import Scenario
 from probe_loopback import UNIT, DnsHandler, Serve, StreamHandler, truncated
 from probes._trace import Trace
 
@@ -257,3 +261,34 @@ def smbd() -> Iterator[Callable[..., int]]:
         finally:
             for process in processes:
                 samba.stop(process)
+
+
+@pytest.fixture
+async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
+    """A real squid on 127.0.0.1 configured by the lab for a scenario's proxy knobs (lab.squid):
+    `await squid(scenario)` -> its port. Its DNS server is loopback, so use address targets.
+    Skipped where squid cannot run (not root: it switches to its own user; not installed)."""
+    if os.geteuid() != 0 or not os.access(lab_squid.BINARY, os.X_OK):
+        pytest.skip("a real squid needs root and squid installed (./dev installs it)")
+    running: list[daemons.Daemon] = []
+    roots: list[Path] = []
+
+    async def start(scenario: Scenario) -> int:
+        root = Path(tempfile.mkdtemp(prefix="squid-probe-"))
+        roots.append(root)
+        root.chmod(0o711)  # squid's user reaches its own directory inside
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        directory = root / "squid"
+        argv = lab_squid.prepare(scenario, directory, listen=("127.0.0.1", port), dns="127.0.0.1")
+        running.append(await daemons.start("squid", argv, "127.0.0.1", port, directory / "cache.log",
+                                           stop_signal=lab_squid.STOP_SIGNAL,
+                                           leftovers=lab_squid.leftovers(directory)))
+        return port
+
+    yield start
+    for daemon in running:
+        await daemon.stop()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
