@@ -4,27 +4,25 @@ Usage errors, bad config and internal errors all exit 3 (unknown) with one line 
 traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
 
-from agent import __version__, catalog, runner
+from agent import catalog, runner, version_line
 from agent.clock import Deadline
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
@@ -34,6 +32,7 @@ from agent.output import Format, render, status
 from agent.output import prometheus as metrics
 
 EXIT_UNKNOWN = 3
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Diagnose the network paths Azure Machine Learning compute needs, from the node.")
@@ -64,7 +63,7 @@ def _within(bound: values.Bound) -> Callable[[float | None], float | None]:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"aml-netcheck {__version__} (catalog {catalog.load().version})")
+        print(version_line())
         raise typer.Exit(0)
 
 
@@ -202,8 +201,8 @@ def check(
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
     fmt = output_format or (Format.TEXT if sys.stdout.isatty() and output is None else Format.JSON)
     interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
-    report = asyncio.run(_run_check(inputs, limits, progress=interactive))
-    with _signals_held():  # a signal now waits until the report is out whole
+    try:
+        report = asyncio.run(_run_check(inputs, limits, progress=interactive))  # returns with the signals held
         if exit_codes is Profile.NPD:
             print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
@@ -212,18 +211,11 @@ def check(
             _emit(report, fmt, output, verbose)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
+        sys.stdout.flush()  # out whole before a held signal may end the process
+        sys.stderr.flush()
+    finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     return exit_code(report.diagnosis.health, exit_codes)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while results are written; one that arrived is delivered after."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -> Report:
@@ -234,7 +226,7 @@ async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -
     task = asyncio.current_task()
 
     def stop(signame: str) -> None:
-        state.interrupted = f"stopped by {signame}"
+        state.interrupted = state.interrupted or f"stopped by {signame}"  # the first stop is the reason
         assert task is not None
         task.cancel()
 
@@ -243,7 +235,8 @@ async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -
         print(f"aml-netcheck: round {number}: {len(failing)} failing ({', '.join(failing[:3])}"
               f"{', ...' if len(failing) > 3 else ''}); retrying in {pause:.0f}s", file=sys.stderr, flush=True)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    before = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    for sig in _SIGNALS:
         loop.add_signal_handler(sig, stop, sig.name)
     display = _Progress() if progress else None
     try:
@@ -251,8 +244,12 @@ async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -
             inputs, limits, state, on_result=display.advance if display else None,
             on_plan=display.start if display else None, on_round=round_done)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # From here until the report is out whole, a signal waits (check() releases it): removing
+        # the loop's handler resets the signal's default action, which would kill the process.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        for sig in _SIGNALS:
             loop.remove_signal_handler(sig)
+            signal.signal(sig, before[sig])
         if display:
             display.close()
 
@@ -261,7 +258,9 @@ class _Progress:
     """Live progress on stderr while probing (interactive text mode only)."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("", total=None)
@@ -287,9 +286,13 @@ def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> No
         print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}",
               file=sys.stderr)
         return
+    if fmt is not Format.TEXT:  # rich is loaded only for text
+        sys.stdout.write(render(report, fmt, verbose=verbose))
+        return
+    from rich.console import Console
+
     # On a terminal the text report gets colour and width; a pipe gets whole lines (grep, tickets).
-    terminal = Console(soft_wrap=not sys.stdout.isatty()) if fmt is Format.TEXT else None
-    sys.stdout.write(render(report, fmt, verbose=verbose, console=terminal))
+    sys.stdout.write(render(report, fmt, verbose=verbose, console=Console(soft_wrap=not sys.stdout.isatty())))
 
 
 def _write(path: Path, text: str) -> None:
@@ -314,8 +317,15 @@ def plan(
     if output_format is PlanFormat.json:
         print(json.dumps(shown.to_dict(cat, values, checks), indent=2))
     else:
-        Console(width=max(Console().width, 140)).print(shown.table(cat, checks))
+        _print_table(shown.table(cat, checks))
     return 0
+
+
+def _print_table(table: object) -> None:
+    """A table at the terminal's width, at least 140 columns (files and pipes get 140)."""
+    from rich.console import Console
+
+    Console(width=max(Console().width, 140)).print(table)
 
 
 class RulesFormat(StrEnum):
@@ -349,7 +359,7 @@ def rules(
         print(render.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
                                       vnet=vnet, subnet_prefix=subnet_prefix), end="")
     else:
-        Console(width=max(Console().width, 140)).print(render.render_table(ruleset))
+        _print_table(render.render_table(ruleset))
     return 0
 
 
@@ -449,6 +459,10 @@ def demo(
     except KeyError:
         raise UsageProblem(f"unknown scenario {scenario!r}; `aml-netcheck demo --list` names them") from None
     argv = [sys.executable, "-m", "agent", "check", *chosen.check_args(), "--format", output_format.value]
+    # The lab tears itself down on a stop (its own handlers, or KeyboardInterrupt): the signals'
+    # usual dispositions, not the process's exit at once (agent/__main__.py).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"lab: building scenario {chosen.name}: {chosen.description}", file=sys.stderr)
     try:
         with lab.Lab(chosen) as running:

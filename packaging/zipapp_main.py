@@ -117,9 +117,9 @@ def main() -> None:
     # Child interpreters (the lab's servers, `demo` running `check` in its namespace) are started
     # as `python3 -m ...` and find the same packages through PYTHONPATH.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    from agent.cli import main as cli
+    from agent.__main__ import run
 
-    raise SystemExit(cli())
+    run()
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_wheel_and_sdist_carry_the_package_data(wheel_dist: Path) -> None:
         entry_points = archive.read(f"aml_netcheck-{VERSION}.dist-info/entry_points.txt").decode()
     assert {"agent/data/requirements.toml", "agent/data/report-1.schema.json",
             "probes/__init__.py", "lab/__init__.py"} <= names
-    assert "aml-netcheck = agent.cli:main" in entry_points
+    assert "aml-netcheck = agent.__main__:run" in entry_points
     with tarfile.open(wheel_dist / f"aml_netcheck-{VERSION}.tar.gz") as sdist:
         members = {m.name.partition("/")[2] for m in sdist.getmembers()}
     assert {"pyproject.toml", "README.md", "agent/data/requirements.toml"} <= members
