@@ -3,7 +3,6 @@
 Usage errors, bad config and internal errors all exit 3 (unknown) with one line on stderr and no
 traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""
 
-import asyncio
 import functools
 import inspect
 import json
@@ -13,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,14 +21,16 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
 
-from agent import catalog, runner, version_line
+from agent import catalog, version_line
 from agent.clock import Deadline
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
-from agent.output import Format, render, status
-from agent.output import prometheus as metrics
+from agent.output import Format, render
+
+if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
+    from agent import runner
 
 EXIT_UNKNOWN = 3
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -192,7 +193,11 @@ def check(
     for target in (output, textfile):  # fail before probing, not after a run whose report is lost
         if target is not None and not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
             raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
-    from agent import engine  # the probes pull in aiohttp and websockets: only check needs them
+    import asyncio
+
+    from agent import engine, runner  # the probes pull in aiohttp and websockets: only check needs them
+    from agent.output import prometheus as metrics
+    from agent.output import status
 
     settings = inputs.config.settings
     limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
@@ -218,8 +223,10 @@ def check(
     return exit_code(report.diagnosis.health, exit_codes)
 
 
-async def _run_check(inputs: Inputs, limits: runner.Limits, *, progress: bool) -> Report:
-    from agent import engine
+async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:
+    import asyncio
+
+    from agent import engine, runner
 
     loop = asyncio.get_running_loop()
     state = engine.RunState()
@@ -384,7 +391,9 @@ def serve(
         callback=_within(values.CONCURRENCY))] = None,
 ) -> int:
     """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
-    from agent import engine
+    import asyncio
+
+    from agent import engine, runner
     from agent.modes import serve as daemon
     from agent.modes.systemd import Journal, Notifier
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from typing import Any
-
-from rich.console import Group
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from agent.netrules import SCHEMA, RuleSet, port_ranges
 from agent.platform import AZURE_DNS
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 
 def _where(ruleset: RuleSet) -> str:
@@ -20,6 +20,9 @@ def _where(ruleset: RuleSet) -> str:
 
 def render_table(ruleset: RuleSet) -> Group:
     """The rule set as rich tables, one per kind of change, empty kinds left out."""
+    from rich.console import Group  # the table format alone needs rich
+    from rich.table import Table
+
     tables: list[Table] = []
 
     def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

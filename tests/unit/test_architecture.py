@@ -52,3 +52,47 @@ def test_probes_know_nothing_of_the_agent() -> None:
     loaded = _imported_by("probes, probes.dns, probes.tcp, probes.udp, probes.tls, probes.http, probes.websocket, "
                           "probes.local, probes.specs")
     assert not {m for m in loaded if m == "agent" or m.startswith("agent.")}
+
+
+def _loaded_by_process(*argv: str) -> set[str]:
+    """Every module the real process (`python -m agent ARGV`) imports, from -X importtime."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agent", *argv], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def _packages(modules: set[str], *names: str) -> set[str]:
+    return {m for m in modules if m.partition(".")[0] in names}
+
+
+def test_version_is_answered_before_the_cli_loads() -> None:
+    assert not _packages(_loaded_by_process("--version"), "typer", "click", "rich", "asyncio", "pydantic") | (
+        _loaded_by_process("--version") & {"agent.cli", "agent.catalog"})
+
+
+# the libraries only `check` (aiohttp, websockets, dnspython), a failed verification (cryptography) or
+# a terminal or table (rich) need
+_NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich")
+
+
+@pytest.mark.parametrize("argv", [
+    ("plan", "--format", "json", "--no-detect", "--region", "eastus"),
+    ("rules", "--format", "json", "--no-detect", "--region", "eastus"),
+    ("rules", "--format", "az", "--no-detect", "--region", "eastus"),
+])
+def test_plan_and_rules_load_no_probing_library(argv: tuple[str, ...]) -> None:
+    assert not _packages(_loaded_by_process(*argv), *_NOT_FOR_PLANNING)
+
+
+def _typer_vendors_click() -> bool:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("typer").split(".")[:2]) >= (0, 20)
+
+
+@pytest.mark.skipif(_typer_vendors_click(), reason="typer >= 0.20 (pyproject pins < 0.20) parses every option "
+                                                   "with a pydantic TypeAdapter")
+@pytest.mark.parametrize("argv", [("plan", "--no-detect", "--region", "eastus"),
+                                  ("rules", "--no-detect", "--region", "eastus")])
+def test_no_pydantic_at_run_time(argv: tuple[str, ...]) -> None:
+    assert not _packages(_loaded_by_process(*argv), "pydantic", "pydantic_core")
