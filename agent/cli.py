@@ -1,4 +1,4 @@
-"""The command line: the only module that prints or exits.
+"""The command line: with agent/__main__.py (where the process starts and ends), the only module that prints.
 
 Usage errors, bad config and internal errors all exit 3 (unknown) with one line on stderr and no
 traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""

@@ -278,3 +278,26 @@ def test_a_policy_reason_that_looks_like_markup_is_shown_as_written(tmp_path: Pa
     assert main(["plan", "--no-detect", "--region", "eastus", "--with", "pypi", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "[/x]" in out and "[b]42" in out
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["rules", "--format", "json", *CONTEXT],
+                                  ["plan", "--format", "json", *CONTEXT]])
+def test_the_process_ends_with_its_output_whole(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The process exits with os._exit, skipping the interpreter's teardown: stdout is flushed
+    first, so a pipe gets every byte the command printed in-process."""
+    assert main(argv) == 0
+    expected = capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", "agent", *argv], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == expected and len(expected) > (0 if argv == ["--version"] else 8192)  # past one buffer
+
+
+def test_a_closed_stdout_is_click_s_exit_1_without_a_traceback() -> None:
+    """click turns EPIPE into exit 1 and nothing on stderr, as before the process ended with os._exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "plan", "--format", "json", *CONTEXT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # `aml-netcheck plan | head -0`
+    assert proc.wait(60) == 1
+    with proc.stderr:
+        assert proc.stderr.read() == ""
