@@ -203,8 +203,12 @@ def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """The catalog's version is read from the file's head alone (agent.version_line): the same as the
+    whole catalog's."""
+    from agent import catalog
+
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.startswith("aml-netcheck 0.1.0 (catalog ")
+    assert capsys.readouterr().out == f"aml-netcheck 0.1.0 (catalog {catalog.load().version})\n"
 
 
 @pytest.mark.parametrize(("fmt", "expected"), [
