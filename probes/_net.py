@@ -1,5 +1,5 @@
 """Small helpers shared by the probes: address ordering, socket addresses, per-address connects,
-TLS contexts, and the proxy status table. One place, so tcp/tls/http/websocket agree."""
+TLS contexts, and the proxy status tables. One place, so tcp/tls/http/websocket agree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from probes._trace import ProbeError
 from probes.reasons import Reason, local_limit
@@ -147,6 +147,51 @@ def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+# What a proxy says went wrong in an answer it made itself, for the detail: squid's error pages
+# (X-Squid-Error) and RFC 9209's Proxy-Status error types.
+_PROXY_ERRORS = {
+    "ERR_ACCESS_DENIED": "its access rules (squid: http_access) deny this destination",
+    "http_request_denied": "its access rules deny this destination",
+    "destination_ip_prohibited": "its access rules deny this destination",
+    "ERR_CONNECT_FAIL": "it could not connect to the service",
+    "connection_refused": "it could not connect to the service",
+    "connection_timeout": "it could not connect to the service",
+    "destination_unavailable": "it could not connect to the service",
+    "ERR_DNS_FAIL": "it could not resolve the service's name",
+    "dns_error": "it could not resolve the service's name",
+    "dns_timeout": "it could not resolve the service's name",
+    "ERR_SECURE_CONNECT_FAIL": "it could not open TLS to the service: an inspecting proxy that does not trust the "
+                               "service's certificate chain, or TLS blocked beyond the proxy",
+    "tls_certificate_error": "it could not open TLS to the service: an inspecting proxy that does not trust the "
+                             "service's certificate chain",
+    "tls_protocol_error": "it could not open TLS to the service",
+    "ERR_READ_TIMEOUT": "the service did not answer it in time",
+    "connection_read_timeout": "the service did not answer it in time",
+}
+_PROXY_DENIALS = frozenset({"ERR_ACCESS_DENIED", "http_request_denied", "destination_ip_prohibited"})
+
+
+def proxy_error(headers: Mapping[str, str]) -> str | None:
+    """The error a proxy names in an answer it made itself (squid's X-Squid-Error, an RFC 9209
+    Proxy-Status member's `error`); None for an answer the service made and the proxy relayed."""
+    squid = headers.get("X-Squid-Error", "").split()
+    if squid:
+        return squid[0]
+    for member in headers.get("Proxy-Status", "").split(","):
+        for parameter in member.split(";")[1:]:
+            key, _, value = parameter.strip().partition("=")
+            if key == "error" and value.strip('"'):
+                return value.strip('"')
+    return None
+
+
+def proxy_answer(status: int, error: str) -> ProbeError:
+    """An answer the proxy made itself is no answer of the service: denied, or not reached."""
+    reason = Reason.PROXY_DENIED if error in _PROXY_DENIALS else Reason.PROXY_UPSTREAM_FAILED
+    meaning = _PROXY_ERRORS.get(error, "it did not reach the service")
+    return ProbeError(reason, f"the proxy answered {status} itself ({error}): {meaning}")
 
 
 def proxy_reason(status: int) -> Reason:

@@ -2,7 +2,8 @@
 through an explicit proxy. Any status from the service proves reachability (401/404 from an
 API root included) except a resource's own network-rule denial, read from its Azure error code;
 what fails besides are the middleboxes: Azure Firewall's 470, and proxies that want credentials,
-deny the CONNECT or cannot reach the target."""
+deny the CONNECT or the request, or cannot reach the target (an answer the proxy made itself,
+named in squid's X-Squid-Error or RFC 9209's Proxy-Status, is never the service's)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from probes._net import errno_name, proxy_reason, require, tls_context
+from probes._net import errno_name, proxy_answer, proxy_error, proxy_reason, require, tls_context
 from probes._net import family as address_family
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, local_limit
@@ -126,13 +127,19 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, pre
         trace.note(body=body)
         raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
                          f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
+    cert = describe_cert(presented[-1]) if spec.expected_issuers and presented else None
+    if spec.proxy:  # plain HTTP, and HTTPS inside an inspecting proxy's TLS, can be the proxy's own answer
+        if response.status == 407:
+            trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
+            raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
+        error = proxy_error(response.headers)
+        trace.note(proxy_error=error, cert=cert)
+        if error is not None:
+            raise proxy_answer(response.status, error)
     if response.status in DENIAL_STATUSES:
         await _resource_denial(response, trace)
-    if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
-        trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
-        raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
-    if spec.expected_issuers and presented:
-        _check_issuer(spec, presented[-1], trace)
+    if cert is not None:
+        _check_issuer(spec, cert, trace)
 
 
 def _record_certificates(context: ssl.SSLContext, presented: list[bytes]) -> None:
@@ -148,10 +155,9 @@ def _record_certificates(context: ssl.SSLContext, presented: list[bytes]) -> Non
     context.sslobject_class = Recording
 
 
-def _check_issuer(spec: Spec, der: bytes, trace: Trace) -> None:
+def _check_issuer(spec: Spec, cert: dict[str, Fact], trace: Trace) -> None:
     """Through a proxy there is no tls check of its own: the verified certificate of this
     connection says whether the proxy (or something behind it) re-signs the traffic."""
-    cert = describe_cert(der)
     trace.note(cert=cert)
     if cert["issuer_org"] not in spec.expected_issuers:
         raise ProbeError(Reason.TLS_UNEXPECTED_ISSUER, f"trusted, but issued by issuer {cert['issuer']}, "
