@@ -513,7 +513,10 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
         + ". Jupyter, JupyterLab and the terminal will not connect.",
         remedy=("Allow WebSocket upgrades (Connection: Upgrade, Upgrade: websocket) to "
                 f"{facts.rule_fqdns(results)} in the proxy, firewall or WAF, and exempt these names from TLS "
-                "inspection."))
+                "inspection."
+                + (" An inspecting squid drops the Upgrade header of the requests it bumps unless told: "
+                   "http_upgrade_request_protocols websocket allow all (squid 5 and later), or an ssl_bump "
+                   "splice rule for these names." if any(r.check.path is CheckPath.PROXY for r in results) else "")))
 
 
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:

@@ -320,6 +320,17 @@ def test_an_inspecting_proxy_that_cannot_verify_the_services_says_so() -> None:
     assert "tls_outgoing_options" not in plain.remedy
 
 
+def test_a_websocket_refused_through_the_proxy_names_squid_s_upgrade_setting() -> None:
+    """A bumping squid without http_upgrade_request_protocols strips Upgrade: the upgrade fails
+    through the proxy only, and the remedy names the setting."""
+    direct = {f"tcp:{CI}:443": Outcome(Reason.TCP_TIMEOUT)}
+    [finding] = run_proxied(direct | {f"websocket:{CI}:443@proxy": Outcome(Reason.WS_UPGRADE_REFUSED)})
+    assert finding.code == "websocket-blocked" and "http_upgrade_request_protocols" in finding.remedy
+    results = simulate(make_plan(), {f"websocket:{CI}:443": Outcome(Reason.WS_UPGRADE_REFUSED)}, PE_ADDRESSES)
+    [direct_only] = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
+    assert direct_only.code == "websocket-blocked" and "http_upgrade_request_protocols" not in direct_only.remedy
+
+
 def test_direct_egress_blocked_is_fine_when_the_proxy_works() -> None:
     assert run_proxied({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
                         "dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}) == ()
