@@ -26,7 +26,7 @@ from typing import Any
 from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
-from probes._net import is_ip
+from probes._net import is_ip, shared
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, Status, classify, timeout_reason
 
@@ -114,20 +114,21 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
                 futures[check.id].set_result(result or _result(check, Reason.PROBE_CANCELLED, None,
                                                                "not finished", 0.0))
 
-    tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
-    try:
-        left = deadline.remaining()
-        _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
-            if tasks else (set(), set())
-        if pending:
-            state.interrupted = state.interrupted or deadline.reached
-    except asyncio.CancelledError:
-        state.interrupted = state.interrupted or "interrupted"
-        raise
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with shared():  # one TLS context per trust configuration, one HTTP session, for this run
+        tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
+        try:
+            left = deadline.remaining()
+            _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
+                if tasks else (set(), set())
+            if pending:
+                state.interrupted = state.interrupted or deadline.reached
+        except asyncio.CancelledError:
+            state.interrupted = state.interrupted or "interrupted"
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     return finish(checks, state)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
 
 from probes._net import errno_name, proxy_reason, require, tls_context
 from probes._net import family as address_family
@@ -60,17 +61,28 @@ class _Pinned(AbstractResolver):
         await self._system.close()
 
 
+class _Response(aiohttp.ClientResponse):
+    """Keeps the certificate of the connection this response came on. It is read when the response
+    starts: aiohttp releases the connection (force_close: closes it) as soon as a short answer is
+    read, before the response reaches us. Per response, so concurrent checks sharing one TLS
+    context each see their own; the context itself is never touched."""
+
+    peer_certificate: bytes | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
+            self.peer_certificate = tls.getpeercert(binary_form=True)
+        return await super().start(connection)
+
+
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Through a proxy the proxy resolves the target, so `addresses` may then be empty."""
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
-    context: ssl.SSLContext | bool = True
-    presented: list[bytes] = []  # the certificates of this request's TLS handshakes
-    if urlsplit(spec.url).scheme == "https":
-        context = tls_context(spec.cafile)
-        if spec.expected_issuers:
-            _record_certificates(context, presented)
+    context: ssl.SSLContext | bool = tls_context(spec.cafile) if urlsplit(spec.url).scheme == "https" else True
     with ExitStack() as phases:
         config = aiohttp.TraceConfig()
 
@@ -89,13 +101,14 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             trust_env=False,  # the engine passes the proxy explicitly
             timeout=aiohttp.ClientTimeout(total=None),  # the engine owns time
             trace_configs=[config],
+            response_class=_Response,
         )
         async with session:
             try:
                 proxy = spec.proxy.url if spec.proxy else None
                 async with session.request(spec.method, spec.url, proxy=proxy, ssl=context,
                                            allow_redirects=False) as response:
-                    await _judge(spec, response, trace, presented)
+                    await _judge(spec, response, trace)
             except aiohttp.ClientHttpProxyError as exc:
                 offers: list[Fact] = [*exc.headers.getall("Proxy-Authenticate", [])] if exc.headers else []
                 trace.note(proxy_status=exc.status, proxy_authenticate=offers)
@@ -117,7 +130,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         trace.passed(address)
 
 
-async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, presented: list[bytes]) -> None:
+async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> None:
     date = response.headers.get("Date")
     trace.note(status=response.status, server=response.headers.get("Server"), date=date,
                clock_skew_s=_skew(date))
@@ -131,21 +144,9 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, pre
     if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
         trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
         raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
-    if spec.expected_issuers and presented:
-        _check_issuer(spec, presented[-1], trace)
-
-
-def _record_certificates(context: ssl.SSLContext, presented: list[bytes]) -> None:
-    """Keep the peer certificate of every handshake this context makes: aiohttp releases the
-    connection (and its TLS object) as soon as a short answer is read."""
-    class Recording(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            super().do_handshake()
-            der = self.getpeercert(binary_form=True)
-            if der:
-                presented.append(der)
-
-    context.sslobject_class = Recording
+    der = response.peer_certificate if isinstance(response, _Response) else None
+    if spec.expected_issuers and der:
+        _check_issuer(spec, der, trace)
 
 
 def _check_issuer(spec: Spec, der: bytes, trace: Trace) -> None:

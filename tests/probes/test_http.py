@@ -25,7 +25,7 @@ from probe_loopback import (
     server_context,
     silent,
 )
-from probes import http
+from probes import _net, http
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
 from probes.specs import Proxy
@@ -250,3 +250,32 @@ async def test_an_inspecting_proxy_the_node_trusts_is_caught_on_the_proxied_path
     cert = trace.facts["cert"]
     assert isinstance(cert, dict) and cert["issuer_org"] == "Contoso Inspection" and cert["issuer_key_id"]
     await http.run(replace(spec, expected_issuers=("Contoso Inspection",)), (), Trace())  # expected: passes
+
+
+async def test_concurrent_requests_each_check_their_own_certificate(http_server: HttpServer, ca: trustme.CA,
+                                                                    tmp_path: Path) -> None:
+    """The checks of a run share one TLS context per trust store: the certificate a request judges
+    must be its own connection's. A capture hooked on the shared context recorded every handshake
+    into the check that set it last; the others judged nothing and passed."""
+    inspection = trustme.CA(organization_name="Contoso Inspection")
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes(ca.cert_pem.bytes() + inspection.cert_pem.bytes())
+    ports = {org: await http_server(status(200), tls=server_context(issuer.issue_cert(NAME)))
+             for org, issuer in (("Microsoft Corporation", ca), ("Contoso Inspection", inspection))}
+    expected = ("Microsoft Corporation",)
+
+    async def one(org: str) -> tuple[str, Trace, Reason | None]:
+        trace = Trace()
+        spec = http.Spec(f"https://{NAME}:{ports[org]}/", NAME, cafile=str(bundle), expected_issuers=expected)
+        try:
+            await http.run(spec, ("127.0.0.1",), trace)
+        except ProbeError as exc:
+            return org, trace, exc.reason
+        return org, trace, None
+
+    async with _net.shared():
+        outcomes = await asyncio.gather(*(one(org) for _ in range(6) for org in ports))
+    for org, trace, reason in outcomes:
+        cert = trace.facts.get("cert")
+        assert isinstance(cert, dict) and cert["issuer_org"] == org
+        assert reason is (None if org in expected else Reason.TLS_UNEXPECTED_ISSUER)
