@@ -18,15 +18,16 @@ from typing import ClassVar
 
 import dns.message
 import pytest
+import trustme
 
 from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
-from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, silent
+from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, server_context, silent
 from probes import PROBES
 from probes._trace import Trace
 from probes.reasons import Reason, Status
-from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec
+from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec, TlsSpec
 
 pytest_plugins = ["probe_peers"]
 
@@ -275,3 +276,25 @@ def test_a_run_at_ulimit_64_stays_conclusive() -> None:
     assert not [r for r in report["results"] if r[2] and r[2].startswith("local.")], "a local failure"
     assert [o for o in outcomes if o[0] in open_ports] == [(p, "pass", None) for p in ports[:300]]
     assert [o for o in outcomes if o[0] in closed] == [(p, "fail", "tcp.refused") for p in closed]
+
+
+async def test_the_checks_of_a_run_share_its_trust_store(serve: Serve, ca: trustme.CA, tmp_path: Path) -> None:
+    """engine.run loads each trust store once for all its checks (probes._net.shared): the second
+    check, started after the bundle was rewritten, still verifies with the store the run loaded.
+    The next run loads the store again."""
+    bundle = tmp_path / "bundle.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    port = await serve(silent, tls=server_context(ca.issue_cert("127.0.0.1")))
+
+    def tls_check(n: int, needs: str | None = None) -> Check:
+        return Check(id=f"tls:{n}:127.0.0.1:{port}", spec=TlsSpec("127.0.0.1", port, cafile=str(bundle)),
+                     host="127.0.0.1", port=port, protocol="tcp", requirements=("test",), needs=needs)
+
+    def rewrite(result: object) -> None:
+        trustme.CA().cert_pem.write_to_path(str(bundle))  # the node's store changes mid-run
+
+    first, second = tls_check(1), tls_check(2, needs=tls_check(1).id)
+    results = await engine.run([first, second], timeout=10 * UNIT, on_result=rewrite)
+    assert [r.status for r in results] == [Status.PASS, Status.PASS]
+    (again,) = await engine.run([tls_check(3)], timeout=10 * UNIT)
+    assert again.reason is Reason.TLS_UNTRUSTED
