@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve
 
 def test_the_bound_is_what_the_descriptor_limit_allows() -> None:
     """min(requested, (limit - open - reserve) / per check), never below one."""
-    per, reserve = engine.DESCRIPTORS_PER_CHECK, engine.RESERVED_DESCRIPTORS
+    per, reserve = engine.DESCRIPTORS_PER_CHECK + engine.DESCRIPTORS_PER_RESOLVE, engine.RESERVED_DESCRIPTORS
     assert engine.concurrency_bound(128, limit=64, in_use=10) == (64 - 10 - reserve) // per < 128
     assert engine.concurrency_bound(128, limit=1 << 20, in_use=10) == 128
     assert engine.concurrency_bound(3, limit=64, in_use=10) == 3
@@ -298,3 +299,24 @@ async def test_the_checks_of_a_run_share_its_trust_store(serve: Serve, ca: trust
     assert [r.status for r in results] == [Status.PASS, Status.PASS]
     (again,) = await engine.run([tls_check(3)], timeout=10 * UNIT)
     assert again.reason is Reason.TLS_UNTRUSTED
+
+
+def resolver_threads() -> int:
+    return sum(t.name == "aml-netcheck-resolve" for t in threading.enumerate())
+
+
+async def test_resolver_threads_are_bounded_by_the_check_slots() -> None:
+    """getaddrinfo runs in the loop's default executor, which gave every call a thread of its own: a
+    stub that hangs under a thousand names held a thousand threads and their sockets. engine.run
+    installs a pool of one thread per check slot: calls beyond it wait for a thread; threads end
+    when no call waits."""
+    await engine.run([], concurrency=2)
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    calls = [loop.run_in_executor(None, release.wait, 10) for _ in range(5)]
+    assert resolver_threads() == 2
+    release.set()
+    assert await asyncio.gather(*calls) == [True] * 5
+    async with asyncio.timeout(5):  # a hang guard, not a timing
+        while resolver_threads():
+            await asyncio.sleep(0.01)
