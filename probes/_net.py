@@ -1,5 +1,6 @@
 """Small helpers shared by the probes: address ordering, socket addresses, per-address connects,
-TLS contexts, and the proxy status tables. One place, so tcp/tls/http/websocket agree."""
+TLS contexts, what the checks of one run share, and the proxy status tables. One place, so
+tcp/tls/http/websocket agree."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import TypeVar, cast
 
 from probes._trace import ProbeError
 from probes.reasons import Reason, local_limit
@@ -129,7 +132,66 @@ def local_shortage() -> OSError | None:
     return None
 
 
+T = TypeVar("T")
+
+
+class Shared:
+    """What the checks of one run share instead of building per check: TLS contexts (loading a
+    system-size store costs ~20 ms of CPU each time) and the HTTP session. Made on first use; a
+    making that raises (EMFILE) is not kept, so the next check tries again. Only objects that no
+    check mutates belong here: they serve concurrent checks."""
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, object] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def get(self, key: Hashable, make: Callable[[], T],
+            close: Callable[[T], Awaitable[None]] | None = None) -> T:
+        if key not in self._items:
+            item = make()
+            self._items[key] = item
+            if close is not None:
+                self._closers.append(lambda: close(item))
+        return cast(T, self._items[key])
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+
+
+_SHARED: ContextVar[Shared | None] = ContextVar("probes_shared", default=None)
+
+
+@contextlib.asynccontextmanager
+async def shared() -> AsyncIterator[Shared]:
+    """One run's shared objects, seen by every probe awaited or started as a task inside (a
+    context variable: the probe signature stays `run(spec, addresses, trace)`). Outside, each
+    probe call makes its own, as a lone check would."""
+    scope = Shared()
+    token = _SHARED.set(scope)
+    try:
+        yield scope
+    finally:
+        _SHARED.reset(token)
+        await scope.aclose()
+
+
+def run_shared() -> Shared | None:
+    """The current run's shared objects; None outside a run."""
+    return _SHARED.get()
+
+
 def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
+    """The client context of a trust configuration: one per run (see Shared), else a new one.
+    Shared safely: no probe changes a context after it is made, and Python never resumes a TLS
+    session unless asked, so every handshake verifies the chain it gets."""
+    scope = _SHARED.get()
+    if scope is None:
+        return _load_context(cafile, verify)
+    return scope.get(("tls", cafile, verify), lambda: _load_context(cafile, verify))
+
+
+def _load_context(cafile: str | None, verify: bool) -> ssl.SSLContext:
     """The node's trust store (honours SSL_CERT_FILE), or a given CA bundle; unverified only to
     capture what a failing peer presents (no store to load then).
 
