@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from agent.inputs.config import MAX_BYTES, MAX_ENDPOINTS  # noqa: E402  (after the path is set)
 from bench import delay, measure  # noqa: E402
 from bench.measure import Summary  # noqa: E402
-from lab import Fault, Lab, scenario  # noqa: E402
+from lab import Fault, Lab, LabUnavailable, scenario  # noqa: E402
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NOFILE_LIMITS = (256, 64)
@@ -387,10 +387,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"aml-netcheck benchmarks: medians of {options.runs} runs per case ({options.scale_runs} of tcp-N and "
           f"https-N), {os.cpu_count()} CPUs, "
           f"config bound {MAX_ENDPOINTS} endpoints\n  {HEADER}", flush=True)
-    steps: tuple[Callable[[], None], ...] = (bench.host, lambda: bench.healthy(options.endpoints), bench.dropped,
-                                             bench.everything_dropped)
-    for step in steps:
-        step()
+    scale = tuple(f"{probe}-{n}" for probe in ("tcp", "https") for n in options.endpoints)
+    steps: tuple[tuple[tuple[str, ...], Callable[[], None]], ...] = (
+        (HOST_CASES, bench.host),
+        (("healthy-lab-ca", "healthy-system-ca", "healthy-delay", *scale), lambda: bench.healthy(options.endpoints)),
+        (("drop-445", "nmap"), bench.dropped),
+        (("deadline",), bench.everything_dropped),
+    )
+    for cases, step in steps:
+        try:
+            step()
+        except (LabUnavailable, RuntimeError, OSError, ValueError, KeyError) as error:
+            # a lab that cannot be built or a report that cannot be read ends that step, not the run
+            for case in cases:
+                if case in options.cases and case not in bench.results:
+                    bench.add(Result(case, None, f"{type(error).__name__}: {error}"))
     judged = [j for t in targets(options.deadline) if t.case in options.cases
               for j in [judge(t, bench.results)]]
     if judged:
