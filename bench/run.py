@@ -26,6 +26,7 @@ Every lab case except healthy-lab-ca uses the system-size bundle: a real node's 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -118,9 +119,12 @@ def repeat(argv: Sequence[str], runs: int, *, env: dict[str, str] | None = None,
     return Summary.of(samples), samples
 
 
-def verdicts(stdout: bytes) -> frozenset[tuple[str, str, str | None]]:
-    """What a JSON report says of each check: (id, status, reason)."""
-    return frozenset((c["id"], c["status"], c["reason"]) for c in json.loads(stdout)["checks"])
+def verdicts(stdout: bytes) -> frozenset[tuple[str, str, str | None]] | None:
+    """What a JSON report says of each check: (id, status, reason); None without a report."""
+    try:
+        return frozenset((c["id"], c["status"], c["reason"]) for c in json.loads(stdout)["checks"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def report_note(sample: measure.Sample) -> str:
@@ -155,7 +159,7 @@ def endpoints_config(directory: Path, probe: str, count: int) -> tuple[Path, int
     path = directory / f"{probe}-{written}.toml"
     text = f"endpoint=[\n{rows}]\n"
     if len(text.encode()) > MAX_BYTES:
-        raise SystemExit(f"bench: {written} {probe} endpoints need {len(text.encode()):,} bytes of config, "
+        raise ValueError(f"{written} {probe} endpoints need {len(text.encode()):,} bytes of config, "
                          f"over the config's bound of {MAX_BYTES:,}")
     path.write_text(text)
     return path, written
@@ -235,7 +239,8 @@ class Bench:
         limited = {n: measure.run(argv, cwd=REPO, nofile=n) for n in NOFILE_LIMITS}  # these warm up too
         summary, samples = repeat(argv, self.scale_runs, warm=False)
         expected = verdicts(samples[0].stdout)
-        differing = {n: len(expected ^ verdicts(s.stdout)) if s.stdout.strip() else -1 for n, s in limited.items()}
+        differing = {n: -1 if expected is None or got is None else len(expected ^ got)
+                     for n, got in ((n, verdicts(s.stdout)) for n, s in limited.items())}
         same = all(d == 0 for d in differing.values())
         at_limits = ", ".join(
             f"nofile {n}: {'same' if d == 0 else 'no report' if d < 0 else f'{d} differ'} "
@@ -252,7 +257,7 @@ class Bench:
             first = measure.run(argv, cwd=REPO)  # warms up, and names the TCP targets
             checks = json.loads(first.stdout)["checks"]
             addresses = sorted({a for c in checks if c["layer"] == "tcp" for a in c["addresses"]},
-                               key=lambda a: tuple(int(part) for part in a.split(".")))
+                               key=ipaddress.ip_address)
             ports = sorted({c["port"] for c in checks if c["layer"] == "tcp"})
             connects = sum(len(c["addresses"]) for c in checks if c["layer"] == "tcp")
             nmap = shutil.which("nmap")
