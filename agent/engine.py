@@ -8,7 +8,8 @@ returns a result for every check.
 
 The concurrency bound is the one requested, cut to what the descriptor limit (RLIMIT_NOFILE) leaves:
 a socket the node cannot open is `local.resource-limit`, inconclusive, so a bound past the limit would
-turn a run at `ulimit -n 64` into hundreds of checks that tell nothing (`concurrency_bound`)."""
+turn a run at `ulimit -n 64` into hundreds of checks that tell nothing (`concurrency_bound`). The
+resolver threads (getaddrinfo) are bounded by the same figure and counted in the same budget."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import concurrent.futures
 import errno
 import logging
 import os
+import queue
 import resource
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +28,7 @@ from typing import Any
 from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
-from probes._net import is_ip
+from probes._net import is_ip, shared
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, Status, classify, timeout_reason
 
@@ -38,8 +40,12 @@ DEFAULT_CONCURRENCY = 128  # checks probing at once, unless the descriptor limit
 # beside getaddrinfo's own (1 or 2); a tcp check connects to every address of a name together (Azure's
 # front ends have up to about 8).
 DESCRIPTORS_PER_CHECK = 8
+# What a getaddrinfo holds (its socket to the stub, /etc/hosts while read), counted once more per check
+# slot: a resolver thread can outlive its check (a hung stub keeps it for its own retries), and a slot's
+# next check then runs beside it. There are as many resolver threads as slots (_ResolverPool).
+DESCRIPTORS_PER_RESOLVE = 2
 # Descriptors kept for the process beside its checks: IMDS, the report file, logging and the journal, the
-# daemon's sockets, getaddrinfo threads still running after their check timed out.
+# daemon's sockets.
 RESERVED_DESCRIPTORS = 16
 NO_DEADLINE = Deadline()
 
@@ -52,26 +58,53 @@ class RunState:
     interrupted: str | None = None
 
 
-class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs getaddrinfo in daemon threads: a hung resolver can hold a thread for many seconds after
-    its check timed out, and must not hold the process past its deadline at exit."""
+class _ResolverPool(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, where getaddrinfo runs (the dns probe's system path, aiohttp's
+    resolver for a proxy's name, CONNECT tunnels): at most `limit` threads, each started on demand and
+    ended as soon as no call waits, so an idle run holds none. Daemon threads: a hung resolver can
+    hold one for many seconds after its check timed out, and must not hold the process past its
+    deadline at exit. A call beyond the limit waits for a thread; with one thread per check slot
+    that happens only behind calls that outlived their checks."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # the base class's own queue and threads stay unused
+        self.limit = 1
+        self._calls: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = 0
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((future, lambda: fn(*args, **kwargs)))
+        with self._lock:
+            if self._started < self.limit:
+                self._started += 1
+                threading.Thread(target=self._work, name="aml-netcheck-resolve", daemon=True).start()
+        return future
 
-        def work() -> None:
+    def _work(self) -> None:
+        while True:
+            with self._lock:  # checked under the lock submit counts threads with: no call is left waiting
+                try:
+                    future, call = self._calls.get_nowait()
+                except queue.Empty:
+                    self._started -= 1
+                    return
             if not future.set_running_or_notify_cancel():
-                return
+                continue
             try:
-                future.set_result(fn(*args, **kwargs))
+                future.set_result(call())
             except BaseException as exc:  # handed to the awaiting task, never lost
                 future.set_exception(exc)
 
-        threading.Thread(target=work, name="aml-netcheck-resolve", daemon=True).start()
-        return future
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to join: the threads are daemons and finish or die with the process."""
+
+
+# One pool for the process, so threads still held by an earlier run (serve's rounds) count against the
+# limit of the next.
+_RESOLVERS = _ResolverPool()
 
 
 async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
@@ -86,7 +119,6 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
     task ends the run the same way. `known` holds earlier results of checks not run again, which
     the checks here may depend on."""
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(_DaemonThreadExecutor())
     state = state if state is not None else RunState()
     by_id = {result.check.id: result.check for result in (known or {}).values()}
     by_id.update((check.id, check) for check in checks)
@@ -99,6 +131,8 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
     if bound < concurrency:
         log.debug("concurrency %d instead of %d: the descriptor limit allows no more", bound, concurrency)
     limit = asyncio.Semaphore(bound)
+    _RESOLVERS.limit = bound  # a resolver thread per check slot
+    loop.set_default_executor(_RESOLVERS)
 
     async def one(check: Check) -> None:
         result: Result | None = None
@@ -114,26 +148,28 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
                 futures[check.id].set_result(result or _result(check, Reason.PROBE_CANCELLED, None,
                                                                "not finished", 0.0))
 
-    tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
-    try:
-        left = deadline.remaining()
-        _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
-            if tasks else (set(), set())
-        if pending:
-            state.interrupted = state.interrupted or deadline.reached
-    except asyncio.CancelledError:
-        state.interrupted = state.interrupted or "interrupted"
-        raise
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with shared():  # one TLS context per trust configuration, one HTTP session, for this run
+        tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
+        try:
+            left = deadline.remaining()
+            _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
+                if tasks else (set(), set())
+            if pending:
+                state.interrupted = state.interrupted or deadline.reached
+        except asyncio.CancelledError:
+            state.interrupted = state.interrupted or "interrupted"
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     return finish(checks, state)
 
 
 def concurrency_bound(requested: int, limit: int | None = None, in_use: int | None = None) -> int:
     """The checks that may probe at once: `requested`, cut to what the descriptor limit leaves after the
-    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK each; never below one.
+    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK and DESCRIPTORS_PER_RESOLVE
+    each; never below one.
     `limit` defaults to RLIMIT_NOFILE's soft value (what `ulimit -n` sets), `in_use` to the open count."""
     if limit is None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -141,7 +177,8 @@ def concurrency_bound(requested: int, limit: int | None = None, in_use: int | No
             return max(1, requested)
         limit = soft
     used = _open_descriptors(limit) if in_use is None else in_use
-    return max(1, min(requested, (limit - used - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_CHECK))
+    per_slot = DESCRIPTORS_PER_CHECK + DESCRIPTORS_PER_RESOLVE
+    return max(1, min(requested, (limit - used - RESERVED_DESCRIPTORS) // per_slot))
 
 
 def _open_descriptors(limit: int) -> int:

@@ -105,6 +105,7 @@ class Scenario:
     proxy_connect_ports: tuple[int, ...] = ()  # CONNECT only to these ports (a stock squid: SSL_ports 443); (): any
     proxy_reaches_private: bool = True  # False: the proxy has no route to the PE subnet (503)
     proxy_inspects: bool = False  # the proxy bumps TLS to 443 with the inspection CA (squid ssl-bump)
+    proxy_trusts_services: bool = True  # an inspecting proxy's own trust store verifies the services' certificates
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
@@ -450,6 +451,20 @@ SCENARIOS: dict[str, Scenario] = {
             inspection_ca_trusted=True,
             expected_exit=1,
             expected_findings=("tls-intercepted",),
+        ),
+        _proxied(
+            "proxy-inspection-unverified",
+            "The inspecting proxy cannot verify the services' certificates (its trust store lacks their root)",
+            "As proxy-inspection-trusted, but squid's own trust store (tls_outgoing_options cafile) lacks "
+            "the root the services' certificates chain to: inside the bumped TLS squid answers every "
+            "request itself with 503 ERR_SECURE_CONNECT_FAIL. Before, each HTTPS check took that for the "
+            "service's answer (only tls-intercepted, a warning) and the WebSocket check blamed the "
+            "upgrade. Expect proxy-denied naming squid's error and its trust store or a splice as the fix.",
+            proxy_inspects=True,
+            inspection_ca_trusted=True,
+            proxy_trusts_services=False,
+            expected_exit=2,
+            expected_findings=("proxy-denied",),
         ),
         _proxied(
             "proxy-unreachable",

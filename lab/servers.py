@@ -100,13 +100,9 @@ async def _web(app: web.Application, port: int, ssl_context: Any = None, *, host
 
 
 async def _squid(config: ServerConfig) -> daemons.Daemon:
-    directory = config.workdir / "squid"
-    argv = squid.prepare(config.scenario, directory, root_ca=config.lab_root,
-                         inspection_ca=(config.inspection_ca.cert, config.inspection_ca.key))
-    if config.scenario.proxy_inspects:
-        await daemons.run(squid.certificate_db(directory), user=squid.USER)
-    return await daemons.start("squid", argv, addresses.PROXY, addresses.PROXY_PORT, directory / "cache.log",
-                               stop_signal=squid.STOP_SIGNAL, leftovers=squid.leftovers(directory))
+    root_ca = config.lab_root if config.scenario.proxy_trusts_services else None  # None: the system store
+    return await squid.start(config.scenario, config.workdir / "squid", root_ca=root_ca,
+                             inspection_ca=(config.inspection_ca.cert, config.inspection_ca.key))
 
 
 async def _nginx(config: ServerConfig, issuer: Issuer) -> daemons.Daemon:

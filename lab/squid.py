@@ -11,7 +11,9 @@ cannot reach the target, its ssl-bump certificates. Each scenario knob maps to s
 - `proxy_reaches_private=False`: no squid setting; the lab's nftables reject the proxy user's
   connections to the private endpoint subnet (lab.netns), so squid's connect fails as without a
   route and it answers 503, as a hub proxy does;
-- `proxy_inspects`: ssl-bump with the lab's inspection CA, mimicking the origin's certificate.
+- `proxy_inspects`: ssl-bump with the lab's inspection CA, mimicking the origin's certificate;
+  `proxy_trusts_services=False` leaves the lab's root out of squid's own store, so it cannot
+  verify the services and answers 503 ERR_SECURE_CONNECT_FAIL itself.
 
 squid resolves the targets itself through Azure DNS in the az namespace, as a hub proxy does.
 """
@@ -25,7 +27,7 @@ import secrets
 import signal
 from pathlib import Path
 
-from lab import addresses
+from lab import addresses, daemons
 from lab.scenarios import Scenario
 
 BINARY = "/usr/sbin/squid"
@@ -142,6 +144,17 @@ def prepare(scenario: Scenario, directory: Path, *, listen: Listen = LAB_LISTEN,
     for path in (directory, *directory.iterdir()):
         os.chown(path, user.pw_uid, user.pw_gid)
     return [BINARY, "-N", "-n", service_name(directory), "-f", str(conf)]
+
+
+async def start(scenario: Scenario, directory: Path, *, listen: Listen = LAB_LISTEN, dns: str = addresses.AZURE_DNS,
+                root_ca: Path | None = None, inspection_ca: tuple[Path, Path] | None = None) -> daemons.Daemon:
+    """Prepare `directory` and run squid there until it accepts on `listen` (the lab's and the
+    probe tests' one way to start it)."""
+    argv = prepare(scenario, directory, listen=listen, dns=dns, root_ca=root_ca, inspection_ca=inspection_ca)
+    if scenario.proxy_inspects:
+        await daemons.run(certificate_db(directory), user=USER)
+    return await daemons.start("squid", argv, *listen, directory / "cache.log", stop_signal=STOP_SIGNAL,
+                               leftovers=leftovers(directory))
 
 
 def service_name(directory: Path) -> str:

@@ -1,5 +1,6 @@
 """Small helpers shared by the probes: address ordering, socket addresses, per-address connects,
-TLS contexts, and the proxy status table. One place, so tcp/tls/http/websocket agree."""
+TLS contexts, what the checks of one run share, and the proxy status tables. One place, so
+tcp/tls/http/websocket agree."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import TypeVar, cast
 
 from probes._trace import ProbeError
 from probes.reasons import Reason, local_limit
@@ -129,7 +132,66 @@ def local_shortage() -> OSError | None:
     return None
 
 
+T = TypeVar("T")
+
+
+class Shared:
+    """What the checks of one run share instead of building per check: TLS contexts (loading a
+    system-size store costs ~20 ms of CPU each time) and the HTTP session. Made on first use; a
+    making that raises (EMFILE) is not kept, so the next check tries again. Only objects that no
+    check mutates belong here: they serve concurrent checks."""
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, object] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def get(self, key: Hashable, make: Callable[[], T],
+            close: Callable[[T], Awaitable[None]] | None = None) -> T:
+        if key not in self._items:
+            item = make()
+            self._items[key] = item
+            if close is not None:
+                self._closers.append(lambda: close(item))
+        return cast(T, self._items[key])
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+
+
+_SHARED: ContextVar[Shared | None] = ContextVar("probes_shared", default=None)
+
+
+@contextlib.asynccontextmanager
+async def shared() -> AsyncIterator[Shared]:
+    """One run's shared objects, seen by every probe awaited or started as a task inside (a
+    context variable: the probe signature stays `run(spec, addresses, trace)`). Outside, each
+    probe call makes its own, as a lone check would."""
+    scope = Shared()
+    token = _SHARED.set(scope)
+    try:
+        yield scope
+    finally:
+        _SHARED.reset(token)
+        await scope.aclose()
+
+
+def run_shared() -> Shared | None:
+    """The current run's shared objects; None outside a run."""
+    return _SHARED.get()
+
+
 def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
+    """The client context of a trust configuration: one per run (see Shared), else a new one.
+    Shared safely: no probe changes a context after it is made, and Python never resumes a TLS
+    session unless asked, so every handshake verifies the chain it gets."""
+    scope = _SHARED.get()
+    if scope is None:
+        return _load_context(cafile, verify)
+    return scope.get(("tls", cafile, verify), lambda: _load_context(cafile, verify))
+
+
+def _load_context(cafile: str | None, verify: bool) -> ssl.SSLContext:
     """The node's trust store (honours SSL_CERT_FILE), or a given CA bundle; unverified only to
     capture what a failing peer presents (no store to load then).
 
@@ -147,6 +209,51 @@ def tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+# What a proxy says went wrong in an answer it made itself, for the detail: squid's error pages
+# (X-Squid-Error) and RFC 9209's Proxy-Status error types.
+_PROXY_ERRORS = {
+    "ERR_ACCESS_DENIED": "its access rules (squid: http_access) deny this destination",
+    "http_request_denied": "its access rules deny this destination",
+    "destination_ip_prohibited": "its access rules deny this destination",
+    "ERR_CONNECT_FAIL": "it could not connect to the service",
+    "connection_refused": "it could not connect to the service",
+    "connection_timeout": "it could not connect to the service",
+    "destination_unavailable": "it could not connect to the service",
+    "ERR_DNS_FAIL": "it could not resolve the service's name",
+    "dns_error": "it could not resolve the service's name",
+    "dns_timeout": "it could not resolve the service's name",
+    "ERR_SECURE_CONNECT_FAIL": "it could not open TLS to the service: an inspecting proxy that does not trust the "
+                               "service's certificate chain, or TLS blocked beyond the proxy",
+    "tls_certificate_error": "it could not open TLS to the service: an inspecting proxy that does not trust the "
+                             "service's certificate chain",
+    "tls_protocol_error": "it could not open TLS to the service",
+    "ERR_READ_TIMEOUT": "the service did not answer it in time",
+    "connection_read_timeout": "the service did not answer it in time",
+}
+_PROXY_DENIALS = frozenset({"ERR_ACCESS_DENIED", "http_request_denied", "destination_ip_prohibited"})
+
+
+def proxy_error(headers: Mapping[str, str]) -> str | None:
+    """The error a proxy names in an answer it made itself (squid's X-Squid-Error, an RFC 9209
+    Proxy-Status member's `error`); None for an answer the service made and the proxy relayed."""
+    squid = headers.get("X-Squid-Error", "").split()
+    if squid:
+        return squid[0]
+    for member in headers.get("Proxy-Status", "").split(","):
+        for parameter in member.split(";")[1:]:
+            key, _, value = parameter.strip().partition("=")
+            if key == "error" and value.strip('"'):
+                return value.strip('"')
+    return None
+
+
+def proxy_answer(status: int, error: str) -> ProbeError:
+    """An answer the proxy made itself is no answer of the service: denied, or not reached."""
+    reason = Reason.PROXY_DENIED if error in _PROXY_DENIALS else Reason.PROXY_UPSTREAM_FAILED
+    meaning = _PROXY_ERRORS.get(error, "it did not reach the service")
+    return ProbeError(reason, f"the proxy answered {status} itself ({error}): {meaning}")
 
 
 def proxy_reason(status: int) -> Reason:

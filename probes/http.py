@@ -2,25 +2,27 @@
 through an explicit proxy. Any status from the service proves reachability (401/404 from an
 API root included) except a resource's own network-rule denial, read from its Azure error code;
 what fails besides are the middleboxes: Azure Firewall's 470, and proxies that want credentials,
-deny the CONNECT or cannot reach the target."""
+deny the CONNECT or the request, or cannot reach the target (an answer the proxy made itself,
+named in squid's X-Squid-Error or RFC 9209's Proxy-Status, is never the service's)."""
 
 from __future__ import annotations
 
 import json
 import re
-import socket
 import ssl
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
+from yarl import URL
 
-from probes._net import errno_name, proxy_reason, require, tls_context
-from probes._net import family as address_family
+from probes._net import errno_name, proxy_answer, proxy_error, proxy_reason, require, run_shared, tls_context
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, local_limit
 from probes.specs import HttpSpec as Spec
@@ -40,62 +42,46 @@ DENIAL_STATUSES = frozenset({401, 403})  # Azure ML's SDK has seen the private l
 ERROR_BODY_BYTES = 4096  # Azure error documents are small; never read more of an answer
 
 
-class _Pinned(AbstractResolver):
-    """Resolves the target name to the address the dns/tcp layers passed, never again through
-    DNS; any other name (a proxy's) the way applications do."""
+class _Response(aiohttp.ClientResponse):
+    """Keeps the certificate of the connection this response came on. It is read when the response
+    starts: aiohttp releases the connection (force_close: closes it) as soon as a short answer is
+    read, before the response reaches us. Per response, so concurrent checks sharing one TLS
+    context each see their own; the context itself is never touched."""
 
-    def __init__(self, host: str, address: str | None) -> None:
-        self._host = host
-        self._address = address
-        self._system = aiohttp.ThreadedResolver()
+    peer_certificate: bytes | None = None
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        if host != self._host or self._address is None:
-            return await self._system.resolve(host, port, family)
-        return [{"hostname": host, "host": self._address, "port": port,
-                 "family": address_family(self._address), "proto": 0, "flags": socket.AI_NUMERICHOST}]
-
-    async def close(self) -> None:
-        await self._system.close()
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
+            self.peer_certificate = tls.getpeercert(binary_form=True)
+        return await super().start(connection)
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
-    """Through a proxy the proxy resolves the target, so `addresses` may then be empty."""
+    """Through a proxy the proxy resolves the target, so `addresses` may then be empty. Directly, the
+    request goes to the address the lower layers passed, named in the URL; Host, SNI and the
+    certificate's name check stay the name."""
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
-    context: ssl.SSLContext | bool = True
-    presented: list[bytes] = []  # the certificates of this request's TLS handshakes
-    if urlsplit(spec.url).scheme == "https":
-        context = tls_context(spec.cafile)
-        if spec.expected_issuers:
-            _record_certificates(context, presented)
+    parts = urlsplit(spec.url)
+    secure = parts.scheme == "https"
+    context: ssl.SSLContext | bool = tls_context(spec.cafile) if secure else True
+    url, headers, server_hostname = URL(spec.url), {}, None
+    if spec.proxy is None and address is not None:
+        url = url.with_host(address)
+        explicit = parts.port is not None and parts.port != (443 if secure else 80)
+        headers = {"Host": f"{spec.host}:{parts.port}" if explicit else spec.host}
+        server_hostname = spec.host if secure else None
     with ExitStack() as phases:
-        config = aiohttp.TraceConfig()
-
-        async def connecting(*_: Any) -> None:
-            phases.enter_context(trace.phase("connect"))
-
-        async def connected(*_: Any) -> None:
-            phases.close()  # ends "connect" cleanly; the request phase follows
-            phases.enter_context(trace.phase("request"))
-
-        config.on_connection_create_start.append(connecting)
-        config.on_connection_create_end.append(connected)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=_Pinned(spec.host, address), use_dns_cache=False,
-                                           force_close=True),
-            trust_env=False,  # the engine passes the proxy explicitly
-            timeout=aiohttp.ClientTimeout(total=None),  # the engine owns time
-            trace_configs=[config],
-        )
-        async with session:
+        async with _session() as session:
             try:
                 proxy = spec.proxy.url if spec.proxy else None
-                async with session.request(spec.method, spec.url, proxy=proxy, ssl=context,
-                                           allow_redirects=False) as response:
-                    await _judge(spec, response, trace, presented)
+                async with session.request(spec.method, url, proxy=proxy, ssl=context, headers=headers,
+                                           server_hostname=server_hostname, allow_redirects=False,
+                                           trace_request_ctx=_Phases(trace, phases)) as response:
+                    await _judge(spec, response, trace)
             except aiohttp.ClientHttpProxyError as exc:
                 offers: list[Fact] = [*exc.headers.getall("Proxy-Authenticate", [])] if exc.headers else []
                 trace.note(proxy_status=exc.status, proxy_authenticate=offers)
@@ -117,7 +103,62 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         trace.passed(address)
 
 
-async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, presented: list[bytes]) -> None:
+@dataclass(frozen=True, slots=True)
+class _Phases:
+    """One request's phases, handed to the session's trace callbacks (the session serves a run)."""
+
+    trace: Trace
+    stack: ExitStack
+
+
+async def _connecting(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+    phases = context.trace_request_ctx
+    if isinstance(phases, _Phases):
+        phases.stack.enter_context(phases.trace.phase("connect"))
+
+
+async def _connected(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+    phases = context.trace_request_ctx
+    if isinstance(phases, _Phases):
+        phases.stack.close()  # ends "connect" cleanly; the request phase follows
+        phases.stack.enter_context(phases.trace.phase("request"))
+
+
+def _new_session() -> aiohttp.ClientSession:
+    """A session concurrent checks can share, carrying nothing from one request into another: no
+    cookies, no pooled connection (force_close), no DNS cache, no connection limit (the engine
+    bounds the checks; a limit would queue a check inside its connect phase). The target is pinned
+    by the URL; only a proxy's name is resolved, the way applications do (getaddrinfo)."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_start.append(_connecting)
+    config.on_connection_create_end.append(_connected)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=aiohttp.ThreadedResolver(), use_dns_cache=False,
+                                       force_close=True, limit=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,  # the engine passes the proxy explicitly
+        timeout=aiohttp.ClientTimeout(total=None),  # the engine owns time
+        trace_configs=[config],
+        response_class=_Response,
+    )
+
+
+async def _close(session: aiohttp.ClientSession) -> None:
+    await session.close()
+
+
+@asynccontextmanager
+async def _session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The run's session (probes._net.Shared), else one for this request alone."""
+    scope = run_shared()
+    if scope is not None:
+        yield scope.get("http-session", _new_session, _close)
+        return
+    async with _new_session() as session:
+        yield session
+
+
+async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> None:
     date = response.headers.get("Date")
     trace.note(status=response.status, server=response.headers.get("Server"), date=date,
                clock_skew_s=_skew(date))
@@ -126,32 +167,25 @@ async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace, pre
         trace.note(body=body)
         raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
                          f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
+    der = response.peer_certificate if isinstance(response, _Response) else None
+    cert = describe_cert(der) if spec.expected_issuers and der else None
+    if spec.proxy:  # plain HTTP, and HTTPS inside an inspecting proxy's TLS, can be the proxy's own answer
+        if response.status == 407:
+            trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
+            raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
+        error = proxy_error(response.headers)
+        trace.note(proxy_error=error, cert=cert)
+        if error is not None:
+            raise proxy_answer(response.status, error)
     if response.status in DENIAL_STATUSES:
         await _resource_denial(response, trace)
-    if response.status == 407 and spec.proxy:  # plain-HTTP requests go to the proxy without CONNECT
-        trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
-        raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
-    if spec.expected_issuers and presented:
-        _check_issuer(spec, presented[-1], trace)
+    if cert is not None:
+        _check_issuer(spec, cert, trace)
 
 
-def _record_certificates(context: ssl.SSLContext, presented: list[bytes]) -> None:
-    """Keep the peer certificate of every handshake this context makes: aiohttp releases the
-    connection (and its TLS object) as soon as a short answer is read."""
-    class Recording(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            super().do_handshake()
-            der = self.getpeercert(binary_form=True)
-            if der:
-                presented.append(der)
-
-    context.sslobject_class = Recording
-
-
-def _check_issuer(spec: Spec, der: bytes, trace: Trace) -> None:
+def _check_issuer(spec: Spec, cert: dict[str, Fact], trace: Trace) -> None:
     """Through a proxy there is no tls check of its own: the verified certificate of this
     connection says whether the proxy (or something behind it) re-signs the traffic."""
-    cert = describe_cert(der)
     trace.note(cert=cert)
     if cert["issuer_org"] not in spec.expected_issuers:
         raise ProbeError(Reason.TLS_UNEXPECTED_ISSUER, f"trusted, but issued by issuer {cert['issuer']}, "

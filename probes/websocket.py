@@ -50,6 +50,10 @@ async def _upgrade(spec: Spec, sock: socket.socket, context: ssl.SSLContext | No
                            proxy=None, open_timeout=None)
     except InvalidStatus as exc:
         trace.note(status=exc.response.status_code)
+        error = _net.proxy_error(exc.response.headers) if spec.proxy else None
+        if error is not None:  # inside an inspecting proxy's TLS: its own error page, not the upgrade's answer
+            trace.note(proxy_error=error)
+            raise _net.proxy_answer(exc.response.status_code, error) from exc
         raise ProbeError(Reason.WS_UPGRADE_REFUSED,
                          f"HTTP {exc.response.status_code} {exc.response.reason_phrase} "
                          "to the upgrade") from exc

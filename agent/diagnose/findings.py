@@ -513,7 +513,10 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
         + ". Jupyter, JupyterLab and the terminal will not connect.",
         remedy=("Allow WebSocket upgrades (Connection: Upgrade, Upgrade: websocket) to "
                 f"{facts.rule_fqdns(results)} in the proxy, firewall or WAF, and exempt these names from TLS "
-                "inspection."))
+                "inspection."
+                + (" An inspecting squid drops the Upgrade header of the requests it bumps unless told: "
+                   "http_upgrade_request_protocols websocket allow all (squid 5 and later), or an ssl_bump "
+                   "splice rule for these names." if any(r.check.path is CheckPath.PROXY for r in results) else "")))
 
 
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
@@ -545,12 +548,20 @@ def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
         remedy=" ".join(fixes))
 
 
+PROXY_TLS_ERRORS = frozenset({"ERR_SECURE_CONNECT_FAIL", "tls_certificate_error"})  # probes._net: proxy_error
+
+
 def _proxy_denied(results: Sequence[Result], facts: Facts) -> Draft:
     """The proxy refuses: its URL policy for the names, or (a stock squid) CONNECT to ports outside
     its SSL_ports, which the node's clients need for the compute instance's 8787 and 18881."""
     ports = sorted({r.check.port for r in results if r.check.port not in (None, 80, 443)})
     fix = ("Add these FQDNs to the proxy's allow-list, or list them in NO_PROXY if the node may reach them "
            "directly (private endpoints must always be in NO_PROXY).")
+    if any(r.evidence.get("proxy_error") in PROXY_TLS_ERRORS for r in results):
+        fix = ("The proxy inspects TLS and cannot verify these services' certificates (it answers 503 itself): "
+               "give it a CA store with the public roots Azure's certificates chain to (squid: tls_outgoing_options "
+               "cafile=/etc/ssl/certs/ca-certificates.crt), or splice these names instead of bumping them (squid: "
+               "an ssl_bump splice rule with a dstdomain ACL). " + fix)
     if ports:
         shown = ", ".join(map(str, ports))
         fix = (f"Let the proxy tunnel CONNECT to port(s) {shown} for these names (squid: add them to SSL_ports, "

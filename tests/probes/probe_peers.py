@@ -264,7 +264,7 @@ def smbd() -> Iterator[Callable[..., int]]:
 
 
 @pytest.fixture
-async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
+async def squid() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     """A real squid on 127.0.0.1 configured by the lab for a scenario's proxy knobs (lab.squid):
     `await squid(scenario)` -> its port. Its DNS server is loopback, so use address targets.
     Skipped where squid cannot run (not root: it switches to its own user; not installed)."""
@@ -273,7 +273,8 @@ async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
     running: list[daemons.Daemon] = []
     roots: list[Path] = []
 
-    async def start(scenario: Scenario) -> int:
+    async def start(scenario: Scenario, **settings: Any) -> int:
+        """`settings`: lab.squid.prepare's (root_ca, inspection_ca for an ssl-bump scenario)."""
         root = Path(tempfile.mkdtemp(prefix="squid-probe-"))
         roots.append(root)
         root.chmod(0o711)  # squid's user reaches its own directory inside
@@ -281,10 +282,8 @@ async def squid() -> AsyncIterator[Callable[[Scenario], Awaitable[int]]]:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         directory = root / "squid"
-        argv = lab_squid.prepare(scenario, directory, listen=("127.0.0.1", port), dns="127.0.0.1")
-        running.append(await daemons.start("squid", argv, "127.0.0.1", port, directory / "cache.log",
-                                           stop_signal=lab_squid.STOP_SIGNAL,
-                                           leftovers=lab_squid.leftovers(directory)))
+        settings.setdefault("dns", "127.0.0.1")
+        running.append(await lab_squid.start(scenario, directory, listen=("127.0.0.1", port), **settings))
         return port
 
     yield start

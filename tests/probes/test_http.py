@@ -25,7 +25,7 @@ from probe_loopback import (
     server_context,
     silent,
 )
-from probes import http
+from probes import _net, http
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
 from probes.specs import Proxy
@@ -250,3 +250,85 @@ async def test_an_inspecting_proxy_the_node_trusts_is_caught_on_the_proxied_path
     cert = trace.facts["cert"]
     assert isinstance(cert, dict) and cert["issuer_org"] == "Contoso Inspection" and cert["issuer_key_id"]
     await http.run(replace(spec, expected_issuers=("Contoso Inspection",)), (), Trace())  # expected: passes
+
+
+async def test_concurrent_requests_each_check_their_own_certificate(http_server: HttpServer, ca: trustme.CA,
+                                                                    tmp_path: Path) -> None:
+    """The checks of a run share one TLS context per trust store: the certificate a request judges
+    must be its own connection's. A capture hooked on the shared context recorded every handshake
+    into the check that set it last; the others judged nothing and passed."""
+    inspection = trustme.CA(organization_name="Contoso Inspection")
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes(ca.cert_pem.bytes() + inspection.cert_pem.bytes())
+    ports = {org: await http_server(status(200), tls=server_context(issuer.issue_cert(NAME)))
+             for org, issuer in (("Microsoft Corporation", ca), ("Contoso Inspection", inspection))}
+    expected = ("Microsoft Corporation",)
+
+    async def one(org: str) -> tuple[str, Trace, Reason | None]:
+        trace = Trace()
+        spec = http.Spec(f"https://{NAME}:{ports[org]}/", NAME, cafile=str(bundle), expected_issuers=expected)
+        try:
+            await http.run(spec, ("127.0.0.1",), trace)
+        except ProbeError as exc:
+            return org, trace, exc.reason
+        return org, trace, None
+
+    async with _net.shared():
+        outcomes = await asyncio.gather(*(one(org) for _ in range(6) for org in ports))
+    for org, trace, reason in outcomes:
+        cert = trace.facts.get("cert")
+        assert isinstance(cert, dict) and cert["issuer_org"] == org
+        assert reason is (None if org in expected else Reason.TLS_UNEXPECTED_ISSUER)
+
+
+async def test_the_checks_of_a_run_share_a_session_and_each_keeps_its_address(serve: Serve) -> None:
+    """One HTTP session serves a run: concurrent checks of one name still each reach the address
+    their own lower layers passed (the URL names it; Host stays the name), and a cookie is never sent."""
+    heads: list[bytes] = []
+
+    def answering(server: str) -> StreamHandler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(f"HTTP/1.1 200 OK\r\nServer: {server}\r\nSet-Cookie: session={server}; Path=/\r\n"
+                         "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+        return handler
+
+    port = await serve(answering("one"), host="127.0.0.1")
+    await serve(answering("two"), host="127.0.0.2", port=port)
+    spec = http.Spec(f"http://{NAME}:{port}/", NAME)
+
+    async def one(address: str) -> tuple[str, Trace]:
+        trace = Trace()
+        await http.run(spec, (address,), trace)
+        return address, trace
+
+    async with _net.shared():
+        outcomes = await asyncio.gather(*(one(a) for _ in range(4) for a in ("127.0.0.1", "127.0.0.2")))
+        await one("127.0.0.1")
+    for address, trace in outcomes:
+        assert trace.facts["server"] == {"127.0.0.1": "one", "127.0.0.2": "two"}[address]
+        assert [p.name for p in trace.phases] == ["connect", "request"]
+    assert len(heads) == 9 and all(f"Host: {NAME}:{port}\r\n".encode() in h for h in heads)
+    assert not [h for h in heads if b"cookie:" in h.lower()]
+
+
+async def test_a_cookie_never_carries_from_one_check_into_another(serve: Serve, http_server: HttpServer,
+                                                                 ca: trustme.CA, cafile: str) -> None:
+    """Through a proxy the URL keeps the name, where a session's cookie jar would keep what a service
+    set and send it on the next check of the run."""
+    sent: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        sent.append(request.headers.get("Cookie"))
+        response = web.Response(status=200)
+        response.set_cookie("session", "s3cret")
+        return response
+
+    port = await http_server(handler, tls=server_context(ca.issue_cert(NAME)))
+    via = Proxy.parse(f"http://127.0.0.1:{await serve(proxy(200))}")
+    spec = http.Spec(f"https://{NAME}:{port}/", NAME, proxy=via, cafile=cafile)
+    async with _net.shared():
+        for _ in range(2):
+            await http.run(spec, (), Trace())
+    assert sent == [None, None]

@@ -22,7 +22,7 @@ from probe_loopback import (
     server_context,
     silent,
 )
-from probes import tls
+from probes import _net, tls
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, Status, classify
 
@@ -150,3 +150,46 @@ async def test_refused(refused_port: int, cafile: str, trace: Trace) -> None:
         await tls.run(tls.Spec(NAME, refused_port, cafile=cafile), ("127.0.0.1",), trace)
     assert classify(info.value) is Reason.TCP_REFUSED
     assert trace.current == "connect"
+
+
+async def test_a_run_loads_each_trust_store_once(serve: Serve, ca: trustme.CA, tmp_path: Path) -> None:
+    """Inside a run (probes._net.shared) each trust configuration has one context, loaded once: a
+    bundle rewritten during the run is not read again. Outside a run every check loads its own."""
+    bundle = tmp_path / "bundle.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    port = await serve(silent, tls=server_context(ca.issue_cert(NAME)))
+    spec = tls.Spec(NAME, port, cafile=str(bundle))
+    async with _net.shared():
+        first = _net.tls_context(str(bundle))
+        assert _net.tls_context(str(bundle)) is first
+        assert _net.tls_context(str(bundle), verify=False) is not first
+        assert _net.tls_context(None) is not first
+        await tls.run(spec, ("127.0.0.1",), Trace())
+        trustme.CA().cert_pem.write_to_path(str(bundle))  # the node's store changes mid-run
+        await tls.run(spec, ("127.0.0.1",), Trace())  # still the store the run loaded
+    assert _net.tls_context(str(bundle)) is not _net.tls_context(str(bundle))
+    with pytest.raises(ProbeError) as info:
+        await tls.run(spec, ("127.0.0.1",), Trace())  # a new run reads the store as it is now
+    assert info.value.reason is Reason.TLS_UNTRUSTED
+
+
+async def test_concurrent_handshakes_each_keep_their_own_certificate(serve: Serve, ca: trustme.CA,
+                                                                     tmp_path: Path) -> None:
+    """One shared context serves checks of servers with different issuers at once: each check
+    reports the certificate of its own handshake."""
+    inspection = trustme.CA(organization_name="Contoso Inspection")
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes(ca.cert_pem.bytes() + inspection.cert_pem.bytes())
+    ports = {org: await serve(silent, tls=server_context(issuer.issue_cert(NAME)))
+             for org, issuer in (("Microsoft Corporation", ca), ("Contoso Inspection", inspection))}
+
+    async def one(org: str) -> tuple[str, Trace]:
+        trace = Trace()
+        await tls.run(tls.Spec(NAME, ports[org], cafile=str(bundle)), ("127.0.0.1",), trace)
+        return org, trace
+
+    async with _net.shared():
+        outcomes = await asyncio.gather(*(one(org) for _ in range(6) for org in ports))
+    for org, trace in outcomes:
+        cert = trace.facts["cert"]
+        assert isinstance(cert, dict) and cert["issuer_org"] == org

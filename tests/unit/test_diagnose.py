@@ -305,6 +305,32 @@ def test_a_proxy_refusing_connect_to_the_instance_ports_is_the_finding_not_direc
     assert "8787" in finding.remedy and "18881" in finding.remedy and "SSL_ports" in finding.remedy
 
 
+def test_an_inspecting_proxy_that_cannot_verify_the_services_says_so() -> None:
+    """squid's own 503 ERR_SECURE_CONNECT_FAIL inside the bumped TLS: the fix is the proxy's trust
+    store or a splice, not an allow-list entry."""
+    outcomes = {f"http:{host}:443@proxy": Outcome(Reason.PROXY_UPSTREAM_FAILED, evidence={
+        "proxy_error": "ERR_SECURE_CONNECT_FAIL"}, detail="the proxy answered 503 itself (ERR_SECURE_CONNECT_FAIL)")
+        for host in ("management.azure.com", "graph.windows.net")}
+    direct = {f"tcp:{host}:443": Outcome(Reason.TCP_TIMEOUT) for host in ("management.azure.com", "graph.windows.net")}
+    [finding] = run_proxied(outcomes | direct)
+    assert finding.code == "proxy-denied"
+    assert "tls_outgoing_options" in finding.remedy and "ssl_bump splice" in finding.remedy
+    [plain] = run_proxied(direct | {"http:management.azure.com:443@proxy": Outcome(Reason.PROXY_DENIED, evidence={
+        "proxy_error": "ERR_ACCESS_DENIED"})})
+    assert "tls_outgoing_options" not in plain.remedy
+
+
+def test_a_websocket_refused_through_the_proxy_names_squid_s_upgrade_setting() -> None:
+    """A bumping squid without http_upgrade_request_protocols strips Upgrade: the upgrade fails
+    through the proxy only, and the remedy names the setting."""
+    direct = {f"tcp:{CI}:443": Outcome(Reason.TCP_TIMEOUT)}
+    [finding] = run_proxied(direct | {f"websocket:{CI}:443@proxy": Outcome(Reason.WS_UPGRADE_REFUSED)})
+    assert finding.code == "websocket-blocked" and "http_upgrade_request_protocols" in finding.remedy
+    results = simulate(make_plan(), {f"websocket:{CI}:443": Outcome(Reason.WS_UPGRADE_REFUSED)}, PE_ADDRESSES)
+    [direct_only] = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
+    assert direct_only.code == "websocket-blocked" and "http_upgrade_request_protocols" not in direct_only.remedy
+
+
 def test_direct_egress_blocked_is_fine_when_the_proxy_works() -> None:
     assert run_proxied({"tcp:management.azure.com:443": Outcome(Reason.TCP_TIMEOUT),
                         "dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}) == ()
@@ -522,7 +548,8 @@ def test_an_inspecting_proxy_the_node_trusts_is_tls_intercepted() -> None:
     assert isinstance(through, HttpSpec) and through.expected_issuers == ("Microsoft Corporation", "DigiCert Inc")
     outcomes = {f"http:{host}:443@proxy": Outcome(Reason.TLS_UNEXPECTED_ISSUER, evidence={"cert": CERT})
                 for host in ("management.azure.com", "graph.windows.net")}
-    [finding] = run_proxied(outcomes)
+    direct = {f"tcp:{host}:443": Outcome(Reason.TCP_TIMEOUT) for host in ("management.azure.com", "graph.windows.net")}
+    [finding] = run_proxied(outcomes | direct)
     assert finding.code == "tls-intercepted" and finding.severity is Severity.WARNING
     assert len(finding.checks) == 2
 

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,15 +19,16 @@ from typing import ClassVar
 
 import dns.message
 import pytest
+import trustme
 
 from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
-from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, silent
+from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, server_context, silent
 from probes import PROBES
 from probes._trace import Trace
 from probes.reasons import Reason, Status
-from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec
+from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec, TlsSpec
 
 pytest_plugins = ["probe_peers"]
 
@@ -218,7 +220,7 @@ async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve
 
 def test_the_bound_is_what_the_descriptor_limit_allows() -> None:
     """min(requested, (limit - open - reserve) / per check), never below one."""
-    per, reserve = engine.DESCRIPTORS_PER_CHECK, engine.RESERVED_DESCRIPTORS
+    per, reserve = engine.DESCRIPTORS_PER_CHECK + engine.DESCRIPTORS_PER_RESOLVE, engine.RESERVED_DESCRIPTORS
     assert engine.concurrency_bound(128, limit=64, in_use=10) == (64 - 10 - reserve) // per < 128
     assert engine.concurrency_bound(128, limit=1 << 20, in_use=10) == 128
     assert engine.concurrency_bound(3, limit=64, in_use=10) == 3
@@ -275,3 +277,46 @@ def test_a_run_at_ulimit_64_stays_conclusive() -> None:
     assert not [r for r in report["results"] if r[2] and r[2].startswith("local.")], "a local failure"
     assert [o for o in outcomes if o[0] in open_ports] == [(p, "pass", None) for p in ports[:300]]
     assert [o for o in outcomes if o[0] in closed] == [(p, "fail", "tcp.refused") for p in closed]
+
+
+async def test_the_checks_of_a_run_share_its_trust_store(serve: Serve, ca: trustme.CA, tmp_path: Path) -> None:
+    """engine.run loads each trust store once for all its checks (probes._net.shared): the second
+    check, started after the bundle was rewritten, still verifies with the store the run loaded.
+    The next run loads the store again."""
+    bundle = tmp_path / "bundle.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    port = await serve(silent, tls=server_context(ca.issue_cert("127.0.0.1")))
+
+    def tls_check(n: int, needs: str | None = None) -> Check:
+        return Check(id=f"tls:{n}:127.0.0.1:{port}", spec=TlsSpec("127.0.0.1", port, cafile=str(bundle)),
+                     host="127.0.0.1", port=port, protocol="tcp", requirements=("test",), needs=needs)
+
+    def rewrite(result: object) -> None:
+        trustme.CA().cert_pem.write_to_path(str(bundle))  # the node's store changes mid-run
+
+    first, second = tls_check(1), tls_check(2, needs=tls_check(1).id)
+    results = await engine.run([first, second], timeout=10 * UNIT, on_result=rewrite)
+    assert [r.status for r in results] == [Status.PASS, Status.PASS]
+    (again,) = await engine.run([tls_check(3)], timeout=10 * UNIT)
+    assert again.reason is Reason.TLS_UNTRUSTED
+
+
+def resolver_threads() -> int:
+    return sum(t.name == "aml-netcheck-resolve" for t in threading.enumerate())
+
+
+async def test_resolver_threads_are_bounded_by_the_check_slots() -> None:
+    """getaddrinfo runs in the loop's default executor, which gave every call a thread of its own: a
+    stub that hangs under a thousand names held a thousand threads and their sockets. engine.run
+    installs a pool of one thread per check slot: calls beyond it wait for a thread; threads end
+    when no call waits."""
+    await engine.run([], concurrency=2)
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    calls = [loop.run_in_executor(None, release.wait, 10) for _ in range(5)]
+    assert resolver_threads() == 2
+    release.set()
+    assert await asyncio.gather(*calls) == [True] * 5
+    for thread in [t for t in threading.enumerate() if t.name == "aml-netcheck-resolve"]:
+        thread.join(5)  # a hang guard, not a timing
+    assert resolver_threads() == 0
