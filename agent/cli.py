@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-
-try:  # typer >= 0.20 vendors click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer depends on click itself
-    from click import exceptions as click_exceptions  # type: ignore[import-not-found, no-redef]
+from click import exceptions as click_exceptions  # typer below 0.20 (pyproject.toml) parses with click
 
 from agent import catalog, version_line
 from agent.clock import Deadline
