@@ -28,9 +28,10 @@ from typing import Any
 from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
-from probes._net import is_ip, shared
+from probes._net import shared
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, Status, classify, timeout_reason
+from probes.specs import is_ip
 
 log = logging.getLogger(__name__)
 

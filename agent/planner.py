@@ -17,7 +17,6 @@ from agent.inputs import context as ctx
 from agent.inputs import proxy
 from agent.model import Check, CheckPath
 from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, PRIVATELINK_LABEL
-from probes._net import is_ip
 from probes.reasons import Reason
 from probes.specs import (
     DnsSpec,
@@ -31,6 +30,7 @@ from probes.specs import (
     TlsSpec,
     UdpSpec,
     WebSocketSpec,
+    is_ip,
 )
 
 # The layers above dns that each catalog probe kind climbs, in order.

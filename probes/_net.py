@@ -49,14 +49,6 @@ def split_hostport(entry: str, default_port: int) -> tuple[str, int]:
     return entry, default_port
 
 
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.partition("%")[0])
-    except ValueError:
-        return False
-    return True
-
-
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918: VNet and private endpoints
     "100.64.0.0/10",  # shared address space, also usable inside a VNet

@@ -11,7 +11,7 @@ import socket
 from probes import _net
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, local_limit
-from probes.specs import Proxy
+from probes.specs import Proxy, is_ip
 
 
 async def tunnel(proxy: Proxy, host: str, port: int, trace: Trace) -> socket.socket:
@@ -20,7 +20,7 @@ async def tunnel(proxy: Proxy, host: str, port: int, trace: Trace) -> socket.soc
         raise ProbeError(Reason.PROXY_UNREACHABLE,
                          f"cannot tunnel through {proxy.shown}: only http:// proxies are supported")
     try:
-        if _net.is_ip(proxy.host):
+        if is_ip(proxy.host):
             sock = await _net.connect(proxy.host, proxy.port)
         else:  # the proxy's own name resolves the way applications resolve it
             infos = await asyncio.get_running_loop().getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)

@@ -25,10 +25,11 @@ import dns.rdatatype
 
 from probes import node
 from probes._datagram import exchange
-from probes._net import errno_name, is_ip, is_private, local_shortage, ordered, since_ms, split_hostport
+from probes._net import errno_name, is_private, local_shortage, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, local_limit
 from probes.specs import DnsSpec as Spec
+from probes.specs import is_ip
 
 _GAI_NAMES = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
 NSSWITCH = Path("/etc/nsswitch.conf")  # its `hosts:` line says whether the hosts file comes before DNS

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped,unused-ignore]  # stubs are optional
-
 from probes._trace import Fact
 from probes.reasons import LOCAL_RESOURCE_ERRNOS
 from probes.specs import Proxy
@@ -111,6 +109,7 @@ def _lines(path: Path, strict: bool = False) -> list[str]:
 
 
 def _interfaces() -> list[Fact]:
+    import psutil  # type: ignore[import-untyped,unused-ignore]  # here: `plan` and `rules` read no interfaces
     try:
         addrs = psutil.net_if_addrs()
         stats = psutil.net_if_stats()
@@ -161,6 +160,7 @@ def _ipv6_default_routes(path: Path) -> list[Fact]:
 
 def _listening() -> dict[str, Fact]:
     """Local listeners, e.g. a proxy on localhost or a DNS forwarder; pids need no privilege."""
+    import psutil  # type: ignore[import-untyped,unused-ignore]
     try:
         connections = psutil.net_connections("inet")
     except (psutil.AccessDenied, OSError):

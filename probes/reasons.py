@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import ssl
 from enum import StrEnum
 
 from probes.specs import Layer
@@ -222,6 +221,8 @@ def local_limit(exc: BaseException) -> bool:
 
 
 def _classify_one(exc: BaseException) -> Reason | None:
+    import ssl  # here: the planner, `plan` and `rules` read the taxonomy without loading OpenSSL
+
     if isinstance(exc, ssl.SSLError) and isinstance(exc.__cause__, OSError):
         return None  # a library's wrapper (aiohttp's ClientConnectorCertificateError lacks verify_code)
     if isinstance(exc, ssl.SSLCertVerificationError):

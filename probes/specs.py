@@ -31,6 +31,16 @@ class Layer(StrEnum):
     LOCAL = "local"
 
 
+def is_ip(text: str) -> bool:
+    """An IP literal (a scoped IPv6 address included): here, not in probes._net, so that the
+    planner and `rules` can ask without loading asyncio and ssl."""
+    try:
+        ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
 class SpecError(ValueError):
     """A Spec that no probe could run: a planner bug (or a bad user endpoint), never a network fact."""
 

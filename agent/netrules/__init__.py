@@ -15,7 +15,7 @@ from agent.catalog import Catalog, Requirement, Zone
 from agent.inputs import context as ctx
 from agent.planner import applicable
 from agent.platform import AZURE_DNS
-from probes._net import is_ip
+from probes.specs import is_ip
 
 SCHEMA = "aml-netcheck.rules/1"
 VNET = "VirtualNetwork"

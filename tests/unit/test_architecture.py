@@ -70,9 +70,10 @@ def test_version_is_answered_before_the_cli_loads() -> None:
         _loaded_by_process("--version") & {"agent.cli", "agent.catalog"})
 
 
-# the libraries only `check` (aiohttp, websockets, dnspython), a failed verification (cryptography) or
-# a terminal or table (rich) need
-_NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich")
+# the libraries only `check` (aiohttp, websockets, dnspython, and below them asyncio and OpenSSL; psutil
+# for the node's interfaces and listeners), a failed verification (cryptography) or a terminal or
+# table (rich) need
+_NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich", "asyncio", "ssl", "psutil")
 
 
 @pytest.mark.parametrize("argv", [
