@@ -29,6 +29,7 @@ from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
 from probes._net import shared
+from probes._timing import EarlyTimeout
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, Status, classify, timeout_reason
 from probes.specs import is_ip
@@ -219,7 +220,9 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
     The window is the check's timeout cut to what is left of the run. Only the timeout is a
     verdict (`tcp.timeout`: no answer in the time a check is given); a window the run deadline
     cut short ends `probe.cancelled`, so a deadline never turns a slow answer into a failure. The
-    probe's protocol windows follow the timeout."""
+    probe's protocol windows follow the timeout. A probe may reach the timeout's verdict early
+    (EarlyTimeout: its peer silent well past the run's RTT estimate, probes/_timing.py), inside
+    the window; it is then read exactly as the timeout, with the probe's detail."""
     window = deadline.window(timeout)
     cut = window < timeout
     trace = Trace()
@@ -230,14 +233,15 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
         spec = check.spec.within(timeout)
         async with asyncio.timeout(window):
             await probe(spec, addresses, trace)
-    except TimeoutError:
+    except TimeoutError as exc:
         ok = _passed_addresses(trace)
-        if cut:
+        early = isinstance(exc, EarlyTimeout)  # the probe's own, from the run's RTT estimate, inside the window
+        if cut and not early:
             return _result(check, Reason.PROBE_CANCELLED, trace.current, f"not finished: {deadline.reached}",
                            trace.elapsed(), trace, ok)
         phase = trace.current
         reason = timeout_reason(check.layer, phase)
-        detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
+        detail = str(exc) if early else f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
         if not ok and "local_limit" in trace.facts:  # some addresses were never tried: no verdict on the set
             return _result(check, Reason.LOCAL_RESOURCE_LIMIT, phase,
                            f"{detail}; not tried (the node's own limit): {trace.facts['local_limit']}",

@@ -11,9 +11,12 @@ The contract the engine relies on:
 * Unmet expectation: `ProbeError(reason, detail)`. Other exceptions (OSError, ssl errors,
   gaierror, some library errors with the OSError in their cause chain) propagate for
   `reasons.classify`.
-* No timers: the engine's `asyncio.timeout()` is the deadline. A phase left by an exception or
-  by the deadline's cancellation stays open, so `trace.current` names the phase that failed, and
-  the timeout's reason follows it (`reasons.timeout_reason`: smb's "negotiate" is not its "connect").
+* No timers: the engine's `asyncio.timeout()` is the deadline. The one exception is the run's RTT
+  estimate (`_timing`): tcp retries a silent connect and raises `EarlyTimeout`, udp paces its
+  retransmits, from waits derived from the run's own samples, always inside the engine's window.
+  A phase left by an exception or by the deadline's cancellation stays open, so `trace.current`
+  names the phase that failed, and the timeout's reason follows it (`reasons.timeout_reason`:
+  smb's "negotiate" is not its "connect").
 * Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
   (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
   "upgrade"; smb "connect", "negotiate"; local "inspect".

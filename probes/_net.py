@@ -82,10 +82,11 @@ def require(addresses: tuple[str, ...]) -> list[str]:
     return ordered(addresses)
 
 
-async def connect(address: str, port: int) -> socket.socket:
-    """One TCP connect on its own non-blocking socket, so the errno of this address is kept.
-    The socket is closed on any failure, including cancellation at the engine's deadline."""
-    sock = socket.socket(family(address), socket.SOCK_STREAM)
+async def connect(address: str, port: int, sock: socket.socket | None = None) -> socket.socket:
+    """One TCP connect on its own non-blocking socket, so the errno of this address is kept (`sock`:
+    one the caller made, to watch it). The socket is closed on any failure, including cancellation
+    at the engine's deadline."""
+    sock = socket.socket(family(address), socket.SOCK_STREAM) if sock is None else sock
     try:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
@@ -129,9 +130,10 @@ T = TypeVar("T")
 
 class Shared:
     """What the checks of one run share instead of building per check: TLS contexts (loading a
-    system-size store costs ~20 ms of CPU each time) and the HTTP session. Made on first use; a
-    making that raises (EMFILE) is not kept, so the next check tries again. Only objects that no
-    check mutates belong here: they serve concurrent checks."""
+    system-size store costs ~20 ms of CPU each time), the HTTP session and the RTT estimator
+    (probes/_timing.py). Made on first use; a making that raises (EMFILE) is not kept, so the next
+    check tries again. Only objects that no check mutates belong here, or that are made to be fed
+    by concurrent checks (the estimator): they serve concurrent checks."""
 
     def __init__(self) -> None:
         self._items: dict[Hashable, object] = {}
