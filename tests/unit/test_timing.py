@@ -18,7 +18,7 @@ from agent.model import Check
 from probe_loopback import dns_reply
 from probes._timing import CEILING, FLOOR, MIN_SAMPLES, SLOWEST_FACTOR, Estimator, Rtt, parse_routes, route_of
 from probes.reasons import Reason, Status
-from probes.specs import DnsSpec, TcpSpec
+from probes.specs import DnsSpec, TcpSpec, UdpSpec
 
 pytest_plugins = ["probe_peers"]
 
@@ -180,3 +180,21 @@ async def test_a_lone_attempt_outside_a_run_has_no_estimator(stalled_port: int, 
         assert (await engine.attempt(tcp_check(tcp_listener), ("127.0.0.1",), timeout=1)).status is Status.PASS
     result = await engine.attempt(tcp_check(stalled_port), ("127.0.0.1",), timeout=3 * FLOOR)
     assert result.reason is Reason.TCP_TIMEOUT and "early_verdict" not in result.evidence
+
+
+def udp_check(port: int) -> Check:
+    return Check(id=f"udp:127.0.0.1:{port}", spec=UdpSpec(host="127.0.0.1", port=port), host="127.0.0.1", port=port,
+                 protocol="udp", requirements=("test",))
+
+
+async def test_udp_silence_is_paced_and_stays_inconclusive(silent_udp: int, closed_udp_port: int,
+                                                           tcp_listener: int) -> None:
+    """Retransmitted at the route's pace once it has samples, never a failure of its own."""
+    checks = [*(tcp_check(tcp_listener, i) for i in range(MIN_SAMPLES)), udp_check(silent_udp),
+              udp_check(closed_udp_port)]
+    *_, silent, closed = await engine.run(checks, timeout=60)
+    assert (silent.status, silent.reason) == (Status.INCONCLUSIVE, Reason.UDP_NO_REPLY)
+    [attempt] = silent.evidence["attempts"]  # type: ignore[misc]
+    assert attempt["datagrams"] == UdpSpec("x", 1).attempts  # type: ignore[index]
+    assert attempt["window_ms"] == FLOOR * 1000  # type: ignore[index]
+    assert (closed.status, closed.reason) == (Status.FAIL, Reason.UDP_CLOSED)  # ICMP is an answer, as before
