@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.inputs.config import MAX_BYTES, MAX_ENDPOINTS  # noqa: E402  (after the path is set)
-from bench import delay, measure  # noqa: E402
+from bench import measure  # noqa: E402
 from bench.measure import Summary  # noqa: E402
-from lab import Fault, Lab, LabUnavailable, scenario  # noqa: E402
+from lab import Fault, Lab, LabUnavailable, delay, scenario  # noqa: E402
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NOFILE_LIMITS = (256, 64)
