@@ -2,8 +2,9 @@
 run's own connects say about how fast each route answers, and how long a probe may wait on that
 basis before it calls a silent peer silent.
 
-A sample is one TCP connect's time, SYN to SYN-ACK or RST (about one round trip, plus the event
-loop's lag, which only makes the estimate more patient). Samples are kept per route: the kernel's
+A sample is one TCP connect's round trip: the kernel's own measurement of the handshake (tcp_info),
+or for a RST (and a connect without one) the time from the SYN to the answer as the event loop saw
+it, whose lag only makes the estimate more patient. Samples are kept per route: the kernel's
 outgoing interface and gateway for the address (the main routing table, read once per run) and
 whether the address is private (inside the VNet) or public, since on an Azure node one default
 route carries both a private endpoint a millisecond away and a service across the internet.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes._net import is_private, ms, run_shared
+from probes._net import is_private, run_shared
 from probes._trace import Fact
 
 # A far path must never be judged by its near neighbours: the verdict comes after two bounds (the
@@ -71,8 +72,9 @@ class Rtt:
         return bound if bound <= CEILING else None
 
     def fact(self, route: str) -> dict[str, Fact]:
-        return {"route": route, "srtt_ms": ms(self.srtt), "rttvar_ms": ms(self.rttvar), "samples": self.samples,
-                "slowest_ms": ms(self.slowest), "bound_ms": None if self.bound is None else ms(self.bound)}
+        bound = self.bound
+        return {"route": route, "srtt_ms": _ms(self.srtt), "rttvar_ms": _ms(self.rttvar), "samples": self.samples,
+                "slowest_ms": _ms(self.slowest), "bound_ms": None if bound is None else _ms(bound)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,10 @@ class Estimator:
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
         return self._changed
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)  # a VNet's round trips are tens of microseconds
 
 
 def estimator() -> Estimator | None:

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterable
 
@@ -21,6 +22,8 @@ from probes._trace import Fact, Trace
 from probes._tunnel import tunnel
 from probes.reasons import classify, local_limit
 from probes.specs import TcpSpec as Spec
+
+_TCPI_RTT, _TCP_INFO_SIZE = 68, 104  # <linux/tcp.h> struct tcp_info: tcpi_rtt's offset, the size read
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
@@ -76,28 +79,39 @@ class _Unanswered(OSError):
 async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[float]) -> socket.socket:
     """One address's connect: a socket that the peer accepted, or its error. With the run's estimator,
     unanswered after the route's bound it gets one retry; both unanswered after the bound raise
-    _Unanswered. `tries` gets each connect's start, for the evidence."""
+    _Unanswered. `tries` gets each SYN's time, for the evidence."""
     if rtt is None:
         return await connect(address, port)
-    pending: dict[asyncio.Task[socket.socket], tuple[socket.socket, float]] = {}
+    pending: dict[asyncio.Task[socket.socket], socket.socket] = {}
     patient = False  # a retry that never left the node: only the engine's timeout decides then
 
-    def start() -> None:
+    async def one(sock: socket.socket) -> socket.socket:
+        sent = time.monotonic()
+        tries.append(sent)  # connect() sends the SYN in this same step
+        try:
+            await connect(address, port, sock)
+        except ConnectionRefusedError:
+            rtt.add(address, time.monotonic() - sent)  # a RST answers too; the loop's lag only adds patience
+            raise
+        rtt.add(address, _handshake_rtt(sock) or time.monotonic() - sent)
+        return sock
+
+    async def start() -> None:
         sock = socket.socket(family(address), socket.SOCK_STREAM)  # the node's limit raises here
-        tries.append(time.monotonic())
-        pending[asyncio.ensure_future(connect(address, port, sock))] = (sock, tries[-1])
+        pending[asyncio.ensure_future(one(sock))] = sock
+        await asyncio.sleep(0)  # the task's first step, its SYN, runs before this resumes (FIFO)
 
     def bound() -> float | None:
         return None if patient else rtt.bound(address)
 
-    start()
     try:
+        await start()
         while True:
-            if not await wait_any(pending, tries[-1], bound, rtt) and not _answered(s for s, _ in pending.values()):
+            if not await wait_any(pending, tries[-1], bound, rtt) and not _answered(pending.values()):
                 if len(tries) > 1:
                     raise _Unanswered(address, time.monotonic() - tries[0], rtt.fact(address))
                 try:
-                    start()
+                    await start()
                 except OSError as exc:
                     if not local_limit(exc):
                         raise
@@ -105,10 +119,8 @@ async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[f
                 continue
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                _, started = pending.pop(task)
+                pending.pop(task)
                 error = task.exception()
-                if error is None or (isinstance(error, OSError) and error.errno == errno.ECONNREFUSED):
-                    rtt.add(address, time.monotonic() - started)  # a SYN-ACK or a RST: the peer answered
                 if error is None:
                     return task.result()
                 if pending and isinstance(error, OSError) and local_limit(error):
@@ -119,8 +131,19 @@ async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[f
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for sock, _ in pending.values():  # cancelled, or connected beside the one returned
+        for sock in pending.values():  # cancelled, or connected beside the one returned
             sock.close()
+
+
+def _handshake_rtt(sock: socket.socket) -> float | None:
+    """The kernel's own round trip of the handshake (tcp_info's tcpi_rtt, in microseconds), free of
+    the event loop's lag; None where it has none (a retransmitted SYN without timestamps)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    (rtt_us,) = struct.unpack_from("I", info, _TCPI_RTT)
+    return rtt_us / 1e6 if rtt_us else None
 
 
 def _answered(connects: Iterable[socket.socket]) -> bool:

@@ -105,7 +105,7 @@ def test_samples_are_kept_per_route() -> None:
         estimator.add("10.0.1.7", FAST)
     assert estimator.bound("10.0.1.8") == FLOOR  # the same route and scope
     assert estimator.bound("198.18.3.4") is None  # public: none yet
-    assert estimator.fact("10.0.1.8") == {"route": "eth1 via 10.0.0.254, private", "srtt_ms": 1.0, "rttvar_ms": 0.3,
+    assert estimator.fact("10.0.1.8") == {"route": "eth1 via 10.0.0.254, private", "srtt_ms": 1.0, "rttvar_ms": 0.281,
                                           "samples": MIN_SAMPLES, "slowest_ms": 1.0, "bound_ms": FLOOR * 1000}
 
 
