@@ -161,9 +161,9 @@ def _early(trace: Trace, silent: list[_Unanswered]) -> EarlyTimeout:
     estimate = silent[0].estimate
     trace.note(early_verdict=True, waited_ms=ms(waited), rtt_estimate=estimate)
     shown = ", ".join(e.address for e in silent)
-    return EarlyTimeout(f"no answer within {waited:.2g}s to two connects to {shown} during connect (early "
-                        f"verdict: connects on this route answered in {estimate['srtt_ms']} ms on average, "
-                        f"at most {estimate['slowest_ms']} ms, {estimate['samples']} samples)")
+    return EarlyTimeout(f"no answer within {waited:.2g}s during connect (two SYNs to {shown}; early verdict: "
+                        f"{estimate['samples']} connects on this route answered in {estimate['srtt_ms']} ms on "
+                        f"average, {estimate['slowest_ms']} ms at most)")
 
 
 async def _through(spec: Spec, trace: Trace) -> None:
