@@ -371,4 +371,5 @@ async def test_a_chunked_denial_is_read(serve: Serve, trace: Trace) -> None:
                                  + b"0\r\n\r\n"))
     with pytest.raises(ProbeError) as info:
         await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
-    assert info.value.reason is Reason.HTTP_RESOURCE_DENIED and trace.facts["azure_error_code"] == "AuthorizationFailure"
+    assert info.value.reason is Reason.HTTP_RESOURCE_DENIED
+    assert trace.facts["azure_error_code"] == "AuthorizationFailure"
