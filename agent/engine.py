@@ -64,8 +64,8 @@ class RunState:
 
 
 class _ResolverPool(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor, where getaddrinfo runs (the dns probe's system path, aiohttp's
-    resolver for a proxy's name, CONNECT tunnels): at most `limit` threads, each started on demand and
+    """The loop's default executor, where getaddrinfo runs (the dns probe's system path, a proxy's
+    name for CONNECT tunnels and proxied requests): at most `limit` threads, each started on demand and
     ended as soon as no call waits, so an idle run holds none. Daemon threads: a hung resolver can
     hold one for many seconds after its check timed out, and must not hold the process past its
     deadline at exit. A call beyond the limit waits for a thread; with one thread per check slot
