@@ -166,22 +166,21 @@ async def test_a_handed_connection_the_server_closed_is_retried_afresh(
     assert seen.accepts == 2
 
 
-async def test_only_what_a_consumer_takes_is_parked(counted: Callable[..., Awaitable[tuple[int, Counted]]],
-                                                    cafile: str) -> None:
-    """A tcp check with no check above it parks nothing; a tls check whose consumer is skipped by
-    policy neither: the server sees each connection closed during the run (its read ends)."""
-    port, seen = await counted()
-    tcp, layer, top = chain(port, cafile, "http")
-    skipped = Check(id=top.id, spec=top.spec, host=top.host, port=top.port, protocol="tcp", requirements=("test",),
-                    needs=layer.id, skip=Reason.SKIP_POLICY, skip_detail="blocked")
-    async with _net.shared() as scope:
-        scope.park_limit = 8
-        engine._expect_handovers(scope, [tcp, layer, skipped])
-        key = _stream.handover(tcp.spec, layer.spec)
-        assert key is not None and scope.park(key, "127.0.0.1", _Closed())  # tls will come for tcp's
-        assert _stream.handover(layer.spec, top.spec) is not None
-        assert not scope.park(_stream.offered(layer.spec), "127.0.0.1", _Closed())  # its consumer never comes
-    assert seen.accepts == 0
+async def test_only_what_a_consumer_will_take_is_parked(cafile: str) -> None:
+    """The engine registers a consumer for each check above a connection (its `needs`): a tcp check
+    with nothing above it, or whose tls check is skipped by policy, parks nothing; a tls check whose
+    http check will run parks for it."""
+    tcp, layer, top = chain(443, cafile, "http")
+    skipped = Check(id=layer.id, spec=layer.spec, host=layer.host, port=layer.port, protocol="tcp",
+                    requirements=("test",), needs=tcp.id, skip=Reason.SKIP_POLICY, skip_detail="blocked")
+    for checks, parks in (([tcp], ()), ([tcp, skipped], ()), ([tcp, layer, top], (tcp, layer))):
+        async with _net.shared() as scope:
+            scope.park_limit = 8
+            engine._expect_handovers(scope, checks)
+            for below in (tcp, layer):
+                key = _stream.offered(below.spec)
+                assert key is not None
+                assert scope.park(key, "127.0.0.1", _Closed()) is (below in parks)
 
 
 class _Closed:
