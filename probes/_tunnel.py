@@ -35,7 +35,9 @@ async def tunnel(proxy: Proxy, host: str, port: int, trace: Trace) -> socket.soc
 async def _connect_request(sock: socket.socket, host: str, port: int,
                            proxy: Proxy) -> tuple[int, list[tuple[str, str]]]:
     loop = asyncio.get_running_loop()
-    request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization(proxy)}\r\n"
+    credentials = authorization(proxy)
+    request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n" + (
+        f"Proxy-Authorization: {credentials}\r\n" if credentials else "") + "\r\n"
     await loop.sock_sendall(sock, request.encode())
     head = b""
     while b"\r\n\r\n" not in head:  # the peer sends nothing past the head before we speak again
@@ -76,9 +78,8 @@ async def to_proxy(proxy: Proxy, trace: Trace) -> socket.socket:
                          f"cannot connect to the proxy: {exc.strerror or exc}") from exc
 
 
-def authorization(proxy: Proxy) -> str:
-    """The Proxy-Authorization header line of the proxy URL's userinfo (Basic), or ""."""
+def authorization(proxy: Proxy) -> str | None:
+    """The Proxy-Authorization value of the proxy URL's userinfo (Basic); None without one."""
     if proxy.user is None:
-        return ""
-    token = base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode()
-    return f"Proxy-Authorization: Basic {token}\r\n"
+        return None
+    return "Basic " + base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode()

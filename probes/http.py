@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import h11
 
 from probes import _stream
-from probes._net import proxy_answer, proxy_error, require
+from probes._net import proxy_answer, proxy_error, require, since_ms
 from probes._trace import Fact, ProbeError, Trace
 from probes._tunnel import MAX_HEAD, authorization, to_proxy
 from probes.reasons import Reason
@@ -106,9 +106,8 @@ def _request(spec: Spec) -> h11.Request:
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if spec.proxy is not None and not secure:
         target = spec.url
-        if line := authorization(spec.proxy):
-            name, _, value = line.strip().partition(": ")
-            headers.append((name, value))
+        if credentials := authorization(spec.proxy):
+            headers.append(("Proxy-Authorization", credentials))
     return h11.Request(method=spec.method, target=target, headers=headers)
 
 
@@ -116,22 +115,25 @@ async def _exchange(spec: Spec, stream: _stream.Stream, trace: Trace) -> None:
     """Send the request, read the response head, judge it (reading what of the body a verdict needs)."""
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     await stream.send(connection.send(_request(spec)) + connection.send(h11.EndOfMessage()))
-    sent = time.monotonic()
     try:
-        answer = await _head(connection, stream)
-        trace.note(first_byte_ms=round((time.monotonic() - sent) * 1000, 1))
+        answer = await _head(connection, stream, trace)
         await _judge(spec, answer, connection, stream, trace)
     except h11.RemoteProtocolError as exc:
         raise ProbeError(Reason.HTTP_INVALID_RESPONSE, f"not a valid HTTP response: {exc}") from exc
 
 
-async def _head(connection: h11.Connection, stream: _stream.Stream) -> _Answer:
+async def _head(connection: h11.Connection, stream: _stream.Stream, trace: Trace) -> _Answer:
+    """The response head; `first_byte_ms` notes when its first byte came, after the request was sent
+    (curl's starttransfer less its pretransfer)."""
+    sent = time.monotonic()
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
             data = await stream.recv()
             if not data and not stream.received:
                 raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response")
+            if data and stream.received == len(data):
+                trace.note(first_byte_ms=since_ms(sent))
             connection.receive_data(data)
         elif isinstance(event, h11.Response):
             headers: dict[str, str] = {}
@@ -195,7 +197,7 @@ async def get(url: str, headers: list[tuple[str, str]], limit: int) -> tuple[int
         request = h11.Request(method="GET", target=target,
                               headers=[("Host", parts.netloc), *headers, ("Connection", "close")])
         await stream.send(connection.send(request) + connection.send(h11.EndOfMessage()))
-        answer = await _head(connection, stream)
+        answer = await _head(connection, stream, Trace())
         return answer.status, await _body(connection, stream, limit)
     except (ProbeError, h11.RemoteProtocolError) as exc:
         raise ValueError(str(exc)) from exc
