@@ -7,7 +7,8 @@ A check parks the connection of the address the next layer uses (the first of `o
 the run's parking place (probes._net.Shared), only when the engine registered a consumer for it
 (`handover`); the consumer takes it, or connects itself when none is parked (the second consumer of a
 tls check, a full parking place, a lone probe call outside a run). A handed connection is keyed by
-what identifies it: the layer that made it, host name, port, address and trust configuration.
+what identifies it (the layer that made it, host name, port and trust configuration: `offered`,
+`wanted`) and taken only for the address it goes to.
 
 The TLS handshake runs over memory BIOs on our own socket rather than asyncio's SSL transport: the
 bytes a non-TLS peer sent are then at hand, and asyncio's own handshake timer stays out of the way

@@ -5,6 +5,7 @@ of a verified handshake, read without cryptography, against cryptography's own r
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+import probes.tcp
 from agent import engine
 from agent.model import Check
 from lab import pki
@@ -245,3 +247,33 @@ async def test_a_verified_certificate_is_described_as_cryptography_describes_it(
             assert tls.describe_verified(verified.tls) == tls.describe_cert(der)
         finally:
             stream.close()
+
+
+async def test_a_parked_connection_the_peer_closed_is_not_used(serve: Callable[..., Awaitable[int]], ca: trustme.CA,
+                                                               cafile: str) -> None:
+    """A server that closes the first connection before the client spoke (an idle timeout while it
+    was parked): the tls check sees it closed (FIN already in) and connects afresh, noting why."""
+    first_closed = asyncio.Event()
+    context = server_context(ca.issue_cert(NAME))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not first_closed.is_set():
+            writer.get_extra_info("socket").shutdown(socket.SHUT_WR)  # the FIN, sent now
+            first_closed.set()
+            await reader.read(4096)
+            return
+        await writer.start_tls(context)
+        await reader.read(4096)
+
+    port = await serve(handler)
+    tcp, layer, _ = chain(port, cafile, "http")
+    trace = Trace()
+    async with _net.shared() as scope:
+        scope.park_limit = 1
+        engine._expect_handovers(scope, [tcp, layer])
+        assert isinstance(tcp.spec, TcpSpec) and isinstance(layer.spec, TlsSpec)
+        await probes.tcp.run(tcp.spec, ("127.0.0.1",), Trace())  # parks its connection for the tls check
+        await first_closed.wait()
+        await tls.run(layer.spec, ("127.0.0.1",), trace)
+    assert trace.facts["connection"] == "fresh" and trace.facts["connection_retry"] == "closed by the peer before use"
+    assert trace.facts["connection_from"] == tcp.id and [p.name for p in trace.phases] == ["connect", "handshake"]
