@@ -1,7 +1,7 @@
 """What each probe is asked to do: one frozen Spec per layer, and the proxy a Spec may go
 through. The planner builds every Spec (so a bad one fails at planning time, where unit tests see
 it); the engine runs it. This module imports no protocol library, so `plan` and `rules` start
-without aiohttp, websockets or dnspython.
+without h11, websockets or dnspython.
 
 The engine owns every clock: `within(window)` is how a probe's protocol windows (a DNS query, a
 UDP retransmit) follow the time the engine gives the check, so a short check window never holds a

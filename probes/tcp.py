@@ -4,8 +4,10 @@ create_connection would try them in turn and, before Python 3.12, lose the errno
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+from probes import _stream
 from probes._net import connect, errno_name, first_error, require, since_ms
 from probes._trace import Fact, Trace
 from probes._tunnel import tunnel
@@ -22,6 +24,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     attempts: list[Fact] = []  # shared with the trace, so a deadline still finds the finished ones
     trace.note(addresses_ok=[], attempts=attempts)
     targets = require(addresses)
+    connected: dict[str, socket.socket] = {}
 
     async def attempt(address: str) -> OSError | None:
         start = time.monotonic()
@@ -32,16 +35,19 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             if local_limit(exc):  # read by the engine should the others time out: no verdict then
                 trace.note(local_limit=f"{address}: {errno_name(exc) or exc}")
             return exc
-        sock.close()
+        connected[address] = sock
         attempts.append(_attempt(address, "connected", None, start))
         trace.passed(address)
         return None
 
-    with trace.phase("connect"):
-        errors = await asyncio.gather(*(attempt(a) for a in targets))
-        failures = [e for e in errors if e is not None]
-        if len(failures) == len(targets):
-            raise first_error(failures)
+    try:
+        with trace.phase("connect"):
+            errors = await asyncio.gather(*(attempt(a) for a in targets))
+            failures = [e for e in errors if e is not None]
+            if len(failures) == len(targets):
+                raise first_error(failures)
+    finally:  # the connection the next layer uses is left for it (probes._stream); the others close
+        _stream.leave_first(spec, targets, connected)
     if failures:
         trace.note(partial=True)
 

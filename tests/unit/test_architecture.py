@@ -5,8 +5,11 @@ names in probes.specs.Layer, which the JSON schema's list follows)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -54,10 +57,12 @@ def test_probes_know_nothing_of_the_agent() -> None:
     assert not {m for m in loaded if m == "agent" or m.startswith("agent.")}
 
 
-def _loaded_by_process(*argv: str) -> set[str]:
-    """Every module the real process (`python -m agent ARGV`) imports, from -X importtime."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agent", *argv], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+def _loaded_by_process(*argv: str, inside: Callable[[list[str]], list[str]] = list) -> set[str]:
+    """Every module the real process (`python -m agent ARGV`) imports, from -X importtime; `inside`
+    wraps the command (the lab's node namespace, for `check`)."""
+    proc = subprocess.run(inside([sys.executable, "-X", "importtime", "-m", "agent", *argv]), cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: warnings (a lab has none in healthy-private)
     return {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
 
 
@@ -83,6 +88,22 @@ _NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich", "as
 ])
 def test_plan_and_rules_load_no_probing_library(argv: tuple[str, ...]) -> None:
     assert not _packages(_loaded_by_process(*argv), *_NOT_FOR_PLANNING)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip") and shutil.which("nft")),
+                    reason="`check` runs only in the lab, which needs root, `ip` and `nft`")
+def test_a_healthy_check_loads_neither_aiohttp_nor_cryptography() -> None:
+    """The probes speak HTTP with h11 and WebSocket with websockets' sans-I/O client on their own
+    connections (aiohttp: ~190 ms of import, building SSL contexts); cryptography (~60 ms) describes
+    only what a failed verification presented. A healthy run verifies every certificate."""
+    from lab import Lab, scenario
+
+    with Lab(scenario("healthy-private")) as lab:
+        loaded = _loaded_by_process("check", *lab.scenario.check_args(), "--format", "json",
+                                    inside=lab.node_command)
+    assert "probes.http" in loaded and "agent.engine" in loaded  # it did probe
+    assert not _packages(loaded, "aiohttp", "cryptography")
 
 
 def _typer_vendors_click() -> bool:
