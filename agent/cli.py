@@ -23,7 +23,7 @@ from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
-from agent.output import Format, render
+from agent.output import Format, draw, render
 
 if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
     from agent import runner
@@ -289,13 +289,13 @@ def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> No
         print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}",
               file=sys.stderr)
         return
-    if fmt is not Format.TEXT:  # rich is loaded only for text
+    if fmt is not Format.TEXT or not sys.stdout.isatty():  # rich is loaded only for a terminal
         sys.stdout.write(render(report, fmt, verbose=verbose))
         return
     from rich.console import Console
 
     # On a terminal the text report gets colour and width; a pipe gets whole lines (grep, tickets).
-    sys.stdout.write(render(report, fmt, verbose=verbose, console=Console(soft_wrap=not sys.stdout.isatty())))
+    render(report, fmt, verbose=verbose, console=Console())
 
 
 def _write(path: Path, text: str) -> None:
@@ -320,15 +320,18 @@ def plan(
     if output_format is PlanFormat.json:
         print(json.dumps(shown.to_dict(cat, values, checks), indent=2))
     else:
-        _print_table(shown.table(cat, checks))
+        _print_table((shown.table(cat, checks),))
     return 0
 
 
-def _print_table(table: object) -> None:
-    """A table at the terminal's width, at least 140 columns (files and pipes get 140)."""
+def _print_table(tables: Sequence[draw.Table]) -> None:
+    """On a terminal, rich's tables at its width, at least 140 columns; elsewhere plain text."""
+    if not sys.stdout.isatty():
+        sys.stdout.write(draw.plain_tables(tables))
+        return
     from rich.console import Console
 
-    Console(width=max(Console().width, 140)).print(table)
+    Console(width=max(Console().width, 140)).print(draw.rich_tables(tables))
 
 
 class RulesFormat(StrEnum):

@@ -6,7 +6,6 @@ merge over the JSON reports. prometheus_client is not a dependency, so contract.
 from __future__ import annotations
 
 import copy
-import io
 import json
 from datetime import datetime
 from importlib import resources
@@ -14,11 +13,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from rich.console import Console
 
 from agent.diagnose.findings import Code
 from agent.model import Report
-from agent.output import fleet, jsonreport, markdown, prometheus, status, text
+from agent.output import Format, fleet, jsonreport, markdown, prometheus, render, status
 
 from .contract import ContractError, Family, parse_prometheus
 from .synthetic import PROXY_TCP, SCENARIOS, SMB, UNCOVERED, Scenario, build
@@ -190,9 +188,7 @@ def test_one_line_forms(case: Scenario) -> None:
 def test_text_and_markdown_render_every_report(case: Scenario) -> None:
     report = build(case)
     for verbose in (False, True):
-        out = io.StringIO()
-        text.render_text(report, Console(file=out, soft_wrap=True, width=400), verbose=verbose)
-        lines = out.getvalue().splitlines()
+        lines = render(report, Format.TEXT, verbose=verbose).splitlines()
         assert lines[-1].endswith(f"status {report.status}, exit {report.exit_code}")
         assert (f"run incomplete: {report.interrupted}" in lines) == bool(report.interrupted)
     document = markdown.render_markdown(report)

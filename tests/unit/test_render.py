@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
-from rich.console import Console
-
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
 from agent.model import Report
+from agent.output import Format, render
 from agent.output.markdown import render_markdown
-from agent.output.text import render_text
 from probes.reasons import Reason
 from probes.specs import Proxy
 
@@ -27,9 +23,7 @@ def report_of(outcomes: dict[str, Outcome], options: planner.PlanOptions | None 
 
 
 def text(report: Report, verbose: bool = False) -> str:
-    out = io.StringIO()
-    render_text(report, Console(file=out, soft_wrap=True, width=200), verbose=verbose)
-    return out.getvalue()
+    return render(report, Format.TEXT, verbose=verbose)
 
 
 def test_text_leads_with_findings_and_names_each_failure() -> None:
