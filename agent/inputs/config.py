@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +106,13 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
 _SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
 _BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
 _PROBES = ("https", "websocket", "tcp", "udp", "dns", "smb")
-_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
+# Patterns are compiled on first use (re caches them): only a run with a config file reads them.
+_HOST = r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*"
 
 
 def load(path: Path) -> Config:
+    import tomllib  # only a run with a config file parses TOML
+
     where = str(path) if str(path).isprintable() else repr(str(path))  # the message stays one line
     try:
         text = _read(path)
@@ -144,7 +146,7 @@ def _read(path: Path) -> str:
 
 # What nests in TOML text, with strings and comments skipped whole: the brackets of tables, arrays
 # and inline tables, the dots of a dotted key, and what ends a key (=, a comma, a new line).
-_TOKEN = re.compile(r'''
+_TOKEN = r'''
     "{3}(?:[^"\\]|\\.|"(?!""))*"{3,5}     # a multi-line basic string (a line may end in \)
   | '{3}(?:[^']|'(?!''))*'{3,5}           # a multi-line literal string
   | "(?:[^"\\\n]|\\[^\n])*"              # a basic string
@@ -152,7 +154,7 @@ _TOKEN = re.compile(r'''
   | \#[^\n]*                             # a comment
   | [\[\]{}.]
   | [=,\n]+
-''', re.VERBOSE | re.DOTALL)
+'''
 
 
 def _check_nesting(text: str) -> None:
@@ -160,7 +162,7 @@ def _check_nesting(text: str) -> None:
     than MAX_TOKENS or MAX_STRUCTURES, before the parser sees it; a quote that opens no valid
     string is skipped, so its text still counts."""
     depth = dots = structures = 0
-    for tokens, match in enumerate(_TOKEN.finditer(text), 1):
+    for tokens, match in enumerate(re.finditer(_TOKEN, text, re.VERBOSE | re.DOTALL), 1):
         token = match.group()
         if token in ("[", "{"):
             depth, dots, structures = depth + 1, 0, structures + 1
@@ -221,7 +223,7 @@ def _endpoints(value: Any) -> tuple[Endpoint, ...]:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(values.shown(k) for k in sorted(unknown))}")
         host, port = table.get("host"), table.get("port")
-        if not isinstance(host, str) or "*" in host or len(host) > 253 or not _HOST.fullmatch(host):
+        if not isinstance(host, str) or "*" in host or len(host) > 253 or not re.fullmatch(_HOST, host):
             raise ConfigError(f"{where}: host must be a DNS name or address, not {values.shown(host)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigError(f"{where}: port must be 1-65535, not {values.shown(port)}")
@@ -246,7 +248,7 @@ def _policy(value: Any) -> Policy:
         raise ConfigError(f"policy.blocked: at most {MAX_BLOCKED} entries, not {len(blocked)}")
     for entry in blocked:
         host, colon, port = entry.partition(":")
-        if not _HOST.fullmatch(host) or (colon and not values.is_port(port)):
+        if not re.fullmatch(_HOST, host) or (colon and not values.is_port(port)):
             raise ConfigError(f"policy.blocked: {values.shown(entry)} is not a host, *.suffix or host:port "
                               "(port 1-65535)")
     reason = value.get("reason", DEFAULT_POLICY_REASON)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -51,6 +50,8 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
               subnet_prefix: str = "<compute-subnet-prefix>") -> str:
     """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
     forwarders are comments: a customer's DNS server has no az command."""
+    import shlex  # the az format alone quotes
+
     lines = [f"# aml-netcheck rules: {_where(ruleset)}"]
 
     def command(requirements: Sequence[str], *argv: str) -> None:
