@@ -6,6 +6,7 @@ merge over the JSON reports. prometheus_client is not a dependency, so contract.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from datetime import datetime
 from importlib import resources
@@ -13,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from rich.console import Console
 
 from agent.diagnose.findings import Code
 from agent.model import Report
@@ -182,6 +184,17 @@ def test_one_line_forms(case: Scenario) -> None:
     code, body = status.healthz(report, verbose=True)
     assert code == (200 if report.exit_code in (0, 1) else 503)
     assert all(f"{f.code}: " in body for f in report.findings)
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=IDS)
+def test_a_terminal_is_told_what_a_pipe_is_told(case: Scenario) -> None:
+    """Off a terminal the text report is drawn without rich; on one rich draws the same lines,
+    styled: wide enough not to wrap, rich's text is the plain text, character for character."""
+    report = build(case)
+    for verbose in (False, True):
+        terminal = Console(file=io.StringIO(), record=True, width=100_000, force_terminal=True)
+        render(report, Format.TEXT, verbose=verbose, console=terminal)
+        assert terminal.export_text() == render(report, Format.TEXT, verbose=verbose)
 
 
 @pytest.mark.parametrize("case", SCENARIOS, ids=IDS)
