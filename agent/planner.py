@@ -7,7 +7,6 @@ connection check at a port is shared by every requirement that names that host a
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -170,7 +169,7 @@ class _Blocked:
 
 
 def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return set(re.findall(r"\{(\w+)\}", template))  # the catalog's templates: {name}, nothing more
 
 
 def _missing_context_check(requirement: Requirement, template: str, missing: Sequence[str]) -> Check:
