@@ -76,8 +76,8 @@ def test_version_is_answered_before_the_cli_loads() -> None:
 
 
 # the libraries only `check` (aiohttp, websockets, dnspython, and below them asyncio and OpenSSL; psutil
-# for the node's interfaces and listeners), a failed verification (cryptography) or a terminal or
-# table (rich) need
+# for the node's interfaces and listeners), a failed verification (cryptography) or a terminal
+# (rich: colour and width; a pipe's text and tables are drawn without it) need
 _NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich", "asyncio", "ssl", "psutil")
 
 
@@ -85,6 +85,8 @@ _NOT_FOR_PLANNING = ("aiohttp", "websockets", "dns", "cryptography", "rich", "as
     ("plan", "--format", "json", "--no-detect", "--region", "eastus"),
     ("rules", "--format", "json", "--no-detect", "--region", "eastus"),
     ("rules", "--format", "az", "--no-detect", "--region", "eastus"),
+    ("plan", "--no-detect", "--region", "eastus"),  # tables, to a pipe
+    ("rules", "--region", "eastus"),  # with local detection, as on a node
 ])
 def test_plan_and_rules_load_no_probing_library(argv: tuple[str, ...]) -> None:
     assert not _packages(_loaded_by_process(*argv), *_NOT_FOR_PLANNING)
@@ -104,6 +106,15 @@ def test_a_healthy_check_loads_neither_aiohttp_nor_cryptography() -> None:
                                     inside=lab.node_command)
     assert "probes.http" in loaded and "agent.engine" in loaded  # it did probe
     assert not _packages(loaded, "aiohttp", "cryptography")
+
+
+def test_the_text_report_off_a_terminal_is_drawn_without_rich() -> None:
+    """`check --format text | less` and `--output report.txt`: plain text, rich never loaded."""
+    code = ("import sys; from tests.unit.synthetic import SCENARIOS, build; from agent.output import Format, render; "
+            "assert all(render(build(s), Format.TEXT, verbose=True) for s in SCENARIOS); "
+            "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'rich'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def _typer_vendors_click() -> bool:
