@@ -133,7 +133,7 @@ def report_note(sample: measure.Sample) -> str:
     except ValueError:
         return "no JSON report"
     findings = ",".join(f["code"] for f in report.get("findings", [])) or "no findings"
-    return f"{len(report['checks'])} checks, {findings}"
+    return f"{len(report['checks'])} checks, {findings}, {len(sample.stdout) / 1024:,.0f} KiB report"
 
 
 @contextmanager

@@ -19,7 +19,8 @@ The contract the engine relies on:
   smb's "negotiate" is not its "connect").
 * Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
   (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
-  "upgrade"; smb "connect", "negotiate"; local "inspect".
+  "upgrade"; smb "connect", "negotiate"; local "inspect". A layer that runs on the connection the
+  layer below handed over (probes._stream) has no "connect" of its own.
 
 `local` checks this node without sending a packet (listeners, netfilter rules, OS, Docker's
 bridge) and ignores `addresses`.
@@ -39,7 +40,7 @@ Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]
 
 
 def __getattr__(name: str) -> Any:
-    """PROBES is built on first use: the probe modules pull in aiohttp, websockets and dnspython,
+    """PROBES is built on first use: the probe modules pull in h11, websockets and dnspython,
     which `plan`, `rules` and `--version` never need (PEP 562)."""
     if name != "PROBES":
         raise AttributeError(f"module 'probes' has no attribute {name!r}")

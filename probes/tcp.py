@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Iterable
 
+from probes import _stream
 from probes._net import connect, errno_name, family, first_error, ms, require, since_ms
 from probes._timing import EarlyTimeout, Estimator, estimator, wait_any
 from probes._trace import Fact, Trace
@@ -36,6 +37,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     trace.note(addresses_ok=[], attempts=attempts)
     targets = require(addresses)
     rtt = estimator()
+    connected: dict[str, socket.socket] = {}
 
     async def attempt(address: str) -> OSError | None:
         start = time.monotonic()
@@ -51,19 +53,22 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             if local_limit(exc):  # read by the engine should the others time out: no verdict then
                 trace.note(local_limit=f"{address}: {errno_name(exc) or exc}")
             return exc
-        sock.close()
+        connected[address] = sock
         attempts.append({**_attempt(address, "connected", None, start), **_tries(tries)})
         trace.passed(address)
         return None
 
-    with trace.phase("connect"):
-        errors = await asyncio.gather(*(attempt(a) for a in targets))
-        silent = [e for e in errors if isinstance(e, _Unanswered)]
-        if silent:  # what the engine's timeout would have found, found early
-            raise _early(trace, silent)
-        failures = [e for e in errors if e is not None]
-        if len(failures) == len(targets):
-            raise first_error(failures)
+    try:
+        with trace.phase("connect"):
+            errors = await asyncio.gather(*(attempt(a) for a in targets))
+            silent = [e for e in errors if isinstance(e, _Unanswered)]
+            if silent:  # what the engine's timeout would have found, found early
+                raise _early(trace, silent)
+            failures = [e for e in errors if e is not None]
+            if len(failures) == len(targets):
+                raise first_error(failures)
+    finally:  # the connection the next layer uses is left for it (probes._stream); the others close
+        _stream.leave_first(spec, targets, connected)
     if failures:
         trace.note(partial=True)
 

@@ -34,6 +34,7 @@ CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing
 MAX_BACKOFF_ROUNDS = 8  # a check failing for long is re-probed at least every 8 rounds
 _PRIORITY = {Severity.CRITICAL: 3, Severity.WARNING: 4, Severity.INFO: 6}
 CLEARED_PRIORITY = 5
+DAEMON_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the daemon's own while it runs: stop, stop, reload
 
 
 class ServeError(RuntimeError):
@@ -119,9 +120,8 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop_now)
-        loop.add_signal_handler(signal.SIGINT, self._stop_now)
-        loop.add_signal_handler(signal.SIGHUP, self._ask_reload)
+        for sig in DAEMON_SIGNALS:
+            loop.add_signal_handler(sig, self._ask_reload if sig is signal.SIGHUP else self._stop_now)
         watchdog = asyncio.create_task(self._watchdog())
         site: web.AppRunner | None = None
         announced: dict[str, Finding] = {}
@@ -158,7 +158,12 @@ class Daemon:
             await asyncio.gather(watchdog, return_exceptions=True)
             if site is not None:
                 await site.cleanup()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            # The daemon is stopping and the process ends with it: a stop (or a reload) that comes now,
+            # systemd's repeated SIGTERM or a second Ctrl-C, is the same stop. Blocked, not handed back:
+            # the default action would end the process by the signal, and the start-up handler with 3.
+            # The process exits with them blocked (agent/__main__.py).
+            signal.pthread_sigmask(signal.SIG_BLOCK, DAEMON_SIGNALS)
+            for sig in DAEMON_SIGNALS:
                 loop.remove_signal_handler(sig)
         return 0
 

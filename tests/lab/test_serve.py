@@ -4,6 +4,7 @@ state file, the textfile and /healthz following the state, and a clean stop on S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -144,3 +145,35 @@ def test_sighup_reload_keeps_the_old_config_when_the_new_one_is_bad(tmp_path: Pa
             log.join()
     assert proc.returncode == 0
     assert not any("Traceback" in line for line in log.lines)
+
+
+def test_stops_that_arrive_while_serve_stops_still_end_it_cleanly(tmp_path: Path) -> None:
+    """systemd may repeat a stop, and a user's Ctrl-C often comes twice: every stop after the first,
+    at any moment of the shutdown (until the process is gone), still gives exit 0 and no traceback.
+    A burst of SIGTERM, SIGINT and SIGHUP, one every half millisecond, lands in every window."""
+    state = tmp_path / "report.json"
+    with Lab(scenario("healthy-private")) as lab:
+        argv = [sys.executable, "-m", "agent", "serve", *lab.scenario.check_args(), "--interval", "2",
+                "--timeout", "2", "--state", str(state)]
+        for round_ in range(3):
+            state.unlink(missing_ok=True)
+            proc = subprocess.Popen(lab.node_command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+            log = Lines(proc.stderr)
+            try:
+                wait_for_file(state, lambda r: r["status"] == "ok")
+                stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                sent = 0
+                while proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(stops[sent % len(stops)] if sent else signal.SIGTERM)
+                    sent += 1
+                    time.sleep(0.0005)
+                proc.wait(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.join()
+            assert proc.returncode == 0, (round_, sent, proc.returncode, log.lines)
+            assert not any("Traceback" in line for line in log.lines), log.lines
