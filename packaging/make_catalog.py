@@ -15,9 +15,16 @@ from pathlib import Path
 
 from agent.diagnose.facts import DOCS
 from agent.diagnose.findings import DECLARATIONS
+from agent.model import Severity
 from agent.modes.systemd import message_id
 
 SUPPORT = "https://learn.microsoft.com/azure/machine-learning/how-to-access-azureml-behind-firewall"
+
+
+def _severity(declared: Severity) -> str:
+    if declared is Severity.CRITICAL:  # findings.make lowers it when only situational requirements fail
+        return "critical; a warning when only situational requirements fail"
+    return declared.label
 
 
 def catalog() -> str:
@@ -30,8 +37,7 @@ def catalog() -> str:
             "Defined-By: aml-netcheck\n"
             f"Support: {SUPPORT}\n"
             f"{docs}\n"
-            f"Finding {code.value} ({declared.severity.label} unless only situational requirements fail): "
-            f"{declared.title}.\n\n"
+            f"Finding {code.value} ({_severity(declared.severity)}): {declared.title}.\n\n"
             "This entry is a change of state: @AML_NETCHECK_STATE@ (appeared, cleared, or a new severity), "
             "now @AML_NETCHECK_SEVERITY@, for: @AML_NETCHECK_TARGETS@\n\n"
             "The message above says why and which NSG rule, firewall rule, DNS record or setting fixes it. "

@@ -1,10 +1,11 @@
 """The release artifacts, built with the documented commands (`packaging/build wheel|zipapp|deb`,
-once per session, into a temporary DIST_DIR), then used the way a node uses them.
+once per session, into a temporary DIST_DIR: conftest.py), then used the way a node uses them.
 
 Slow (marker `packaging`, about two minutes in all): the builds fetch wheels from PyPI. Deselect
-with `-m "not packaging"`. The .deb install test changes the machine (dpkg -i, then dpkg -P): it
-runs only as root, and only where aml-netcheck is not already installed; CI runs as root.
-Nothing here runs `check` or `serve`: `demo` keeps all traffic inside the lab's namespaces."""
+with `-m "not packaging"`. The .deb install test changes the machine (dpkg -i, then dpkg -P; the
+system user it makes is deleted after): it runs only as root, and only where aml-netcheck is not
+already installed; CI runs as root. Nothing here runs `check` or `serve`: `demo` keeps all traffic
+inside the lab's namespaces (test_systemd_container.py runs them inside a container with no network)."""
 
 from __future__ import annotations
 
