@@ -205,19 +205,20 @@ def check(
     interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
     try:
         report = asyncio.run(_run_check(inputs, limits, progress=interactive))  # returns with the signals held
+        code = exit_code(report.diagnosis.health, exit_codes)
         if exit_codes is Profile.NPD:
             print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
-                _emit(report, fmt, output, verbose)
+                _emit(report, fmt, output, verbose, code)
         else:
-            _emit(report, fmt, output, verbose)
+            _emit(report, fmt, output, verbose, code)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
         sys.stdout.flush()  # out whole before a held signal may end the process
         sys.stderr.flush()
     finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    return exit_code(report.diagnosis.health, exit_codes)
+    return code
 
 
 async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:
@@ -284,10 +285,11 @@ class _Progress:
         self._progress.stop()
 
 
-def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> None:
+def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool, code: int) -> None:
     if output is not None:
         _write(output, render(report, fmt, verbose=verbose))
-        print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}",
+        # The code this process exits with, in its --exit-codes profile (the report's is nagios's)
+        print(f"aml-netcheck: {report.status} (exit {code}); report written to {output}",
               file=sys.stderr)
         return
     if fmt is not Format.TEXT or not sys.stdout.isatty():  # rich is loaded only for a terminal

@@ -7,7 +7,7 @@ connection check at a port is shared by every requirement that names that host a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from agent.catalog import Catalog, Requirement
@@ -130,42 +130,34 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 if via is not None and not proxy.bypassed(host, written, options.no_proxy):
                     for check in _proxied(host, port, requirement, via, options):
                         add(check)
-    policy = _Blocked.of(options.blocked, options.blocked_reason)
-    planned = (policy.apply(c if len(requirements[c.id]) == len(c.requirements)
+    policy = _policy(options.blocked, options.blocked_reason)
+    planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
                             else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
 
 
-@dataclass(frozen=True, slots=True)
-class _Blocked:
+def _policy(entries: Sequence[str], reason: str) -> Callable[[Check], Check]:
     """The policy's blocked entries ("host" or "*.suffix", each with ":port" or not, as the config
     file allows) indexed by name, so a check looks up its host and the suffixes after each of its
     dots rather than matching every entry: planning stays linear in checks and entries. The first
     entry in the config's order that matches is the one a skip names."""
+    by_name: dict[str, list[tuple[int, str, int | None]]] = {}  # name or *.suffix -> (position, entry, port)
+    for position, entry in enumerate(entries):
+        pattern, _, port = entry.partition(":")
+        by_name.setdefault(pattern, []).append((position, entry, int(port) if port else None))
 
-    by_name: dict[str, tuple[tuple[int, str, int | None], ...]]  # name or *.suffix -> (position, entry, port)
-    reason: str
-
-    @classmethod
-    def of(cls, entries: Sequence[str], reason: str) -> _Blocked:
-        by_name: dict[str, tuple[tuple[int, str, int | None], ...]] = {}
-        for position, entry in enumerate(entries):
-            pattern, _, port = entry.partition(":")
-            by_name[pattern] = (*by_name.get(pattern, ()), (position, entry, int(port) if port else None))
-        return cls(by_name, reason)
-
-    def apply(self, check: Check) -> Check:
-        if not self.by_name:
-            return check
+    def apply(check: Check) -> Check:
         names, dot = [check.host], check.host.find(".")
         while dot >= 0:
             names.append(f"*{check.host[dot:]}")
             dot = check.host.find(".", dot + 1)
-        matching = [(position, entry) for name in names for position, entry, port in self.by_name.get(name, ())
+        matching = [(position, entry) for name in names for position, entry, port in by_name.get(name, ())
                     if port is None or port == check.port]
         if not matching:
             return check
-        return replace(check, skip=Reason.SKIP_POLICY, skip_detail=f"{self.reason} ({min(matching)[1]})")
+        return replace(check, skip=Reason.SKIP_POLICY, skip_detail=f"{reason} ({min(matching)[1]})")
+
+    return apply if by_name else lambda check: check
 
 
 def _placeholders(template: str) -> set[str]:
