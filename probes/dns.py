@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -376,7 +375,9 @@ async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port:
         if response.flags & dns.flags.TC:
             if not tcp:
                 return _Query(None, "truncated", since_ms(start))
-            response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+            from dns import asyncquery  # for a truncated answer only (about 20 ms of import every run otherwise)
+
+            response = await asyncquery.tcp(query, address, timeout=timeout, port=port)
             return _Query(response, None, since_ms(start), tcp=True)
     except dns.exception.Timeout:
         return _Query(None, "timeout", since_ms(start))
