@@ -46,7 +46,7 @@ class _Listener(asyncio.DatagramProtocol):
             self.done.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
-        self.icmp = self.icmp or _read_errqueue(self.sock)  # also drains it: epoll would spin on it
+        self.icmp = self.icmp or read_errqueue(self.sock)  # also drains it: epoll would spin on it
         if not self.done.done() and isinstance(exc, OSError):
             self.error = exc
             self.done.set_result(None)
@@ -90,7 +90,7 @@ def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:
         listener.error_received(exc)
 
 
-def _read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:
+def read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:
     try:
         _, ancillary, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
     except OSError:
