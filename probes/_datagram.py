@@ -52,17 +52,16 @@ class _Listener(asyncio.DatagramProtocol):
             self.done.set_result(None)
 
 
-async def exchange(address: str, port: int, payload: bytes, attempts: int, interval: float) -> Exchange:
+async def exchange(address: str, port: int, payload: bytes, attempts: int, interval: float,
+                   hop_limit: int | None = None) -> Exchange:
     """Send, listen `interval`, resend, until a reply, an error, or `attempts` datagrams; the
-    listening window is a protocol parameter, not a deadline (the engine owns those)."""
+    listening window is a protocol parameter, not a deadline (the engine owns those). A
+    `hop_limit` (IP TTL) makes it one copy of the flow for path localisation (probes._hops)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(family(address), socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        if family(address) == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        queue_errors(sock, hop_limit)
         sock.connect(sockaddr(address, port))
         transport, listener = await loop.create_datagram_endpoint(lambda: _Listener(sock), sock=sock)
     except BaseException:
@@ -77,6 +76,18 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
     finally:
         transport.close()
     return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent)
+
+
+def queue_errors(sock: socket.socket, hop_limit: int | None = None) -> None:
+    """ICMP errors for this socket onto its error queue (IP_RECVERR), and its packets' hop limit."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        if hop_limit is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        if hop_limit is not None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hop_limit)
 
 
 def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:

@@ -15,18 +15,20 @@ they arrive), and a hop limit with no answer by then is silent."""
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from probes._datagram import IP_RECVERR, IPV6_RECVERR, read_errqueue
+from probes._datagram import exchange, queue_errors, read_errqueue
 from probes._net import family, ms, sockaddr
 from probes._trace import Fact
 
 MAX_HOPS = 12  # an Azure path is 1-3 visible hops; a forced tunnel to on-premises adds a handful
 _TIME_EXCEEDED = {socket.AF_INET: 11, socket.AF_INET6: 3}  # ICMP and ICMPv6 types
+_PORT_UNREACHABLE = {socket.AF_INET: (3, 3), socket.AF_INET6: (1, 4)}
 _ORIGIN_ICMP = {socket.AF_INET: 2, socket.AF_INET6: 3}  # SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6
 
 
@@ -36,7 +38,7 @@ class Answer(StrEnum):
     TIME_EXCEEDED = "time-exceeded"  # a router on the way: the packet got this far
     UNREACHABLE = "unreachable"  # ICMP destination unreachable (a reject, no route) from `address`
     REACHED = "reached"  # the destination (or something answering as it) accepted
-    REFUSED = "refused"  # a TCP reset for the destination's address: the destination or a rejecting filter
+    REFUSED = "refused"  # a TCP reset, or a UDP port unreachable, from the destination's address
     SILENT = "silent"  # nothing came back within the window
 
 
@@ -125,36 +127,48 @@ async def _tcp_copy(address: str, port: int, ttl: int, hops: list[Hop]) -> None:
     sock = socket.socket(fam, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        _limit(sock, fam, ttl)
+        queue_errors(sock, ttl)
         start = time.monotonic()
         try:
             await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
         except ConnectionRefusedError:
             hops.append(Hop(ttl, Answer.REFUSED, address, ms(time.monotonic() - start)))
         except OSError:
-            hops.append(_from_icmp(sock, fam, ttl, start))
+            hops.append(_from_icmp(read_errqueue(sock), fam, ttl, start, address))
         else:
             hops.append(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
     finally:
         sock.close()
 
 
-def _limit(sock: socket.socket, fam: socket.AddressFamily, ttl: int) -> None:
-    if fam == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+async def trace_udp(address: str, port: int, payload: bytes, hops: list[Hop], limit: int = MAX_HOPS) -> None:
+    """The datagram to address:port with every hop limit at once, as trace_tcp. Only for a flow
+    whose destination answers (a DNS query): a silent service (UDP 5831) leaves the hops past the
+    last router silent whether or not it got the datagram."""
+    await asyncio.gather(*(_udp_copy(address, port, payload, ttl, hops) for ttl in range(1, limit + 1)))
 
 
-def _from_icmp(sock: socket.socket, fam: socket.AddressFamily, ttl: int, start: float) -> Hop:
+async def _udp_copy(address: str, port: int, payload: bytes, ttl: int, hops: list[Hop]) -> None:
+    start = time.monotonic()
+    answered = await exchange(address, port, payload, attempts=1, interval=math.inf, hop_limit=ttl)
+    if answered.reply is not None:
+        hops.append(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
+    elif answered.icmp is not None:
+        hops.append(_from_icmp(answered.icmp, family(address), ttl, start, address))
+
+
+def _from_icmp(icmp: Mapping[str, Fact] | None, fam: socket.AddressFamily, ttl: int, start: float,
+               destination: str) -> Hop:
     """The error queue says who answered and how; an error without an ICMP answer (a local one)
-    tells nothing about the path, and is taken as silence."""
-    icmp = read_errqueue(sock)
+    tells nothing about the path, and is taken as silence. A port unreachable from the destination
+    itself is the destination's own answer."""
     rtt = ms(time.monotonic() - start)
     if icmp is None or icmp.get("origin") != _ORIGIN_ICMP[fam]:
         return Hop(ttl, Answer.SILENT)
     offender = icmp.get("offender")
-    answer = Answer.TIME_EXCEEDED if icmp.get("type") == _TIME_EXCEEDED[fam] else Answer.UNREACHABLE
-    return Hop(ttl, answer, offender if isinstance(offender, str) else None, rtt)
+    sender = offender if isinstance(offender, str) else None
+    if icmp.get("type") == _TIME_EXCEEDED[fam]:
+        return Hop(ttl, Answer.TIME_EXCEEDED, sender, rtt)
+    if (icmp.get("type"), icmp.get("code")) == _PORT_UNREACHABLE[fam] and sender == destination:
+        return Hop(ttl, Answer.REFUSED, sender, rtt)
+    return Hop(ttl, Answer.UNREACHABLE, sender, rtt)

@@ -57,6 +57,7 @@ def test_the_path_line_shows_the_hops_up_to_the_silence() -> None:
 DESTINATION = "10.97.2.2"
 R1, R2 = "10.97.0.1", "10.97.1.2"
 OPEN, DROPPED_PAST_R2, DROPPED_AT_NIC, REJECTED_AT_R2, CLOSED = 443, 445, 9000, 8080, 7000
+UDP_ANSWERING, UDP_CLOSED, UDP_DROPPED_PAST_R2 = 5300, 5301, 5302
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +95,17 @@ def chain() -> Iterator[dict[str, str]]:
               chain forward {{ type filter hook forward priority 0;
                 tcp dport {DROPPED_PAST_R2} drop
                 tcp dport {REJECTED_AT_R2} reject with icmp type admin-prohibited
+                udp dport {UDP_DROPPED_PAST_R2} drop
               }}
             }}"""))
         ns("node", "nft", "-f", "-", stdin=textwrap.dedent(f"""
             table inet nsg {{
               chain output {{ type filter hook output priority 0; tcp dport {DROPPED_AT_NIC} drop; }}
             }}"""))
-        listen = (f"import socket,time; s=socket.create_server(('{DESTINATION}', {OPEN}), backlog=64); "
-                  "print('up', flush=True); time.sleep(600)")
+        listen = (f"import socket; s=socket.create_server(('{DESTINATION}', {OPEN}), backlog=64); "
+                  f"u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('{DESTINATION}', {UDP_ANSWERING})); "
+                  "print('up', flush=True)\n"
+                  "while True: data, peer = u.recvfrom(512); u.sendto(data, peer)")
         server = subprocess.Popen(["ip", "netns", "exec", names["dst"], sys.executable, "-c", listen],
                                   stdout=subprocess.PIPE)
         assert server.stdout is not None and server.stdout.readline() == b"up\n"
@@ -116,16 +120,17 @@ def chain() -> Iterator[dict[str, str]]:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
-def trace_in_node(names: dict[str, str], port: int) -> dict[str, object]:
+def trace_in_node(names: dict[str, str], port: int, udp: bool = False) -> dict[str, object]:
     """The tracer from the node, inside a window as the engine gives one."""
+    call = f"trace_udp({DESTINATION!r}, {port}, b'probe', hops)" if udp else f"trace_tcp({DESTINATION!r}, {port}, hops)"
     script = textwrap.dedent(f"""
         import asyncio, json, contextlib
-        from probes._hops import summarize, trace_tcp
+        from probes._hops import summarize, trace_tcp, trace_udp
         async def main():
             hops = []
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
-                    await trace_tcp({DESTINATION!r}, {port}, hops)
+                    await {call}
             summary = summarize(hops)
             print(json.dumps({{**summary.facts(), "line": summary.line("{DESTINATION}:{port}")}}))
         asyncio.run(main())
@@ -176,3 +181,24 @@ def test_a_reject_on_the_way_names_the_rejecting_router(chain: dict[str, str]) -
     facts = trace_in_node(chain, REJECTED_AT_R2)
     assert facts["dies"] == "rejected"
     assert answers(facts)[:3] == [(1, "time-exceeded", R1), (2, "time-exceeded", R2), (3, "unreachable", R2)]
+
+
+@needs_netns
+def test_a_datagram_that_the_destination_answers_is_reached(chain: dict[str, str]) -> None:
+    facts = trace_in_node(chain, UDP_ANSWERING, udp=True)
+    assert facts["dies"] == "reached"
+    assert answers(facts) == [(1, "time-exceeded", R1), (2, "time-exceeded", R2), (3, "reached", DESTINATION)]
+
+
+@needs_netns
+def test_a_closed_udp_port_is_the_destination_s_own_answer(chain: dict[str, str]) -> None:
+    facts = trace_in_node(chain, UDP_CLOSED, udp=True)
+    assert facts["dies"] == "reached"
+    assert answers(facts)[-1] == (3, "refused", DESTINATION)
+
+
+@needs_netns
+def test_a_datagram_dropped_past_the_second_router_is_localised(chain: dict[str, str]) -> None:
+    facts = trace_in_node(chain, UDP_DROPPED_PAST_R2, udp=True)
+    assert facts["dies"] == "beyond-first-hop"
+    assert facts["last_answered"] == {"ttl": 2, "address": R2}
