@@ -18,13 +18,13 @@ import asyncio
 import math
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from probes._datagram import exchange, queue_errors, read_errqueue
 from probes._net import family, ms, sockaddr
-from probes._trace import Fact
+from probes._trace import Fact, Trace
 
 MAX_HOPS = 12  # an Azure path is 1-3 visible hops; a forced tunnel to on-premises adds a handful
 _TIME_EXCEEDED = {socket.AF_INET: 11, socket.AF_INET6: 3}  # ICMP and ICMPv6 types
@@ -116,13 +116,51 @@ def summarize(hops: Sequence[Hop], limit: int = MAX_HOPS) -> PathSummary:
     return PathSummary(dies, last, first_silent, tuple(path))
 
 
-async def trace_tcp(address: str, port: int, hops: list[Hop], limit: int = MAX_HOPS) -> None:
-    """A SYN to address:port with every hop limit 1..limit at once; each answer is appended to
-    `hops` as it comes. Returns when every limit has answered; the caller's window ends the rest."""
-    await asyncio.gather(*(_tcp_copy(address, port, ttl, hops) for ttl in range(1, limit + 1)))
+async def localise(trace: Trace, address: str, port: int, protocol: str, payload: bytes = b"") -> None:
+    """Trace a failing flow's path into the check's evidence (`path`), each hop as it answers, so
+    the engine's window can end it at any moment and the answers so far are the report's. For a
+    probe to start beside the attempt it has given up waiting on; cancel it when the probe ends."""
+    answered: list[Fact] = []
+    trace.note(path={"address": address, "port": port, "protocol": protocol, "limit": MAX_HOPS, "hops": answered})
+
+    def keep(hop: Hop) -> None:
+        answered.append({"ttl": hop.ttl, "answer": hop.answer.value, "address": hop.address, "rtt_ms": hop.rtt_ms})
+
+    if protocol == "udp":
+        await trace_udp(address, port, payload, keep)
+    else:
+        await trace_tcp(address, port, keep)
 
 
-async def _tcp_copy(address: str, port: int, ttl: int, hops: list[Hop]) -> None:
+def from_facts(path: Fact) -> tuple[PathSummary, str] | None:
+    """The summary and destination ("address:port") of a `path` fact that localise recorded; None
+    without one."""
+    if not isinstance(path, dict):
+        return None
+    recorded, limit = path.get("hops"), path.get("limit")
+    hops = [_hop(entry) for entry in recorded if isinstance(entry, dict)] if isinstance(recorded, list) else []
+    return (summarize([h for h in hops if h is not None], limit if isinstance(limit, int) else MAX_HOPS),
+            f"{path.get('address')}:{path.get('port')}")
+
+
+def _hop(entry: dict[str, Fact]) -> Hop | None:
+    ttl, answer, address, rtt = entry.get("ttl"), entry.get("answer"), entry.get("address"), entry.get("rtt_ms")
+    if not isinstance(ttl, int) or answer not in set(Answer):
+        return None
+    return Hop(ttl, Answer(str(answer)), address if isinstance(address, str) else None,
+               float(rtt) if isinstance(rtt, (int, float)) else None)
+
+
+OnHop = Callable[[Hop], None]
+
+
+async def trace_tcp(address: str, port: int, on_hop: OnHop, limit: int = MAX_HOPS) -> None:
+    """A SYN to address:port with every hop limit 1..limit at once; `on_hop` gets each answer as
+    it comes. Returns when every limit has answered; the caller's window ends the rest."""
+    await asyncio.gather(*(_tcp_copy(address, port, ttl, on_hop) for ttl in range(1, limit + 1)))
+
+
+async def _tcp_copy(address: str, port: int, ttl: int, on_hop: OnHop) -> None:
     fam = family(address)
     sock = socket.socket(fam, socket.SOCK_STREAM)
     try:
@@ -132,29 +170,29 @@ async def _tcp_copy(address: str, port: int, ttl: int, hops: list[Hop]) -> None:
         try:
             await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
         except ConnectionRefusedError:
-            hops.append(Hop(ttl, Answer.REFUSED, address, ms(time.monotonic() - start)))
+            on_hop(Hop(ttl, Answer.REFUSED, address, ms(time.monotonic() - start)))
         except OSError:
-            hops.append(_from_icmp(read_errqueue(sock), fam, ttl, start, address))
+            on_hop(_from_icmp(read_errqueue(sock), fam, ttl, start, address))
         else:
-            hops.append(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
+            on_hop(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
     finally:
         sock.close()
 
 
-async def trace_udp(address: str, port: int, payload: bytes, hops: list[Hop], limit: int = MAX_HOPS) -> None:
+async def trace_udp(address: str, port: int, payload: bytes, on_hop: OnHop, limit: int = MAX_HOPS) -> None:
     """The datagram to address:port with every hop limit at once, as trace_tcp. Only for a flow
     whose destination answers (a DNS query): a silent service (UDP 5831) leaves the hops past the
     last router silent whether or not it got the datagram."""
-    await asyncio.gather(*(_udp_copy(address, port, payload, ttl, hops) for ttl in range(1, limit + 1)))
+    await asyncio.gather(*(_udp_copy(address, port, payload, ttl, on_hop) for ttl in range(1, limit + 1)))
 
 
-async def _udp_copy(address: str, port: int, payload: bytes, ttl: int, hops: list[Hop]) -> None:
+async def _udp_copy(address: str, port: int, payload: bytes, ttl: int, on_hop: OnHop) -> None:
     start = time.monotonic()
     answered = await exchange(address, port, payload, attempts=1, interval=math.inf, hop_limit=ttl)
     if answered.reply is not None:
-        hops.append(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
+        on_hop(Hop(ttl, Answer.REACHED, address, ms(time.monotonic() - start)))
     elif answered.icmp is not None:
-        hops.append(_from_icmp(answered.icmp, family(address), ttl, start, address))
+        on_hop(_from_icmp(answered.icmp, family(address), ttl, start, address))
 
 
 def _from_icmp(icmp: Mapping[str, Fact] | None, fam: socket.AddressFamily, ttl: int, start: float,

@@ -121,18 +121,20 @@ def chain() -> Iterator[dict[str, str]]:
 
 
 def trace_in_node(names: dict[str, str], port: int, udp: bool = False) -> dict[str, object]:
-    """The tracer from the node, inside a window as the engine gives one."""
-    call = f"trace_udp({DESTINATION!r}, {port}, b'probe', hops)" if udp else f"trace_tcp({DESTINATION!r}, {port}, hops)"
+    """The tracer from the node, inside a window as the engine gives one, recording into a check's
+    evidence (localise); the summary is read back from that evidence, as diagnosis reads it."""
     script = textwrap.dedent(f"""
         import asyncio, json, contextlib
-        from probes._hops import summarize, trace_tcp, trace_udp
+        from probes._hops import from_facts, localise
+        from probes._trace import Trace
         async def main():
-            hops = []
+            trace = Trace()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
-                    await {call}
-            summary = summarize(hops)
-            print(json.dumps({{**summary.facts(), "line": summary.line("{DESTINATION}:{port}")}}))
+                    await localise(trace, {DESTINATION!r}, {port}, {"udp" if udp else "tcp"!r}, b"probe")
+            json.dumps(trace.facts)  # the evidence is JSON as it stands
+            summary, destination = from_facts(trace.facts["path"])
+            print(json.dumps({{**summary.facts(), "line": summary.line(destination)}}))
         asyncio.run(main())
     """)
     result = subprocess.run(["ip", "netns", "exec", names["node"], sys.executable, "-c", script], cwd=REPO,
