@@ -3,6 +3,7 @@
 Usage errors, bad config and internal errors all exit 3 (unknown) with one line on stderr and no
 traceback, so a setup script can tell "the agent could not decide" from "the network is broken"."""
 
+import copy
 import functools
 import inspect
 import json
@@ -18,12 +19,11 @@ import typer
 from click import exceptions as click_exceptions  # typer below 0.20 (pyproject.toml) parses with click
 
 from agent import catalog, version_line
-from agent.clock import Deadline
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
-from agent.output import Format, render
+from agent.output import Format, draw, render
 
 if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
     from agent import runner
@@ -192,6 +192,7 @@ def check(
     import asyncio
 
     from agent import engine, runner  # the probes pull in aiohttp and websockets: only check needs them
+    from agent.clock import Deadline
     from agent.output import prometheus as metrics
     from agent.output import status
 
@@ -204,19 +205,20 @@ def check(
     interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
     try:
         report = asyncio.run(_run_check(inputs, limits, progress=interactive))  # returns with the signals held
+        code = exit_code(report.diagnosis.health, exit_codes)
         if exit_codes is Profile.NPD:
             print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
-                _emit(report, fmt, output, verbose)
+                _emit(report, fmt, output, verbose, code)
         else:
-            _emit(report, fmt, output, verbose)
+            _emit(report, fmt, output, verbose, code)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
         sys.stdout.flush()  # out whole before a held signal may end the process
         sys.stderr.flush()
     finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-    return exit_code(report.diagnosis.health, exit_codes)
+    return code
 
 
 async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:
@@ -283,19 +285,20 @@ class _Progress:
         self._progress.stop()
 
 
-def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool) -> None:
+def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool, code: int) -> None:
     if output is not None:
         _write(output, render(report, fmt, verbose=verbose))
-        print(f"aml-netcheck: {report.status} (exit {report.exit_code}); report written to {output}",
+        # The code this process exits with, in its --exit-codes profile (the report's is nagios's)
+        print(f"aml-netcheck: {report.status} (exit {code}); report written to {output}",
               file=sys.stderr)
         return
-    if fmt is not Format.TEXT:  # rich is loaded only for text
+    if fmt is not Format.TEXT or not sys.stdout.isatty():  # rich is loaded only for a terminal
         sys.stdout.write(render(report, fmt, verbose=verbose))
         return
     from rich.console import Console
 
     # On a terminal the text report gets colour and width; a pipe gets whole lines (grep, tickets).
-    sys.stdout.write(render(report, fmt, verbose=verbose, console=Console(soft_wrap=not sys.stdout.isatty())))
+    render(report, fmt, verbose=verbose, console=Console())
 
 
 def _write(path: Path, text: str) -> None:
@@ -320,15 +323,18 @@ def plan(
     if output_format is PlanFormat.json:
         print(json.dumps(shown.to_dict(cat, values, checks), indent=2))
     else:
-        _print_table(shown.table(cat, checks))
+        _print_table((shown.table(cat, checks),))
     return 0
 
 
-def _print_table(table: object) -> None:
-    """A table at the terminal's width, at least 140 columns (files and pipes get 140)."""
+def _print_table(tables: Sequence[draw.Table]) -> None:
+    """On a terminal, rich's tables at its width, at least 140 columns; elsewhere plain text."""
+    if not sys.stdout.isatty():
+        sys.stdout.write(draw.plain_tables(tables))
+        return
     from rich.console import Console
 
-    Console(width=max(Console().width, 140)).print(table)
+    Console(width=max(Console().width, 140)).print(draw.rich_tables(tables))
 
 
 class RulesFormat(StrEnum):
@@ -478,11 +484,23 @@ def demo(
     return proc.returncode
 
 
+def _click_command(args: Sequence[str]) -> Any:
+    """click's command group for `args`, with only the command they name when they name one:
+    typer builds each command from its signature, and the five a run does not use cost 15 ms of
+    every start. Help, --version and an unknown name get every command."""
+    named = [info for info in app.registered_commands if args and info.callback is not None
+             and (info.name or typer.main.get_command_name(info.callback.__name__)) == args[0]]
+    if not named:
+        return typer.main.get_command(app)
+    only = copy.copy(app)
+    only.registered_commands = named
+    return typer.main.get_command(only)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    command = typer.main.get_command(app)
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = command.main(args=list(argv) if argv is not None else sys.argv[1:],
-                              prog_name="aml-netcheck", standalone_mode=False)
+        result = _click_command(args).main(args=args, prog_name="aml-netcheck", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions.NoArgsIsHelpError as exc:

@@ -28,7 +28,9 @@ from typing import Any
 from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
-from probes._net import shared
+from probes._net import Shared, shared
+from probes._stream import handover
+from probes._timing import EarlyTimeout
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, Status, classify, timeout_reason
 from probes.specs import is_ip
@@ -45,6 +47,9 @@ DESCRIPTORS_PER_CHECK = 8
 # slot: a resolver thread can outlive its check (a hung stub keeps it for its own retries), and a slot's
 # next check then runs beside it. There are as many resolver threads as slots (_ResolverPool).
 DESCRIPTORS_PER_RESOLVE = 2
+# A connection a check leaves for the check above it (tcp -> tls -> http), parked between the two: at most
+# one per check slot (Shared.park_limit), counted once more per slot.
+DESCRIPTORS_PER_PARKED = 1
 # Descriptors kept for the process beside its checks: IMDS, the report file, logging and the journal, the
 # daemon's sockets.
 RESERVED_DESCRIPTORS = 16
@@ -60,8 +65,8 @@ class RunState:
 
 
 class _ResolverPool(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor, where getaddrinfo runs (the dns probe's system path, aiohttp's
-    resolver for a proxy's name, CONNECT tunnels): at most `limit` threads, each started on demand and
+    """The loop's default executor, where getaddrinfo runs (the dns probe's system path, a proxy's
+    name for CONNECT tunnels and proxied requests): at most `limit` threads, each started on demand and
     ended as soon as no call waits, so an idle run holds none. Daemon threads: a hung resolver can
     hold one for many seconds after its check timed out, and must not hold the process past its
     deadline at exit. A call beyond the limit waits for a thread; with one thread per check slot
@@ -135,7 +140,7 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
     _RESOLVERS.limit = bound  # a resolver thread per check slot
     loop.set_default_executor(_RESOLVERS)
 
-    async def one(check: Check) -> None:
+    async def one(check: Check, scope: Shared) -> None:
         result: Result | None = None
         try:
             result = await _run_one(check, by_id, futures, limit, timeout, deadline)
@@ -145,12 +150,15 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
             if on_result is not None:
                 on_result(result)
         finally:  # whatever happened, no dependent waits on this check forever
+            scope.finished(check.id)  # a connection left for this check and not taken closes now
             if not futures[check.id].done():
                 futures[check.id].set_result(result or _result(check, Reason.PROBE_CANCELLED, None,
                                                                "not finished", 0.0))
 
-    async with shared():  # one TLS context per trust configuration, one HTTP session, for this run
-        tasks = [asyncio.create_task(one(check), name=check.id) for check in checks]
+    async with shared() as scope:  # one TLS context per trust configuration, and the connections handed up
+        scope.park_limit = bound
+        _expect_handovers(scope, checks)
+        tasks = [asyncio.create_task(one(check, scope), name=check.id) for check in checks]
         try:
             left = deadline.remaining()
             _, pending = await asyncio.wait(tasks, timeout=None if left is None else max(left, 0.0)) \
@@ -167,10 +175,22 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
     return finish(checks, state)
 
 
+def _expect_handovers(scope: Shared, checks: Sequence[Check]) -> None:
+    """Tell the run's parking place which check will carry its layer on the connection of the check it
+    needs (probes._stream), so that only those connections are ever parked: a tcp-only requirement
+    parks none."""
+    running = {check.id: check for check in checks if check.skip is None}
+    for check in running.values():
+        below = running.get(check.needs) if check.needs is not None else None
+        key = handover(below.spec, check.spec) if below is not None else None
+        if below is not None and key is not None:
+            scope.expect(key, below.id, check.id)
+
+
 def concurrency_bound(requested: int, limit: int | None = None, in_use: int | None = None) -> int:
     """The checks that may probe at once: `requested`, cut to what the descriptor limit leaves after the
-    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK and DESCRIPTORS_PER_RESOLVE
-    each; never below one.
+    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK, DESCRIPTORS_PER_RESOLVE and
+    DESCRIPTORS_PER_PARKED each; never below one.
     `limit` defaults to RLIMIT_NOFILE's soft value (what `ulimit -n` sets), `in_use` to the open count."""
     if limit is None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -178,7 +198,7 @@ def concurrency_bound(requested: int, limit: int | None = None, in_use: int | No
             return max(1, requested)
         limit = soft
     used = _open_descriptors(limit) if in_use is None else in_use
-    per_slot = DESCRIPTORS_PER_CHECK + DESCRIPTORS_PER_RESOLVE
+    per_slot = DESCRIPTORS_PER_CHECK + DESCRIPTORS_PER_RESOLVE + DESCRIPTORS_PER_PARKED
     return max(1, min(requested, (limit - used - RESERVED_DESCRIPTORS) // per_slot))
 
 
@@ -219,7 +239,9 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
     The window is the check's timeout cut to what is left of the run. Only the timeout is a
     verdict (`tcp.timeout`: no answer in the time a check is given); a window the run deadline
     cut short ends `probe.cancelled`, so a deadline never turns a slow answer into a failure. The
-    probe's protocol windows follow the timeout."""
+    probe's protocol windows follow the timeout. A probe may reach the timeout's verdict early
+    (EarlyTimeout: its peer silent well past the run's RTT estimate, probes/_timing.py), inside
+    the window; it is then read exactly as the timeout, with the probe's detail."""
     window = deadline.window(timeout)
     cut = window < timeout
     trace = Trace()
@@ -230,14 +252,15 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
         spec = check.spec.within(timeout)
         async with asyncio.timeout(window):
             await probe(spec, addresses, trace)
-    except TimeoutError:
+    except TimeoutError as exc:
         ok = _passed_addresses(trace)
-        if cut:
+        early = isinstance(exc, EarlyTimeout)  # the probe's own, from the run's RTT estimate, inside the window
+        if cut and not early:
             return _result(check, Reason.PROBE_CANCELLED, trace.current, f"not finished: {deadline.reached}",
                            trace.elapsed(), trace, ok)
         phase = trace.current
         reason = timeout_reason(check.layer, phase)
-        detail = f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
+        detail = str(exc) if early else f"no answer within {timeout:g}s" + (f" during {phase}" if phase else "")
         if not ok and "local_limit" in trace.facts:  # some addresses were never tried: no verdict on the set
             return _result(check, Reason.LOCAL_RESOURCE_LIMIT, phase,
                            f"{detail}; not tried (the node's own limit): {trace.facts['local_limit']}",

@@ -6,10 +6,8 @@ connection check at a port is shared by every requirement that names that host a
 
 from __future__ import annotations
 
-import fnmatch
 import re
-import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from agent.catalog import Catalog, Requirement
@@ -50,7 +48,7 @@ _LAYER_ORDER = {layer: i for i, layer in enumerate(Layer)}
 class PlanOptions:
     features: frozenset[str] = frozenset()
     expected_issuers: tuple[str, ...] = DEFAULT_EXPECTED_ISSUERS
-    blocked: tuple[str, ...] = ()  # "host", "*.suffix", with ":port" optionally: skipped by policy
+    blocked: tuple[str, ...] = ()  # "host" or "*.suffix", with ":port" optionally: skipped by policy
     blocked_reason: str = "blocked by policy"
     proxy: Proxy | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
     no_proxy: tuple[str, ...] = ()
@@ -88,22 +86,21 @@ def applicable(catalog: Catalog, context: ctx.Context, features: Iterable[str] =
 
 def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOptions()) -> tuple[Check, ...]:
     values = ctx.template_values(context)
-    checks: dict[str, Check] = {}
-    order: list[str] = []
+    checks: dict[str, Check] = {}  # in the order first planned
+    requirements: dict[str, dict[str, None]] = {}  # check id -> every requirement naming it, in order
 
     def add(check: Check) -> None:
+        requirements.setdefault(check.id, {}).update(dict.fromkeys(check.requirements))
         existing = checks.get(check.id)
         if existing is None:
             checks[check.id] = check
-            order.append(check.id)
-            return
-        merged = existing.requirements + tuple(r for r in check.requirements if r not in existing.requirements)
-        spec = existing.spec
-        if isinstance(spec, DnsSpec) and isinstance(check.spec, DnsSpec):
+        elif isinstance(existing.spec, DnsSpec) and isinstance(check.spec, DnsSpec):
             # one requirement needing a private answer (or reading the chain for one) is enough
-            spec = replace(spec, expect="private" if check.spec.expect == "private" else spec.expect,
-                           private_link_label=spec.private_link_label or check.spec.private_link_label)
-        checks[check.id] = replace(existing, requirements=merged, spec=spec)
+            spec = existing.spec
+            merged = replace(spec, expect="private" if check.spec.expect == "private" else spec.expect,
+                             private_link_label=spec.private_link_label or check.spec.private_link_label)
+            if merged != spec:
+                checks[check.id] = replace(existing, spec=merged)
 
     for requirement in applicable(catalog, context, options.features):
         for check in _local_checks(requirement):
@@ -133,21 +130,38 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 if via is not None and not proxy.bypassed(host, written, options.no_proxy):
                     for check in _proxied(host, port, requirement, via, options):
                         add(check)
-    planned = (_apply_policy(checks[i], options) for i in order)
+    policy = _policy(options.blocked, options.blocked_reason)
+    planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
+                            else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
 
 
-def _apply_policy(check: Check, options: PlanOptions) -> Check:
-    for entry in options.blocked:
+def _policy(entries: Sequence[str], reason: str) -> Callable[[Check], Check]:
+    """The policy's blocked entries ("host" or "*.suffix", each with ":port" or not, as the config
+    file allows) indexed by name, so a check looks up its host and the suffixes after each of its
+    dots rather than matching every entry: planning stays linear in checks and entries. The first
+    entry in the config's order that matches is the one a skip names."""
+    by_name: dict[str, list[tuple[int, str, int | None]]] = {}  # name or *.suffix -> (position, entry, port)
+    for position, entry in enumerate(entries):
         pattern, _, port = entry.partition(":")
-        if fnmatch.fnmatchcase(check.host, pattern) and (not port or check.port == int(port)):
-            return replace(check, skip=Reason.SKIP_POLICY, skip_detail=f"{options.blocked_reason} ({entry})")
-    return check
+        by_name.setdefault(pattern, []).append((position, entry, int(port) if port else None))
 
+    def apply(check: Check) -> Check:
+        names, dot = [check.host], check.host.find(".")
+        while dot >= 0:
+            names.append(f"*{check.host[dot:]}")
+            dot = check.host.find(".", dot + 1)
+        matching = [(position, entry) for name in names for position, entry, port in by_name.get(name, ())
+                    if port is None or port == check.port]
+        if not matching:
+            return check
+        return replace(check, skip=Reason.SKIP_POLICY, skip_detail=f"{reason} ({min(matching)[1]})")
+
+    return apply if by_name else lambda check: check
 
 
 def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return set(re.findall(r"\{(\w+)\}", template))  # the catalog's templates: {name}, nothing more
 
 
 def _missing_context_check(requirement: Requirement, template: str, missing: Sequence[str]) -> Check:

@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.inputs.config import MAX_BYTES, MAX_ENDPOINTS  # noqa: E402  (after the path is set)
-from bench import delay, measure  # noqa: E402
+from bench import measure  # noqa: E402
 from bench.measure import Summary  # noqa: E402
-from lab import Fault, Lab, LabUnavailable, scenario  # noqa: E402
+from lab import Fault, Lab, LabUnavailable, delay, scenario  # noqa: E402
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NOFILE_LIMITS = (256, 64)
@@ -133,7 +133,7 @@ def report_note(sample: measure.Sample) -> str:
     except ValueError:
         return "no JSON report"
     findings = ",".join(f["code"] for f in report.get("findings", [])) or "no findings"
-    return f"{len(report['checks'])} checks, {findings}"
+    return f"{len(report['checks'])} checks, {findings}, {len(sample.stdout) / 1024:,.0f} KiB report"
 
 
 @contextmanager

@@ -2,16 +2,20 @@
 # Stages and packs dist/aml-netcheck_VERSION-1_ARCH.deb. Called by `packaging/build deb`, which
 # sets PIP (the build tools' pip), WHEEL, VERSION, DIST and WORK (a scratch directory).
 #
-# The package is a private virtual environment in /opt/aml-netcheck on the distribution's own
-# /usr/bin/python3, with its compiled dependencies for that interpreter: build it on the release
-# it is for (Debian 12 here; an ubuntu:24.04 container for Ubuntu 24.04). Depends pins the
-# python3 minor version the environment was built with, so dpkg refuses a mismatch instead of the
-# agent failing at run time.
+# The package is the program and the Python packages it depends on, private to it in
+# /usr/lib/aml-netcheck (Debian's place for a program's private modules, python-policy 1.5), run
+# by the distribution's own /usr/bin/python3 through packaging/debian/aml-netcheck, with the
+# compiled dependencies for that interpreter: build it on the release it is for (Debian 12 here;
+# an ubuntu:24.04 container for Ubuntu 24.04). Depends pins the python3 minor version it was built
+# with, so dpkg refuses a mismatch instead of the agent failing at run time, and names the shared
+# libraries its compiled modules link (dpkg-shlibdeps). Bytecode is compiled at installation
+# (postinst, py3compile) and removed at removal (prerm, py3clean), as dh_python3 does.
+# packaging/lintian-overrides explains each lintian tag left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PIP:?}" "${WHEEL:?}" "${VERSION:?}" "${DIST:?}" "${WORK:?}"
 
-PREFIX=/opt/aml-netcheck
+PREFIX=/usr/lib/aml-netcheck
 SYSTEM_PYTHON=/usr/bin/python3
 STAGE=$WORK/root
 DOC=$STAGE/usr/share/doc/aml-netcheck
@@ -25,26 +29,39 @@ PY_NEXT=$("$SYSTEM_PYTHON" -c 'import sys; print("%d.%d" % (sys.version_info[0],
 rm -rf "$WORK"
 mkdir -p "$STAGE"
 
-# The environment is made where it will live, under the staging root, then every mention of the
-# staging root (script shebangs, activate, pyvenv.cfg's command line) is rewritten to the real
-# path. No pip inside: nothing should pip-install into a tree dpkg owns.
-"$SYSTEM_PYTHON" -m venv --without-pip "$STAGE$PREFIX"
-"$PIP" --python "$STAGE$PREFIX/bin/python3" install -q --disable-pip-version-check \
-  --no-compile --only-binary=:all: "$WHEEL"
-grep -rlIF "$STAGE" "$STAGE$PREFIX" | xargs -r sed -i "s|$STAGE$PREFIX|$PREFIX|g"
+# --target: a plain directory of packages, no virtual environment (whose scripts would name its
+# own interpreter instead of /usr/bin/python3). Only what runs: no console scripts of the
+# dependencies (bin/), no test extension (multidict's _testcapi), no bytecode (see above).
+"$PIP" --python "$SYSTEM_PYTHON" install -q --disable-pip-version-check --no-compile --only-binary=:all: \
+  --no-warn-script-location --target "$STAGE$PREFIX" "$WHEEL"
+rm -rf "$STAGE$PREFIX/bin"
+find "$STAGE$PREFIX" \( -name '_testcapi*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
 if grep -rlF "$STAGE" "$STAGE"; then
   echo "make_deb: the files above still name the staging directory" >&2
   exit 1
 fi
-# Bytecode now, owned by dpkg: the sandboxed services cannot write it (ProtectSystem=strict), and
-# a root run writing it would leave files dpkg does not know. unchecked-hash: dpkg replaces
-# sources and bytecode together, so checking one against the other is wasted work at every start.
-"$SYSTEM_PYTHON" -m compileall -q -j0 --invalidation-mode unchecked-hash -s "$STAGE" -p / \
-  "$STAGE$PREFIX/lib" >/dev/null
+# As dh_strip does for shared objects: no symbols or notes, which only a debugger reads.
+find "$STAGE$PREFIX" -name '*.so' -exec strip --remove-section=.comment --remove-section=.note \
+  --strip-unneeded {} +
+# The libraries those objects link, as dpkg-shlibdeps words the dependency (libc6 (>= 2.x), ...).
+# It finds the package's root by its DEBIAN directory and wants a debian/control to read.
+mkdir -p "$STAGE/DEBIAN" "$WORK/debian"
+printf 'Source: aml-netcheck\n\nPackage: aml-netcheck\nArchitecture: any\n' >"$WORK/debian/control"
+SHLIBS_DEPENDS=$(cd "$WORK" && find "$STAGE$PREFIX" -name '*.so' -print0 |
+  xargs -0 dpkg-shlibdeps -O --warnings=0 | sed -n 's/^shlibs:Depends=//p')
+[ -n "$SHLIBS_DEPENDS" ] || { echo "make_deb: dpkg-shlibdeps found no library dependency" >&2; exit 1; }
 
-install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/etc/aml-netcheck" "$DOC" "$STAGE/DEBIAN"
-ln -s "$PREFIX/bin/aml-netcheck" "$STAGE/usr/bin/aml-netcheck"
+install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/usr/lib/sysusers.d" "$STAGE/usr/lib/tmpfiles.d" \
+  "$STAGE/usr/lib/systemd/catalog" "$STAGE/usr/share/lintian/overrides" "$STAGE/etc/aml-netcheck" "$DOC" \
+  "$STAGE/DEBIAN"
+install -m 0755 packaging/debian/aml-netcheck "$STAGE/usr/bin/aml-netcheck"
 install -m 0644 systemd/*.service systemd/*.timer "$STAGE/lib/systemd/system/"
+install -m 0644 systemd/aml-netcheck.sysusers "$STAGE/usr/lib/sysusers.d/aml-netcheck.conf"
+install -m 0644 systemd/aml-netcheck.tmpfiles "$STAGE/usr/lib/tmpfiles.d/aml-netcheck.conf"
+# The journald message catalog, from the code being packaged (systemd's dpkg trigger on this
+# directory runs journalctl --update-catalog).
+PYTHONPATH="$STAGE$PREFIX" "$SYSTEM_PYTHON" packaging/make_catalog.py "$STAGE/usr/lib/systemd/catalog/aml-netcheck.catalog"
+install -m 0644 packaging/lintian-overrides "$STAGE/usr/share/lintian/overrides/aml-netcheck"
 install -m 0644 packaging/config.toml "$STAGE/etc/aml-netcheck/config.toml"
 install -m 0644 packaging/debian/copyright "$DOC/copyright"
 cat >"$DOC/changelog.Debian" <<CHANGELOG
@@ -64,14 +81,16 @@ Version: $DEB_VERSION
 Architecture: $ARCH
 Maintainer: $MAINTAINER
 Installed-Size: $(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
-Depends: python3 (>= $PY_MINOR~), python3 (<< $PY_NEXT~), iproute2, nftables, procps
+Depends: python3 (>= $PY_MINOR~), python3 (<< $PY_NEXT~), $SHLIBS_DEPENDS, iproute2, nftables, procps, systemd | systemd-standalone-sysusers | systemd-sysusers
 Section: net
 Priority: optional
 Description: network diagnostic agent for Azure Machine Learning compute
- Checks from the node itself that every network path Azure Machine Learning needs works (DNS,
- TCP, UDP, TLS, HTTP, WebSocket) and says which NSG rule, firewall rule, DNS record or proxy
- setting fixes what does not. Ships systemd units for a daemon with a watchdog, a periodic
- check on a timer and a wait-online gate; none is enabled on installation.
+ Checks from the node itself that every network path Azure Machine Learning
+ needs works (DNS, TCP, UDP, TLS, HTTP, WebSocket, SMB) and says which NSG
+ rule, firewall rule, DNS record or proxy setting fixes what does not.
+ .
+ Ships systemd units for a daemon with a watchdog, a periodic check on a
+ timer and a wait-online gate; none is enabled on installation.
 CONTROL
 
 mkdir -p "$DIST"

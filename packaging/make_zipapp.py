@@ -4,8 +4,8 @@ zipapp`; zipapp_main.py (the bootstrap) explains the layout it unpacks.
 
 The dependency set is resolved once, by pip on the build interpreter (so build with the oldest
 supported CPython: environment markers are evaluated there), then fetched per target:
-  common/            pure-Python wheels; aiohttp, multidict, yarl, frozenlist, propcache and
-                     websockets publish py3-none-any wheels that use their pure-Python fallbacks
+  common/            pure-Python wheels (h11 among them); aiohttp, multidict, yarl, frozenlist, propcache
+                     and websockets publish py3-none-any wheels that use their pure-Python fallbacks
   abi3-<machine>/    psutil and cryptography: stable-ABI wheels, one file for every CPython >= 3.11
   cp3XY-<machine>/   cffi (needed by cryptography's bindings) and pydantic-core (typer validates
                      options with pydantic) exist only as per-version builds

@@ -11,12 +11,16 @@ The contract the engine relies on:
 * Unmet expectation: `ProbeError(reason, detail)`. Other exceptions (OSError, ssl errors,
   gaierror, some library errors with the OSError in their cause chain) propagate for
   `reasons.classify`.
-* No timers: the engine's `asyncio.timeout()` is the deadline. A phase left by an exception or
-  by the deadline's cancellation stays open, so `trace.current` names the phase that failed, and
-  the timeout's reason follows it (`reasons.timeout_reason`: smb's "negotiate" is not its "connect").
+* No timers: the engine's `asyncio.timeout()` is the deadline. The one exception is the run's RTT
+  estimate (`_timing`): tcp retries a silent connect and raises `EarlyTimeout`, udp paces its
+  retransmits, from waits derived from the run's own samples, always inside the engine's window.
+  A phase left by an exception or by the deadline's cancellation stays open, so `trace.current`
+  names the phase that failed, and the timeout's reason follows it (`reasons.timeout_reason`:
+  smb's "negotiate" is not its "connect").
 * Phases: dns "system", "direct"; tcp "connect"; udp "exchange"; tls "connect", "handshake"
   (plus "capture" after a verification failure); http "connect", "request"; websocket "connect",
-  "upgrade"; smb "connect", "negotiate"; local "inspect".
+  "upgrade"; smb "connect", "negotiate"; local "inspect". A layer that runs on the connection the
+  layer below handed over (probes._stream) has no "connect" of its own.
 
 `local` checks this node without sending a packet (listeners, netfilter rules, OS, Docker's
 bridge) and ignores `addresses`.
@@ -36,7 +40,7 @@ Run = Callable[[Any, tuple[str, ...], Trace], Awaitable[None]]
 
 
 def __getattr__(name: str) -> Any:
-    """PROBES is built on first use: the probe modules pull in aiohttp, websockets and dnspython,
+    """PROBES is built on first use: the probe modules pull in h11, websockets and dnspython,
     which `plan`, `rules` and `--version` never need (PEP 562)."""
     if name != "PROBES":
         raise AttributeError(f"module 'probes' has no attribute {name!r}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from probes._net import family, sockaddr
+from probes._timing import Estimator, wait_any
 from probes._trace import Fact
 
 IP_RECVERR = 11  # <linux/in.h>; Python 3.11 has no constant for it
@@ -28,6 +30,7 @@ class Exchange:
     error: OSError | None
     icmp: dict[str, Fact] | None  # origin, type, code, offender: from the error queue
     sent: int
+    window: float  # the listening window after each datagram, at the end (shorter than asked: paced)
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -53,9 +56,11 @@ class _Listener(asyncio.DatagramProtocol):
 
 
 async def exchange(address: str, port: int, payload: bytes, attempts: int, interval: float,
-                   hop_limit: int | None = None) -> Exchange:
+                   rtt: Estimator | None = None, hop_limit: int | None = None) -> Exchange:
     """Send, listen `interval`, resend, until a reply, an error, or `attempts` datagrams; the
-    listening window is a protocol parameter, not a deadline (the engine owns those). A
+    listening window is a protocol parameter, not a deadline (the engine owns those). With the
+    run's estimator (`rtt`), a window is at most the address's route bound (probes/_timing.py), read
+    again as samples arrive: an ICMP error is the kernel's answer, as fast as a SYN-ACK. A
     `hop_limit` (IP TTL) makes it one copy of the flow for path localisation (probes._hops)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(family(address), socket.SOCK_DGRAM)
@@ -67,15 +72,19 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
     except BaseException:
         sock.close()
         raise
+    def window() -> float:
+        bound = rtt.bound(address) if rtt is not None else None
+        return interval if bound is None else min(interval, bound)
+
     sent = 0
     try:
         while sent < attempts and not listener.done.done():
             _send(sock, listener, payload)
             sent += 1
-            await asyncio.wait({listener.done}, timeout=interval)
+            await wait_any({listener.done}, time.monotonic(), window, rtt)
     finally:
         transport.close()
-    return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent)
+    return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent, window())
 
 
 def queue_errors(sock: socket.socket, hop_limit: int | None = None) -> None:

@@ -11,9 +11,9 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from probes._trace import ProbeError
 from probes.reasons import Reason, local_limit
@@ -82,10 +82,11 @@ def require(addresses: tuple[str, ...]) -> list[str]:
     return ordered(addresses)
 
 
-async def connect(address: str, port: int) -> socket.socket:
-    """One TCP connect on its own non-blocking socket, so the errno of this address is kept.
-    The socket is closed on any failure, including cancellation at the engine's deadline."""
-    sock = socket.socket(family(address), socket.SOCK_STREAM)
+async def connect(address: str, port: int, sock: socket.socket | None = None) -> socket.socket:
+    """One TCP connect on its own non-blocking socket, so the errno of this address is kept (`sock`:
+    one the caller made, to watch it). The socket is closed on any failure, including cancellation
+    at the engine's deadline."""
+    sock = socket.socket(family(address), socket.SOCK_STREAM) if sock is None else sock
     try:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
@@ -127,28 +128,74 @@ def local_shortage() -> OSError | None:
 T = TypeVar("T")
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class Shared:
     """What the checks of one run share instead of building per check: TLS contexts (loading a
-    system-size store costs ~20 ms of CPU each time) and the HTTP session. Made on first use; a
-    making that raises (EMFILE) is not kept, so the next check tries again. Only objects that no
-    check mutates belong here: they serve concurrent checks."""
+    system-size store costs ~20 ms of CPU each time) and the RTT estimator (probes/_timing.py), made
+    on first use (a making that raises, EMFILE, is not kept, so the next check tries again; only
+    objects no check mutates, or made to be fed by concurrent checks as the estimator is: they serve
+    concurrent checks), and the parking place where a check leaves its connection for the check above it
+    (probes._stream). A connection is parked only for a consumer the engine said will come
+    (`expect`), at most `park_limit` at once (descriptors: the engine counts them), and closed when
+    its last expected consumer finished without taking it, or when the run ends."""
 
     def __init__(self) -> None:
         self._items: dict[Hashable, object] = {}
-        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.park_limit = 0  # set by the engine; 0: nothing is parked
+        self._parked: dict[Hashable, tuple[str, Closable]] = {}  # key -> (address, connection)
+        self._makers: dict[Hashable, str] = {}  # key -> the check whose connection it is
+        self._waiting: dict[Hashable, int] = {}  # key -> consumers still to come
+        self._consumers: dict[str, Hashable] = {}  # consumer check -> the key it takes
 
-    def get(self, key: Hashable, make: Callable[[], T],
-            close: Callable[[T], Awaitable[None]] | None = None) -> T:
+    def expect(self, key: Hashable, maker: str, consumer: str) -> None:
+        """The engine, before the run: check `consumer` will take the connection check `maker` leaves
+        under `key`."""
+        self._makers[key] = maker
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        self._consumers[consumer] = key
+
+    def park(self, key: Hashable, address: str, connection: Closable) -> bool:
+        """Keep `connection` (to `address`) for the consumer that will come; False when none will or
+        the place is full: the caller closes it."""
+        if not self._waiting.get(key) or key in self._parked or len(self._parked) >= self.park_limit:
+            return False
+        self._parked[key] = (address, connection)
+        return True
+
+    def take(self, key: Hashable, address: str) -> tuple[Closable, str] | None:
+        """The connection parked under `key`, with the check that made it, when it goes to `address`
+        (one to another address is closed); None when none is parked."""
+        parked = self._parked.pop(key, None)
+        if parked is None:
+            return None
+        if parked[0] != address:
+            parked[1].close()
+            return None
+        return parked[1], self._makers[key]
+
+    def finished(self, consumer: str) -> None:
+        """The engine, as a consumer check ends (taken, skipped or cancelled): a connection no other
+        expected consumer will take is closed now."""
+        key = self._consumers.pop(consumer, None)
+        if key is None:
+            return
+        self._waiting[key] -= 1
+        if not self._waiting[key] and (parked := self._parked.pop(key, None)) is not None:
+            parked[1].close()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
         if key not in self._items:
-            item = make()
-            self._items[key] = item
-            if close is not None:
-                self._closers.append(lambda: close(item))
+            self._items[key] = make()
         return cast(T, self._items[key])
 
     async def aclose(self) -> None:
-        for closer in reversed(self._closers):
-            await closer()
+        """The run ended: every connection still parked is closed."""
+        for _, connection in self._parked.values():
+            connection.close()
+        self._parked.clear()
 
 
 _SHARED: ContextVar[Shared | None] = ContextVar("probes_shared", default=None)
@@ -229,11 +276,12 @@ _PROXY_DENIALS = frozenset({"ERR_ACCESS_DENIED", "http_request_denied", "destina
 
 def proxy_error(headers: Mapping[str, str]) -> str | None:
     """The error a proxy names in an answer it made itself (squid's X-Squid-Error, an RFC 9209
-    Proxy-Status member's `error`); None for an answer the service made and the proxy relayed."""
-    squid = headers.get("X-Squid-Error", "").split()
+    Proxy-Status member's `error`); None for an answer the service made and the proxy relayed.
+    `headers`: by lower-case name (or case-insensitive)."""
+    squid = headers.get("x-squid-error", "").split()
     if squid:
         return squid[0]
-    for member in headers.get("Proxy-Status", "").split(","):
+    for member in headers.get("proxy-status", "").split(","):
         for parameter in member.split(";")[1:]:
             key, _, value = parameter.strip().partition("=")
             if key == "error" and value.strip('"'):

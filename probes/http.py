@@ -1,32 +1,35 @@
-"""One HTTP(S) request with aiohttp, pinned to the address the lower layers passed, directly or
-through an explicit proxy. Any status from the service proves reachability (401/404 from an
-API root included) except a resource's own network-rule denial, read from its Azure error code;
-what fails besides are the middleboxes: Azure Firewall's 470, and proxies that want credentials,
-deny the CONNECT or the request, or cannot reach the target (an answer the proxy made itself,
-named in squid's X-Squid-Error or RFC 9209's Proxy-Status, is never the service's)."""
+"""One HTTP(S) request, pinned to the address the lower layers passed, directly or through an
+explicit proxy. Any status from the service proves reachability (401/404 from an API root included)
+except a resource's own network-rule denial, read from its Azure error code; what fails besides are
+the middleboxes: Azure Firewall's 470, and proxies that want credentials, deny the CONNECT or the
+request, or cannot reach the target (an answer the proxy made itself, named in squid's X-Squid-Error
+or RFC 9209's Proxy-Status, is never the service's).
+
+The exchange is h11's (sans-I/O HTTP/1.1) over our own stream (probes._stream), so a direct request
+rides the tls check's verified connection (or the tcp check's, for http://) when it was handed over,
+as a client's request would: one TCP connect and one TLS handshake per endpoint. Through a proxy:
+CONNECT, then TLS inside, for https; the absolute-form request to the proxy for plain http. What a
+hostile peer sends is bounded: a head by h11's max_incomplete_event_size, a body by what is read."""
 
 from __future__ import annotations
 
 import json
 import re
-import ssl
-from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.connector import Connection
-from yarl import URL
+import h11
 
-from probes._net import errno_name, proxy_answer, proxy_error, proxy_reason, require, run_shared, tls_context
+from probes import _stream
+from probes._net import proxy_answer, proxy_error, require, since_ms
 from probes._trace import Fact, ProbeError, Trace
-from probes.reasons import Reason, local_limit
+from probes._tunnel import MAX_HEAD, authorization, to_proxy
+from probes.reasons import Reason
 from probes.specs import HttpSpec as Spec
-from probes.tls import describe_cert
+from probes.tls import describe_verified
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
 # A resource's own network rules answering an anonymous request (they are checked before
@@ -40,147 +43,166 @@ NETWORK_DENIALS: tuple[tuple[str, str], ...] = (
     ("AuthorizationFailure", ""), ("DENIED", "not allowed access"), ("UserError", "private link"))
 DENIAL_STATUSES = frozenset({401, 403})  # Azure ML's SDK has seen the private link denial as a 401
 ERROR_BODY_BYTES = 4096  # Azure error documents are small; never read more of an answer
+FIREWALL_BODY_BYTES = 512  # the firewall's one-line explanation
 
 
-class _Response(aiohttp.ClientResponse):
-    """Keeps the certificate of the connection this response came on. It is read when the response
-    starts: aiohttp releases the connection (force_close: closes it) as soon as a short answer is
-    read, before the response reaches us. Per response, so concurrent checks sharing one TLS
-    context each see their own; the context itself is never touched."""
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A response head: its status, each header's first value by lower-case name, and every
+    Proxy-Authenticate offer."""
 
-    peer_certificate: bytes | None = None
-
-    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
-        transport = connection.transport
-        tls = transport.get_extra_info("ssl_object") if transport is not None else None
-        if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
-            self.peer_certificate = tls.getpeercert(binary_form=True)
-        return await super().start(connection)
+    status: int
+    headers: dict[str, str]
+    offers: list[Fact]
 
 
 async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     """Through a proxy the proxy resolves the target, so `addresses` may then be empty. Directly, the
-    request goes to the address the lower layers passed, named in the URL; Host, SNI and the
-    certificate's name check stay the name."""
+    request goes to the address the lower layers passed; Host, SNI and the certificate's name check
+    stay the name. A handed connection that ends before any answer is tried once more afresh."""
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
-    parts = urlsplit(spec.url)
-    secure = parts.scheme == "https"
-    context: ssl.SSLContext | bool = tls_context(spec.cafile) if secure else True
-    url, headers, server_hostname = URL(spec.url), {}, None
-    if spec.proxy is None and address is not None:
-        url = url.with_host(address)
-        explicit = parts.port is not None and parts.port != (443 if secure else 80)
-        headers = {"Host": f"{spec.host}:{parts.port}" if explicit else spec.host}
-        server_hostname = spec.host if secure else None
-    with ExitStack() as phases:
-        async with _session() as session:
-            try:
-                proxy = spec.proxy.url if spec.proxy else None
-                async with session.request(spec.method, url, proxy=proxy, ssl=context, headers=headers,
-                                           server_hostname=server_hostname, allow_redirects=False,
-                                           trace_request_ctx=_Phases(trace, phases)) as response:
-                    await _judge(spec, response, trace)
-            except aiohttp.ClientHttpProxyError as exc:
-                offers: list[Fact] = [*exc.headers.getall("Proxy-Authenticate", [])] if exc.headers else []
-                trace.note(proxy_status=exc.status, proxy_authenticate=offers)
-                raise ProbeError(proxy_reason(exc.status),
-                                 f"proxy answered CONNECT with {exc.status} {exc.message}") from exc
-            except aiohttp.ClientProxyConnectionError as exc:
-                trace.note(proxy_errno=errno_name(exc))
-                if local_limit(exc):
-                    raise  # no socket to the proxy could be opened here: the node's limit, not the proxy
-                raise ProbeError(Reason.PROXY_UNREACHABLE,
-                                 f"cannot connect to the proxy: {exc.strerror}") from exc
-            except aiohttp.ServerDisconnectedError as exc:
-                raise ProbeError(Reason.TCP_CLOSED,
-                                 "the server closed the connection without a response") from exc
-            except aiohttp.ClientResponseError as exc:
-                raise ProbeError(Reason.HTTP_INVALID_RESPONSE,
-                                 f"not a valid HTTP response: {exc.message}") from exc
+    stream = _stream.take(spec, address, trace) if spec.proxy is None and address is not None else None
+    for last in (stream is None, True):
+        if stream is None:
+            with trace.phase("connect"):
+                stream = await _open(spec, address, trace)
+        _stream.note(trace, stream.handed_by)
+        try:
+            with trace.phase("request"):
+                try:
+                    await _exchange(spec, stream, trace)
+                    break
+                except (ProbeError, OSError, EOFError) as exc:
+                    if last or not _stream.retry(stream, exc, trace):
+                        raise
+        finally:
+            stream.close()
+        stream = None
     if address is not None:
         trace.passed(address)
 
 
-@dataclass(frozen=True, slots=True)
-class _Phases:
-    """One request's phases, handed to the session's trace callbacks (the session serves a run)."""
-
-    trace: Trace
-    stack: ExitStack
-
-
-async def _connecting(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-    phases = context.trace_request_ctx
-    if isinstance(phases, _Phases):
-        phases.stack.enter_context(phases.trace.phase("connect"))
+async def _open(spec: Spec, address: str | None, trace: Trace) -> _stream.Stream:
+    """This check's own connection: to the address, through a CONNECT tunnel for https via a proxy,
+    or to the proxy itself for plain http via a proxy (the absolute-form request)."""
+    parts = urlsplit(spec.url)
+    secure = parts.scheme == "https"
+    if spec.proxy is not None and not secure:
+        return _stream.Stream(await to_proxy(spec.proxy, trace), "")
+    return await _stream.open_to(spec.host, parts.port or (443 if secure else 80), secure, spec.cafile,
+                                 [address] if address else [], spec.proxy, trace)
 
 
-async def _connected(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-    phases = context.trace_request_ctx
-    if isinstance(phases, _Phases):
-        phases.stack.close()  # ends "connect" cleanly; the request phase follows
-        phases.stack.enter_context(phases.trace.phase("request"))
+def _request(spec: Spec) -> h11.Request:
+    """The request as the node's clients send it: origin-form to the service (or inside a CONNECT
+    tunnel), absolute-form to a proxy for plain http, with the proxy's credentials."""
+    parts = urlsplit(spec.url)
+    secure = parts.scheme == "https"
+    explicit = parts.port is not None and parts.port != (443 if secure else 80)
+    headers = [("Host", f"{spec.host}:{parts.port}" if explicit else spec.host), ("User-Agent", "aml-netcheck"),
+               ("Accept", "*/*"), ("Connection", "close")]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if spec.proxy is not None and not secure:
+        target = spec.url
+        if credentials := authorization(spec.proxy):
+            headers.append(("Proxy-Authorization", credentials))
+    return h11.Request(method=spec.method, target=target, headers=headers)
 
 
-def _new_session() -> aiohttp.ClientSession:
-    """A session concurrent checks can share, carrying nothing from one request into another: no
-    cookies, no pooled connection (force_close), no DNS cache, no connection limit (the engine
-    bounds the checks; a limit would queue a check inside its connect phase). The target is pinned
-    by the URL; only a proxy's name is resolved, the way applications do (getaddrinfo)."""
-    config = aiohttp.TraceConfig()
-    config.on_connection_create_start.append(_connecting)
-    config.on_connection_create_end.append(_connected)
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=aiohttp.ThreadedResolver(), use_dns_cache=False,
-                                       force_close=True, limit=0),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,  # the engine passes the proxy explicitly
-        timeout=aiohttp.ClientTimeout(total=None),  # the engine owns time
-        trace_configs=[config],
-        response_class=_Response,
-    )
+async def _exchange(spec: Spec, stream: _stream.Stream, trace: Trace) -> None:
+    """Send the request, read the response head, judge it (reading what of the body a verdict needs)."""
+    connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    await stream.send(connection.send(_request(spec)) + connection.send(h11.EndOfMessage()))
+    try:
+        answer = await _head(connection, stream, trace)
+        await _judge(spec, answer, connection, stream, trace)
+    except h11.RemoteProtocolError as exc:
+        raise ProbeError(Reason.HTTP_INVALID_RESPONSE, f"not a valid HTTP response: {exc}") from exc
 
 
-async def _close(session: aiohttp.ClientSession) -> None:
-    await session.close()
+async def _head(connection: h11.Connection, stream: _stream.Stream, trace: Trace) -> _Answer:
+    """The response head; `first_byte_ms` notes when its first byte came, after the request was sent
+    (curl's starttransfer less its pretransfer)."""
+    sent = time.monotonic()
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.recv()
+            if not data and not stream.received:
+                raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response")
+            if data and stream.received == len(data):
+                trace.note(first_byte_ms=since_ms(sent))
+            connection.receive_data(data)
+        elif isinstance(event, h11.Response):
+            headers: dict[str, str] = {}
+            for name, value in event.headers:
+                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            offers: list[Fact] = [v.decode("latin-1") for n, v in event.headers if n == b"proxy-authenticate"]
+            return _Answer(event.status_code, headers, offers)
+        elif not isinstance(event, h11.InformationalResponse):  # the peer closed mid-way
+            raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response")
 
 
-@asynccontextmanager
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The run's session (probes._net.Shared), else one for this request alone."""
-    scope = run_shared()
-    if scope is not None:
-        yield scope.get("http-session", _new_session, _close)
-        return
-    async with _new_session() as session:
-        yield session
+async def _body(connection: h11.Connection, stream: _stream.Stream, limit: int) -> bytes:
+    """At most `limit` bytes of the body (chunked or not); what a broken or cut body gave."""
+    body = b""
+    try:
+        while len(body) < limit:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.recv())
+            elif isinstance(event, h11.Data):
+                body += event.data
+            else:  # the end of the message, or of the connection
+                break
+    except h11.RemoteProtocolError:
+        pass
+    return body[:limit]
 
 
-async def _judge(spec: Spec, response: aiohttp.ClientResponse, trace: Trace) -> None:
-    date = response.headers.get("Date")
-    trace.note(status=response.status, server=response.headers.get("Server"), date=date,
-               clock_skew_s=_skew(date))
-    if response.status == FIREWALL_DENIED:
-        body = (await response.content.read(512)).decode(errors="replace").strip()
+async def _judge(spec: Spec, answer: _Answer, connection: h11.Connection, stream: _stream.Stream,
+                 trace: Trace) -> None:
+    date = answer.headers.get("date")
+    trace.note(status=answer.status, server=answer.headers.get("server"), date=date, clock_skew_s=_skew(date))
+    if answer.status == FIREWALL_DENIED:
+        body = (await _body(connection, stream, FIREWALL_BODY_BYTES)).decode(errors="replace").strip()
         trace.note(body=body)
         raise ProbeError(Reason.HTTP_FIREWALL_DENIED,
                          f"HTTP 470 (firewall deny): {body.splitlines()[0] if body else ''}")
-    der = response.peer_certificate if isinstance(response, _Response) else None
-    cert = describe_cert(der) if spec.expected_issuers and der else None
+    cert = describe_verified(stream.tls) if spec.expected_issuers and stream.tls is not None else None
     if spec.proxy:  # plain HTTP, and HTTPS inside an inspecting proxy's TLS, can be the proxy's own answer
-        if response.status == 407:
-            trace.note(proxy_authenticate=[*response.headers.getall("Proxy-Authenticate", [])])
+        if answer.status == 407:
+            trace.note(proxy_authenticate=answer.offers)
             raise ProbeError(Reason.PROXY_AUTH_REQUIRED, "the proxy answered 407")
-        error = proxy_error(response.headers)
+        error = proxy_error(answer.headers)
         trace.note(proxy_error=error, cert=cert)
         if error is not None:
-            raise proxy_answer(response.status, error)
-    if response.status in DENIAL_STATUSES:
-        await _resource_denial(response, trace)
+            raise proxy_answer(answer.status, error)
+    if answer.status in DENIAL_STATUSES:
+        _resource_denial(answer, (await _body(connection, stream, ERROR_BODY_BYTES)).decode(errors="replace"), trace)
     if cert is not None:
         _check_issuer(spec, cert, trace)
+
+
+async def get(url: str, headers: list[tuple[str, str]], limit: int) -> tuple[int, bytes]:
+    """The agent's own plain-http GET (IMDS): to the IP literal the URL names, never through a proxy;
+    (status, at most `limit` bytes of the body). ValueError for an answer that is no HTTP response."""
+    parts = urlsplit(url)
+    stream = await _stream.connect([parts.hostname or ""], parts.port or 80)
+    try:
+        connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request = h11.Request(method="GET", target=target,
+                              headers=[("Host", parts.netloc), *headers, ("Connection", "close")])
+        await stream.send(connection.send(request) + connection.send(h11.EndOfMessage()))
+        answer = await _head(connection, stream, Trace())
+        return answer.status, await _body(connection, stream, limit)
+    except (ProbeError, h11.RemoteProtocolError) as exc:
+        raise ValueError(str(exc)) from exc
+    finally:
+        stream.close()
 
 
 def _check_issuer(spec: Spec, cert: dict[str, Fact], trace: Trace) -> None:
@@ -192,19 +214,18 @@ def _check_issuer(spec: Spec, cert: dict[str, Fact], trace: Trace) -> None:
                          f"not {' or '.join(spec.expected_issuers)}")
 
 
-async def _resource_denial(response: aiohttp.ClientResponse, trace: Trace) -> None:
+def _resource_denial(answer: _Answer, body: str, trace: Trace) -> None:
     """Read the Azure error codes of a 401 or 403 (the x-ms-error-code header, a JSON `error.code`
     with its nested `innerError` codes or `errors[0].code`, an XML `<Code>`) and fail when one is a
     network-rule denial."""
-    body = (await response.content.read(ERROR_BODY_BYTES)).decode(errors="replace")
-    codes, message = _azure_error(response.headers.get("x-ms-error-code"), body)
+    codes, message = _azure_error(answer.headers.get("x-ms-error-code"), body)
     trace.note(azure_error_code=codes[0] if codes else None, azure_error_inner_codes=[*codes[1:]],
                azure_error_message=message[:300] or None)
     denial = next((code for code, phrase in NETWORK_DENIALS
                    if code in codes and phrase in message.lower()), None)
     if denial is not None:
         first_line = message.splitlines()[0][:200] if message else ""
-        raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP {response.status} {denial}: {first_line}")
+        raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP {answer.status} {denial}: {first_line}")
 
 
 def _azure_error(header: str | None, body: str) -> tuple[tuple[str, ...], str]:

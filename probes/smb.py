@@ -16,6 +16,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from probes import _stream
 from probes._net import connect, errno_name, first_error, require, since_ms
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, classify, local_limit
@@ -141,7 +142,14 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     targets = require(addresses)
     connected: dict[str, socket.socket] = {}
 
+    handed = _stream.take(spec, targets[0], trace)  # the tcp check's connection, when it left one
+    _stream.note(trace, handed.handed_by if handed else None)
+    if handed is not None:
+        connected[handed.address] = handed.sock
+
     async def connect_one(address: str) -> OSError | None:
+        if address in connected:
+            return None
         start = time.monotonic()
         try:
             connected[address] = await connect(address, spec.port)

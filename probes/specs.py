@@ -1,7 +1,7 @@
 """What each probe is asked to do: one frozen Spec per layer, and the proxy a Spec may go
 through. The planner builds every Spec (so a bad one fails at planning time, where unit tests see
 it); the engine runs it. This module imports no protocol library, so `plan` and `rules` start
-without aiohttp, websockets or dnspython.
+without h11, websockets or dnspython.
 
 The engine owns every clock: `within(window)` is how a probe's protocol windows (a DNS query, a
 UDP retransmit) follow the time the engine gives the check, so a short check window never holds a
@@ -60,8 +60,8 @@ class Proxy:
     userinfo: str | None = None  # as written (percent-encoded); never shown: see `redact`
 
     # A host name as resolvers take it (underscores too, as in some internal zones); IPv4 matches.
-    _HOST: ClassVar[re.Pattern[str]] = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}"
-                                                  r"[a-z0-9_])?)*\.?")
+    # Patterns are compiled on first use (re caches them): `plan` and `rules` mostly need none.
+    _HOST: ClassVar[str] = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
 
     @classmethod
     def parse(cls, url: str) -> Proxy:
@@ -89,7 +89,7 @@ class Proxy:
             raise SpecError("the proxy URL has an invalid port (1-65535)")
         if not host:
             raise SpecError("the proxy URL has no host")
-        if not cls._HOST.fullmatch(host) and not cls._is_address(host):
+        if not re.fullmatch(cls._HOST, host) and not cls._is_address(host):
             raise SpecError("the proxy host is neither a DNS name nor an IP address")
         userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
         return cls(scheme, host, int(port) if port else PROXY_SCHEMES[scheme], userinfo)
@@ -125,14 +125,14 @@ class Proxy:
         return self.redact(self.url)
 
     # An optional scheme, then everything up to the last @: a password may hold an unencoded @ or /.
-    _USERINFO: ClassVar[re.Pattern[str]] = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+    _USERINFO: ClassVar[str] = r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@"
 
     @classmethod
     def redact(cls, text: str) -> str:
         """`text` (a proxy URL, parsed or not) with its whole userinfo as ***: the user too, since a
         token is often the user part alone (http://TOKEN@proxy). The one redaction: `shown` and the
         node facts (probes.node.redact) both use it."""
-        return cls._USERINFO.sub(r"\1***@", text, count=1)
+        return re.sub(cls._USERINFO, r"\1***@", text, count=1, flags=re.DOTALL)
 
 
 def _port(port: int) -> None:

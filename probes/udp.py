@@ -1,5 +1,7 @@
 """UDP reachability with nmap's semantics: a reply proves it open, an ICMP error proves it closed or
-prohibited, silence proves nothing (open|filtered)."""
+prohibited, silence proves nothing (open|filtered). Inside a run, datagrams are retransmitted at the
+pace of the route's RTT estimate (probes/_timing.py) where it has one: silence is then reached
+sooner, and stays inconclusive."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import asyncio
 import time
 
 from probes._datagram import exchange
-from probes._net import errno_name, require, since_ms
+from probes._net import errno_name, ms, require, since_ms
+from probes._timing import estimator
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import UDP_ERRNO_CODES, Reason, classify, local_limit
 from probes.specs import UdpSpec as Spec
@@ -19,18 +22,22 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     attempts: list[Fact] = []
     trace.note(addresses_ok=[], attempts=attempts, replies=0)
     targets = require(addresses)
+    rtt = estimator()
 
     async def probe(address: str) -> tuple[OSError | None, int]:
         start = time.monotonic()
-        result = await exchange(address, spec.port, spec.payload, spec.attempts, spec.interval)
+        result = await exchange(address, spec.port, spec.payload, spec.attempts, spec.interval, rtt)
         if result.replies:
             outcome = "reply"
             trace.passed(address)
         else:
             outcome = (_reason(result.error) if result.error else Reason.UDP_NO_REPLY).value
+        paced: dict[str, Fact] = {}
+        if rtt is not None and result.window < spec.interval:  # retransmitted at the route's pace
+            paced = {"window_ms": ms(result.window), "rtt_estimate": rtt.fact(address)}
         attempts.append({"address": address, "outcome": outcome,
                          "errno": errno_name(result.error) if result.error else None,
-                         "icmp": result.icmp, "datagrams": result.sent, "elapsed_ms": since_ms(start)})
+                         "icmp": result.icmp, "datagrams": result.sent, "elapsed_ms": since_ms(start), **paced})
         return result.error, result.replies
 
     with trace.phase("exchange"):

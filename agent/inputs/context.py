@@ -21,10 +21,8 @@ class ContextError(ValueError):
 
 
 def _pattern(regex: str, what: str) -> Callable[[str], str]:
-    compiled = re.compile(regex)
-
-    def validate(value: str) -> str:
-        if not compiled.fullmatch(value):
+    def validate(value: str) -> str:  # compiled on first use (re caches it), not at every start
+        if not re.fullmatch(regex, value):
             raise ContextError(f"{what}: {shown(value)}")
         return value
 

@@ -85,11 +85,9 @@ async def imds(found: Detected, base: str = IMDS_URL, timeout: float = IMDS_TIME
     proxied), one short deadline for both requests, and a note instead of an error when absent."""
     import asyncio
 
-    import aiohttp
-
     try:
-        async with asyncio.timeout(timeout), aiohttp.ClientSession(trust_env=False) as session:
-            instance = await _get(session, base + IMDS_INSTANCE)
+        async with asyncio.timeout(timeout):
+            instance = await _get(base + IMDS_INSTANCE)
             compute = instance.get("compute", {})
             found.offer("region", compute.get("location"), "imds:compute.location")
             found.offer("cloud", _CLOUDS.get(compute.get("azEnvironment", "")), "imds:compute.azEnvironment")
@@ -97,22 +95,28 @@ async def imds(found: Detected, base: str = IMDS_URL, timeout: float = IMDS_TIME
                       for a in i.get("ipv4", {}).get("ipAddress", []) if a.get("publicIpAddress")]
             source = "imds:network.publicIpAddress"
             if not public:  # a Standard-SKU public IP shows only on the load balancer
-                balancer = await _get(session, base + IMDS_LOADBALANCER)
+                balancer = await _get(base + IMDS_LOADBALANCER)
                 public = [p.get("frontendIpAddress") for p in
                           balancer.get("loadbalancer", {}).get("publicIpAddresses", []) if p.get("frontendIpAddress")]
                 source = "imds:loadbalancer.publicIpAddresses"
             found.offer("public_ip", bool(public), source)
             found.notes["imds"] = {"vm_name": compute.get("name"), "vm_size": compute.get("vmSize"),
                                    "public_ips": public}
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+    except (TimeoutError, OSError, ValueError) as exc:
         found.notes["imds"] = {"error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
 
 
-async def _get(session: Any, url: str) -> dict[str, Any]:
-    async with session.get(url, headers={"Metadata": "true"}, allow_redirects=False) as response:
-        if response.status != 200:
-            raise ValueError(f"HTTP {response.status} from {url.split('?')[0]}")
-        document = json.loads(await response.text())
-        if not isinstance(document, dict):
-            raise ValueError("IMDS answered with something other than a JSON object")
-        return document
+IMDS_BODY_BYTES = 1 << 20  # an instance document is a few KiB: never read more than this
+
+
+async def _get(url: str) -> dict[str, Any]:
+    """IMDS's JSON document at `url`, by the probes' own HTTP/1.1 exchange (aiohttp stays out of `check`)."""
+    from probes.http import get
+
+    status, body = await get(url, [("Metadata", "true")], IMDS_BODY_BYTES)
+    if status != 200:
+        raise ValueError(f"HTTP {status} from {url.split('?')[0]}")
+    document = json.loads(body.decode(errors="replace"))
+    if not isinstance(document, dict):
+        raise ValueError("IMDS answered with something other than a JSON object")
+    return document

@@ -5,7 +5,6 @@ names the requirement ids it comes from."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -316,6 +315,8 @@ def _name(*parts: str) -> str:
     joined = "-".join(parts)
     name = _NAME_INVALID.sub("-", joined).strip("-.")
     if len(name) > _NAME_MAX:
+        import hashlib  # 4 ms to load (OpenSSL's digests), for the rare name over the bound
+
         digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
         name = f"{name[:_NAME_MAX - 9].rstrip('-.')}-{digest}"
     return name

@@ -1,37 +1,28 @@
-"""The rule set as `rules` prints it: rich tables, Azure CLI commands, or JSON. Pure."""
+"""The rule set as `rules` prints it: tables, Azure CLI commands, or JSON. Pure."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.netrules import SCHEMA, RuleSet, port_ranges
+from agent.output.draw import Table
 from agent.platform import AZURE_DNS
-
-if TYPE_CHECKING:
-    from rich.console import Group
 
 
 def _where(ruleset: RuleSet) -> str:
     return f"{ruleset.cloud} cloud, {ruleset.region or '<region>'}, catalog {ruleset.catalog_version}"
 
 
-def render_table(ruleset: RuleSet) -> Group:
-    """The rule set as rich tables, one per kind of change, empty kinds left out."""
-    from rich.console import Group  # the table format alone needs rich
-    from rich.table import Table
-
+def render_table(ruleset: RuleSet) -> tuple[Table, ...]:
+    """The rule set as tables, one per kind of change, empty kinds left out."""
     tables: list[Table] = []
 
     def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        body = [list(r) for r in rows]
+        body = tuple(tuple(r) for r in rows)
         if body:
-            t = Table(*columns, title=title, title_justify="left", box=None)
-            for cells in body:
-                t.add_row(*cells)
-            tables.append(t)
+            tables.append(Table(title, tuple(columns), body, title_left=True))
 
     ids = ", ".join
     table(f"NSG rules ({_where(ruleset)})", ("priority", "direction", "name", "protocol", "source", "destination",
@@ -51,7 +42,7 @@ def render_table(ruleset: RuleSet) -> Group:
     table(f"Conditional forwarders (only on a custom DNS server; forward to {AZURE_DNS})",
           ("zone", "forward to", "requirements"),
           ((f.zone, f.target, ids(f.requirements)) for f in ruleset.forwarders))
-    return Group(*tables)
+    return tuple(tables)
 
 
 def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg: str = "<nsg-name>",
@@ -59,6 +50,8 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
               subnet_prefix: str = "<compute-subnet-prefix>") -> str:
     """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
     forwarders are comments: a customer's DNS server has no az command."""
+    import shlex  # the az format alone quotes
+
     lines = [f"# aml-netcheck rules: {_where(ruleset)}"]
 
     def command(requirements: Sequence[str], *argv: str) -> None:

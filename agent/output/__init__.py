@@ -3,7 +3,6 @@ neither diagnosis nor the engine: tests/unit/test_architecture.py). `render` pic
 
 from __future__ import annotations
 
-import io
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -22,8 +21,8 @@ class Format(StrEnum):
 
 def render(report: Report, fmt: Format, *, verbose: bool = False, console: Console | None = None) -> str:
     """The report as text in `fmt`. The text report goes to `console` when one is given (a
-    terminal: colour and width), else it is rendered without wrapping (files and pipes want
-    whole lines) and returned."""
+    terminal: rich's colour and width), else it is plain text, never wrapped (files and pipes want
+    whole lines), and rich is not loaded."""
     if fmt is Format.JSON:
         from agent.output.jsonreport import to_json
         return to_json(report)
@@ -33,12 +32,11 @@ def render(report: Report, fmt: Format, *, verbose: bool = False, console: Conso
     if fmt is Format.PROMETHEUS:
         from agent.output.prometheus import render_prometheus
         return render_prometheus(report)
-    from rich.console import Console
+    from agent.output import draw
+    from agent.output.text import text_lines
 
-    from agent.output.text import render_text
-    if console is not None:
-        render_text(report, console, verbose=verbose)
-        return ""
-    recorder = Console(record=True, file=io.StringIO(), soft_wrap=True)
-    render_text(report, recorder, verbose=verbose)
-    return recorder.export_text()
+    lines = text_lines(report, verbose=verbose)
+    if console is None:
+        return draw.plain_lines(lines)
+    draw.to_console(lines, console)
+    return ""

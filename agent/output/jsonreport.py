@@ -15,6 +15,11 @@ SCHEMA_ID = "aml-netcheck.report/1"
 
 
 def to_dict(report: Report) -> dict[str, Any]:
+    return {**_head(report), "checks": [_check(r, report) for r in report.results],
+            "findings": [_finding(f) for f in report.findings]}
+
+
+def _head(report: Report) -> dict[str, Any]:
     return {
         "schema": SCHEMA_ID,
         "version": __version__,
@@ -27,13 +32,19 @@ def to_dict(report: Report) -> dict[str, Any]:
         "context": {k: {"value": v.value, "source": v.source} for k, v in report.context.items()},
         "node": dict(report.node),
         "summary": summary_counts(report),
-        "checks": [_check(r, report) for r in report.results],
-        "findings": [_finding(f) for f in report.findings],
     }
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(to_dict(report), indent=2, sort_keys=False) + "\n"
+    """to_dict's document, indented, with each check on one line of its own. Indenting is
+    json's pure-Python encoder, and a report holds a check per layer per endpoint: at 5,000
+    endpoints (10,100 checks) indenting them took 1.4 s and 64 MiB more than the report's 7 MB;
+    one line per check is json's C encoder, a check at a time (and one line to grep)."""
+    head = json.dumps(_head(report), indent=2).removesuffix("\n}")
+    checks = "".join(f"\n    {json.dumps(_check(r, report))}," for r in report.results).removesuffix(",")
+    findings = json.dumps([_finding(f) for f in report.findings], indent=2).replace("\n", "\n  ")
+    close = "\n  " if checks else ""
+    return f'{head},\n  "checks": [{checks}{close}],\n  "findings": {findings}\n}}\n'
 
 
 def summary_counts(report: Report) -> dict[str, int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from agent.catalog import Catalog
 from agent.model import Check, ContextValue
+from agent.output.draw import Table
 from probes.specs import Proxy
 
 
@@ -22,18 +23,10 @@ def to_dict(catalog: Catalog, context: Mapping[str, ContextValue], checks: Seque
     }
 
 
-def table(catalog: Catalog, checks: Sequence[Check]) -> Any:
-    """A rich Table (typed Any: rich is imported only here, when a table is wanted)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    shown = Table(title=f"{len(checks)} checks (catalog {catalog.version})", box=None)
-    shown.add_column("check", overflow="fold")
-    shown.add_column("requirements", overflow="fold")
-    shown.add_column("note", overflow="fold")
-    for c in checks:  # a policy reason is the user's text, not rich markup
-        shown.add_row(escape(c.id), ", ".join(c.requirements), escape(f"skip: {c.skip_detail}") if c.skip else "")
-    return shown
+def table(catalog: Catalog, checks: Sequence[Check]) -> Table:
+    return Table(f"{len(checks)} checks (catalog {catalog.version})", ("check", "requirements", "note"),
+                 tuple((c.id, ", ".join(c.requirements), f"skip: {c.skip_detail}" if c.skip else "") for c in checks),
+                 fold=True)
 
 
 def _params(spec: Any) -> dict[str, Any]:

@@ -35,6 +35,9 @@ STORAGE_FILE = f"{CTX.storage_account}.file.core.windows.net"
 WORKSPACE = f"{CTX.workspace_id}.workspace.{CTX.region}.api.azureml.ms"
 INSTANCE = f"{CTX.compute_name}.{CTX.region}.instances.azureml.ms"
 TIMEOUT = "3"
+# a check that stays open until its timeout: a dropped port gets an early verdict (probes/_timing.py),
+# a peer that accepts and never answers does not
+SILENT_UNTIL_TIMEOUT = "smb-silent-middlebox"
 
 
 @cache
@@ -225,11 +228,11 @@ def test_text_report_leads_with_the_problem() -> None:
 
 def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
     output = tmp_path / "report.json"
-    with Lab(scenario("nsg-drop-445")) as lab:
+    with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
         proc = subprocess.Popen(lab.node_command(
             [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--timeout", "30",
              "--format", "json", "--output", str(output)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(4)  # long enough for every check but the dropped 445 to finish
+        time.sleep(4)  # long enough for every check but the silent SMB negotiate to finish
         proc.send_signal(signal.SIGTERM)
         _stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3, stderr
@@ -238,19 +241,19 @@ def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
     jsonschema.validate(report, schema())
     assert (report["status"], report["exit_code"]) == ("unknown", 3)
     assert report["interrupted"] == "stopped by SIGTERM"
-    smb = by_id(report)[f"tcp:{STORAGE_FILE}:445"]
+    smb = by_id(report)[f"smb:{STORAGE_FILE}:445"]
     assert (smb["status"], smb["reason"], smb["phase"]) == ("inconclusive", "probe.cancelled", None)
     assert by_id(report)["tcp:management.azure.com:443"]["status"] == "pass"
     assert not list(tmp_path.glob(".report.json.*"))  # no temporary file left behind
 
 
 def test_run_deadline_ends_the_run_as_unknown() -> None:
-    with Lab(scenario("nsg-drop-445")) as lab:
+    with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
         report, code = check_in(lab, "--deadline", "2", fault_free_timeout="30")
     assert (code, report["status"]) == (3, "unknown")
     assert report["interrupted"] == "run deadline of 2s reached"
-    # cancelled by the deadline: the 30 s check timeout would have said tcp.timeout
-    assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
+    # cancelled by the deadline: the 30 s check timeout would have said smb.no-negotiate-reply
+    assert by_id(report)[f"smb:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
 
 
 def test_opening_a_port_mid_lab_changes_the_verdict() -> None:
@@ -342,15 +345,15 @@ def test_wait_gives_up_at_its_deadline() -> None:
 
 def test_wait_stops_at_an_earlier_run_deadline() -> None:
     """`check --wait 4 --deadline 1` ran 3.8 s: the rounds never got the deadline. Now the first
-    round is cut at the deadline (the 2 s connect cannot finish: cancelled, never a timeout
+    round is cut at the deadline (the 2 s negotiate cannot finish: cancelled, never a timeout
     verdict) and no second round starts."""
-    with Lab(scenario("nsg-drop-445")) as lab:
+    with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
         proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(),
                                 "--wait", "4", "--deadline", "1", "--timeout", "2", "--format", "json"], timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert " failing (" not in proc.stderr  # no round ended with a retry announced
     report = json.loads(proc.stdout)
-    assert by_id(report)[f"tcp:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
+    assert by_id(report)[f"smb:{STORAGE_FILE}:445"]["reason"] == "probe.cancelled"
     assert report["interrupted"] == "run deadline of 1s reached"
 
 

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 
 from lab import Lab, scenario
-from tests.lab.test_scenarios import schema
+from tests.lab.test_scenarios import SILENT_UNTIL_TIMEOUT, schema
 
 pytestmark = [
     pytest.mark.lab,
@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 TRIALS = 20
-LATEST = 2.5  # seconds: start-up is the first ~0.3-0.6 s, then probing (445 is dropped, --timeout 30)
+LATEST = 2.5  # seconds: start-up is the first ~0.3-0.6 s, then probing (SMB on 445 never answers, --timeout 30)
 
 
 def _handlers_in_place(pid: int) -> bool:
@@ -49,7 +49,7 @@ def _handlers_in_place(pid: int) -> bool:
 def test_a_stop_at_any_moment_is_exit_3_and_a_complete_or_absent_report(tmp_path: Path) -> None:
     rng = random.Random(10)
     outcomes = []
-    with Lab(scenario("nsg-drop-445")) as lab:
+    with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
         for trial in range(TRIALS):
             output = tmp_path / f"report-{trial}.json"
             first = rng.choice((signal.SIGTERM, signal.SIGINT))

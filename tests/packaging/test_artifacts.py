@@ -1,10 +1,11 @@
 """The release artifacts, built with the documented commands (`packaging/build wheel|zipapp|deb`,
-once per session, into a temporary DIST_DIR), then used the way a node uses them.
+once per session, into a temporary DIST_DIR: conftest.py), then used the way a node uses them.
 
 Slow (marker `packaging`, about two minutes in all): the builds fetch wheels from PyPI. Deselect
-with `-m "not packaging"`. The .deb install test changes the machine (dpkg -i, then dpkg -P): it
-runs only as root, and only where aml-netcheck is not already installed; CI runs as root.
-Nothing here runs `check` or `serve`: `demo` keeps all traffic inside the lab's namespaces."""
+with `-m "not packaging"`. The .deb install test changes the machine (dpkg -i, then dpkg -P; the
+system user it makes is deleted after): it runs only as root, and only where aml-netcheck is not
+already installed; CI runs as root. Nothing here runs `check` or `serve`: `demo` keeps all traffic
+inside the lab's namespaces (test_systemd_container.py runs them inside a container with no network)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging_support import REPO, SYSTEM_PYTHON, build, needs, run
 
+from agent.diagnose.findings import DECLARATIONS
 from agent.inputs import config
+from agent.modes.systemd import message_id
 
-REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-SYSTEM_PYTHON = "/usr/bin/python3"
 UNITS = ("aml-netcheck.service", "aml-netcheck-check.service", "aml-netcheck-check.timer",
          "aml-netcheck-wait-online.service")
 SERVICES = [u for u in UNITS if u.endswith(".service")]
@@ -35,24 +37,6 @@ IS_ROOT = os.geteuid() == 0
 HAS_LAB = IS_ROOT and bool(shutil.which("ip") and shutil.which("nft"))
 
 pytestmark = pytest.mark.packaging
-
-
-def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          check=False)
-
-
-def build(target: str, dist: Path) -> None:
-    result = run([str(REPO / "packaging" / "build"), target], cwd=REPO, timeout=900,
-                 env={**os.environ, "DIST_DIR": str(dist)})
-    assert result.returncode == 0, f"packaging/build {target}:\n{result.stdout}\n{result.stderr}"
-
-
-def needs(*tools: str) -> None:
-    missing = [t for t in tools if not shutil.which(t)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed")
 
 
 @pytest.fixture(scope="session")
@@ -67,24 +51,6 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist-zipapp")
     build("zipapp", dist)
     return dist / "aml-netcheck.pyz"
-
-
-@pytest.fixture(scope="session")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    needs("dpkg-deb", "dpkg")
-    if not Path(SYSTEM_PYTHON).exists():
-        pytest.skip(f"the .deb is built on {SYSTEM_PYTHON}, which is missing")
-    dist = tmp_path_factory.mktemp("dist-deb")
-    build("deb", dist)
-    (found,) = dist.glob("aml-netcheck_*.deb")
-    return found
-
-
-@pytest.fixture(scope="session")
-def deb_tree(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tree = tmp_path_factory.mktemp("deb-tree")
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-    return tree
 
 
 # -- wheel and sdist -------------------------------------------------------------------------------
@@ -197,8 +163,12 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
     assert field["Version"] == f"{VERSION}-1"
     assert field["Architecture"] == run(["dpkg", "--print-architecture"]).stdout.strip()
     minor = run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[1])"]).stdout.strip()
-    assert field["Depends"] == (f"python3 (>= 3.{minor}~), python3 (<< 3.{int(minor) + 1}~), "
-                                "iproute2, nftables, procps")
+    depends = [d.strip() for d in field["Depends"].split(",")]
+    assert depends[:2] == [f"python3 (>= 3.{minor}~)", f"python3 (<< 3.{int(minor) + 1}~)"]
+    # dpkg-shlibdeps' word on what the compiled modules link; sysusers for the units' user
+    assert re.fullmatch(r"libc6 \(>= 2\.\d+\)", depends[2]), depends
+    assert depends[-4:] == ["iproute2", "nftables", "procps",
+                            "systemd | systemd-standalone-sysusers | systemd-sysusers"]
     assert field["Maintainer"] and field["Description"]
 
     info = run(["dpkg-deb", "-I", str(deb)]).stdout
@@ -213,13 +183,42 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
     listing = run(["dpkg-deb", "-c", str(deb)]).stdout
     paths = {line.split()[5] for line in listing.splitlines()}
     assert {f"./lib/systemd/system/{u}" for u in UNITS} <= paths
-    assert {"./etc/aml-netcheck/config.toml", "./opt/aml-netcheck/bin/aml-netcheck",
-            "./opt/aml-netcheck/pyvenv.cfg", "./usr/share/doc/aml-netcheck/copyright",
+    assert {"./etc/aml-netcheck/config.toml", "./usr/bin/aml-netcheck", "./usr/lib/aml-netcheck/agent/__main__.py",
+            "./usr/lib/sysusers.d/aml-netcheck.conf", "./usr/lib/tmpfiles.d/aml-netcheck.conf",
+            "./usr/lib/systemd/catalog/aml-netcheck.catalog", "./usr/share/lintian/overrides/aml-netcheck",
+            "./usr/share/doc/aml-netcheck/copyright",
             "./usr/share/doc/aml-netcheck/changelog.Debian.gz"} <= paths
-    assert re.search(r"^l\S+ root/root .* \./usr/bin/aml-netcheck -> /opt/aml-netcheck/bin/aml-netcheck$",
-                     listing, re.MULTILINE)
-    # Nothing of the build machine: the staging path was rewritten everywhere.
+    assert re.search(r"^-rwxr-xr-x root/root .* \./usr/bin/aml-netcheck$", listing, re.MULTILINE)
+    # Only what runs: no console scripts of the dependencies, no test extension, no bytecode
+    # (postinst compiles it), nothing of the build machine.
+    assert not [p for p in paths if p.startswith(("./usr/lib/aml-netcheck/bin/", "./opt/"))
+                or "_testcapi" in p or "__pycache__" in p]
     assert "build/deb/root" not in listing
+
+
+def test_deb_is_lintian_clean(deb: Path) -> None:
+    """No lintian error or warning: the tags the package keeps are overridden, each with its
+    reason, in packaging/lintian-overrides (shipped as /usr/share/lintian/overrides/aml-netcheck)."""
+    needs("lintian")
+    result = run(["lintian", "--no-cfg", "--fail-on", "error,warning", str(deb)], timeout=600)
+    tags = [line for line in result.stdout.splitlines() if re.match(r"[EW]: ", line)]
+    assert (result.returncode, tags) == (0, []), result.stdout + result.stderr
+
+
+def test_deb_catalog_explains_every_message_id(deb_tree: Path, tmp_path: Path) -> None:
+    """journald accepts the shipped catalog (`journalctl --update-catalog`, which systemd's dpkg
+    trigger runs on installation) and it has an entry for the MESSAGE_ID of every finding code."""
+    needs("journalctl")
+    root = tmp_path / "root"
+    shutil.copytree(deb_tree / "usr/lib/systemd/catalog", root / "usr/lib/systemd/catalog")
+    updated = run(["journalctl", f"--root={root}", "--update-catalog"])
+    assert (updated.returncode, updated.stderr) == (0, "")
+    listed = run(["journalctl", f"--root={root}", "--list-catalog"]).stdout
+    subjects = dict(line.split(" ", 1) for line in listed.splitlines())
+    expected = {message_id(code.value): code.value for code in DECLARATIONS}
+    assert set(subjects) == set(expected)
+    for mid, code in expected.items():
+        assert subjects[mid].startswith(f"aml-netcheck: aml-netcheck finding {code}: "), subjects[mid]
 
 
 def executable_stack(path: Path) -> bool:
@@ -237,7 +236,7 @@ def executable_stack(path: Path) -> bool:
 
 
 def test_deb_compiled_modules_suit_memory_deny_write_execute(deb_tree: Path) -> None:
-    objects = list((deb_tree / "opt/aml-netcheck/lib").rglob("*.so"))
+    objects = list((deb_tree / "usr/lib/aml-netcheck").rglob("*.so"))
     assert objects
     assert [o.name for o in objects if executable_stack(o)] == []
 
@@ -247,11 +246,12 @@ def test_deb_installs_runs_demo_and_purges_clean(deb: Path) -> None:
         pytest.skip("dpkg -i needs root (CI runs as root)")
     if not HAS_LAB:
         pytest.skip("demo needs `ip` and `nft`")
-    if Path("/opt/aml-netcheck").exists() or run(["dpkg", "-s", "aml-netcheck"]).returncode == 0:
+    if Path("/usr/lib/aml-netcheck").exists() or run(["dpkg", "-s", "aml-netcheck"]).returncode == 0:
         pytest.skip("aml-netcheck is already installed on this machine: not touching it")
-    leftovers = ["/opt/aml-netcheck", "/etc/aml-netcheck", "/usr/bin/aml-netcheck",
+    leftovers = ["/usr/lib/aml-netcheck", "/etc/aml-netcheck", "/usr/bin/aml-netcheck",
                  "/var/lib/aml-netcheck", "/run/aml-netcheck",
                  *(f"/lib/systemd/system/{u}" for u in UNITS)]
+    had_user = run(["getent", "passwd", "aml-netcheck"]).returncode == 0
     try:
         installed = run(["dpkg", "-i", str(deb)], timeout=300)
         assert installed.returncode == 0, installed.stdout + installed.stderr
@@ -262,6 +262,8 @@ def test_deb_installs_runs_demo_and_purges_clean(deb: Path) -> None:
         assert json.loads(demo.stdout)["status"] == "ok"
     finally:
         purged = run(["dpkg", "-P", "aml-netcheck"], timeout=300)
+        if not had_user:  # the system user postinst made stays on purge, as Debian's do: not here
+            run(["userdel", "aml-netcheck"])
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert [p for p in leftovers if os.path.lexists(p)] == []
 
@@ -271,18 +273,19 @@ def test_deb_installs_runs_demo_and_purges_clean(deb: Path) -> None:
 def test_units_verify_against_the_package(deb_tree: Path, tmp_path: Path) -> None:
     """`systemd-analyze verify` checks that every Exec*= binary exists, so it runs with --root on
     the unpacked package (which provides /usr/bin/aml-netcheck) plus this machine's systemd units
-    (the targets the units order against) and kill(1) (ExecReload=, from procps, a Depends)."""
-    needs("systemd-analyze", "kill")
+    (the targets the units order against), sh and kill(1) (ExecReload=; kill from procps, a Depends)."""
+    needs("systemd-analyze", "kill", "sh")
     root = tmp_path / "root"
     shutil.copytree(deb_tree, root, symlinks=True)
     shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True, dirs_exist_ok=True)
     (root / "bin").mkdir()
-    shutil.copy2(shutil.which("kill") or "", root / "bin/kill")
+    for tool in ("kill", "sh"):
+        shutil.copy2(shutil.which(tool) or "", root / "bin" / tool)
     verify = run(["systemd-analyze", "verify", "--man=no", f"--root={root}", *UNITS])
     assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
 
     # The check is real: without the package's binary the same verification fails.
-    (root / "opt/aml-netcheck/bin/aml-netcheck").unlink()
+    (root / "usr/bin/aml-netcheck").unlink()
     assert run(["systemd-analyze", "verify", "--man=no", f"--root={root}", UNITS[0]]).returncode != 0
 
 

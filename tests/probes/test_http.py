@@ -332,3 +332,44 @@ async def test_a_cookie_never_carries_from_one_check_into_another(serve: Serve, 
         for _ in range(2):
             await http.run(spec, (), Trace())
     assert sent == [None, None]
+
+
+def endless(head: bytes, filler: bytes) -> StreamHandler:
+    """A hostile peer: `head`, then `filler` for as long as the client reads."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        while True:
+            writer.write(filler)
+            await writer.drain()
+    return handler
+
+
+async def test_endless_headers_are_an_invalid_response(serve: Serve, trace: Trace) -> None:
+    """A head that never ends is read up to a bound (h11's max_incomplete_event_size), never to memory's."""
+    port = await serve(endless(b"HTTP/1.1 200 OK\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n"))
+    with pytest.raises(ProbeError) as info:
+        await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_INVALID_RESPONSE and trace.current == "request"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["endless", "endless-chunked"])
+async def test_an_endless_error_body_is_read_no_further_than_a_verdict_needs(chunked: bool, serve: Serve,
+                                                                             trace: Trace) -> None:
+    head = (b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n" if chunked
+            else b"HTTP/1.1 403 Forbidden\r\nContent-Length: 1000000000000\r\n\r\n")
+    filler = b"400\r\n" + b"x" * 1024 + b"\r\n" if chunked else b"x" * 1024
+    port = await serve(endless(head, filler))
+    await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert trace.facts["status"] == 403 and trace.facts["azure_error_code"] is None
+
+
+async def test_a_chunked_denial_is_read(serve: Serve, trace: Trace) -> None:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (STORAGE_DENIED[:40].encode(),
+                                                                       STORAGE_DENIED[40:].encode()))
+    port = await serve(plaintext(b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+                                 + b"0\r\n\r\n"))
+    with pytest.raises(ProbeError) as info:
+        await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_RESOURCE_DENIED
+    assert trace.facts["azure_error_code"] == "AuthorizationFailure"

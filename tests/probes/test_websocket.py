@@ -12,7 +12,10 @@ import pytest
 import trustme
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
+from websockets.utils import accept_key
 
+from agent import engine
+from agent.model import Check
 from probe_loopback import (
     Serve,
     StreamHandler,
@@ -77,11 +80,12 @@ BAD_ACCEPT = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnec
     (plaintext(BAD_ACCEPT), Reason.WS_UPGRADE_INVALID),
     (plaintext(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), Reason.WS_UPGRADE_REFUSED),
     (plaintext(b"\x00\x01garbage\r\n\r\n"), Reason.WS_UPGRADE_INVALID),
-    (reset_after_read, Reason.TCP_CLOSED),
-], ids=["bad-accept", "plain-200", "not-http", "reset"])
+    (plaintext(b""), Reason.TCP_CLOSED),
+    (reset_after_read, Reason.TCP_RESET),
+], ids=["bad-accept", "plain-200", "not-http", "closed", "reset"])
 async def test_broken_upgrades(handler: StreamHandler, reason: Reason, serve: Serve, trace: Trace) -> None:
-    """websockets reports an RST during the upgrade as EOF (InvalidMessage from EOFError): the
-    errno is gone, so a reset classifies as tcp.closed at this layer."""
+    """The probe owns the I/O (websockets' sans-I/O client), so an RST during the upgrade keeps its
+    errno (tcp.reset) where websockets' own client reported it as EOF (tcp.closed)."""
     port = await serve(handler)
     with pytest.raises(Exception) as info:  # noqa: PT011 (any error: the classification below is the assertion)
         await websocket.run(websocket.Spec(f"ws://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
@@ -140,3 +144,29 @@ async def test_a_proxy_url_without_a_port_is_dialled_on_its_scheme_port(
     spec = websocket.Spec(f"wss://{NAME}:{port}/", NAME, proxy=Proxy.parse("http://127.0.0.2"), cafile=cafile)
     await websocket.run(spec, (), trace)
     assert trace.facts["status"] == 101 and trace.facts["proxy"] == "http://127.0.0.2:80"
+
+
+async def upgrade_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A peer that accepts the upgrade, then never answers a frame: no pong, no close."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
+    await writer.drain()
+    while await reader.read(4096):
+        pass
+
+
+async def test_a_silent_peer_ends_the_check_within_its_window(serve: Serve, unit: float) -> None:
+    """Issue 10: after a 101 the close handshake waited up to 10 s past the check's window (websockets'
+    close_timeout against a silent peer). The probe owns the I/O now: the engine's window ends it in
+    its upgrade phase. The outer bound is a hang guard far below those 10 s, not a timing."""
+    port = await serve(upgrade_then_silence)
+    spec = websocket.Spec(f"ws://{NAME}:{port}/", NAME)
+    check = Check(id=f"websocket:{NAME}:{port}", spec=spec, host=NAME, port=port, protocol="tcp",
+                  requirements=("test",))
+    async with asyncio.timeout(60 * unit):
+        result = await engine.attempt(check, ("127.0.0.1",), timeout=6 * unit)
+    assert (result.reason, result.phase) == (Reason.WS_TIMEOUT, "upgrade")
+    assert result.evidence["status"] == 101

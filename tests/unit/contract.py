@@ -24,16 +24,13 @@ healthy or unneeded there."""
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-
 from agent.model import Report
-from agent.output import jsonreport, markdown, prometheus, status, text
+from agent.output import draw, jsonreport, markdown, prometheus, status, text
 
 
 class ContractError(AssertionError):
@@ -410,9 +407,7 @@ class Rendered:
 
 
 def render_verbose_text(report: Report) -> str:
-    out = io.StringIO()
-    text.render_text(report, Console(file=out, soft_wrap=True, width=400), verbose=True)
-    return out.getvalue()
+    return draw.plain_lines(text.text_lines(report, verbose=True))
 
 
 def render_all(report: Report) -> Rendered:

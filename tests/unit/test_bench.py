@@ -27,7 +27,7 @@ def test_runner_measures_and_judges_a_host_case() -> None:
     assert target["target"].startswith("--version") and target["verdict"] in ("meets", "short")
 
 
-@pytest.mark.parametrize(("probe", "asked"), [("tcp", 3), ("https", 5000)])
+@pytest.mark.parametrize(("probe", "asked"), [("tcp", 3), ("https", 5000), ("tcp", 6000)])
 def test_scale_config_is_loaded_by_the_agent_up_to_its_bound(tmp_path: Path, probe: str, asked: int) -> None:
     path, written = endpoints_config(tmp_path, probe, asked)
     endpoints = config.load(path).endpoints

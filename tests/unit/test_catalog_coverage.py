@@ -3,9 +3,12 @@ reason, every row loads in every cloud, and each scenario gets its core requirem
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +56,16 @@ def test_every_reference_row_is_covered_or_excluded_with_a_reason() -> None:
     assert missing == []
     assert referenced & excluded.keys() == set()  # excluded means no row claims it
     assert (referenced | excluded.keys()) <= set(REFERENCE_IDS)  # no made-up ids
+
+
+def test_the_compiled_catalog_is_the_toml() -> None:
+    """The process reads requirements.json (20 ms less than tomllib at every start): it must hold
+    exactly requirements.toml's rows. After editing the TOML: UPDATE_SNAPSHOTS=1 rewrites it."""
+    compiled = Path(catalog.COMPILED)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        compiled.write_text(json.dumps(raw(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert json.loads(compiled.read_text("utf-8")) == raw(), \
+        "requirements.json is not requirements.toml: run with UPDATE_SNAPSHOTS=1 and review the diff"
 
 
 @pytest.mark.parametrize("cloud", catalog.CLOUDS)

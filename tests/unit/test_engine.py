@@ -220,7 +220,8 @@ async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve
 
 def test_the_bound_is_what_the_descriptor_limit_allows() -> None:
     """min(requested, (limit - open - reserve) / per check), never below one."""
-    per, reserve = engine.DESCRIPTORS_PER_CHECK + engine.DESCRIPTORS_PER_RESOLVE, engine.RESERVED_DESCRIPTORS
+    per = engine.DESCRIPTORS_PER_CHECK + engine.DESCRIPTORS_PER_RESOLVE + engine.DESCRIPTORS_PER_PARKED
+    reserve = engine.RESERVED_DESCRIPTORS
     assert engine.concurrency_bound(128, limit=64, in_use=10) == (64 - 10 - reserve) // per < 128
     assert engine.concurrency_bound(128, limit=1 << 20, in_use=10) == 128
     assert engine.concurrency_bound(3, limit=64, in_use=10) == 3

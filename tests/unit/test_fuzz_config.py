@@ -221,9 +221,9 @@ def generate(rng: random.Random) -> bytes:
     if rng.random() < 0.04:
         lines.append(_deep(rng))
     if rng.random() < 0.02:  # a huge string: over the size bound, or under it in a key that echoes values
-        huge = _string("x" * rng.choice([100_000, 300_000]), rng)
+        huge = _string("x" * rng.choice([100_000, config.MAX_BYTES]), rng)
         lines.append(rng.choice([f"region = {huge}", f"with = [{huge}]", f"purpose_x = {huge}"]))
-    for _ in range(rng.choice([0, 0, 1, 2, 4]) if rng.random() < 0.99 else 257):
+    for _ in range(rng.choice([0, 0, 1, 2, 4]) if rng.random() < 0.99 else config.MAX_ENDPOINTS + 1):
         lines.append("[[endpoint]]" if rng.random() < 0.95 else "[[endpoints]]")
         lines.extend(_endpoint(rng))
     if rng.random() < 0.4:
@@ -310,7 +310,7 @@ def _accepted_wrongly(cfg: config.Config) -> str:
 
 
 def _kind(stderr: str) -> str:
-    for kind in ("invalid TOML", "not UTF-8", "nested deeper", "larger than", "at most", "given twice",
+    for kind in ("invalid TOML", "not UTF-8", "nested deeper", "more than", "larger than", "at most", "given twice",
                  "unknown feature", "unknown key", "finite number", "whole number", "port", "host", "policy"):
         if kind in stderr:
             return kind

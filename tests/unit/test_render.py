@@ -9,8 +9,10 @@ from rich.console import Console
 from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
 from agent.model import Report
+from agent.netrules import rules
+from agent.netrules.render import render_table
+from agent.output import Format, draw, plan, render
 from agent.output.markdown import render_markdown
-from agent.output.text import render_text
 from probes.reasons import Reason
 from probes.specs import Proxy
 
@@ -27,9 +29,24 @@ def report_of(outcomes: dict[str, Outcome], options: planner.PlanOptions | None 
 
 
 def text(report: Report, verbose: bool = False) -> str:
-    out = io.StringIO()
-    render_text(report, Console(file=out, soft_wrap=True, width=200), verbose=verbose)
-    return out.getvalue()
+    return render(report, Format.TEXT, verbose=verbose)
+
+
+def _words(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def test_tables_on_a_terminal_say_what_a_pipe_is_told() -> None:
+    """`plan` and `rules` draw their tables without rich off a terminal: the same title, header
+    and cells, row by row, as rich draws there (its layout aside); control characters and
+    markup-like text as rich shows them."""
+    checks = make_plan(options=planner.PlanOptions(blocked=("*.blob.core.windows.net",), blocked_reason="see [/x]"))
+    odd = draw.Table("odd cells", ("a", "b"), (("bell\a and\rreturn", "[bold]not markup[/bold] :smile:"),))
+    for tables in ((plan.table(catalog.load(), checks),),
+                   render_table(rules(catalog.load(), make_context(), frozenset({"rstudio"}))), (odd,)):
+        terminal = Console(file=io.StringIO(), record=True, width=100_000)
+        terminal.print(draw.rich_tables(tables))
+        assert _words(terminal.export_text()) == _words(draw.plain_tables(tables))
 
 
 def test_text_leads_with_findings_and_names_each_failure() -> None:

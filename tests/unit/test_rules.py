@@ -7,11 +7,11 @@ import re
 import shlex
 
 import pytest
-from rich.console import Console
 
 from agent import catalog, planner
 from agent import netrules as rules
 from agent.netrules import render
+from agent.output import draw
 
 from .helpers import make_context
 
@@ -192,9 +192,7 @@ def test_json_is_serialisable_and_stable() -> None:
 
 
 def test_table_renders_every_section() -> None:
-    console = Console(width=240, record=True)
-    console.print(render.render_table(ruleset(frozenset({"rstudio"}), public_ip=True)))
-    text = console.export_text()
+    text = draw.plain_tables(render.render_table(ruleset(frozenset({"rstudio"}), public_ip=True)))
     for heading in ("NSG rules", "application rules", "network rules", "Private DNS zones", "Conditional forwarders"):
         assert heading in text
     assert "in-AzureMachineLearning-tcp-44224" in text and "privatelink.notebooks.azure.net" in text

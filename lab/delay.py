@@ -1,12 +1,13 @@
-"""Added delay on the lab link, inside the lab's namespaces only (never a host interface).
+"""Added delay and jitter on the lab link, inside the lab's namespaces only (never a host interface),
+for the benchmark's delayed case and the lab tests of early verdicts.
 
-`tc qdisc ... netem delay` on the node's end of the veth when the kernel has sch_netem. A kernel
-without it (this machine's has no modules, no netem and no nft queue) gets the same delay from
-userspace, on the az side of the link: a host route in the az namespace sends every packet toward
-the node into a TUN device, and a thread here writes each one onto the az end of the veth (a packet
-socket, to the node's MAC address) `ms` after it came out. Every round trip between the node and
-"Azure" is then `ms` longer; the node's own routes and interfaces are untouched, so the agent sees
-the node as it is.
+`tc qdisc ... netem delay D J` on the node's end of the veth when the kernel has sch_netem. A kernel
+without it (this machine's has no modules, no netem and no nft queue) gets the same from userspace,
+on the az side of the link: a host route in the az namespace sends every packet toward the node into
+a TUN device, and a thread here writes each one onto the az end of the veth (a packet socket, to the
+node's MAC address) after its own delay, drawn uniformly from [D - J, D + J] (packets may overtake
+each other, as with netem's jitter). Every round trip between the node and "Azure" is then that much
+longer; the node's own routes and interfaces are untouched, so the agent sees the node as it is.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import heapq
 import os
+import random
 import select
 import socket
 import struct
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from lab import Lab, addresses
+from lab import addresses
+from lab._lab import Lab
 from lab.netns import AZ_IF, NODE_IF, in_ns
 
 TUN = "bdelay0"
@@ -41,10 +44,14 @@ class DelayUnavailable(RuntimeError):
 
 
 @contextlib.contextmanager
-def link_delay(lab: Lab, ms: float) -> Iterator[str]:
-    """`ms` of added delay on the lab link while the block runs; yields how ("netem" or "tun")."""
+def link_delay(lab: Lab, ms: float, jitter_ms: float = 0.0, seed: int | None = None) -> Iterator[str]:
+    """`ms` (plus or minus up to `jitter_ms`, uniformly) of added delay on the lab link while the block
+    runs; yields how ("netem" or "tun"). `seed` makes the TUN relay's draws repeatable."""
+    if not 0 <= jitter_ms <= ms:
+        raise ValueError(f"jitter {jitter_ms:g} ms must be within 0 and the delay {ms:g} ms")
+    jitter = [f"{jitter_ms:g}ms"] if jitter_ms else []  # netem draws uniformly without a distribution table
     netem = subprocess.run(in_ns(lab.node_ns, ["tc", "qdisc", "add", "dev", NODE_IF, "root", "netem", "delay",
-                                               f"{ms:g}ms"]), capture_output=True, text=True, check=False)
+                                               f"{ms:g}ms", *jitter]), capture_output=True, text=True, check=False)
     if netem.returncode == 0:
         try:
             yield "netem"
@@ -52,7 +59,7 @@ def link_delay(lab: Lab, ms: float) -> Iterator[str]:
             subprocess.run(in_ns(lab.node_ns, ["tc", "qdisc", "del", "dev", NODE_IF, "root"]),
                            capture_output=True, check=False)
         return
-    with _tun_delay(lab.az_ns, ms / 1000):
+    with _tun_delay(lab.az_ns, ms / 1000, jitter_ms / 1000, random.Random(seed)):
         yield "tun"
 
 
@@ -92,24 +99,29 @@ def _ip(ns: str, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def _tun_delay(az: str, delay_s: float) -> Iterator[None]:
+def _tun_delay(az: str, delay_s: float, jitter_s: float, draws: random.Random) -> Iterator[None]:
     tun = _in_namespace(az, _open_tun)
     link = _in_namespace(az, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))  # sends only
     node_mac = bytes.fromhex(addresses.NODE_MAC.replace(":", ""))
     stop = threading.Event()
-    pending: deque[tuple[float, bytes]] = deque()  # (due, packet), in arrival order
+    pending: list[tuple[float, int, bytes]] = []  # a heap of (due, arrival number, packet)
+    arrivals = 0
 
     def forward() -> None:
+        nonlocal arrivals
         while not stop.is_set():
             wait = max(0.0, pending[0][0] - time.monotonic()) if pending else 0.05
             if select.select([tun], [], [], wait)[0]:
                 with contextlib.suppress(BlockingIOError):
                     while True:
-                        pending.append((time.monotonic() + delay_s, os.read(tun, 65536)))
+                        packet = os.read(tun, 65536)
+                        due = time.monotonic() + delay_s + draws.uniform(-jitter_s, jitter_s)
+                        heapq.heappush(pending, (due, arrivals, packet))
+                        arrivals += 1
             now = time.monotonic()
             while pending and pending[0][0] <= now:
                 with contextlib.suppress(OSError):
-                    link.sendto(pending.popleft()[1], (AZ_IF, _ETH_P_IP, 0, 0, node_mac))
+                    link.sendto(heapq.heappop(pending)[2], (AZ_IF, _ETH_P_IP, 0, 0, node_mac))
 
     thread = threading.Thread(target=forward, daemon=True)
     try:
