@@ -5,13 +5,14 @@ explains. Codes are stable API (JSON, metrics labels, journald fields): never re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
 from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
+from probes._hops import Dies, PathSummary, from_facts
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec
@@ -126,10 +127,11 @@ def _egress(how: str, why: str) -> Builder:
         tag = facts.tag(first)
         destination = f"service tag {tag}" if tag else "the endpoints"
         detail = _observed(results, addresses=True)
+        path = _path_story(results, facts)
         return Draft(
-            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s))",
-            cause=f"{why} {detail}",
-            remedy=_open(results, facts))
+            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s)){path.summary}",
+            cause=f"{why} {detail}" + (f".{path.cause}" if path.cause else ""),
+            remedy=path.remedy or _open(results, facts))
     return build
 
 
@@ -140,6 +142,70 @@ def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewa
         return f"Allow {', '.join(_targets(results))} from the compute subnet and check the service answers."
     return (f"Allow these flows from the compute subnet, above any deny rule, in its network security group "
             f"and {where}: {rules}.")
+
+
+def path_of(result: Result) -> tuple[PathSummary, str] | None:
+    """Where the result's flow died, from the path its probe traced (probes/_hops.py), if it did."""
+    return from_facts(result.evidence.get("path"))
+
+
+def path_key(result: Result) -> tuple[str, ...]:
+    """What sets one dropped flow's finding apart from another's: where it died, and past which hop."""
+    found = path_of(result)
+    if found is None:
+        return ()
+    summary, _ = found
+    last = summary.last_answered
+    return (summary.dies.value, (last.address or "") if last else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Story:
+    summary: str = ""  # appended to the summary
+    cause: str = ""  # appended to the cause
+    remedy: str = ""  # the remedy in its place; "" keeps the generic one
+
+
+def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
+    """What the traced path says of a dropped flow and who fixes it: no hop answered (the first hop:
+    the NSG or the platform), or hops answered and the flow died past them (an appliance, a gateway,
+    on-premises: forced tunnelling), with both fixes then. The results share their path's key."""
+    found = next((p for r in results if (p := path_of(r)) is not None), None)
+    if found is None:
+        return _Story()
+    summary, destination = found
+    traced = f" Copies of the flow with every hop limit up to {len(summary.hops)}: {summary.line(destination)}."
+    last = summary.last_answered
+    if summary.dies is Dies.FIRST_HOP:
+        return _Story(
+            summary=" at the first hop",
+            cause=traced + " No hop answered, so the packets die at the first hop, in Azure's fabric: a network "
+            "security group (the NIC's or the subnet's) or the platform drops them (an appliance or router on the way "
+            "would answer time exceeded for the lower hop limits, unless it is one that never does).",
+            remedy=_open(results, facts, where="in Azure Firewall or your NVA if the subnet's routes lead through one")
+            + " Start with the NSGs: the drop is at the first hop.")
+    if summary.dies is not Dies.BEYOND_FIRST_HOP or last is None:
+        return _Story(cause=traced)
+    via = last.address or "an unnamed hop"
+    rules = facts.rules(results)
+    routes = netrules.bypass_routes(rules)
+    around = (f" Or route the flow around it: in the compute subnet's route table, {netrules.describe_routes(routes)} "
+              "(`aml-netcheck rules --forced-tunnel` and the route table's own rules decide what else must "
+              "bypass it)." if routes else "")
+    public_ip = facts.context.get("public_ip")
+    asymmetric = (" With a public IP on the compute, AzureMachineLearning and BatchNodeManagement need routes with "
+                  "next hop Internet in any case, or the replies to the inbound management traffic (TCP 44224) leave "
+                  "through the appliance and are dropped: `aml-netcheck rules --forced-tunnel --public-ip` lists them."
+                  if public_ip is not None and public_ip.value is True else "")
+    return _Story(
+        summary=f" past {via} (hop {last.ttl}): a route sends it through an appliance",
+        cause=traced + f" The packets pass {via} (hop {last.ttl}) and die after it: a virtual appliance or firewall at "
+        "or behind that hop, a VPN or ExpressRoute gateway, or on-premises drops them. The compute subnet's routes "
+        "send this flow through it (forced tunnelling: 0.0.0.0/0 to an appliance or to on-premises); an NSG would "
+        "have dropped it at the first hop.",
+        remedy=(f"Allow these flows in the appliance or firewall at or behind {via}: "
+                f"{netrules.describe(replace(rules, nsg=())) or ', '.join(_targets(results))}."
+                + around + asymmetric))
 
 
 # What an SMB2 NEGOTIATE that failed after TCP connected says of the path (the smb probe's reasons).
@@ -167,8 +233,9 @@ def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     where = ("in any firewall between the compute and the storage account (with a storage private endpoint, to "
              "its address)")
     if not why:
-        return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
-                     cause=observed, remedy=_open(results, facts, where))
+        path = _path_story(results, facts)
+        return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked{path.summary}: {_hosts(results)}",
+                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where))
     return Draft(
         summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
         cause=f"{observed} {' '.join(why)}",
