@@ -332,6 +332,19 @@ SCENARIOS: dict[str, Scenario] = {
             expected_findings=("egress-blocked",),
         ),
         Scenario(
+            "appliance-drop",
+            "A forced tunnel's appliance drops HTTPS to Azure Batch",
+            "The compute subnet's routes send everything through a network virtual appliance (forced "
+            "tunnelling), whose firewall has no rule for Azure Batch: TCP 443 to "
+            + " and ".join(f"*.{h}" for h in BATCH_FRONT_ENDS)
+            + " passes the appliance's hop and dies behind it. Expect egress-blocked past the appliance, with "
+            "its firewall rules and the next-hop-Internet route as the two fixes.",
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
             "imds-blocked",
             "Instance metadata is unreachable and `check` is run with no options",
             f"A host firewall rule drops traffic to IMDS ({addresses.IMDS}:80), and the agent runs "
