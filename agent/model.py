@@ -96,6 +96,7 @@ class Finding:
     targets: tuple[str, ...]  # "host:port/proto"
     checks: tuple[str, ...]  # ids of the results this finding explains
     docs: tuple[str, ...] = ()
+    path: str = ""  # where the flow died, as traced (probes/_hops.py): "node → 10.0.0.1 → * → addr:port (...)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class Draft:
     remedy: str
     severity: Severity | None = None
     targets: tuple[str, ...] = ()  # where there are no results to name them (node findings)
+    path: str = ""  # the traced path of a dropped flow, one line
 
 
 Builder = Callable[[Sequence[Result], Facts], Draft]
@@ -86,7 +87,8 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
         severity = Severity.WARNING
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
-                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs))
+                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs),
+                   path=draft.path)
 
 
 SHOWN_HOSTS = 6  # a summary names this many; `targets` always lists them all
@@ -131,7 +133,7 @@ def _egress(how: str, why: str) -> Builder:
         return Draft(
             summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s)){path.summary}",
             cause=f"{why} {detail}" + (f".{path.cause}" if path.cause else ""),
-            remedy=path.remedy or _open(results, facts))
+            remedy=path.remedy or _open(results, facts), path=path.line)
     return build
 
 
@@ -164,6 +166,7 @@ class _Story:
     summary: str = ""  # appended to the summary
     cause: str = ""  # appended to the cause
     remedy: str = ""  # the remedy in its place; "" keeps the generic one
+    line: str = ""  # the path, one line (Finding.path)
 
 
 def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
@@ -174,10 +177,11 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
     if found is None:
         return _Story()
     summary, destination = found
-    traced = f" Copies of the flow with every hop limit up to {len(summary.hops)}: {summary.line(destination)}."
+    line = summary.line(destination)
+    traced = f" Traced with copies of the flow at every hop limit up to {len(summary.hops)}: {line}."
     last = summary.last_answered
     if summary.dies is Dies.FIRST_HOP:
-        return _Story(
+        return _Story(line=line,
             summary=" at the first hop",
             cause=traced + " No hop answered, so the packets die at the first hop, in Azure's fabric: a network "
             "security group (the NIC's or the subnet's) or the platform drops them (an appliance or router on the way "
@@ -185,7 +189,7 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
             remedy=_open(results, facts, where="in Azure Firewall or your NVA if the subnet's routes lead through one")
             + " Start with the NSGs: the drop is at the first hop.")
     if summary.dies is not Dies.BEYOND_FIRST_HOP or last is None:
-        return _Story(cause=traced)
+        return _Story(cause=traced, line=line)
     via = last.address or "an unnamed hop"
     rules = facts.rules(results)
     routes = netrules.bypass_routes(rules)
@@ -198,6 +202,7 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
                   "through the appliance and are dropped: `aml-netcheck rules --forced-tunnel --public-ip` lists them."
                   if public_ip is not None and public_ip.value is True else "")
     return _Story(
+        line=line,
         summary=f" past {via} (hop {last.ttl}): a route sends it through an appliance",
         cause=traced + f" The packets pass {via} (hop {last.ttl}) and die after it: a virtual appliance or firewall at "
         "or behind that hop, a VPN or ExpressRoute gateway, or on-premises drops them. The compute subnet's routes "
@@ -235,7 +240,7 @@ def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     if not why:
         path = _path_story(results, facts)
         return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked{path.summary}: {_hosts(results)}",
-                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where))
+                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line)
     return Draft(
         summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
         cause=f"{observed} {' '.join(why)}",

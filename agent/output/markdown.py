@@ -32,6 +32,7 @@ def render_markdown(report: Report) -> str:
         lines += [
             f"### {index}. {finding.severity.label.upper()} `{finding.code}`: {finding.summary}",
             "",
+            *([f"**Path:** {finding.path}", ""] if finding.path else []),
             f"**Observed:** {finding.cause}",
             "",
             f"**Change needed:** {finding.remedy}",

@@ -46,8 +46,9 @@ def _header(report: Report) -> list[Line]:
 def _finding(index: int, finding: Finding) -> list[Line]:
     severity = (f"{finding.severity.label.upper()} ", _SEVERITY_STYLE[finding.severity])
     lines = [_BLANK, Line(((f"{index}. ", ""), severity, (f"[{finding.code}] ", "bold"), (finding.summary, "")))]
-    for label, text in (("why:", finding.cause), ("fix:", finding.remedy), ("docs:", " ".join(finding.docs))):
-        if text or label != "docs:":
+    for label, text in (("path:", finding.path), ("why:", finding.cause), ("fix:", finding.remedy),
+                        ("docs:", " ".join(finding.docs))):
+        if text or label not in ("docs:", "path:"):
             lines.append(Line((("   ", ""), (label, "dim"), (" " * (6 - len(label)) + text, "")), highlight=True))
     return lines
 
