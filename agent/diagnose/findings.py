@@ -4,6 +4,7 @@ explains. Codes are stable API (JSON, metrics labels, journald fields): never re
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -75,6 +76,7 @@ class Declaration:
     title: str  # what the code means: the README's findings table says exactly this
     docs: tuple[str, ...]  # keys of facts.DOCS: the finding's own articles, before the requirements' ones
     build: Builder
+    handoff: bool = False  # a failed flow: the finding names it and the commands that check it in Azure
 
 
 def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
@@ -85,10 +87,45 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
     severity = draft.severity if draft.severity is not None else declared.severity
     if severity is Severity.CRITICAL and facts.situational_only(results):
         severity = Severity.WARNING
+    flow, confirm = _handoff(results, facts) if declared.handoff else ("", ())
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
                    checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs),
-                   path=draft.path)
+                   path=draft.path, flow=flow, confirm=confirm)
+
+
+# Compute whose VMs Azure ML (through Azure Batch) runs in a subscription of its own: the customer
+# cannot point Network Watcher at them, only at a VM of theirs in the same subnet.
+_MANAGED_VMS = frozenset({"instance", "cluster", "serverless"})
+
+
+def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, ...]]:
+    """The first failed flow as the control plane names it (source address and port, destination,
+    protocol) and the Azure CLI commands that check it there: IP flow verify, next hop, and the
+    effective NSG rules and routes of the VM's NIC. What the node cannot know stays a <placeholder>."""
+    flows = [r for r in results if r.check.port is not None and r.attempted]
+    if not flows:
+        return "", ()
+    first = flows[0]
+    check = first.check
+    destination = first.attempted[0]
+    source = facts.node_address or "<node-ip>"
+    imds = facts.imds
+    managed = facts.context["compute"].value in _MANAGED_VMS
+    vm = "<a-vm-in-the-compute-subnet>" if managed else str(imds.get("vm_name") or "<vm-name>")
+    group = "<its-resource-group>" if managed else str(imds.get("resource_group") or "<resource-group>")
+    where = ("--vm", vm, "--resource-group", group)
+    nic = (f"$(az vm show --resource-group {shlex.quote(group)} --name {shlex.quote(vm)} --query "
+           "'networkProfile.networkInterfaces[0].id' --output tsv)")
+    protocol = "TCP" if check.protocol == "tcp" else "UDP"
+    return (f"{source}:* → {destination}:{check.port}/{check.protocol}", (
+        shlex.join(["az", "network", "watcher", "test-ip-flow", "--direction", "Outbound", "--protocol", protocol,
+                    "--local", f"{source}:*", "--remote", f"{destination}:{check.port}", *where]),
+        shlex.join(["az", "network", "watcher", "show-next-hop", "--source-ip", source, "--dest-ip", destination,
+                    *where]),
+        f'az network nic list-effective-nsg --ids "{nic}"',
+        f'az network nic show-effective-route-table --ids "{nic}"',
+    ))
 
 
 SHOWN_HOSTS = 6  # a summary names this many; `targets` always lists them all
@@ -697,14 +734,17 @@ DECLARATIONS: dict[Code, Declaration] = {
         ("training-vnet", "firewall"), _no_egress),
     Code.EGRESS_BLOCKED: Declaration(
         C, "connections are silently dropped (NSG deny, firewall drop, route to nowhere)", ("firewall",),
-        _egress("silently dropped", "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):")),
+        _egress("silently dropped", "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):"),
+        handoff=True),
     Code.EGRESS_REJECTED: Declaration(
         C, "connections are refused, reset, ICMP-prohibited, or denied by an Azure Firewall (470)", ("firewall",),
-        _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:")),
-    Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp),
+        _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:"),
+        handoff=True),
+    Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp,
+                                  handoff=True),
     Code.SMB_BLOCKED: Declaration(
         C, "TCP 445 to the workspace storage is blocked, or accepted by something that does not answer SMB",
-        ("training-vnet", "azure-files-smb"), _smb),
+        ("training-vnet", "azure-files-smb"), _smb, handoff=True),
     Code.SMB_DIALECT_OLD: Declaration(
         W, "SMB to the workspace storage negotiates a dialect below 3.0 (warning: no encryption, no mount from "
            "outside the region)", ("azure-files-smb",), _smb_dialect),

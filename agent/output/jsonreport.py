@@ -89,4 +89,6 @@ def _finding(finding: Finding) -> dict[str, Any]:
         "checks": list(finding.checks),
         "docs": list(finding.docs),
         "path": finding.path or None,
+        "flow": finding.flow or None,
+        "confirm": list(finding.confirm),
     }

@@ -262,6 +262,33 @@ def test_a_public_ip_compute_behind_a_forced_tunnel_is_told_of_the_management_ro
     assert "TCP 44224" in findings[0].remedy and "rules --forced-tunnel --public-ip" in findings[0].remedy
 
 
+IMDS_NODE = {**AZURE_DNS_NODE, "detection": {"imds": {
+    "vm_name": "vm-attached-1", "resource_group": "rg-ml", "private_ip": "10.0.0.4"}}}
+
+
+@pytest.mark.parametrize(("compute", "vm", "group"), [
+    ("vm", "vm-attached-1", "rg-ml"),  # the customer's own VM: Network Watcher can look at it
+    ("cluster", "'<a-vm-in-the-compute-subnet>'", "'<its-resource-group>'"),  # Azure ML's managed subscription
+])
+def test_a_failed_flow_carries_its_5_tuple_and_the_commands_that_check_it_in_azure(
+        compute: str, vm: str, group: str) -> None:
+    check = "tcp:management.azure.com:443"
+    outcomes = {check: Outcome(Reason.TCP_TIMEOUT, evidence={"tried": ["10.0.1.7"]})}  # as the engine notes it
+    finding = run(outcomes, node=IMDS_NODE, compute=compute)[0]
+    assert finding.code == "egress-blocked" and finding.flow == "10.0.0.4:* → 10.0.1.7:443/tcp"
+    assert finding.confirm[0] == ("az network watcher test-ip-flow --direction Outbound --protocol TCP --local "
+                                  f"'10.0.0.4:*' --remote 10.0.1.7:443 --vm {vm} --resource-group {group}")
+    assert finding.confirm[1] == ("az network watcher show-next-hop --source-ip 10.0.0.4 --dest-ip 10.0.1.7 "
+                                  f"--vm {vm} --resource-group {group}")
+    assert [c.split(" --ids")[0] for c in finding.confirm[2:]] == [
+        "az network nic list-effective-nsg", "az network nic show-effective-route-table"]
+
+
+def test_a_finding_that_is_no_failed_flow_has_no_commands() -> None:
+    finding = run({"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}, node=IMDS_NODE)[0]
+    assert (finding.flow, finding.confirm) == ("", ())
+
+
 def test_one_intercepting_ca_is_one_finding() -> None:
     hosts = ["management.azure.com", "mcr.microsoft.com", "graph.windows.net"]
     minted = {h: {**CERT, "sha256": f"{i:02x}" * 32} for i, h in enumerate(hosts)}  # a new leaf per name

@@ -20,7 +20,8 @@ ALL_FEATURES = frozenset({"rstudio", "vscode", "conda", "pypi", "cran", "pytorch
 CONTEXTS = [
     {"compute": compute, "public_ip": pip, "private_endpoint": pe}
     for compute in ("instance", "cluster", "serverless") for pip in (False, True) for pe in (False, True)
-] + [{"compute": "instance", "public_ip": True, "forced_tunnel": True}, {"compute": "vm"}, {"compute": "hdinsight", "public_ip": True}, {"compute": "databricks"},
+] + [{"compute": "instance", "public_ip": True, "forced_tunnel": True}, {"compute": "vm"},
+     {"compute": "hdinsight", "public_ip": True}, {"compute": "databricks"},
      {"cloud": "usgov"}, {"cloud": "china", "compute": "cluster"}, {"region": None, "storage_account": None}]
 
 
@@ -179,7 +180,8 @@ def test_az_commands_parse_and_carry_every_required_argument(overrides: dict[str
 
 @pytest.mark.parametrize(("overrides", "routes"), [
     ({"forced_tunnel": True, "public_ip": True},
-     {("AzureMachineLearning", ("inbound-44224",)), ("BatchNodeManagement.eastus", ("batch", "batch-node-management"))}),
+     {("AzureMachineLearning", ("inbound-44224",)),
+      ("BatchNodeManagement.eastus", ("batch", "batch-node-management"))}),
     ({"forced_tunnel": True, "public_ip": False}, set()),  # its flows go through the appliance's rules
     ({"forced_tunnel": None, "public_ip": True}, set()),  # unknown: no route is asked for
     ({"forced_tunnel": False, "public_ip": True}, set()),
