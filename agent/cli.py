@@ -87,6 +87,9 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
         ("peered", Annotated[bool | None, typer.Option(
             "--peered/--no-peered", help="The compute is in another VNet (or region) than the workspace's "
             "private endpoint, reached through VNet peering.", show_default=False)]),
+        ("forced_tunnel", Annotated[bool | None, typer.Option(
+            "--forced-tunnel/--no-forced-tunnel", help="The compute subnet's route table sends 0.0.0.0/0 to a "
+            "virtual appliance or on-premises (forced tunnelling).", show_default=False)]),
         ("registry_data_endpoint", Annotated[bool | None, typer.Option(
             "--registry-data-endpoint/--no-registry-data-endpoint",
             help="The container registry has dedicated data endpoints (<registry>.<region>.data.azurecr.io, "
@@ -355,8 +358,10 @@ def rules(
     vnet: Annotated[str, typer.Option(help="For --format az: the compute VNet's resource id.")] = "<vnet-id>",
     subnet_prefix: Annotated[str, typer.Option(
         help="For --format az: the compute subnet's address prefix.")] = "<compute-subnet-prefix>",
+    route_table: Annotated[str, typer.Option(
+        help="For --format az: the compute subnet's route table (routes, with --forced-tunnel).")] = "<route-table>",
 ) -> int:
-    """The NSG, firewall and DNS changes this context needs, from the same catalog as the checks."""
+    """The NSG, firewall, route and DNS changes this context needs, from the same catalog as the checks."""
     from agent import netrules as network_rules
     from agent.netrules import render
 
@@ -366,7 +371,7 @@ def rules(
         print(json.dumps(render.to_dict(ruleset), indent=2))
     elif output_format is RulesFormat.az:
         print(render.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
-                                      vnet=vnet, subnet_prefix=subnet_prefix), end="")
+                                      vnet=vnet, subnet_prefix=subnet_prefix, route_table=route_table), end="")
     else:
         _print_table(render.render_table(ruleset))
     return 0

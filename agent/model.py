@@ -96,6 +96,9 @@ class Finding:
     targets: tuple[str, ...]  # "host:port/proto"
     checks: tuple[str, ...]  # ids of the results this finding explains
     docs: tuple[str, ...] = ()
+    path: str = ""  # where the flow died, as traced (probes/_hops.py): "node → 10.0.0.1 → * → addr:port (...)"
+    flow: str = ""  # the failing flow as the control plane names it: "10.0.0.4:* → 198.18.1.1:443/tcp"
+    confirm: tuple[str, ...] = ()  # Azure CLI commands that check the flow from the control plane
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +173,19 @@ class Report:
     def failing(self, result: Result) -> bool:
         """A check that failed (or warned) and counts: what every format calls failing."""
         return result.status in (Status.FAIL, Status.WARN) and result.check.id not in self.diagnosis.unneeded
+
+
+def primary_address(node: Mapping[str, Fact] | object) -> str | None:
+    """The IPv4 address of the interface holding the default route: the source of every flow."""
+    if not isinstance(node, Mapping):
+        return None
+    routes = node.get("default_routes")
+    interfaces = node.get("interfaces")
+    names = [r.get("interface") for r in routes if isinstance(r, dict)] if isinstance(routes, list) else []
+    for interface in interfaces if isinstance(interfaces, list) else []:
+        if isinstance(interface, dict) and interface.get("name") in names:
+            addresses = interface.get("addresses")
+            for address in addresses if isinstance(addresses, list) else []:
+                if isinstance(address, str) and ":" not in address:
+                    return address.split("/")[0]
+    return None

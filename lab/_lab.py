@@ -116,7 +116,8 @@ class Lab:
             f"{addresses.NODE} {self.scenario.context.compute_name}\n"
             + "".join(f"{line}\n" for line in self.scenario.hosts)
         )
-        netns.build(self._names, resolvers=node_resolvers(self.scenario), hosts=hosts)
+        netns.build(self._names, resolvers=node_resolvers(self.scenario), hosts=hosts,
+                    appliance=self.scenario.appliance)
         self._faults = list(dict.fromkeys(self.scenario.faults))
         self._install_faults()
         config = self.workdir / "servers.json"
@@ -260,9 +261,14 @@ class Lab:
     def _install_faults(self) -> None:
         if not self._up:
             raise RuntimeError("the lab is not up")
+        at_appliance = [(f, self._destination(f.host)) for f in self._faults if f.at == "appliance"]
+        if at_appliance and not self.scenario.appliance:
+            raise ValueError(f"scenario {self.scenario.name} has no appliance for the faults {at_appliance}")
+        if self.scenario.appliance:
+            netns.set_appliance_faults(self._names.nva, at_appliance)
         netns.set_faults(
             self.az_ns,
-            [(f, self._destination(f.host)) for f in self._faults],
+            [(f, self._destination(f.host)) for f in self._faults if f.at == "azure"],
             path_mtu=self.scenario.path_mtu,
             unrouted=None if self.scenario.proxy_reaches_private else (squid.USER, addresses.PE_SUBNET),
         )

@@ -18,6 +18,10 @@ NODE_SUBNET = "10.0.0.0/24"
 NODE = "10.0.0.4"  # the compute node (node namespace)
 GATEWAY = "10.0.0.1"  # the az namespace's end of the link: the node's default route
 NODE_MAC = "00:0d:3a:00:00:04"  # Azure's OUI, so IMDS and the interface agree
+# With a network virtual appliance (forced tunnelling) GATEWAY is the appliance's, and this link
+# joins it to the az namespace
+NVA_UPLINK = "10.255.0.1"  # the appliance's end
+NVA_UPLINK_AZ = "10.255.0.2"  # the az namespace's end
 
 PE_SUBNET = "10.0.1.0/24"
 PE_WORKSPACE = "10.0.1.5"  # <guid>.workspace.<region>.api.azureml.ms, its cert name, CI names

@@ -1,8 +1,10 @@
-"""The lab's topology: two network namespaces joined by one veth pair, and nftables faults.
+"""The lab's topology: two network namespaces joined by one veth pair, and nftables faults; in
+scenarios with a network virtual appliance (forced tunnelling) a third one between them, a Linux
+router that forwards, answers ICMP time exceeded as any router does, and drops what its own faults say.
 
 Nothing here touches the host namespace: the veth pair is created inside the node namespace
 with its peer placed straight into the az namespace, and no route, NAT or link leads out.
-Namespace names carry the owning pid (`amlnc-<pid>-<n>-node|az`), so namespaces left behind by
+Namespace names carry the owning pid (`amlnc-<pid>-<n>-node|az|nva`), so namespaces left behind by
 a dead owner are recognised and removed by the next lab.
 """
 
@@ -25,7 +27,8 @@ PREFIX = "amlnc"
 NETNS_ETC = Path("/etc/netns")
 NODE_IF = "eth0"
 AZ_IF = "vnet0"
-_NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az)?$")
+NVA_NODE_IF, NVA_AZ_IF = "lan0", "wan0"  # the appliance's ends: toward the node, toward Azure
+_NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az|-nva)?$")
 _AZ_SYSCTLS = (
     "net.ipv4.icmp_ratelimit=0",
     "net.ipv4.icmp_msgs_per_sec=100000",
@@ -51,10 +54,11 @@ class CommandFailed(RuntimeError):
 class Namespaces:
     node: str
     az: str
+    nva: str  # created only for a scenario with an appliance
 
     @classmethod
     def for_instance(cls, pid: int, n: int) -> Namespaces:
-        return cls(f"{PREFIX}-{pid}-{n}-node", f"{PREFIX}-{pid}-{n}-az")
+        return cls(f"{PREFIX}-{pid}-{n}-node", f"{PREFIX}-{pid}-{n}-az", f"{PREFIX}-{pid}-{n}-nva")
 
 
 def check_prerequisites() -> None:
@@ -77,10 +81,11 @@ def in_ns(ns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str) -> None:
-    """Create both namespaces and wire them (faults come later, from set_faults); the caller
+def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str, appliance: bool = False) -> None:
+    """Create the namespaces and wire them (faults come later, from set_faults); the caller
     destroys them if this raises. `ip netns exec` bind-mounts the node's resolv.conf and hosts
-    over /etc's, so the agent reads them where a node's processes do."""
+    over /etc's, so the agent reads them where a node's processes do. With `appliance` the node's
+    link ends in the appliance, which holds the gateway address and routes on to the az namespace."""
     try:
         run(["ip", "netns", "add", names.node])
     except CommandFailed as error:
@@ -94,8 +99,11 @@ def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str) -> None:
     except OSError as error:
         raise LabUnavailable(f"cannot write the node's resolver configuration: {error}") from None
 
-    veth = f"link add {NODE_IF} address {addresses.NODE_MAC} type veth peer name {AZ_IF}"
-    run(["ip", "-n", names.node, *veth.split(), "netns", names.az])
+    if appliance:
+        _build_appliance(names)
+    else:
+        veth = f"link add {NODE_IF} address {addresses.NODE_MAC} type veth peer name {AZ_IF}"
+        run(["ip", "-n", names.node, *veth.split(), "netns", names.az])
     _batch(
         names.node,
         [
@@ -110,12 +118,46 @@ def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str) -> None:
         [
             "link set lo up",
             f"link set {AZ_IF} up",
-            f"addr add {addresses.GATEWAY}/24 dev {AZ_IF}",
+            *([f"addr add {addresses.NVA_UPLINK_AZ}/30 dev {AZ_IF}",
+               f"route add {addresses.NODE_SUBNET} via {addresses.NVA_UPLINK}"] if appliance
+              else [f"addr add {addresses.GATEWAY}/24 dev {AZ_IF}"]),
             *(f"route add local {prefix} dev lo" for prefix in addresses.LOCAL_PREFIXES),
         ],
     )
     # ICMP errors are the evidence of reject faults: never let the kernel rate-limit them away
     run(in_ns(names.az, ["sysctl", "-q", "-w", *_AZ_SYSCTLS]))
+
+
+def _build_appliance(names: Namespaces) -> None:
+    """node eth0 -- lan0 appliance wan0 -- vnet0 az: the appliance is the node's gateway and
+    forwards everything (its faults are set apart, set_appliance_faults)."""
+    run(["ip", "netns", "add", names.nva])
+    node_link = f"link add {NODE_IF} address {addresses.NODE_MAC} type veth peer name {NVA_NODE_IF}"
+    run(["ip", "-n", names.node, *node_link.split(), "netns", names.nva])
+    run(["ip", "-n", names.nva, *f"link add {NVA_AZ_IF} type veth peer name {AZ_IF}".split(), "netns", names.az])
+    _batch(names.nva, [
+        "link set lo up", f"link set {NVA_NODE_IF} up", f"link set {NVA_AZ_IF} up",
+        f"addr add {addresses.GATEWAY}/24 dev {NVA_NODE_IF}",
+        f"addr add {addresses.NVA_UPLINK}/30 dev {NVA_AZ_IF}",
+        f"route add default via {addresses.NVA_UPLINK_AZ}",
+    ])
+    run(in_ns(names.nva, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", *_AZ_SYSCTLS]))
+    set_appliance_faults(names.nva, [])
+
+
+def set_appliance_faults(nva: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
+    """Replace the appliance's forwarding rules, atomically: what it drops or rejects on the way
+    from the node to Azure (a firewall NVA without the rule for a flow)."""
+    rules = [f"add rule inet nva forward iifname {NVA_NODE_IF}" + _match(f, address) + f" counter {_VERDICTS[f.action]}"
+             for f, address in faults]
+    table = ["table inet nva {", "  chain forward { type filter hook forward priority filter; policy accept; }", "}",
+             "flush chain inet nva forward"]
+    run(in_ns(nva, ["nft", "-f", "-"]), stdin="".join(f"{line}\n" for line in [*table, *rules]))
+
+
+def _match(fault: Fault, address: str | None) -> str:
+    return ((f" ip daddr {address}" if address else "")
+            + (f" {fault.protocol} dport {fault.port}" if fault.port else f" meta l4proto {fault.protocol}"))
 
 
 def _batch(ns: str, commands: Sequence[str]) -> None:
@@ -131,13 +173,8 @@ def set_faults(
     ICMP fragmentation-needed filtered both ways, so nobody learns of it. unrouted: (user,
     network): that user's connections to the network fail with network-unreachable, as from a
     host without a route there (the proxy in a hub without a route to the private endpoints)."""
-    rules = [
-        f"add rule inet lab input iifname {AZ_IF}"
-        + (f" ip daddr {address}" if address else "")
-        + (f" {f.protocol} dport {f.port}" if f.port else f" meta l4proto {f.protocol}")
-        + f" counter {_VERDICTS[f.action]}"
-        for f, address in faults
-    ]
+    rules = [f"add rule inet lab input iifname {AZ_IF}" + _match(f, address) + f" counter {_VERDICTS[f.action]}"
+             for f, address in faults]
     if path_mtu is not None:
         frag_needed = "icmp type destination-unreachable icmp code frag-needed counter drop"
         rules += [
@@ -161,9 +198,9 @@ def set_faults(
 
 
 def destroy(names: Namespaces) -> None:
-    """Kill what still runs inside, delete both namespaces and their /etc/netns entries.
+    """Kill what still runs inside, delete the namespaces and their /etc/netns entries.
     Best effort and idempotent: teardown must get as far as it can."""
-    for ns in (names.node, names.az):
+    for ns in (names.node, names.az, names.nva):
         _remove(ns)
 
 

@@ -21,6 +21,7 @@ from lab.names import private_names
 
 FaultAction = Literal["drop", "reset", "reject-port", "reject-admin"]
 Protocol = Literal["tcp", "udp"]
+FaultSite = Literal["azure", "appliance"]
 PrivateZones = Literal["linked", "unlinked", "missing"]
 Resolver = Literal["azure", "custom"]
 ProxyMode = Literal["open", "auth", "unreachable"]
@@ -30,12 +31,14 @@ WebSocketFront = Literal["nginx", "nginx-no-upgrade"]
 @dataclass(frozen=True, slots=True)
 class Fault:
     """An NSG or firewall rule on the way into "Azure": port None means every port; host is a
-    name, an address or a network (CIDR), None for every destination."""
+    name, an address or a network (CIDR), None for every destination. `at` "appliance": the
+    scenario's network virtual appliance applies it as it forwards (the packet passed one hop)."""
 
     action: FaultAction
     protocol: Protocol
     port: int | None
     host: str | None = None
+    at: FaultSite = "azure"
 
     def __post_init__(self) -> None:
         if self.action not in ("drop", "reset", "reject-port", "reject-admin"):
@@ -46,6 +49,8 @@ class Fault:
             raise ValueError("a reset fault needs protocol tcp")
         if self.port is not None and not 0 < self.port < 65536:
             raise ValueError(f"port out of range: {self.port}")
+        if self.at not in ("azure", "appliance"):
+            raise ValueError(f"unknown fault site {self.at!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,7 @@ class Scenario:
     proxy_trusts_services: bool = True  # an inspecting proxy's own trust store verifies the services' certificates
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
+    appliance: bool = False  # the node's gateway is a network virtual appliance routing on to Azure (forced tunnel)
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
@@ -322,6 +328,19 @@ SCENARIOS: dict[str, Scenario] = {
             + " without an answer, so connections time out; everything else is open. Expect "
             "egress-blocked.",
             faults=tuple(Fault("drop", "tcp", 443, h) for h in BATCH_FRONT_ENDS),
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "appliance-drop",
+            "A forced tunnel's appliance drops HTTPS to Azure Batch",
+            "The compute subnet's routes send everything through a network virtual appliance (forced "
+            "tunnelling), whose firewall has no rule for Azure Batch: TCP 443 to "
+            + " and ".join(f"*.{h}" for h in BATCH_FRONT_ENDS)
+            + " passes the appliance's hop and dies behind it. Expect egress-blocked past the appliance, with "
+            "its firewall rules and the next-hop-Internet route as the two fixes.",
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
             expected_exit=2,
             expected_findings=("egress-blocked",),
         ),

@@ -49,26 +49,24 @@ class _Listener(asyncio.DatagramProtocol):
             self.done.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
-        self.icmp = self.icmp or _read_errqueue(self.sock)  # also drains it: epoll would spin on it
+        self.icmp = self.icmp or read_errqueue(self.sock)  # also drains it: epoll would spin on it
         if not self.done.done() and isinstance(exc, OSError):
             self.error = exc
             self.done.set_result(None)
 
 
 async def exchange(address: str, port: int, payload: bytes, attempts: int, interval: float,
-                   rtt: Estimator | None = None) -> Exchange:
+                   rtt: Estimator | None = None, hop_limit: int | None = None) -> Exchange:
     """Send, listen `interval`, resend, until a reply, an error, or `attempts` datagrams; the
     listening window is a protocol parameter, not a deadline (the engine owns those). With the
     run's estimator (`rtt`), a window is at most the address's route bound (probes/_timing.py), read
-    again as samples arrive: an ICMP error is the kernel's answer, as fast as a SYN-ACK."""
+    again as samples arrive: an ICMP error is the kernel's answer, as fast as a SYN-ACK. A
+    `hop_limit` (IP TTL) makes it one copy of the flow for path localisation (probes._hops)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(family(address), socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        if family(address) == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        queue_errors(sock, hop_limit)
         sock.connect(sockaddr(address, port))
         transport, listener = await loop.create_datagram_endpoint(lambda: _Listener(sock), sock=sock)
     except BaseException:
@@ -89,6 +87,18 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
     return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent, window())
 
 
+def queue_errors(sock: socket.socket, hop_limit: int | None = None) -> None:
+    """ICMP errors for this socket onto its error queue (IP_RECVERR), and its packets' hop limit."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        if hop_limit is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        if hop_limit is not None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hop_limit)
+
+
 def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:
     """Send on the socket itself: asyncio's transport silently drops an empty datagram (3.11),
     and an empty datagram is the classic UDP probe. Errors go where the transport sends them."""
@@ -100,7 +110,7 @@ def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:
         listener.error_received(exc)
 
 
-def _read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:
+def read_errqueue(sock: socket.socket) -> dict[str, Fact] | None:
     try:
         _, ancillary, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
     except OSError:

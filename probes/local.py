@@ -43,6 +43,9 @@ NFT: tuple[str, ...] = ("nft",)  # argv prefix; a test runs it inside its own ne
 OS_RELEASE = Path("/etc/os-release")
 DOCKER_DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_BRIDGE = "docker0"
+# Files a container runtime leaves inside its containers: Docker's, podman's, systemd's (nspawn and
+# others write the container type there at boot).
+CONTAINER_MARKERS: tuple[Path, ...] = (Path("/.dockerenv"), Path("/run/.containerenv"), Path("/run/systemd/container"))
 LEGACY_IPTABLES = Path("/proc/net/ip_tables_names")  # tables of the legacy backend, per netns
 
 
@@ -167,23 +170,33 @@ async def _docker_bridge(spec: Spec, trace: Trace) -> None:
 
 def _bridge(docker0: list[ipaddress.IPv4Network]) -> tuple[ipaddress.IPv4Network, str]:
     """The bridge's network and where it came from: the live docker0 interface, else daemon.json's
-    "bip", else Docker's default."""
+    "bip", else Docker's default. Inside a container there is no default to assume: the bridge
+    that matters is the host's, out of sight, and the container's own network is usually on it
+    (172.17.0.0/16 on Docker's default bridge), which is no overlap with the VNet."""
     if docker0:
         return docker0[0], DOCKER_BRIDGE
     path = DOCKER_DAEMON_JSON
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
-        return DOCKER_DEFAULT_BRIDGE, "default"
+        return _default_bridge()
     except (OSError, ValueError) as exc:
         raise _inconclusive(f"cannot read {path}: {exc}") from exc
     bip = config.get("bip") if isinstance(config, dict) else None
     if bip is None:
-        return DOCKER_DEFAULT_BRIDGE, "default"
+        return _default_bridge()
     try:
         return ipaddress.IPv4Interface(bip).network, f"{path} bip"
     except ValueError as exc:
         raise _inconclusive(f"{path}: bip {bip!r} is not an IPv4 address/prefix") from exc
+
+
+def _default_bridge() -> tuple[ipaddress.IPv4Network, str]:
+    marker = next((path for path in CONTAINER_MARKERS if path.exists()), None)
+    if marker is not None:
+        raise _inconclusive(f"this runs inside a container ({marker} exists): the Docker bridge that "
+                            "matters is the host's, which cannot be seen from here; run the check on the host")
+    return DOCKER_DEFAULT_BRIDGE, "default"
 
 
 def _interface_networks() -> dict[str, list[ipaddress.IPv4Network]]:

@@ -183,12 +183,17 @@ class TcpSpec:
     host: str
     port: int
     proxy: Proxy | None = None  # a CONNECT tunnel through it to host:port (the proxy resolves host)
+    # a connect still unanswered this long has its path traced (probes._hops), unless its route's
+    # early-verdict bound passed first: a protocol window, set by `within`
+    localise_after: float = 2.5
 
     def __post_init__(self) -> None:
         _port(self.port)
+        _seconds("localise_after", self.localise_after)
 
     def within(self, window: float) -> TcpSpec:
-        return self
+        """Half the window: the trace's answers come back within a round trip, long before the end."""
+        return replace(self, localise_after=max(window / 2, 0.01))
 
 
 @dataclass(frozen=True, slots=True)

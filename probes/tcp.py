@@ -9,6 +9,7 @@ each refused one (a RST is an answer), is a sample for the run's estimator."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import select
 import socket
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable
 
 from probes import _stream
+from probes._hops import localise
 from probes._net import connect, errno_name, family, first_error, ms, require, since_ms
 from probes._timing import EarlyTimeout, Estimator, estimator, wait_any
 from probes._trace import Fact, Trace
@@ -42,8 +44,10 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     async def attempt(address: str) -> OSError | None:
         start = time.monotonic()
         tries: list[float] = []
+        retrying = asyncio.Event()
+        tracing = asyncio.ensure_future(_trace_if_silent(trace, address, spec, retrying))
         try:
-            sock = await _connect(address, spec.port, rtt, tries)
+            sock = await _connect(address, spec.port, rtt, tries, retrying)
         except _Unanswered as exc:
             attempts.append({**_attempt(address, classify(exc).value, None, start), "tries": len(tries),
                              "early_verdict": True})
@@ -53,6 +57,11 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
             if local_limit(exc):  # read by the engine should the others time out: no verdict then
                 trace.note(local_limit=f"{address}: {errno_name(exc) or exc}")
             return exc
+        finally:
+            tracing.cancel()
+            await asyncio.gather(tracing, return_exceptions=True)
+        if _traced(trace) == address:  # answered after all: its path says nothing of a failure
+            trace.facts.pop("path")
         connected[address] = sock
         attempts.append({**_attempt(address, "connected", None, start), **_tries(tries)})
         trace.passed(address)
@@ -81,10 +90,27 @@ class _Unanswered(OSError):
         self.address, self.waited, self.estimate = address, waited, estimate
 
 
-async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[float]) -> socket.socket:
+async def _trace_if_silent(trace: Trace, address: str, spec: Spec, retrying: asyncio.Event) -> None:
+    """Where an unanswered connect dies (probes._hops), traced beside it from its retry (its route's
+    bound passed) or, where no bound holds, from `localise_after`; one path per check, the first
+    silent address's. Cancelled when the connect ends; what answered by then stays in the evidence."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(spec.localise_after):
+            await retrying.wait()
+    if "path" not in trace.facts:
+        await localise(trace, address, spec.port, "tcp")
+
+
+def _traced(trace: Trace) -> Fact:
+    path = trace.facts.get("path")
+    return path.get("address") if isinstance(path, dict) else None
+
+
+async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[float],
+                   retrying: asyncio.Event) -> socket.socket:
     """One address's connect: a socket that the peer accepted, or its error. With the run's estimator,
-    unanswered after the route's bound it gets one retry; both unanswered after the bound raise
-    _Unanswered. `tries` gets each SYN's time, for the evidence."""
+    unanswered after the route's bound it gets one retry (`retrying` is set then); both unanswered
+    after the bound raise _Unanswered. `tries` gets each SYN's time, for the evidence."""
     if rtt is None:
         return await connect(address, port)
     pending: dict[asyncio.Task[socket.socket], socket.socket] = {}
@@ -115,6 +141,7 @@ async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[f
             if not await wait_any(pending, tries[-1], bound, rtt) and not _answered(pending.values()):
                 if len(tries) > 1:
                     raise _Unanswered(address, time.monotonic() - tries[0], rtt.fact(address))
+                retrying.set()
                 try:
                     await start()
                 except OSError as exc:

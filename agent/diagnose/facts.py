@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from agent import netrules
 from agent.catalog import Catalog
 from agent.inputs.context import Context
-from agent.model import Result
+from agent.model import Result, primary_address
 from agent.platform import AZURE_DNS
 from probes._trace import Fact
 
@@ -50,6 +50,19 @@ class Facts:
         routes = self.node.get("default_routes")
         return isinstance(routes, list) and bool(routes) and not any(
             isinstance(r, dict) and r.get("family") == "ipv6" for r in routes)
+
+    @property
+    def node_address(self) -> str | None:
+        """The node's own address: IMDS's private IP, else the default route's interface's."""
+        private = self.imds.get("private_ip")
+        return private if isinstance(private, str) else primary_address(self.node)
+
+    @property
+    def imds(self) -> Mapping[str, Fact]:
+        """What detection read from IMDS (empty when it did not run or failed)."""
+        detection = self.node.get("detection")
+        imds = detection.get("imds") if isinstance(detection, dict) else None
+        return imds if isinstance(imds, dict) else {}
 
     def tag(self, result: Result) -> str:
         """The service tags of the check's requirements (a grouping key: one NSG rule, one finding)."""

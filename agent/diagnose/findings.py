@@ -4,14 +4,16 @@ explains. Codes are stable API (JSON, metrics labels, journald fields): never re
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
 from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
+from probes._hops import Dies, PathSummary, from_facts
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec
@@ -62,6 +64,7 @@ class Draft:
     remedy: str
     severity: Severity | None = None
     targets: tuple[str, ...] = ()  # where there are no results to name them (node findings)
+    path: str = ""  # the traced path of a dropped flow, one line
 
 
 Builder = Callable[[Sequence[Result], Facts], Draft]
@@ -73,6 +76,7 @@ class Declaration:
     title: str  # what the code means: the README's findings table says exactly this
     docs: tuple[str, ...]  # keys of facts.DOCS: the finding's own articles, before the requirements' ones
     build: Builder
+    handoff: bool = False  # a failed flow: the finding names it and the commands that check it in Azure
 
 
 def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
@@ -83,9 +87,45 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
     severity = draft.severity if draft.severity is not None else declared.severity
     if severity is Severity.CRITICAL and facts.situational_only(results):
         severity = Severity.WARNING
+    flow, confirm = _handoff(results, facts) if declared.handoff else ("", ())
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
-                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs))
+                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs),
+                   path=draft.path, flow=flow, confirm=confirm)
+
+
+# Compute whose VMs Azure ML (through Azure Batch) runs in a subscription of its own: the customer
+# cannot point Network Watcher at them, only at a VM of theirs in the same subnet.
+_MANAGED_VMS = frozenset({"instance", "cluster", "serverless"})
+
+
+def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, ...]]:
+    """The first failed flow as the control plane names it (source address and port, destination,
+    protocol) and the Azure CLI commands that check it there: IP flow verify, next hop, and the
+    effective NSG rules and routes of the VM's NIC. What the node cannot know stays a <placeholder>."""
+    flows = [r for r in results if r.check.port is not None and r.attempted]
+    if not flows:
+        return "", ()
+    first = flows[0]
+    check = first.check
+    destination = first.attempted[0]
+    source = facts.node_address or "<node-ip>"
+    imds = facts.imds
+    managed = facts.context["compute"].value in _MANAGED_VMS
+    vm = "<a-vm-in-the-compute-subnet>" if managed else str(imds.get("vm_name") or "<vm-name>")
+    group = "<its-resource-group>" if managed else str(imds.get("resource_group") or "<resource-group>")
+    where = ("--vm", vm, "--resource-group", group)
+    nic = (f"$(az vm show --resource-group {shlex.quote(group)} --name {shlex.quote(vm)} --query "
+           "'networkProfile.networkInterfaces[0].id' --output tsv)")
+    protocol = "TCP" if check.protocol == "tcp" else "UDP"
+    return (f"{source}:* → {destination}:{check.port}/{check.protocol}", (
+        shlex.join(["az", "network", "watcher", "test-ip-flow", "--direction", "Outbound", "--protocol", protocol,
+                    "--local", f"{source}:*", "--remote", f"{destination}:{check.port}", *where]),
+        shlex.join(["az", "network", "watcher", "show-next-hop", "--source-ip", source, "--dest-ip", destination,
+                    *where]),
+        f'az network nic list-effective-nsg --ids "{nic}"',
+        f'az network nic show-effective-route-table --ids "{nic}"',
+    ))
 
 
 SHOWN_HOSTS = 6  # a summary names this many; `targets` always lists them all
@@ -126,10 +166,11 @@ def _egress(how: str, why: str) -> Builder:
         tag = facts.tag(first)
         destination = f"service tag {tag}" if tag else "the endpoints"
         detail = _observed(results, addresses=True)
+        path = _path_story(results, facts)
         return Draft(
-            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s))",
-            cause=f"{why} {detail}",
-            remedy=_open(results, facts))
+            summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s)){path.summary}",
+            cause=f"{why} {detail}" + (f".{path.cause}" if path.cause else ""),
+            remedy=path.remedy or _open(results, facts), path=path.line)
     return build
 
 
@@ -140,6 +181,73 @@ def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewa
         return f"Allow {', '.join(_targets(results))} from the compute subnet and check the service answers."
     return (f"Allow these flows from the compute subnet, above any deny rule, in its network security group "
             f"and {where}: {rules}.")
+
+
+def path_of(result: Result) -> tuple[PathSummary, str] | None:
+    """Where the result's flow died, from the path its probe traced (probes/_hops.py), if it did."""
+    return from_facts(result.evidence.get("path"))
+
+
+def path_key(result: Result) -> tuple[str, ...]:
+    """What sets one dropped flow's finding apart from another's: where it died, and past which hop."""
+    found = path_of(result)
+    if found is None:
+        return ()
+    summary, _ = found
+    last = summary.last_answered
+    return (summary.dies.value, (last.address or "") if last else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Story:
+    summary: str = ""  # appended to the summary
+    cause: str = ""  # appended to the cause
+    remedy: str = ""  # the remedy in its place; "" keeps the generic one
+    line: str = ""  # the path, one line (Finding.path)
+
+
+def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
+    """What the traced path says of a dropped flow and who fixes it: no hop answered (the first hop:
+    the NSG or the platform), or hops answered and the flow died past them (an appliance, a gateway,
+    on-premises: forced tunnelling), with both fixes then. The results share their path's key."""
+    found = next((p for r in results if (p := path_of(r)) is not None), None)
+    if found is None:
+        return _Story()
+    summary, destination = found
+    line = summary.line(destination)
+    traced = f" Traced with copies of the flow at every hop limit up to {len(summary.hops)}: {line}."
+    last = summary.last_answered
+    if summary.dies is Dies.FIRST_HOP:
+        return _Story(line=line,
+            summary=" at the first hop",
+            cause=traced + " No hop answered, so the packets die at the first hop, in Azure's fabric: a network "
+            "security group (the NIC's or the subnet's) or the platform drops them (an appliance or router on the way "
+            "would answer time exceeded for the lower hop limits, unless it is one that never does).",
+            remedy=_open(results, facts, where="in Azure Firewall or your NVA if the subnet's routes lead through one")
+            + " Start with the NSGs: the drop is at the first hop.")
+    if summary.dies is not Dies.BEYOND_FIRST_HOP or last is None:
+        return _Story(cause=traced, line=line)
+    via = last.address or "an unnamed hop"
+    rules = facts.rules(results)
+    routes = netrules.bypass_routes(rules)
+    around = (f" Or route the flow around it: in the compute subnet's route table, {netrules.describe_routes(routes)} "
+              "(`aml-netcheck rules --forced-tunnel` and the route table's own rules decide what else must "
+              "bypass it)." if routes else "")
+    public_ip = facts.context.get("public_ip")
+    asymmetric = (" With a public IP on the compute, AzureMachineLearning and BatchNodeManagement need routes with "
+                  "next hop Internet in any case, or the replies to the inbound management traffic (TCP 44224) leave "
+                  "through the appliance and are dropped: `aml-netcheck rules --forced-tunnel --public-ip` lists them."
+                  if public_ip is not None and public_ip.value is True else "")
+    return _Story(
+        line=line,
+        summary=f" past {via} (hop {last.ttl}): a route sends it through an appliance",
+        cause=traced + f" The packets pass {via} (hop {last.ttl}) and die after it: a virtual appliance or firewall at "
+        "or behind that hop, a VPN or ExpressRoute gateway, or on-premises drops them. The compute subnet's routes "
+        "send this flow through it (forced tunnelling: 0.0.0.0/0 to an appliance or to on-premises); an NSG would "
+        "have dropped it at the first hop.",
+        remedy=(f"Allow these flows in the appliance or firewall at or behind {via}: "
+                f"{netrules.describe(replace(rules, nsg=())) or ', '.join(_targets(results))}."
+                + around + asymmetric))
 
 
 # What an SMB2 NEGOTIATE that failed after TCP connected says of the path (the smb probe's reasons).
@@ -167,8 +275,9 @@ def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     where = ("in any firewall between the compute and the storage account (with a storage private endpoint, to "
              "its address)")
     if not why:
-        return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked: {_hosts(results)}",
-                     cause=observed, remedy=_open(results, facts, where))
+        path = _path_story(results, facts)
+        return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked{path.summary}: {_hosts(results)}",
+                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line)
     return Draft(
         summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
         cause=f"{observed} {' '.join(why)}",
@@ -625,14 +734,17 @@ DECLARATIONS: dict[Code, Declaration] = {
         ("training-vnet", "firewall"), _no_egress),
     Code.EGRESS_BLOCKED: Declaration(
         C, "connections are silently dropped (NSG deny, firewall drop, route to nowhere)", ("firewall",),
-        _egress("silently dropped", "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):")),
+        _egress("silently dropped", "Connections got no answer (an NSG deny, a firewall drop or a route to nowhere):"),
+        handoff=True),
     Code.EGRESS_REJECTED: Declaration(
         C, "connections are refused, reset, ICMP-prohibited, or denied by an Azure Firewall (470)", ("firewall",),
-        _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:")),
-    Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp),
+        _egress("actively rejected", "Connections were refused, reset or ICMP-prohibited by a firewall or NSG:"),
+        handoff=True),
+    Code.UDP_BLOCKED: Declaration(C, "UDP 5831 is rejected (ICMP unreachable / prohibited)", ("training-vnet",), _udp,
+                                  handoff=True),
     Code.SMB_BLOCKED: Declaration(
         C, "TCP 445 to the workspace storage is blocked, or accepted by something that does not answer SMB",
-        ("training-vnet", "azure-files-smb"), _smb),
+        ("training-vnet", "azure-files-smb"), _smb, handoff=True),
     Code.SMB_DIALECT_OLD: Declaration(
         W, "SMB to the workspace storage negotiates a dialect below 3.0 (warning: no encryption, no mount from "
            "outside the region)", ("azure-files-smb",), _smb_dialect),

@@ -55,6 +55,9 @@ KEYS: tuple[Key, ...] = (
     Key("public_ip", bool, default=False),
     Key("private_endpoint", bool, default=False),
     Key("peered", bool, default=False),  # compute in another VNet than the workspace endpoint
+    # the compute subnet's route table sends 0.0.0.0/0 to an appliance or on-premises: out of the
+    # node's sight (a path that passes a hop before it dies says so); unknown by default
+    Key("forced_tunnel", bool),
     Key("registry_data_endpoint", bool, default=False),  # the registry has dedicated data endpoints (Premium)
     # Whether a dependent resource has its own private endpoint: not implied by the workspace's
     # (a resource may use a service endpoint instead), so unknown by default; unknown, the DNS check

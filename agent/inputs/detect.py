@@ -100,8 +100,12 @@ async def imds(found: Detected, base: str = IMDS_URL, timeout: float = IMDS_TIME
                           balancer.get("loadbalancer", {}).get("publicIpAddresses", []) if p.get("frontendIpAddress")]
                 source = "imds:loadbalancer.publicIpAddresses"
             found.offer("public_ip", bool(public), source)
+            private = [a.get("privateIpAddress") for i in instance.get("network", {}).get("interface", [])[:1]
+                       for a in i.get("ipv4", {}).get("ipAddress", [])[:1] if a.get("privateIpAddress")]
             found.notes["imds"] = {"vm_name": compute.get("name"), "vm_size": compute.get("vmSize"),
-                                   "public_ips": public}
+                                   "public_ips": public, "resource_group": compute.get("resourceGroupName"),
+                                   "subscription_id": compute.get("subscriptionId"),
+                                   "private_ip": private[0] if private else None}
     except (TimeoutError, OSError, ValueError) as exc:
         found.notes["imds"] = {"error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
 

@@ -68,7 +68,7 @@ def merged(findings: Sequence[Finding]) -> dict[str, Finding]:
             by_code[finding.code] = Finding(
                 code=seen.code, severity=max(seen.severity, finding.severity), summary=seen.summary,
                 cause=seen.cause, remedy=seen.remedy, targets=tuple(dict.fromkeys(seen.targets + finding.targets)),
-                checks=tuple(dict.fromkeys(seen.checks + finding.checks)), docs=seen.docs)
+                checks=tuple(dict.fromkeys(seen.checks + finding.checks)), docs=seen.docs, path=seen.path)
     return by_code
 
 

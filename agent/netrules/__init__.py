@@ -1,5 +1,5 @@
-"""The network changes a context needs: NSG rules, Azure Firewall rules, private DNS zones and
-conditional forwarders. A pure function of the catalog and the context, like the planner, and
+"""The network changes a context needs: NSG rules, Azure Firewall rules, routes, private DNS zones
+and conditional forwarders. A pure function of the catalog and the context, like the planner, and
 fed by the same `planner.applicable` rows, so `plan` and `rules` can never disagree; every rule
 names the requirement ids it comes from."""
 
@@ -20,6 +20,8 @@ SCHEMA = "aml-netcheck.rules/1"
 VNET = "VirtualNetwork"
 FIRST_PRIORITY, PRIORITY_STEP = 100, 10
 LINK_NAME = "aml-compute-vnet"
+INTERNET = "Internet"  # a route's next hop type
+BATCH_TAG = "BatchNodeManagement"
 _WEB_PROTOCOLS = {80: "Http", 443: "Https"}  # FQDNs on these ports are application rules
 _NAME_INVALID = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME_MAX = 80
@@ -65,6 +67,17 @@ class NetworkRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A user-defined route in the compute subnet's route table: a service tag (route tables take
+    them as address prefixes) with next hop Internet, past a forced tunnel's appliance."""
+
+    name: str
+    address_prefix: str  # a service tag
+    next_hop: str  # Internet
+    requirements: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PrivateZone:
     """A private DNS zone to create and link to the compute VNet."""
 
@@ -90,13 +103,14 @@ class RuleSet:
     nsg: tuple[NsgRule, ...] = ()
     application_rules: tuple[ApplicationRule, ...] = ()
     network_rules: tuple[NetworkRule, ...] = ()
+    routes: tuple[Route, ...] = ()
     private_dns_zones: tuple[PrivateZone, ...] = ()
     forwarders: tuple[Forwarder, ...] = ()
 
     @property
     def requirements(self) -> frozenset[str]:
         """Every requirement id some rule comes from."""
-        groups: Iterable[Sequence[Any]] = (self.nsg, self.application_rules, self.network_rules,
+        groups: Iterable[Sequence[Any]] = (self.nsg, self.application_rules, self.network_rules, self.routes,
                                            self.private_dns_zones, self.forwarders)
         return frozenset(r for group in groups for rule in group for r in rule.requirements)
 
@@ -109,8 +123,9 @@ def rules(catalog: Catalog, context: ctx.Context, features: frozenset[str] = fro
 def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) -> RuleSet:
     """The one place that decides which change opens a requirement: an NSG rule to its service
     tag (or its IP literal), an Azure Firewall application rule for its FQDNs on 80/443, a network
-    rule otherwise, and the DNS zones and forwarders of the names with a private endpoint (the
-    workspace's, and a storage account's, key vault's or registry's own that the context names)."""
+    rule otherwise, the routes a forced tunnel needs, and the DNS zones and forwarders of the names
+    with a private endpoint (the workspace's, and a storage account's, key vault's or registry's own
+    that the context names)."""
     fill = _filler(context)
     rows = [row for row in rows if row.emit_rules]
     zones, forwarders = _dns(catalog, rows, fill, context)
@@ -121,6 +136,7 @@ def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) 
         nsg=_nsg(rows, fill),
         application_rules=_application_rules(rows, fill),
         network_rules=_network_rules(rows, fill),
+        routes=_tunnel_routes(rows, fill, context),
         private_dns_zones=zones,
         forwarders=forwarders,
     )
@@ -140,6 +156,23 @@ def for_flows(catalog: Catalog, context: ctx.Context, flows: Iterable[tuple[str,
         if row is not None:
             rows.append(replace(row, ports=tuple(p for p in row.ports if p in wanted) or row.ports))
     return derive(catalog, rows, context)
+
+
+def bypass_routes(ruleset: RuleSet) -> tuple[Route, ...]:
+    """Routes that take these flows past a forced tunnel's appliance: next hop Internet for every
+    service tag the rule set's outbound NSG rules name (the flows then leave by the subnet's own
+    outbound path, a NAT gateway or the compute's public IP, no longer through the appliance)."""
+    merged: dict[str, list[str]] = {}
+    for rule in ruleset.nsg:
+        if rule.direction == "Outbound" and rule.destination != VNET and not is_ip(rule.destination):
+            ids = merged.setdefault(rule.destination, [])
+            ids.extend(r for r in rule.requirements if r not in ids)
+    return tuple(Route(_name("aml", tag), tag, INTERNET, tuple(ids)) for tag, ids in merged.items())
+
+
+def describe_routes(routes: Sequence[Route]) -> str:
+    """Routes for a sentence of a remedy."""
+    return "; ".join(f"route {r.address_prefix} to next hop {r.next_hop}" for r in routes)
 
 
 def describe(ruleset: RuleSet) -> str:
@@ -273,6 +306,21 @@ def _network_rules(rows: Sequence[Requirement], fill: Fill) -> tuple[NetworkRule
     return tuple(sorted(built, key=lambda r: r.collection_priority))
 
 
+def _tunnel_routes(rows: Sequence[Requirement], fill: Fill, context: ctx.Context) -> tuple[Route, ...]:
+    """With forced tunnelling and a public IP on the compute, Azure ML and Batch reach the node at its
+    public IP (inbound 44224); their replies must leave that way too, not through the appliance
+    (asymmetric, dropped): routes with next hop Internet for AzureMachineLearning and the region's
+    BatchNodeManagement, as the firewall article's public-IP scenario says."""
+    if context["forced_tunnel"].value is not True or context["public_ip"].value is not True:
+        return ()
+    tags = [(fill(row.source_tag), row) for row in rows if row.direction == "inbound" and row.source_tag
+            and row.public_ip]
+    if tags:
+        tags += [(fill(row.service_tag), row) for row in rows if row.service_tag.startswith(BATCH_TAG)]
+    merged = _merge((tag, row, ()) for tag, row in tags)
+    return tuple(Route(_name("aml", tag), tag, INTERNET, tuple(m.requirements)) for tag, m in merged.items())
+
+
 def _collection_priorities(collections: Iterable[str]) -> dict[str, int]:
     """The required collection first, then one per feature in name order."""
     names = sorted(set(collections), key=lambda c: (c != "aml-required", c))
@@ -333,5 +381,5 @@ def port_ranges(ports: Iterable[int]) -> tuple[str, ...]:
     return tuple(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-__all__ = ["ApplicationRule", "Forwarder", "NetworkRule", "NsgRule", "PrivateZone", "RuleSet", "derive",
-           "describe", "for_flows", "fqdns", "port_ranges", "rules"]
+__all__ = ["ApplicationRule", "Forwarder", "NetworkRule", "NsgRule", "PrivateZone", "Route", "RuleSet", "bypass_routes",
+           "derive", "describe", "describe_routes", "for_flows", "fqdns", "port_ranges", "rules"]

@@ -37,6 +37,9 @@ def render_table(ruleset: RuleSet) -> tuple[Table, ...]:
           ("collection", "priority", "name", "protocol", "destination", "ports", "requirements"),
           ((r.collection, str(r.collection_priority), r.name, r.protocol, r.destination,
             ",".join(port_ranges(r.ports)), ids(r.requirements)) for r in ruleset.network_rules))
+    table("Routes (the compute subnet's route table, past the forced tunnel)",
+          ("name", "address prefix", "next hop", "requirements"),
+          ((r.name, r.address_prefix, r.next_hop, ids(r.requirements)) for r in ruleset.routes))
     table("Private DNS zones (link each to the VNet that resolves them)", ("zone", "VNet link", "requirements"),
           ((z.zone, z.link_name, ids(z.requirements)) for z in ruleset.private_dns_zones))
     table(f"Conditional forwarders (only on a custom DNS server; forward to {AZURE_DNS})",
@@ -47,7 +50,7 @@ def render_table(ruleset: RuleSet) -> tuple[Table, ...]:
 
 def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg: str = "<nsg-name>",
               firewall: str = "<firewall-name>", vnet: str = "<vnet-id>",
-              subnet_prefix: str = "<compute-subnet-prefix>") -> str:
+              subnet_prefix: str = "<compute-subnet-prefix>", route_table: str = "<route-table>") -> str:
     """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
     forwarders are comments: a customer's DNS server has no az command."""
     import shlex  # the az format alone quotes
@@ -89,6 +92,12 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
                 "--collection-name", n.collection, "--name", n.name, "--protocols", n.protocol,
                 "--source-addresses", subnet_prefix, "--destination-ports", *port_ranges(n.ports),
                 target, n.destination, *first_in_collection("network", n.collection, n.collection_priority))
+    if ruleset.routes:
+        lines.append("\n# Routes in the compute subnet's route table (forced tunnelling), next hop Internet")
+    for route in ruleset.routes:
+        command(route.requirements, "az", "network", "route-table", "route", "create", *group,
+                "--route-table-name", route_table, "--name", route.name, "--address-prefix", route.address_prefix,
+                "--next-hop-type", route.next_hop)
     if ruleset.private_dns_zones:
         lines.append("\n# Private DNS zones for the workspace private endpoint, linked to the VNet")
     for z in ruleset.private_dns_zones:
@@ -122,6 +131,7 @@ def to_dict(ruleset: RuleSet) -> dict[str, Any]:
         "nsg_rules": [plain(r) for r in ruleset.nsg],
         "firewall_application_rules": [plain(r) for r in ruleset.application_rules],
         "firewall_network_rules": [plain(r) for r in ruleset.network_rules],
+        "routes": [plain(r) for r in ruleset.routes],
         "private_dns_zones": [plain(z) for z in ruleset.private_dns_zones],
         "conditional_forwarders": [plain(f) for f in ruleset.forwarders],
     }

@@ -88,4 +88,7 @@ def _finding(finding: Finding) -> dict[str, Any]:
         "targets": list(finding.targets),
         "checks": list(finding.checks),
         "docs": list(finding.docs),
+        "path": finding.path or None,
+        "flow": finding.flow or None,
+        "confirm": list(finding.confirm),
     }

@@ -4,7 +4,7 @@ records to add, with the evidence. Pure over a Report; credentials were redacted
 from __future__ import annotations
 
 from agent import netrules
-from agent.model import Report, Result
+from agent.model import Report, Result, primary_address
 from probes._trace import Fact
 from probes.specs import Layer
 
@@ -32,10 +32,13 @@ def render_markdown(report: Report) -> str:
         lines += [
             f"### {index}. {finding.severity.label.upper()} `{finding.code}`: {finding.summary}",
             "",
+            *([f"**Path:** {finding.path}", ""] if finding.path else []),
             f"**Observed:** {finding.cause}",
             "",
             f"**Change needed:** {finding.remedy}",
             "",
+            *([f"**Flow:** `{finding.flow}`. Check it in Azure (Network Watcher, the NIC's effective rules, routes):",
+               "", "```sh", *finding.confirm, "```", ""] if finding.confirm else []),
             *( [f"**Docs:** {' '.join(finding.docs)}", ""] if finding.docs else []),
         ]
     failing = [r for r in report.results if report.failing(r)]
@@ -46,21 +49,6 @@ def render_markdown(report: Report) -> str:
         lines += [_flow(r, source, report) for r in failing]
         lines.append("")
     return "\n".join(lines)
-
-
-def primary_address(node: dict[str, Fact] | object) -> str | None:
-    """The IPv4 address of the interface holding the default route: the source of every flow."""
-    if not isinstance(node, dict):
-        return None
-    routes = node.get("default_routes")
-    interfaces = node.get("interfaces")
-    names = [r.get("interface") for r in routes if isinstance(r, dict)] if isinstance(routes, list) else []
-    for interface in interfaces if isinstance(interfaces, list) else []:
-        if isinstance(interface, dict) and interface.get("name") in names:
-            for address in _strings(interface.get("addresses")):
-                if ":" not in address:
-                    return address.split("/")[0]
-    return None
 
 
 def _flow(result: Result, source: str, report: Report) -> str:

@@ -46,9 +46,14 @@ def _header(report: Report) -> list[Line]:
 def _finding(index: int, finding: Finding) -> list[Line]:
     severity = (f"{finding.severity.label.upper()} ", _SEVERITY_STYLE[finding.severity])
     lines = [_BLANK, Line(((f"{index}. ", ""), severity, (f"[{finding.code}] ", "bold"), (finding.summary, "")))]
-    for label, text in (("why:", finding.cause), ("fix:", finding.remedy), ("docs:", " ".join(finding.docs))):
-        if text or label != "docs:":
+    for label, text in (("path:", finding.path), ("why:", finding.cause), ("fix:", finding.remedy),
+                        ("flow:", finding.flow), ("docs:", " ".join(finding.docs))):
+        if text or label not in ("docs:", "path:", "flow:"):
             lines.append(Line((("   ", ""), (label, "dim"), (" " * (6 - len(label)) + text, "")), highlight=True))
+    if finding.confirm:
+        lines.append(Line((("   ", ""), ("check it in Azure (Network Watcher, the NIC's effective rules and routes):",
+                                         "dim"))))
+        lines += [Line((("         ", ""), (command, "")), highlight=False) for command in finding.confirm]
     return lines
 
 

@@ -143,9 +143,11 @@ async def test_os(release: str | None, reason: Reason | None, facts: dict[str, s
 
 @pytest.fixture
 def docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No docker0 interface, and a daemon.json path in tmp_path (absent until a test writes it)."""
+    """No docker0 interface, and a daemon.json path in tmp_path (absent until a test writes it); not
+    in a container (whatever runs the suite), until a test creates tmp_path/.dockerenv."""
     monkeypatch.setattr(local, "DOCKER_BRIDGE", "amlnc-no-such-if")
     monkeypatch.setattr(local, "DOCKER_DAEMON_JSON", tmp_path / "daemon.json")
+    monkeypatch.setattr(local, "CONTAINER_MARKERS", (tmp_path / ".dockerenv",))
     return tmp_path / "daemon.json"
 
 
@@ -168,6 +170,19 @@ async def test_docker_bridge(bip: str | None, subnets: tuple[str, ...], bridge: 
         assert f"Docker's bridge {bridge}" in error.detail and '"bip"' in error.detail
     else:
         assert error is None
+
+
+async def test_inside_a_container_no_default_bridge_is_assumed(docker: Path, trace: Trace) -> None:
+    """A container on Docker's default bridge has 172.17.0.x itself: comparing it with an assumed
+    default bridge was a false warning (exit 1 on a healthy container). A daemon.json the container
+    has (Docker in Docker) still counts."""
+    (docker.parent / ".dockerenv").touch()
+    error = await outcome(local.Spec("docker-bridge", subnets=("172.17.0.0/16",)), trace)
+    assert error is not None and error.reason is INCONCLUSIVE
+    assert "inside a container" in error.detail and str(docker.parent / ".dockerenv") in error.detail
+    docker.write_text(json.dumps({"bip": "172.17.0.1/16"}))
+    error = await outcome(local.Spec("docker-bridge", subnets=("172.17.0.0/16",)), trace)
+    assert error is not None and error.reason is FAILED
 
 
 async def test_docker_bridge_unreadable_config(docker: Path, trace: Trace) -> None:

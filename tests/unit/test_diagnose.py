@@ -217,6 +217,78 @@ def test_one_blocked_service_tag_is_one_finding_listing_every_target() -> None:
     assert set(findings[0].targets) == {"eastus.batch.azure.com:443/tcp", "eastus.service.batch.azure.com:443/tcp"}
 
 
+def path(*hops: tuple[int, str, str | None], address: str = "198.18.1.1", port: int = 443) -> dict[str, Fact]:
+    """The tcp probe's `path` fact (probes/_hops.py: localise), hops as (ttl, answer, address)."""
+    return {"path": {"address": address, "port": port, "protocol": "tcp", "limit": 12,
+                     "hops": [{"ttl": t, "answer": a, "address": who, "rtt_ms": 0.4} for t, a, who in hops]}}
+
+
+PAST_APPLIANCE = path((1, "time-exceeded", "10.0.0.4"), (2, "time-exceeded", "10.9.0.1"))
+AT_FIRST_HOP = path()
+BATCH = ("tcp:eastus.batch.azure.com:443", "tcp:eastus.service.batch.azure.com:443")
+
+
+@pytest.mark.parametrize(("evidence", "summary", "cause", "remedy", "not_in_remedy"), [
+    (PAST_APPLIANCE, "past 10.9.0.1 (hop 2): a route sends it through an appliance",
+     ["node → 10.0.0.4 → 10.9.0.1 → * → 198.18.1.1:443 (dies past hop 2)", "forced tunnelling"],
+     ["appliance or firewall at or behind 10.9.0.1", "*.eastus.batch.azure.com",
+      "route BatchNodeManagement.eastus to next hop Internet"], ["NSG outbound rule"]),
+    (AT_FIRST_HOP, "at the first hop", ["node → * → 198.18.1.1:443 (no hop answered)", "network security group"],
+     ["NSG outbound rule: allow any protocol on 443 from VirtualNetwork to BatchNodeManagement.eastus",
+      "Start with the NSGs"], ["next hop Internet"]),
+    ({}, "(2 endpoint(s))", ["Connections got no answer"], ["NSG outbound rule"], ["next hop Internet", "hop"]),
+], ids=["past-an-appliance", "at-the-first-hop", "not-traced"])
+def test_a_dropped_flow_s_path_says_who_fixes_it(evidence: dict[str, Fact], summary: str, cause: list[str],
+                                                 remedy: list[str], not_in_remedy: list[str]) -> None:
+    findings = run({check: Outcome(Reason.TCP_TIMEOUT, evidence=evidence) for check in BATCH})
+    assert codes(findings) == ["egress-blocked"]
+    finding = findings[0]
+    assert finding.summary.endswith(summary), finding.summary
+    assert all(words in finding.cause for words in cause), finding.cause
+    assert all(words in finding.remedy for words in remedy), finding.remedy
+    assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
+
+
+def test_flows_dying_in_different_places_are_different_findings() -> None:
+    findings = run({BATCH[0]: Outcome(Reason.TCP_TIMEOUT, evidence=PAST_APPLIANCE),
+                    BATCH[1]: Outcome(Reason.TCP_TIMEOUT, evidence=AT_FIRST_HOP)})
+    assert codes(findings) == ["egress-blocked", "egress-blocked"]
+    assert sorted(f.summary.partition("endpoint(s))")[2] for f in findings) == [
+        " at the first hop", " past 10.9.0.1 (hop 2): a route sends it through an appliance"]
+
+
+def test_a_public_ip_compute_behind_a_forced_tunnel_is_told_of_the_management_routes() -> None:
+    findings = run({check: Outcome(Reason.TCP_TIMEOUT, evidence=PAST_APPLIANCE) for check in BATCH}, public_ip=True)
+    assert "TCP 44224" in findings[0].remedy and "rules --forced-tunnel --public-ip" in findings[0].remedy
+
+
+IMDS_NODE = {**AZURE_DNS_NODE, "detection": {"imds": {
+    "vm_name": "vm-attached-1", "resource_group": "rg-ml", "private_ip": "10.0.0.4"}}}
+
+
+@pytest.mark.parametrize(("compute", "vm", "group"), [
+    ("vm", "vm-attached-1", "rg-ml"),  # the customer's own VM: Network Watcher can look at it
+    ("cluster", "'<a-vm-in-the-compute-subnet>'", "'<its-resource-group>'"),  # Azure ML's managed subscription
+])
+def test_a_failed_flow_carries_its_5_tuple_and_the_commands_that_check_it_in_azure(
+        compute: str, vm: str, group: str) -> None:
+    check = "tcp:management.azure.com:443"
+    outcomes = {check: Outcome(Reason.TCP_TIMEOUT, evidence={"tried": ["10.0.1.7"]})}  # as the engine notes it
+    finding = run(outcomes, node=IMDS_NODE, compute=compute)[0]
+    assert finding.code == "egress-blocked" and finding.flow == "10.0.0.4:* → 10.0.1.7:443/tcp"
+    assert finding.confirm[0] == ("az network watcher test-ip-flow --direction Outbound --protocol TCP --local "
+                                  f"'10.0.0.4:*' --remote 10.0.1.7:443 --vm {vm} --resource-group {group}")
+    assert finding.confirm[1] == ("az network watcher show-next-hop --source-ip 10.0.0.4 --dest-ip 10.0.1.7 "
+                                  f"--vm {vm} --resource-group {group}")
+    assert [c.split(" --ids")[0] for c in finding.confirm[2:]] == [
+        "az network nic list-effective-nsg", "az network nic show-effective-route-table"]
+
+
+def test_a_finding_that_is_no_failed_flow_has_no_commands() -> None:
+    finding = run({"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}, node=IMDS_NODE)[0]
+    assert (finding.flow, finding.confirm) == ("", ())
+
+
 def test_one_intercepting_ca_is_one_finding() -> None:
     hosts = ["management.azure.com", "mcr.microsoft.com", "graph.windows.net"]
     minted = {h: {**CERT, "sha256": f"{i:02x}" * 32} for i, h in enumerate(hosts)}  # a new leaf per name

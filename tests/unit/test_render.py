@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 from rich.console import Console
 
@@ -55,6 +56,19 @@ def test_text_leads_with_findings_and_names_each_failure() -> None:
     assert rendered[3].startswith("1. CRITICAL [smb-blocked]")
     assert any("tcp.timeout" in line and ":445/tcp" in line and "-> smb-blocked" in line for line in rendered)
     assert rendered[-1].endswith("status critical, exit 2")
+
+
+def test_a_traced_path_is_one_line_of_the_finding_in_text_markdown_and_json() -> None:
+    traced = {"path": {"address": "10.0.1.7", "port": 445, "protocol": "tcp", "limit": 12, "hops": [
+        {"ttl": 1, "answer": "time-exceeded", "address": "10.0.0.1", "rtt_ms": 0.3}]}}
+    report = report_of({"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT, evidence=traced)})
+    line = "node → 10.0.0.1 → * → 10.0.1.7:445 (dies past hop 1)"
+    assert report.findings[0].path == line
+    assert f"   path: {line}" in text(report).splitlines()
+    assert f"**Path:** {line}" in render_markdown(report).splitlines()
+    assert json.loads(render(report, Format.JSON))["findings"][0]["path"] == line
+    untraced = report_of({"tcp:contosomlsa.file.core.windows.net:445": Outcome(Reason.TCP_TIMEOUT)})
+    assert "path:" not in text(untraced) and json.loads(render(untraced, Format.JSON))["findings"][0]["path"] is None
 
 
 def test_direct_failures_behind_a_working_proxy_are_not_shown_as_failures() -> None:

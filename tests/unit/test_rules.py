@@ -20,7 +20,8 @@ ALL_FEATURES = frozenset({"rstudio", "vscode", "conda", "pypi", "cran", "pytorch
 CONTEXTS = [
     {"compute": compute, "public_ip": pip, "private_endpoint": pe}
     for compute in ("instance", "cluster", "serverless") for pip in (False, True) for pe in (False, True)
-] + [{"compute": "vm"}, {"compute": "hdinsight", "public_ip": True}, {"compute": "databricks"},
+] + [{"compute": "instance", "public_ip": True, "forced_tunnel": True}, {"compute": "vm"},
+     {"compute": "hdinsight", "public_ip": True}, {"compute": "databricks"},
      {"cloud": "usgov"}, {"cloud": "china", "compute": "cluster"}, {"region": None, "storage_account": None}]
 
 
@@ -142,6 +143,8 @@ REQUIRED_ARGS = {
     ("firewall", "network-rule", "create"): ["--resource-group", "--firewall-name", "--collection-name", "--name",
                                              "--protocols", "--source-addresses", "--destination-ports"],
     ("private-dns", "zone", "create"): ["--resource-group", "--name"],
+    ("route-table", "route", "create"): ["--resource-group", "--route-table-name", "--name", "--address-prefix",
+                                         "--next-hop-type"],
     ("private-dns", "link", "vnet"): ["--resource-group", "--zone-name", "--name", "--virtual-network",
                                       "--registration-enabled"],
 }
@@ -169,9 +172,32 @@ def test_az_commands_parse_and_carry_every_required_argument(overrides: dict[str
             if key[1] == "network-rule":
                 assert ("--destination-fqdns" in argv) != ("--destination-addresses" in argv)
     assert seen.get(("nsg", "rule", "create"), 0) == len(rs.nsg)
+    assert seen.get(("route-table", "route", "create"), 0) == len(rs.routes)
     assert seen.get(("private-dns", "zone", "create"), 0) == len(rs.private_dns_zones)
     assert seen.get(("private-dns", "link", "vnet"), 0) == len(rs.private_dns_zones)
     assert all(f"#   {f.zone} -> 168.63.129.16" in text for f in rs.forwarders)
+
+
+@pytest.mark.parametrize(("overrides", "routes"), [
+    ({"forced_tunnel": True, "public_ip": True},
+     {("AzureMachineLearning", ("inbound-44224",)),
+      ("BatchNodeManagement.eastus", ("batch", "batch-node-management"))}),
+    ({"forced_tunnel": True, "public_ip": False}, set()),  # its flows go through the appliance's rules
+    ({"forced_tunnel": None, "public_ip": True}, set()),  # unknown: no route is asked for
+    ({"forced_tunnel": False, "public_ip": True}, set()),
+], ids=["forced-public-ip", "forced-no-public-ip", "unknown", "not-forced"])
+def test_a_forced_tunnel_with_a_public_ip_gets_the_management_routes(
+        overrides: dict[str, object], routes: set[tuple[str, tuple[str, ...]]]) -> None:
+    rs = ruleset(**overrides)
+    assert {(r.address_prefix, r.requirements) for r in rs.routes} == routes
+    assert all(r.next_hop == "Internet" for r in rs.routes)
+    if routes:
+        text = render.render_az(rs, route_table="rt-compute")
+        assert ("az network route-table route create --resource-group '<resource-group>' --route-table-name "
+                "rt-compute --name aml-AzureMachineLearning --address-prefix AzureMachineLearning "
+                "--next-hop-type Internet") in text
+        assert render.to_dict(rs)["routes"][0]["address_prefix"] == "AzureMachineLearning"
+        assert "Routes (the compute subnet's route table" in draw.plain_tables(render.render_table(rs))
 
 
 def test_az_defaults_are_quoted_placeholders() -> None:

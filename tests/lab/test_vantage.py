@@ -1,0 +1,86 @@
+"""Entering another vantage: a child process started in one namespace of the test's own enters
+another (as `check --netns` does) and sees that namespace's interfaces and `ip netns`'s resolver
+files for it, while the host's /etc/resolv.conf stays as it was. Nothing is sent anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.inputs import vantage
+from lab.netns import NETNS_ETC, PREFIX, remove_stale
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root and `ip`"),
+]
+SHOW = textwrap.dedent("""
+    import json, socket, sys
+    from agent.inputs import vantage
+    try:
+        vantage.enter(vantage.of_netns(sys.argv[1]))
+    except vantage.VantageError as exc:
+        print(json.dumps({"error": str(exc)}))
+        raise SystemExit(0)
+    with open("/etc/resolv.conf") as r, open("/etc/hosts") as h:
+        print(json.dumps({"interfaces": sorted(n for _, n in socket.if_nameindex()),
+                          "resolv": r.read(), "hosts": h.read()}))
+""")
+
+
+@pytest.fixture
+def namespaces() -> Iterator[tuple[str, str]]:
+    remove_stale()
+    outer, inner = (f"{PREFIX}-{os.getpid()}-{950 + i}" for i in range(2))
+    try:
+        for name in (outer, inner):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", inner, "link", "add", "job0", "type", "veth", "peer", "name", "job1"], check=True)
+        (NETNS_ETC / inner).mkdir(parents=True, exist_ok=True)
+        (NETNS_ETC / inner / "resolv.conf").write_text("nameserver 10.98.0.53\n")
+        (NETNS_ETC / inner / "hosts").write_text("10.98.0.7 job-only.example\n")
+        yield outer, inner
+    finally:
+        for name in (outer, inner):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+
+
+def show(outer: str, target: str) -> dict[str, object]:
+    """Run from inside `outer` with its own (empty) /etc/netns entry absent: what the host has."""
+    result = subprocess.run(["ip", "netns", "exec", outer, sys.executable, "-c", SHOW, target], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_entering_a_named_namespace_brings_its_interfaces_and_resolver_files(namespaces: tuple[str, str]) -> None:
+    outer, inner = namespaces
+    before = Path("/etc/resolv.conf").read_text()
+    seen = show(outer, f"/run/netns/{inner}")
+    assert seen["interfaces"] == ["job0", "job1", "lo"]
+    assert seen["resolv"] == "nameserver 10.98.0.53\n"
+    assert seen["hosts"] == "10.98.0.7 job-only.example\n"
+    assert Path("/etc/resolv.conf").read_text() == before  # the child's mounts were its own
+
+
+def test_a_file_that_is_no_network_namespace_is_one_line(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    outer, _ = namespaces
+    plain = tmp_path / "not-a-namespace"
+    plain.write_text("")
+    assert show(outer, str(plain)) == {
+        "error": f"--netns {plain}: cannot enter its network namespace: Invalid argument "
+                 "(not a network namespace, or the process has threads)"}
+
+
+def test_a_missing_namespace_is_refused_before_anything_is_entered(tmp_path: Path) -> None:
+    with pytest.raises(vantage.VantageError, match="no such file"):
+        vantage.of_netns(str(tmp_path / "gone"))
