@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,6 +28,7 @@ from agent.output import Format, draw, render
 
 if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
     from agent import runner
+    from agent.inputs.vantage import Vantage
 
 EXIT_UNKNOWN = 3
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -186,9 +188,17 @@ def check(
         help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
              "finding first on stdout; simple: 0 healthy, 1 not.")] = Profile.NAGIOS,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show passing checks too.")] = False,
+    netns: Annotated[str | None, typer.Option(
+        help="Diagnose from inside this network namespace (/run/netns/NAME, /proc/PID/ns/net): where a job "
+             "runs.")] = None,
+    container: Annotated[str | None, typer.Option(
+        help="Diagnose from inside this running Docker container's network namespace, with its resolver "
+             "files.")] = None,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
     inputs = _inputs(options)
+    if netns is not None or container is not None:
+        inputs = replace(inputs, vantage=_vantage(netns, container))
     for target in (output, textfile):  # fail before probing, not after a run whose report is lost
         if target is not None and not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
             raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
@@ -222,6 +232,20 @@ def check(
     finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     return code
+
+
+def _vantage(netns: str | None, container: str | None) -> "Vantage":
+    """Enter the vantage asked for, before anything is probed (one line and exit 3 if it cannot be)."""
+    from agent.inputs import vantage
+
+    if netns is not None and container is not None:
+        raise UsageProblem("--netns and --container: give one vantage, not both")
+    try:
+        chosen = vantage.of_netns(netns) if netns is not None else vantage.of_container(str(container))
+        vantage.enter(chosen)
+    except vantage.VantageError as exc:
+        raise UsageProblem(str(exc)) from None
+    return chosen
 
 
 async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:

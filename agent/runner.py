@@ -54,6 +54,8 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     started = datetime.now(UTC)
     t0 = time.monotonic()
     node_facts = node.collect()
+    if inputs.vantage.netns is not None:  # the node facts are the vantage's own (interfaces, resolvers)
+        node_facts["vantage"] = {"kind": inputs.vantage.kind.value, "name": inputs.vantage.name}
     detected = inputs.local_detection()
     values = inputs.context(detected)
     cat, checks = inputs.plan(values)

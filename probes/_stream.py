@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from urllib.parse import urlsplit
 
 from probes._net import connect_first, local_shortage, run_shared, tls_context
@@ -231,6 +231,30 @@ def leave(spec: Spec, stream: Stream) -> bool:
     key = offered(spec)
     scope = run_shared()
     return key is not None and scope is not None and scope.park(key, stream.address, stream)
+
+
+async def exchange_on(stream: Stream | None, connect: Callable[[], Awaitable[Stream]], phase: str,
+                      exchange: Callable[[Stream], Awaitable[None]], trace: Trace) -> str:
+    """Run a layer's `exchange` inside `phase` on the handed `stream`, else on the one `connect` opens
+    (in phase "connect"); a handed stream that ended before any answer (`retry`) is given up for one
+    fresh connection. Every stream is closed after. Returns the address the exchange spoke to."""
+    handed = stream is not None
+    while True:
+        if stream is None:
+            with trace.phase("connect"):
+                stream = await connect()
+        note(trace, stream.handed_by)
+        try:
+            with trace.phase(phase):
+                try:
+                    await exchange(stream)
+                    return stream.address
+                except (ProbeError, OSError, EOFError) as exc:
+                    if not handed or not retry(stream, exc, trace):
+                        raise
+        finally:
+            stream.close()
+        stream, handed = None, False
 
 
 def note(trace: Trace, handed_by: str | None) -> None:

@@ -64,22 +64,8 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
     stream = _stream.take(spec, address, trace) if spec.proxy is None and address is not None else None
-    for last in (stream is None, True):
-        if stream is None:
-            with trace.phase("connect"):
-                stream = await _open(spec, address, trace)
-        _stream.note(trace, stream.handed_by)
-        try:
-            with trace.phase("request"):
-                try:
-                    await _exchange(spec, stream, trace)
-                    break
-                except (ProbeError, OSError, EOFError) as exc:
-                    if last or not _stream.retry(stream, exc, trace):
-                        raise
-        finally:
-            stream.close()
-        stream = None
+    await _stream.exchange_on(stream, lambda: _open(spec, address, trace), "request",
+                              lambda connection: _exchange(spec, connection, trace), trace)
     if address is not None:
         trace.passed(address)
 

@@ -38,25 +38,10 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     secure = parts.scheme == "wss"
     targets = [] if spec.proxy else _net.require(addresses)
     stream = _stream.take(spec, targets[0], trace) if targets else None
-    address = ""
-    for last in (stream is None, True):
-        if stream is None:
-            with trace.phase("connect"):
-                stream = await _stream.open_to(spec.host, parts.port or (443 if secure else 80), secure,
-                                               spec.cafile, targets, spec.proxy, trace)
-        _stream.note(trace, stream.handed_by)
-        address = stream.address
-        try:
-            with trace.phase("upgrade"):
-                try:
-                    await _upgrade(spec, stream, trace)
-                    break
-                except (ProbeError, OSError, EOFError) as exc:
-                    if last or not _stream.retry(stream, exc, trace):
-                        raise
-        finally:
-            stream.close()
-        stream = None
+    address = await _stream.exchange_on(
+        stream, lambda: _stream.open_to(spec.host, parts.port or (443 if secure else 80), secure, spec.cafile,
+                                        targets, spec.proxy, trace),
+        "upgrade", lambda connection: _upgrade(spec, connection, trace), trace)
     if address:
         trace.passed(address)
 

@@ -13,6 +13,7 @@ from agent import catalog, planner
 from agent.inputs import context, detect, proxy, values
 from agent.inputs.config import Config
 from agent.inputs.detect import Detected
+from agent.inputs.vantage import HOST, Vantage
 from agent.model import Check, ContextValue
 from agent.platform import DEFAULT_EXPECTED_ISSUERS
 from probes import node
@@ -29,6 +30,7 @@ class Inputs:
     config: Config = field(default_factory=Config)
     plan_options: planner.PlanOptions = field(default_factory=planner.PlanOptions)
     detect: bool = True
+    vantage: Vantage = HOST  # where check looks from (entered before anything is probed)
 
     @classmethod
     def build(cls, given: Mapping[str, object], cfg: Config, features: tuple[str, ...],

@@ -36,7 +36,9 @@ def _header(report: Report) -> list[Line]:
     ]))
     problems = [f for f in report.findings if f.severity >= Severity.WARNING]
     headline = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found" if problems else "no problems found"
-    lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}: {shape}", "bold"),)),
+    vantage = report.node.get("vantage")
+    seen_from = f" as seen from {vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else ""
+    lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}{seen_from}: {shape}", "bold"),)),
              Line(((headline, _REPORT_STYLE[report.status]),))]
     if report.interrupted:
         lines.append(Line(((f"run incomplete: {report.interrupted}", "bold magenta"),)))

@@ -84,3 +84,41 @@ def test_a_file_that_is_no_network_namespace_is_one_line(namespaces: tuple[str, 
 def test_a_missing_namespace_is_refused_before_anything_is_entered(tmp_path: Path) -> None:
     with pytest.raises(vantage.VantageError, match="no such file"):
         vantage.of_netns(str(tmp_path / "gone"))
+
+
+def test_check_from_another_namespace_diagnoses_the_vantage_it_enters(namespaces: tuple[str, str]) -> None:
+    """`check --netns` started in a namespace of the test's own with nothing but loopback: the
+    diagnosis is the lab node's (healthy, its resolvers, its interfaces), the report names the
+    vantage; started there without it, nothing is reachable at all."""
+    from lab import Lab, scenario
+
+    outer, _ = namespaces
+    with Lab(scenario("healthy-private")) as lab:
+        env = [f"{k}={v}" for k, v in lab.node_env().items()]
+        argv = [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--format", "json",
+                "--timeout", "2"]
+
+        def from_outer(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["ip", "netns", "exec", outer, "env", "-i", *env, *argv, *extra], cwd=REPO,
+                                  capture_output=True, text=True, check=False)
+
+        resolv_conf = (NETNS_ETC / lab.node_ns / "resolv.conf").read_text()
+        node_resolvers = [line.split()[1] for line in resolv_conf.splitlines()]
+        entered = from_outer("--netns", f"/run/netns/{lab.node_ns}")
+        stayed = from_outer()
+    assert entered.returncode == 0, entered.stderr
+    report = json.loads(entered.stdout)
+    assert report["status"] == "ok"
+    assert report["node"]["vantage"] == {"kind": "netns", "name": f"/run/netns/{lab.node_ns}"}
+    assert report["node"]["resolvers"] == node_resolvers  # the lab node's resolv.conf, bound over /etc
+    assert stayed.returncode == 2 and "vantage" not in json.loads(stayed.stdout)["node"]
+
+
+def test_two_vantages_at_once_are_refused_in_one_line(namespaces: tuple[str, str]) -> None:
+    outer, inner = namespaces
+    done = subprocess.run(["ip", "netns", "exec", outer, sys.executable, "-m", "agent", "check", "--netns",
+                           f"/run/netns/{inner}", "--container", "job"], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [
+        "aml-netcheck: error: --netns and --container: give one vantage, not both"]
