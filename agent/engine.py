@@ -28,6 +28,7 @@ from typing import Any
 from agent.clock import Deadline
 from agent.model import Check, Result
 from probes import PROBES
+from probes._hops import MAX_HOPS, TRACE_DESCRIPTORS, TRACES_AT_ONCE
 from probes._net import Shared, shared
 from probes._stream import handover
 from probes._timing import EarlyTimeout
@@ -53,6 +54,9 @@ DESCRIPTORS_PER_PARKED = 1
 # Descriptors kept for the process beside its checks: IMDS, the report file, logging and the journal, the
 # daemon's sockets.
 RESERVED_DESCRIPTORS = 16
+# The paths traced at once for silent connects (probes._hops) get their descriptors only where the limit
+# leaves this many times as many for the check slots: a tight limit (ulimit -n 64) keeps its slots, untraced.
+TRACE_ROOM = 4
 NO_DEADLINE = Deadline()
 
 
@@ -133,7 +137,7 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
         if check_id not in futures:
             futures[check_id] = loop.create_future()
             futures[check_id].set_result(result)
-    bound = concurrency_bound(concurrency)
+    bound, traces = descriptor_budget(concurrency)
     if bound < concurrency:
         log.debug("concurrency %d instead of %d: the descriptor limit allows no more", bound, concurrency)
     limit = asyncio.Semaphore(bound)
@@ -157,6 +161,7 @@ async def run(checks: Sequence[Check], *, timeout: float = DEFAULT_TIMEOUT,
 
     async with shared() as scope:  # one TLS context per trust configuration, and the connections handed up
         scope.park_limit = bound
+        scope.trace_limit = traces
         _expect_handovers(scope, checks)
         tasks = [asyncio.create_task(one(check, scope), name=check.id) for check in checks]
         try:
@@ -188,18 +193,26 @@ def _expect_handovers(scope: Shared, checks: Sequence[Check]) -> None:
 
 
 def concurrency_bound(requested: int, limit: int | None = None, in_use: int | None = None) -> int:
-    """The checks that may probe at once: `requested`, cut to what the descriptor limit leaves after the
-    descriptors open now and RESERVED_DESCRIPTORS, at DESCRIPTORS_PER_CHECK, DESCRIPTORS_PER_RESOLVE and
-    DESCRIPTORS_PER_PARKED each; never below one.
+    """The checks that may probe at once (descriptor_budget)."""
+    return descriptor_budget(requested, limit, in_use)[0]
+
+
+def descriptor_budget(requested: int, limit: int | None = None, in_use: int | None = None) -> tuple[int, int]:
+    """(check slots, paths traced at once). Slots: `requested`, cut to what the descriptor limit leaves
+    after the descriptors open now, RESERVED_DESCRIPTORS and the traces', at DESCRIPTORS_PER_CHECK,
+    DESCRIPTORS_PER_RESOLVE and DESCRIPTORS_PER_PARKED each; never below one. Traces: TRACES_AT_ONCE
+    where the limit leaves TRACE_ROOM times their descriptors, else none.
     `limit` defaults to RLIMIT_NOFILE's soft value (what `ulimit -n` sets), `in_use` to the open count."""
     if limit is None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
-            return max(1, requested)
+            return max(1, requested), TRACES_AT_ONCE
         limit = soft
     used = _open_descriptors(limit) if in_use is None else in_use
+    spare = limit - used - RESERVED_DESCRIPTORS
+    traces = TRACES_AT_ONCE if spare >= TRACE_ROOM * TRACE_DESCRIPTORS else 0
     per_slot = DESCRIPTORS_PER_CHECK + DESCRIPTORS_PER_RESOLVE + DESCRIPTORS_PER_PARKED
-    return max(1, min(requested, (limit - used - RESERVED_DESCRIPTORS) // per_slot))
+    return max(1, min(requested, (spare - traces * MAX_HOPS) // per_slot)), traces
 
 
 def _open_descriptors(limit: int) -> int:

@@ -15,6 +15,7 @@ they arrive), and a hop limit with no answer by then is silent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import time
@@ -23,10 +24,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from probes._datagram import exchange, queue_errors, read_errqueue
-from probes._net import family, ms, sockaddr
+from probes._net import family, ms, run_shared, sockaddr
 from probes._trace import Fact, Trace
 
 MAX_HOPS = 12  # an Azure path is 1-3 visible hops; a forced tunnel to on-premises adds a handful
+# Paths traced at once in a run: each holds MAX_HOPS sockets beyond its check's own, and flows to one
+# service die in one place, so a few traces explain them (the engine keeps their descriptors in reserve)
+TRACES_AT_ONCE = 2
+TRACE_DESCRIPTORS = TRACES_AT_ONCE * MAX_HOPS
 _TIME_EXCEEDED = {socket.AF_INET: 11, socket.AF_INET6: 3}  # ICMP and ICMPv6 types
 _PORT_UNREACHABLE = {socket.AF_INET: (3, 3), socket.AF_INET6: (1, 4)}
 _ORIGIN_ICMP = {socket.AF_INET: 2, socket.AF_INET6: 3}  # SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6
@@ -120,9 +125,20 @@ async def localise(trace: Trace, address: str, port: int, protocol: str, payload
     """Trace a failing flow's path into the check's evidence (`path`), each hop as it answers, so
     the engine's window can end it at any moment and the answers so far are the report's. For a
     probe to start beside the attempt it has given up waiting on; cancel it when the probe ends."""
-    answered: list[Fact] = []
-    trace.note(path={"address": address, "port": port, "protocol": protocol, "limit": MAX_HOPS, "hops": answered})
+    scope = run_shared()
+    if scope is not None and scope.trace_limit < 1:
+        return  # the descriptor limit leaves no room for traces (the engine's budget)
+    slots = scope.get("trace-slots", lambda: asyncio.Semaphore(scope.trace_limit)) if scope is not None else None
+    if slots is not None and slots.locked():
+        return  # as many traces as the run keeps descriptors for: this flow goes untraced
+    async with slots if slots is not None else contextlib.nullcontext():
+        answered: list[Fact] = []
+        trace.note(path={"address": address, "port": port, "protocol": protocol, "limit": MAX_HOPS,
+                         "hops": answered})
+        await _trace(address, port, protocol, payload, answered)
 
+
+async def _trace(address: str, port: int, protocol: str, payload: bytes, answered: list[Fact]) -> None:
     def keep(hop: Hop) -> None:
         answered.append({"ttl": hop.ttl, "answer": hop.answer.value, "address": hop.address, "rtt_ms": hop.rtt_ms})
 

@@ -145,6 +145,7 @@ class Shared:
     def __init__(self) -> None:
         self._items: dict[Hashable, object] = {}
         self.park_limit = 0  # set by the engine; 0: nothing is parked
+        self.trace_limit = 0  # paths traced at once (probes._hops), set by the engine from the descriptor limit
         self._parked: dict[Hashable, tuple[str, Closable]] = {}  # key -> (address, connection)
         self._makers: dict[Hashable, str] = {}  # key -> the check whose connection it is
         self._waiting: dict[Hashable, int] = {}  # key -> consumers still to come

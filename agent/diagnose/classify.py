@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.catalog import IMDS, SMB_SHARE
 from agent.diagnose.facts import Facts
-from agent.diagnose.findings import Code, path_key
+from agent.diagnose.findings import Code
 from agent.model import CheckPath, Result, Unneeded
 from agent.platform import PRIVATELINK_LABEL
 from probes._net import is_private
@@ -171,8 +171,7 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
     if check.layer is Layer.UDP and reason in (Reason.UDP_CLOSED, Reason.UDP_PROHIBITED):
         return [Problem(Code.UDP_BLOCKED, (str(check.port),), result)]
     if reason in BLOCKED:
-        return [Problem(Code.EGRESS_BLOCKED, (facts.tag(result), check.protocol, str(check.port), *path_key(result)),
-                        result)]
+        return [Problem(Code.EGRESS_BLOCKED, (facts.tag(result), check.protocol, str(check.port)), result)]
     if reason in REJECTED:
         return [Problem(Code.EGRESS_REJECTED, (facts.tag(result), check.protocol, str(check.port)), result)]
     if reason in TLS_UNTRUSTED:

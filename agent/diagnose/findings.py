@@ -188,16 +188,6 @@ def path_of(result: Result) -> tuple[PathSummary, str] | None:
     return from_facts(result.evidence.get("path"))
 
 
-def path_key(result: Result) -> tuple[str, ...]:
-    """What sets one dropped flow's finding apart from another's: where it died, and past which hop."""
-    found = path_of(result)
-    if found is None:
-        return ()
-    summary, _ = found
-    last = summary.last_answered
-    return (summary.dies.value, (last.address or "") if last else "")
-
-
 @dataclass(frozen=True, slots=True)
 class _Story:
     summary: str = ""  # appended to the summary
@@ -209,7 +199,8 @@ class _Story:
 def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
     """What the traced path says of a dropped flow and who fixes it: no hop answered (the first hop:
     the NSG or the platform), or hops answered and the flow died past them (an appliance, a gateway,
-    on-premises: forced tunnelling), with both fixes then. The results share their path's key."""
+    on-premises: forced tunnelling), with both fixes then. The first traced result speaks for the
+    group (one service tag and port: one route); a run traces only a few paths at once."""
     found = next((p for r in results if (p := path_of(r)) is not None), None)
     if found is None:
         return _Story()

@@ -111,6 +111,19 @@ def stalled_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def half_stalled() -> Iterator[int]:
+    """One port on two loopback addresses: 127.0.0.2 accepts, 127.0.0.1 has a full accept queue."""
+    with socket.socket() as stalled, socket.socket() as filler, socket.socket() as good:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(0)
+        filler.connect(stalled.getsockname())
+        port = stalled.getsockname()[1]
+        good.bind(("127.0.0.2", port))
+        good.listen()
+        yield int(port)
+
+
+@pytest.fixture
 def silent_udp() -> Iterator[int]:
     """A bound UDP socket that never replies: open|filtered."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from agent.clock import Deadline
 from agent.model import Check
 from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, server_context, silent
 from probes import PROBES
+from probes._hops import TRACE_DESCRIPTORS, TRACES_AT_ONCE
 from probes._trace import Trace
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec, Layer, SmbSpec, TcpSpec, TlsSpec
@@ -59,19 +59,6 @@ async def test_timeout_names_the_open_phase(stalled_port: int) -> None:
     result = await engine.attempt(tcp_check(stalled_port), ("127.0.0.1",), timeout=0.2 * UNIT)
     assert (result.status, result.reason, result.phase) == (Status.FAIL, Reason.TCP_TIMEOUT, "connect")
     assert "no answer within" in result.detail and result.addresses == ()
-
-
-@pytest.fixture
-def half_stalled() -> Iterator[int]:
-    """One port on two loopback addresses: 127.0.0.2 accepts, 127.0.0.1 has a full accept queue."""
-    with socket.socket() as stalled, socket.socket() as filler, socket.socket() as good:
-        stalled.bind(("127.0.0.1", 0))
-        stalled.listen(0)
-        filler.connect(stalled.getsockname())
-        port = stalled.getsockname()[1]
-        good.bind(("127.0.0.2", port))
-        good.listen()
-        yield int(port)
 
 
 def smb_check(port: int) -> Check:
@@ -169,7 +156,8 @@ async def test_concurrency_bound_caps_open_sockets(stalled_port: int) -> None:
     done.set()
     await sampler
     assert {r.reason for r in results} == {Reason.TCP_TIMEOUT}
-    assert peak - baseline <= 16 + 4  # the bound, plus the loop's own descriptors
+    # the bound, the loop's own descriptors, and the paths traced at once for silent connects
+    assert peak - baseline <= 16 + 4 + TRACE_DESCRIPTORS
     assert open_fds() == baseline
 
 
@@ -223,6 +211,9 @@ def test_the_bound_is_what_the_descriptor_limit_allows() -> None:
     per = engine.DESCRIPTORS_PER_CHECK + engine.DESCRIPTORS_PER_RESOLVE + engine.DESCRIPTORS_PER_PARKED
     reserve = engine.RESERVED_DESCRIPTORS
     assert engine.concurrency_bound(128, limit=64, in_use=10) == (64 - 10 - reserve) // per < 128
+    assert engine.descriptor_budget(128, limit=64, in_use=10)[1] == 0  # too tight to trace: slots first
+    traced = engine.descriptor_budget(128, limit=1024, in_use=10)
+    assert traced == ((1024 - 10 - reserve - TRACE_DESCRIPTORS) // per, TRACES_AT_ONCE)
     assert engine.concurrency_bound(128, limit=1 << 20, in_use=10) == 128
     assert engine.concurrency_bound(3, limit=64, in_use=10) == 3
     assert engine.concurrency_bound(128, limit=20, in_use=10) == 1

@@ -6,9 +6,8 @@ assertions: what is asserted is what the evidence and the classification say."""
 from __future__ import annotations
 
 import ipaddress
-import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -115,18 +114,6 @@ def test_samples_are_kept_per_route() -> None:
 def tcp_check(port: int, index: int = 0, host: str = "127.0.0.1") -> Check:
     return Check(id=f"tcp:peer-{index}:{port}", spec=TcpSpec(host=host, port=port), host=host, port=port,
                  protocol="tcp", requirements=("test",))
-
-
-@pytest.fixture
-def half_stalled() -> Iterator[int]:
-    """One port on two loopback addresses: 127.0.0.2 accepts, 127.0.0.1 has a full accept queue."""
-    with socket.socket() as stalled, socket.socket() as filler, socket.socket() as good:
-        stalled.bind(("127.0.0.1", 0))
-        stalled.listen(0)
-        filler.connect(stalled.getsockname())
-        good.bind(("127.0.0.2", stalled.getsockname()[1]))
-        good.listen()
-        yield int(stalled.getsockname()[1])
 
 
 async def test_a_dropped_port_on_a_fast_route_gets_an_early_verdict(stalled_port: int, tcp_listener: int) -> None:
