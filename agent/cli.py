@@ -204,7 +204,7 @@ def check(
             raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
     import asyncio
 
-    from agent import engine, runner  # the probes pull in aiohttp and websockets: only check needs them
+    from agent import engine, runner  # the probes pull in asyncio, dnspython, h11 and websockets: only check needs them
     from agent.clock import Deadline
     from agent.output import prometheus as metrics
     from agent.output import status
