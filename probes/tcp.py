@@ -9,13 +9,12 @@ each refused one (a RST is an answer), is a sample for the run's estimator."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import select
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from probes import _stream
 from probes._hops import localise
@@ -44,10 +43,9 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     async def attempt(address: str) -> OSError | None:
         start = time.monotonic()
         tries: list[float] = []
-        retrying = asyncio.Event()
-        tracing = asyncio.ensure_future(_trace_if_silent(trace, address, spec, retrying))
+        tracer = _PathTracer(trace, address, spec)
         try:
-            sock = await _connect(address, spec.port, rtt, tries, retrying)
+            sock = await _connect(address, spec.port, rtt, tries, tracer.start)
         except _Unanswered as exc:
             attempts.append({**_attempt(address, classify(exc).value, None, start), "tries": len(tries),
                              "early_verdict": True})
@@ -58,8 +56,7 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
                 trace.note(local_limit=f"{address}: {errno_name(exc) or exc}")
             return exc
         finally:
-            tracing.cancel()
-            await asyncio.gather(tracing, return_exceptions=True)
+            await tracer.stop()
         if _traced(trace) == address:  # answered after all: its path says nothing of a failure
             trace.facts.pop("path")
         connected[address] = sock
@@ -90,15 +87,27 @@ class _Unanswered(OSError):
         self.address, self.waited, self.estimate = address, waited, estimate
 
 
-async def _trace_if_silent(trace: Trace, address: str, spec: Spec, retrying: asyncio.Event) -> None:
+class _PathTracer:
     """Where an unanswered connect dies (probes._hops), traced beside it from its retry (its route's
     bound passed) or, where no bound holds, from `localise_after`; one path per check, the first
-    silent address's. Cancelled when the connect ends; what answered by then stays in the evidence."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(spec.localise_after):
-            await retrying.wait()
-    if "path" not in trace.facts:
-        await localise(trace, address, spec.port, "tcp")
+    silent address's. A connect answered in time costs one timer, no task. Stopped when the connect
+    ends; what answered by then stays in the evidence."""
+
+    def __init__(self, trace: Trace, address: str, spec: Spec) -> None:
+        self._trace, self._address, self._port = trace, address, spec.port
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(spec.localise_after, self.start)
+
+    def start(self) -> None:
+        self._timer.cancel()
+        if self._task is None and "path" not in self._trace.facts:
+            self._task = asyncio.ensure_future(localise(self._trace, self._address, self._port, "tcp"))
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def _traced(trace: Trace) -> Fact:
@@ -107,9 +116,9 @@ def _traced(trace: Trace) -> Fact:
 
 
 async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[float],
-                   retrying: asyncio.Event) -> socket.socket:
+                   on_retry: Callable[[], None]) -> socket.socket:
     """One address's connect: a socket that the peer accepted, or its error. With the run's estimator,
-    unanswered after the route's bound it gets one retry (`retrying` is set then); both unanswered
+    unanswered after the route's bound it gets one retry (`on_retry` is called then); both unanswered
     after the bound raise _Unanswered. `tries` gets each SYN's time, for the evidence."""
     if rtt is None:
         return await connect(address, port)
@@ -141,7 +150,7 @@ async def _connect(address: str, port: int, rtt: Estimator | None, tries: list[f
             if not await wait_any(pending, tries[-1], bound, rtt) and not _answered(pending.values()):
                 if len(tries) > 1:
                     raise _Unanswered(address, time.monotonic() - tries[0], rtt.fact(address))
-                retrying.set()
+                on_retry()
                 try:
                     await start()
                 except OSError as exc:
