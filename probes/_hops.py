@@ -19,12 +19,13 @@ import contextlib
 import math
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from probes._datagram import exchange, queue_errors, read_errqueue
-from probes._net import family, ms, run_shared, sockaddr
+from probes._net import errno_name, family, ms, run_shared, sockaddr
 from probes._trace import Fact, Trace
 
 MAX_HOPS = 12  # an Azure path is 1-3 visible hops; a forced tunnel to on-premises adds a handful
@@ -133,9 +134,13 @@ async def localise(trace: Trace, address: str, port: int, protocol: str, payload
         return  # as many traces as the run keeps descriptors for: this flow goes untraced
     async with slots if slots is not None else contextlib.nullcontext():
         answered: list[Fact] = []
-        trace.note(path={"address": address, "port": port, "protocol": protocol, "limit": MAX_HOPS,
-                         "hops": answered})
-        await _trace(address, port, protocol, payload, answered)
+        path: dict[str, Fact] = {"address": address, "port": port, "protocol": protocol, "limit": MAX_HOPS,
+                                 "hops": answered}
+        trace.note(path=path)
+        try:
+            await _trace(address, port, protocol, payload, answered)
+        except OSError as exc:  # a copy this node could not send (EMFILE): its silence would say nothing
+            path["local_error"] = errno_name(exc) or str(exc)
 
 
 async def _trace(address: str, port: int, protocol: str, payload: bytes, answered: list[Fact]) -> None:
@@ -150,8 +155,9 @@ async def _trace(address: str, port: int, protocol: str, payload: bytes, answere
 
 def from_facts(path: Fact) -> tuple[PathSummary, str] | None:
     """The summary and destination ("address:port") of a `path` fact that localise recorded; None
-    without one."""
-    if not isinstance(path, dict):
+    without one, or when a copy could not be sent from this node (then the silent hop limits are
+    the node's own failure, not the path's)."""
+    if not isinstance(path, dict) or path.get("local_error"):
         return None
     recorded, limit = path.get("hops"), path.get("limit")
     hops = [_hop(entry) for entry in recorded if isinstance(entry, dict)] if isinstance(recorded, list) else []
@@ -173,7 +179,7 @@ OnHop = Callable[[Hop], None]
 async def trace_tcp(address: str, port: int, on_hop: OnHop, limit: int = MAX_HOPS) -> None:
     """A SYN to address:port with every hop limit 1..limit at once; `on_hop` gets each answer as
     it comes. Returns when every limit has answered; the caller's window ends the rest."""
-    await asyncio.gather(*(_tcp_copy(address, port, ttl, on_hop) for ttl in range(1, limit + 1)))
+    await _together(_tcp_copy(address, port, ttl, on_hop) for ttl in range(1, limit + 1))
 
 
 async def _tcp_copy(address: str, port: int, ttl: int, on_hop: OnHop) -> None:
@@ -199,7 +205,19 @@ async def trace_udp(address: str, port: int, payload: bytes, on_hop: OnHop, limi
     """The datagram to address:port with every hop limit at once, as trace_tcp. Only for a flow
     whose destination answers (a DNS query): a silent service (UDP 5831) leaves the hops past the
     last router silent whether or not it got the datagram."""
-    await asyncio.gather(*(_udp_copy(address, port, payload, ttl, on_hop) for ttl in range(1, limit + 1)))
+    await _together(_udp_copy(address, port, payload, ttl, on_hop) for ttl in range(1, limit + 1))
+
+
+async def _together(copies: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Every copy at once; one that fails (a socket this node cannot open) ends the others too, so
+    none is left waiting on its socket after the trace."""
+    tasks = [asyncio.ensure_future(copy) for copy in copies]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _udp_copy(address: str, port: int, payload: bytes, ttl: int, on_hop: OnHop) -> None:

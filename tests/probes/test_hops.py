@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lab.netns import PREFIX, remove_stale
-from probes._hops import Answer, Dies, Hop, summarize
+from probes._hops import Answer, Dies, Hop, from_facts, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 needs_netns = pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip") and shutil.which("nft")),
@@ -45,6 +45,14 @@ def test_summary_names_where_the_flow_dies(answers: list[tuple[int, str, str | N
     assert (summary.last_answered.ttl if summary.last_answered else None) == last
     assert summary.first_silent == silent
     assert [h.ttl for h in summary.hops] == list(range(1, len(summary.hops) + 1))
+
+
+def test_a_path_the_node_could_not_trace_whole_tells_nothing() -> None:
+    """A copy that never left the node (EMFILE) leaves its hop limit silent: that silence must not
+    read as "no hop answered", the first hop's drop."""
+    recorded = {"address": "10.97.2.2", "port": 445, "protocol": "tcp", "limit": 12, "hops": []}
+    assert from_facts(recorded) is not None
+    assert from_facts({**recorded, "local_error": "EMFILE"}) is None
 
 
 def test_the_path_line_shows_the_hops_up_to_the_silence() -> None:
@@ -204,3 +212,26 @@ def test_a_datagram_dropped_past_the_second_router_is_localised(chain: dict[str,
     facts = trace_in_node(chain, UDP_DROPPED_PAST_R2, udp=True)
     assert facts["dies"] == "beyond-first-hop"
     assert facts["last_answered"] == {"ttl": 2, "address": R2}
+
+
+def test_a_copy_the_node_cannot_open_ends_the_trace_as_the_node_s_own_error() -> None:
+    """Under a descriptor limit that lets only a few copies open, the trace stops, says EMFILE, and
+    leaves no copy's socket behind (loopback, in a child process with its own limit)."""
+    script = textwrap.dedent("""
+        import asyncio, json, os, resource, socket
+        from probes._hops import from_facts, localise
+        from probes._trace import Trace
+        async def main():
+            server = socket.create_server(("127.0.0.1", 0))
+            before = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (before + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            trace = Trace()
+            await localise(trace, "127.0.0.1", server.getsockname()[1], "tcp")
+            await asyncio.sleep(0)
+            print(json.dumps({"error": trace.facts["path"].get("local_error"),
+                              "summary": from_facts(trace.facts["path"]) is None,
+                              "left": len(os.listdir("/proc/self/fd")) - before}))
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == {"error": "EMFILE", "summary": True, "left": 0}
