@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from agent import netrules
 from agent.catalog import Catalog
+from agent.inputs import context as ctx
 from agent.inputs.context import Context
 from agent.model import Result, primary_address
 from agent.platform import AZURE_DNS
@@ -25,6 +26,8 @@ DOCS = {
     "azure-dns": "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
     "imds": "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
     "azure-files-smb": "https://learn.microsoft.com/azure/storage/files/files-smb-protocol",
+    "managed-network": "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network",
+    "dns-private-resolver": "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview",
 }
 
 
@@ -69,6 +72,11 @@ class Facts:
         tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}
         region = str(self.context["region"].value or "<region>")
         return ", ".join(sorted(t.replace("{region}", region) for t in tags if t))
+
+    @property
+    def managed_network(self) -> str | None:
+        """The workspace's managed network isolation mode; None in a customer VNet."""
+        return ctx.managed_network(self.context)
 
     def rules(self, results: Sequence[Result]) -> netrules.RuleSet:
         """The rules that open the failing flows, from the one derivation `rules` prints."""

@@ -88,9 +88,10 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
     if severity is Severity.CRITICAL and facts.situational_only(results):
         severity = Severity.WARNING
     flow, confirm = _handoff(results, facts) if declared.handoff else ("", ())
+    docs = (("managed-network",) if declared.handoff and facts.managed_network else ()) + declared.docs
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
-                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs),
+                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, docs),
                    path=draft.path, flow=flow, confirm=confirm)
 
 
@@ -110,6 +111,15 @@ def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, .
     check = first.check
     destination = first.attempted[0]
     source = facts.node_address or "<node-ip>"
+    flow = f"{source}:* → {destination}:{check.port}/{check.protocol}"
+    if facts.managed_network:  # its VNet, NSG and routes are Azure ML's: only the workspace shows them
+        workspace = ("--resource-group", "<workspace-resource-group>", "--workspace-name",
+                     str(facts.context["workspace_name"].value or "<workspace-name>"))
+        return flow, (
+            shlex.join(["az", "ml", "workspace", "outbound-rule", "list", *workspace, "--output", "table"]),
+            shlex.join(["az", "ml", "workspace", "show", "--resource-group", workspace[1], "--name", workspace[3],
+                        "--query", "managed_network"]),
+        )
     imds = facts.imds
     managed = facts.context["compute"].value in _MANAGED_VMS
     vm = "<a-vm-in-the-compute-subnet>" if managed else str(imds.get("vm_name") or "<vm-name>")
@@ -118,7 +128,7 @@ def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, .
     nic = (f"$(az vm show --resource-group {shlex.quote(group)} --name {shlex.quote(vm)} --query "
            "'networkProfile.networkInterfaces[0].id' --output tsv)")
     protocol = "TCP" if check.protocol == "tcp" else "UDP"
-    return (f"{source}:* → {destination}:{check.port}/{check.protocol}", (
+    return (flow, (
         shlex.join(["az", "network", "watcher", "test-ip-flow", "--direction", "Outbound", "--protocol", protocol,
                     "--local", f"{source}:*", "--remote", f"{destination}:{check.port}", *where]),
         shlex.join(["az", "network", "watcher", "show-next-hop", "--source-ip", source, "--dest-ip", destination,
@@ -175,12 +185,52 @@ def _egress(how: str, why: str) -> Builder:
 
 
 def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewall or your NVA") -> str:
-    """The remedy of a blocked flow: the rules `aml-netcheck rules` derives for exactly these flows."""
+    """The remedy of a blocked flow: the rules `aml-netcheck rules` derives for exactly these flows
+    (in a managed network, its outbound rules: no NSG or firewall of the customer's is in the way)."""
+    if facts.managed_network:
+        return _open_managed(results, facts)
     rules = netrules.describe(facts.rules(results))
     if not rules:
         return f"Allow {', '.join(_targets(results))} from the compute subnet and check the service answers."
     return (f"Allow these flows from the compute subnet, above any deny rule, in its network security group "
             f"and {where}: {rules}.")
+
+
+def _open_managed(results: Sequence[Result], facts: Facts) -> str:
+    """A managed network's remedy: the user-defined outbound rules to add (`az ml workspace
+    outbound-rule set`), and for the rules Azure ML adds itself the checks that they exist and are
+    Active (a network not yet provisioned has none)."""
+    mode = facts.managed_network
+    rules = facts.rules(results).outbound_rules
+    workspace = str(facts.context["workspace_name"].value or "<workspace-name>")
+    group = "<workspace-resource-group>"
+    added = [r for r in rules if not r.required]
+    text = (f"The compute is in the workspace's managed virtual network ({mode}): Azure ML owns its NSG, "
+            "routes and firewall, so no NSG or route table of yours is in the way; its outbound rules are.")
+    if added:
+        text += (" Add these outbound rules: "
+                 + "; ".join(netrules.outbound_rule_command(r, resource_group=group, workspace=workspace)
+                             for r in added)
+                 + ". FQDN rules take ports 80 and 443 only, and add an Azure Firewall to the managed network "
+                 "(billed).")
+    required = [r for r in rules if r.required]
+    if required:
+        text += (f" {netrules.describe(replace(facts.rules(results), outbound_rules=tuple(required)))}: Azure ML "
+                 "adds these itself; if the flow fails, the managed network is not provisioned yet or the rule is "
+                 "not Active: `"
+                 + shlex.join(["az", "ml", "workspace", "outbound-rule", "list", "--resource-group", group,
+                               "--workspace-name", workspace])
+                 + "`, and provision it with `"
+                 + shlex.join(["az", "ml", "workspace", "provision-network", "--resource-group", group,
+                               "--name", workspace])
+                 + "`; a private endpoint rule to a resource outside the workspace's own must also be approved on "
+                 "that resource.")
+    if not rules:
+        text += (" Nothing in a managed network with internet outbound allowed drops this flow to the internet: "
+                 "look at the destination (its own firewall) and at the workspace's outbound rules."
+                 if mode == "allow_internet_outbound" else
+                 f" Add an outbound rule for {', '.join(_targets(results))}: az ml workspace outbound-rule set.")
+    return text
 
 
 def path_of(result: Result) -> tuple[PathSummary, str] | None:
@@ -208,6 +258,13 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
     line = summary.line(destination)
     traced = f" Traced with copies of the flow at every hop limit up to {len(summary.hops)}: {line}."
     last = summary.last_answered
+    if facts.managed_network:  # one owner whatever the hop: the managed network's rules
+        where = ("at the first hop" if summary.dies is Dies.FIRST_HOP else
+                 f"past {last.address or 'an unnamed hop'} (hop {last.ttl})" if last is not None else "")
+        return _Story(line=line, summary=f" {where}" if where else "",
+                      cause=traced + " In a managed virtual network every hop is Azure ML's: its outbound rules "
+                      "(the NSG at the first hop, the Azure Firewall it deploys for FQDN rules beyond it) decide.",
+                      remedy=_open_managed(results, facts))
     if summary.dies is Dies.FIRST_HOP:
         return _Story(line=line,
             summary=" at the first hop",
@@ -384,6 +441,30 @@ def _endpoint_known(results: Sequence[Result], facts: Facts) -> str:
     return text
 
 
+def _private_resolver(results: Sequence[Result], facts: Facts, classic: str) -> str:
+    """The DNS remedy where the VNet's DNS is (or may be) an Azure DNS Private Resolver, beside or
+    in place of the classic one: the resolver answers from the zones linked to its own VNet, and a
+    forwarding ruleset linked to the VNet decides where a zone goes, so a rule there for the zone
+    (or a parent: windows.net., a catch-all .) sends it elsewhere."""
+    said = facts.context["dns_private_resolver"].value
+    if said is False:
+        return classic
+    private = _zones_text(results, facts, "privatelink_zone") or "<privatelink-zone>"
+    forwarded = _zones_text(results, facts, "forwarded") or private
+    first = forwarded.split(", ")[0]
+    resolver = (f"link the private DNS zone(s) {private} to the resolver's VNet (az network private-dns link vnet "
+                "create --resource-group <zone-rg> --zone-name <zone> --name <resolver-vnet>-link --virtual-network "
+                "<resolver-vnet-id> --registration-enabled false); in a DNS forwarding ruleset linked to the compute "
+                f"VNet, a rule for {forwarded} or a parent of it (windows.net., a catch-all .) sends them elsewhere: "
+                "list them (az dns-resolver forwarding-rule list --resource-group <rg> --ruleset-name <ruleset>) and "
+                "remove it, or point it at the resolver's inbound endpoint (az dns-resolver forwarding-rule create "
+                f"--resource-group <rg> --ruleset-name <ruleset> --name <rule> --domain-name {first}. "
+                "--forwarding-rule-state Enabled --target-dns-servers ip-address=<inbound-endpoint-ip> port=53)")
+    if said is True:
+        return f"With the DNS Private Resolver: {resolver}."
+    return f"{classic} If the DNS is an Azure DNS Private Resolver (--dns-private-resolver): {resolver}."
+
+
 def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
     zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forwarded")
     return Draft(
@@ -391,10 +472,11 @@ def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
                f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
                "zone group, so the public answer wins." + _endpoint_known(results, facts)),
-        remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
-                f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
-                "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
-                "group for them."))
+        remedy=_private_resolver(results, facts,
+            f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
+            f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
+            "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
+            "group for them."))
 
 
 def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
@@ -405,9 +487,10 @@ def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
                "answers these names from the public zone instead of the private endpoint's records."
                + _endpoint_known(results, facts)),
-        remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
-                f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
-                "DNS server is in."))
+        remedy=_private_resolver(results, facts,
+            f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
+            f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
+            "DNS server is in."))
 
 
 def _record_missing(results: Sequence[Result], facts: Facts) -> Draft:
@@ -748,10 +831,10 @@ DECLARATIONS: dict[Code, Declaration] = {
         _no_ipv4),
     Code.PRIVATE_ENDPOINT_RESOLVES_PUBLIC: Declaration(
         C, "a private-endpoint name resolves to a public address (private DNS zone not linked)",
-        ("pe-troubleshoot", "custom-dns"), _pe_public),
+        ("pe-troubleshoot", "custom-dns", "dns-private-resolver"), _pe_public),
     Code.CUSTOM_DNS_NOT_FORWARDING: Declaration(
-        C, f"as above, and the node uses a custom DNS server that must forward to {AZURE_DNS}", ("custom-dns",),
-        _custom_dns),
+        C, f"as above, and the node uses a custom DNS server that must forward to {AZURE_DNS}",
+        ("custom-dns", "dns-private-resolver"), _custom_dns),
     Code.PRIVATE_DNS_RECORD_MISSING: Declaration(
         C, "a name CNAMEs into a privatelink zone that has no record for it", ("custom-dns", "pe-troubleshoot"),
         _record_missing),

@@ -715,3 +715,54 @@ def test_a_proxied_check_is_not_the_hosts_files() -> None:
     assert explained.pop("hosts-file-override") == {f"dns:{share}", f"tcp:{share}:445"}
     [(code, checks)] = explained.items()
     assert code.startswith("proxy-") and checks == {f"http:{share}:443@proxy"}
+
+
+APPROVED = {"managed_network": "allow_only_approved_outbound"}
+FRONT_DOOR = "tcp:ml.azure.com:443"
+
+
+@pytest.mark.parametrize(("check", "evidence", "remedy", "not_in_remedy"), [
+    (FRONT_DOOR, {}, ["az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' "
+                      "--workspace-name contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com",
+                      "ports 80 and 443 only"], ["NSG outbound rule", "provision-network"]),
+    (BATCH[0], {}, ["Azure ML's required outbound rule: service tag BatchNodeManagement.eastus",
+                    "az ml workspace provision-network --resource-group '<workspace-resource-group>' --name contoso-ml",
+                    "outbound-rule list"], ["outbound-rule set", "NSG outbound rule"]),
+    (BATCH[0], AT_FIRST_HOP, ["provision-network"], ["Start with the NSGs", "NSG outbound rule"]),
+    (BATCH[0], PAST_APPLIANCE, ["provision-network"], ["next hop Internet", "appliance"]),
+], ids=["user-defined-fqdn", "required-tag", "first-hop", "past-a-hop"])
+def test_a_managed_network_s_blocked_flow_is_fixed_by_its_outbound_rules(
+        check: str, evidence: dict[str, Fact], remedy: list[str], not_in_remedy: list[str]) -> None:
+    """Azure ML owns a managed network's NSG, routes and firewall: the remedy is an outbound rule
+    (`az ml workspace outbound-rule set`), or for a rule Azure ML adds itself the check that the
+    network is provisioned, never an NSG rule or a route (how-to-managed-network)."""
+    finding = run({check: Outcome(Reason.TCP_TIMEOUT, evidence={"tried": ["10.0.1.7"], **evidence})},
+                  **APPROVED)[0]
+    assert finding.code == "egress-blocked"
+    assert all(words in finding.remedy for words in remedy), finding.remedy
+    assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
+    assert finding.confirm == (
+        "az ml workspace outbound-rule list --resource-group '<workspace-resource-group>' --workspace-name "
+        "contoso-ml --output table",
+        "az ml workspace show --resource-group '<workspace-resource-group>' --name contoso-ml --query managed_network")
+    assert finding.docs[0] == "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network"
+
+
+def test_a_managed_network_with_internet_outbound_needs_no_rule_for_an_internet_name() -> None:
+    finding = run({FRONT_DOOR: Outcome(Reason.TCP_TIMEOUT)}, managed_network="allow_internet_outbound")[0]
+    assert "outbound-rule set" not in finding.remedy and "with internet outbound allowed" in finding.remedy
+
+
+@pytest.mark.parametrize(("said", "classic", "resolver"), [
+    (None, True, True), (True, False, True), (False, True, False)], ids=["unknown", "resolver", "classic"])
+def test_a_dns_private_resolver_gets_its_own_remedy_beside_the_conditional_forwarder(
+        said: bool | None, classic: bool, resolver: bool) -> None:
+    node = {"hostname": "ci-alice", "resolvers": ["10.0.0.53"]}
+    public = Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"addresses": ["20.1.2.3"], "cname_chain": []})
+    finding = run({f"dns:{WS}": public}, node=node, dns_private_resolver=said)[0]
+    assert finding.code == "custom-dns-not-forwarding"
+    assert ("add conditional forwarders for api.azureml.ms" in finding.remedy) is classic, finding.remedy
+    assert ("az dns-resolver forwarding-rule create --resource-group <rg> --ruleset-name <ruleset> --name <rule> "
+            "--domain-name api.azureml.ms." in finding.remedy) is resolver, finding.remedy
+    assert ("privatelink.api.azureml.ms to the resolver's VNet" in finding.remedy) is resolver
+    assert "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview" in finding.docs
