@@ -248,10 +248,9 @@ def _vantage(netns: str | None, container: str | None) -> "Vantage":
         raise UsageProblem("--netns and --container: give one vantage, not both")
     try:
         chosen = vantage.of_netns(netns) if netns is not None else vantage.of_container(str(container))
-        vantage.enter(chosen)
+        return vantage.enter(chosen)
     except vantage.VantageError as exc:
         raise UsageProblem(str(exc)) from None
-    return chosen
 
 
 async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:

@@ -12,6 +12,7 @@ from agent.inputs import context as ctx
 from agent.inputs.context import Context
 from agent.model import Result, primary_address
 from agent.platform import AZURE_DNS
+from probes import node
 from probes._trace import Fact
 
 MAX_DOCS = 4
@@ -72,6 +73,26 @@ class Facts:
         tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}
         region = str(self.context["region"].value or "<region>")
         return ", ".join(sorted(t.replace("{region}", region) for t in tags if t))
+
+    @property
+    def vantage_host(self) -> Mapping[str, Fact] | None:
+        """The host's network view where the run looked from another namespace (a container's)."""
+        vantage = self.node.get("vantage")
+        host = vantage.get("host") if isinstance(vantage, dict) else None
+        return host if isinstance(host, dict) else None
+
+    @property
+    def vantage_mtu_excess(self) -> tuple[str, int, str, int] | None:
+        """(interface, MTU, host interface, host MTU) where the vantage's uplink takes larger packets
+        than the host's: its TCP advertises an MSS the host's path cannot carry, so large answers
+        (a server's certificate chain) are lost in the vantage alone."""
+        host = self.vantage_host
+        if host is None:
+            return None
+        seen, on_host = node.uplink_mtu(self.node), node.uplink_mtu(host)
+        if seen is None or on_host is None or seen[1] <= on_host[1]:
+            return None
+        return (*seen, *on_host)
 
     @property
     def managed_network(self) -> str | None:

@@ -52,6 +52,7 @@ class Code(StrEnum):
     INBOUND_PORT_CLOSED = "inbound-port-closed"
     UNSUPPORTED_OS = "unsupported-os"
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
+    VANTAGE_MTU_ABOVE_HOST = "vantage-mtu-above-host"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
 
 
@@ -356,7 +357,39 @@ def _udp(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _resolver_text(facts: Facts) -> str:
-    return ", ".join(facts.resolvers) or "no resolver"
+    """The resolvers the failing lookups asked; from another vantage, also the host's where they
+    differ (a container with a resolver of its own fails where the host does not)."""
+    text = ", ".join(facts.resolvers) or "no resolver"
+    host = facts.vantage_host
+    listed = host.get("resolvers") if host is not None else None
+    on_host = [str(r) for r in listed] if isinstance(listed, list) else []
+    if host is not None and on_host != list(facts.resolvers):
+        text += f" (the vantage's own; the host uses {', '.join(on_host) or 'no resolver'})"
+    return text
+
+
+def _vantage_mtu(results: Sequence[Result], facts: Facts) -> Draft:
+    excess = facts.vantage_mtu_excess
+    interface, mtu, host_interface, host_mtu = excess or ("?", 0, "?", 0)
+    vantage = facts.node.get("vantage")
+    where = f"{vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else "the vantage"
+    stalled = (f" TLS handshakes stall from {where} alone: {_observed(results)}; the host's own connections "
+               f"advertise an MSS that fits {host_mtu}." if results else
+               " Nothing failed on this run's paths yet, but any answer larger than the host's path can carry is lost.")
+    return Draft(
+        severity=None if results else Severity.WARNING,
+        targets=() if results else (f"{where}:{interface}",),
+        summary=f"{where} sends with MTU {mtu} on {interface}, above the host's {host_mtu} on {host_interface}"
+        + (f": TLS stalls there ({len(results)} endpoint(s))" if results else ""),
+        cause=(f"The vantage's interface {interface} has MTU {mtu}, the host's uplink {host_interface} {host_mtu}: "
+               f"TCP in the vantage advertises an MSS of {mtu - 40}, servers send segments that size, and the "
+               f"host's path drops what exceeds {host_mtu} (with ICMP 'fragmentation needed' filtered on the way, "
+               "nobody learns of it)." + stalled),
+        remedy=(f"Give the container network the host's MTU: \"mtu\": {host_mtu} in /etc/docker/daemon.json "
+                "(then restart Docker) for the default bridge, or docker network create -o "
+                f"com.docker.network.driver.mtu={host_mtu} for a network of your own; or clamp the MSS on the host "
+                "for forwarded connections (nft add rule inet filter forward tcp flags syn tcp option maxseg size "
+                "set rt mtu)."))
 
 
 def _dns_missing(results: Sequence[Result], facts: Facts) -> Draft:
@@ -915,6 +948,9 @@ DECLARATIONS: dict[Code, Declaration] = {
         _local("docker-bridge-overlap", "Docker's bridge network overlaps the VNet",
                "Move Docker's bridge off the VNet's range: set \"bip\" in /etc/docker/daemon.json (e.g. "
                "192.168.240.1/24) and restart Docker, or avoid 172.17.0.0/16 in the VNet.")),
+    Code.VANTAGE_MTU_ABOVE_HOST: Declaration(
+        C, "seen from a container's namespace (--netns, --container): its MTU is above the host's uplink, so "
+        "TLS stalls there alone (a warning while nothing fails)", ("training-vnet",), _vantage_mtu),
     Code.ENDPOINT_UNREACHABLE: Declaration(
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
 }

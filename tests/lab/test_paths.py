@@ -52,3 +52,13 @@ def test_a_healthy_path_through_the_appliance_raises_nothing_and_traces_nothing(
     report = check("healthy-private", appliance=True)
     assert report["status"] == "ok"
     assert not [c["id"] for c in report["checks"] if "path" in c["evidence"]]  # type: ignore[union-attr]
+
+
+def test_a_managed_network_s_drop_is_fixed_by_an_outbound_rule() -> None:
+    report = check("managed-vnet")
+    finding = next(f for f in report["findings"] if f["code"] == "egress-blocked")  # type: ignore[union-attr]
+    assert ("az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' --workspace-name "
+            "contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com") in finding["remedy"]
+    assert "Start with the NSGs" not in finding["remedy"] and "NSG outbound rule" not in finding["remedy"]
+    assert finding["confirm"][0].startswith("az ml workspace outbound-rule list")
+    assert not any("network watcher" in c for c in finding["confirm"])
