@@ -766,3 +766,45 @@ def test_a_dns_private_resolver_gets_its_own_remedy_beside_the_conditional_forwa
             "--domain-name api.azureml.ms." in finding.remedy) is resolver, finding.remedy
     assert ("privatelink.api.azureml.ms to the resolver's VNet" in finding.remedy) is resolver
     assert "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview" in finding.docs
+
+
+def view(mtu: int, resolvers: list[str]) -> dict[str, Fact]:
+    return {"interfaces": [{"name": "eth0", "up": True, "mtu": mtu, "addresses": []}],
+            "default_routes": [{"family": "ipv4", "interface": "eth0", "gateway": "10.0.0.1", "metric": 0}],
+            "resolvers": resolvers}
+
+
+def from_container(mtu: int, host_mtu: int, resolvers: list[str] | None = None) -> dict[str, Fact]:
+    """The node facts of a run from a container's namespace: its view, and the host's read first."""
+    own = resolvers or ["168.63.129.16"]
+    return {"hostname": "ci-alice", **view(mtu, own),
+            "vantage": {"kind": "container", "name": "job-1", "host": view(host_mtu, ["168.63.129.16"])}}
+
+
+STALLED = {f"tls:{h}:443": Outcome(Reason.TLS_TIMEOUT) for h in ("management.azure.com", "mcr.microsoft.com")}
+
+
+@pytest.mark.parametrize(("node", "outcomes", "expected", "severity"), [
+    (from_container(1500, 1400), STALLED, ["vantage-mtu-above-host"], Severity.CRITICAL),
+    (from_container(1500, 1400), {}, ["vantage-mtu-above-host"], Severity.WARNING),
+    (from_container(1400, 1400), STALLED, ["tls-handshake-stalled"], Severity.CRITICAL),
+    (from_container(1400, 1500), {}, [], None),
+    (AZURE_DNS_NODE, STALLED, ["tls-handshake-stalled"], Severity.CRITICAL),  # no vantage: nothing to compare
+], ids=["stalls-in-the-container", "nothing-failed-yet", "same-mtu", "smaller-mtu", "on-the-host"])
+def test_a_vantage_s_mtu_above_the_host_s_explains_its_stalled_handshakes(
+        node: dict[str, Fact], outcomes: Mapping[str, Outcome], expected: list[str], severity: Severity | None) -> None:
+    findings = run(outcomes, node=node)
+    assert codes(findings) == expected
+    if severity is not None:
+        assert findings[0].severity is severity
+    if expected == ["vantage-mtu-above-host"]:
+        assert findings[0].summary.startswith("container job-1 sends with MTU 1500 on eth0, above the host's 1400")
+        assert '"mtu": 1400 in /etc/docker/daemon.json' in findings[0].remedy
+        assert len(findings[0].checks) == len(outcomes)
+
+
+def test_a_vantage_s_own_resolver_is_named_beside_the_host_s() -> None:
+    node = from_container(1400, 1400, resolvers=["10.9.9.53"])
+    finding = run({"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}, node=node)[0]
+    assert finding.code == "dns-name-missing"
+    assert "10.9.9.53 (the vantage's own; the host uses 168.63.129.16)" in finding.cause
