@@ -122,6 +122,8 @@ class Lab:
         netns.build(self._names, resolvers=node_resolvers(self.scenario), hosts=hosts,
                     appliance=self.scenario.appliance, node_mtu=self.scenario.node_mtu,
                     container_mtu=self.scenario.container_mtu)
+        if self.scenario.internet_routes:
+            netns.route_around(self._names, [self.address_of(h) for h in self.scenario.internet_routes])
         self._faults = list(dict.fromkeys(self.scenario.faults))
         self._install_faults()
         config = self.workdir / "servers.json"

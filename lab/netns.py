@@ -31,6 +31,8 @@ AZ_IF = "vnet0"
 NVA_NODE_IF, NVA_AZ_IF = "lan0", "wan0"  # the appliance's ends: toward the node, toward Azure
 _NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az|-nva|-ctr)?$")
 CONTAINER_IF, BRIDGE_IF, BRIDGE_PORT_IF = "eth0", "docker0", "veth0"  # the container's end, the node's
+INTERNET_NODE_IF, INTERNET_AZ_IF = "inet0", "inet1"  # next hop Internet, around the appliance
+_INTERNET_TABLE = "100"  # the az namespace's replies from routed-around addresses go back that way
 _AZ_SYSCTLS = (
     "net.ipv4.icmp_ratelimit=0",
     "net.ipv4.icmp_msgs_per_sec=100000",
@@ -176,11 +178,26 @@ def _build_container(names: Namespaces, mtu: int, *, resolvers: Sequence[str], h
         f"route add default via {addresses.DOCKER_BRIDGE_ADDRESS}",
     ])
     run(in_ns(names.node, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+    bridged = f"{addresses.DOCKER_BRIDGE_ADDRESS}/{addresses.DOCKER_PREFIX}"
     masquerade = ["table ip docker {",
                   "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
-                  f"    ip saddr {addresses.DOCKER_BRIDGE_ADDRESS}/{addresses.DOCKER_PREFIX} oifname {NODE_IF} "
-                  "masquerade", "  }", "}"]
+                  f"    ip saddr {bridged} oifname {NODE_IF} masquerade", "  }", "}"]
     run(in_ns(names.node, ["nft", "-f", "-"]), stdin="".join(f"{line}\n" for line in masquerade))
+
+
+def route_around(names: Namespaces, destinations: Sequence[str]) -> None:
+    """Routes with next hop Internet in the compute subnet's route table, as a forced tunnel's fix
+    adds them for Azure ML's service tags: these destinations leave the node by a link of their own
+    straight to Azure, never through the appliance, and Azure answers them the same way."""
+    run(["ip", "-n", names.node, *f"link add {INTERNET_NODE_IF} type veth peer name {INTERNET_AZ_IF}".split(),
+         "netns", names.az])
+    _batch(names.node, [f"addr add {addresses.INTERNET_NODE}/30 dev {INTERNET_NODE_IF}",
+                        f"link set {INTERNET_NODE_IF} up",
+                        *(f"route add {d}/32 via {addresses.INTERNET_AZ} dev {INTERNET_NODE_IF}"
+                          for d in destinations)])
+    _batch(names.az, [f"addr add {addresses.INTERNET_AZ}/30 dev {INTERNET_AZ_IF}", f"link set {INTERNET_AZ_IF} up",
+                      f"route add {addresses.NODE_SUBNET} via {addresses.INTERNET_NODE} table {_INTERNET_TABLE}",
+                      *(f"rule add from {d}/32 table {_INTERNET_TABLE}" for d in destinations)])
 
 
 def set_appliance_faults(nva: str, faults: Iterable[tuple[Fault, str | None]]) -> None:

@@ -114,6 +114,8 @@ class Scenario:
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
     appliance: bool = False  # the node's gateway is a network virtual appliance routing on to Azure (forced tunnel)
+    # names whose addresses the compute subnet's route table sends to next hop Internet, around the appliance
+    internet_routes: tuple[str, ...] = ()
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     node_mtu: int | None = None  # the node's uplink MTU, as its admin set it (None: the link's 1500)
     # a container behind a Docker bridge in the node, with this MTU on the bridge and its interface
@@ -347,6 +349,32 @@ SCENARIOS: dict[str, Scenario] = {
             appliance=True,
             expected_exit=2,
             expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "forced-tunnel-public-ip",
+            "A forced tunnel without the routes a public-IP compute needs",
+            "As appliance-drop, for a compute instance with a public IP (--public-ip --forced-tunnel): the "
+            "appliance drops Azure Batch, and without routes with next hop Internet for AzureMachineLearning "
+            "and BatchNodeManagement the replies to Azure ML's inbound management traffic (TCP 44224) leave "
+            "through the appliance too. Expect egress-blocked past the appliance, naming those routes.",
+            context=Context(public_ip=True),
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
+            options=("--forced-tunnel",),
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "forced-tunnel-routed",
+            "A forced tunnel with the required routes: Azure Batch goes around the appliance",
+            "As forced-tunnel-public-ip, with the fix in place: the route table sends the Batch front ends to "
+            "next hop Internet, so they leave the node by a path of their own and the appliance that drops "
+            "them never sees them. Expect no finding.",
+            context=Context(public_ip=True),
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
+            internet_routes=BATCH_FRONT_ENDS,
+            options=("--forced-tunnel",),
         ),
         Scenario(
             "managed-vnet",

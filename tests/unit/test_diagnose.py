@@ -722,8 +722,8 @@ FRONT_DOOR = "tcp:ml.azure.com:443"
 
 
 @pytest.mark.parametrize(("check", "evidence", "remedy", "not_in_remedy"), [
-    (FRONT_DOOR, {}, ["az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' "
-                      "--workspace-name contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com",
+    (FRONT_DOOR, {}, [("az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' "
+                      "--workspace-name contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com"),
                       "ports 80 and 443 only"], ["NSG outbound rule", "provision-network"]),
     (BATCH[0], {}, ["Azure ML's required outbound rule: service tag BatchNodeManagement.eastus",
                     "az ml workspace provision-network --resource-group '<workspace-resource-group>' --name contoso-ml",
@@ -742,8 +742,8 @@ def test_a_managed_network_s_blocked_flow_is_fixed_by_its_outbound_rules(
     assert all(words in finding.remedy for words in remedy), finding.remedy
     assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
     assert finding.confirm == (
-        "az ml workspace outbound-rule list --resource-group '<workspace-resource-group>' --workspace-name "
-        "contoso-ml --output table",
+        ("az ml workspace outbound-rule list --resource-group '<workspace-resource-group>' --workspace-name "
+        "contoso-ml --output table"),
         "az ml workspace show --resource-group '<workspace-resource-group>' --name contoso-ml --query managed_network")
     assert finding.docs[0] == "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network"
 
