@@ -6,6 +6,12 @@ from __future__ import annotations
 from agent.model import Report, Severity
 
 
+def headline(report: Report) -> str:
+    """How many problems (warnings and critical findings) the node has, in words."""
+    problems = sum(f.severity >= Severity.WARNING for f in report.findings)
+    return f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "no problems found"
+
+
 def npd_line(report: Report) -> str:
     """`<STATUS> <worst finding> <its first target> <summary>`: what node-problem-detector shows
     (it keeps the first 80 bytes)."""
