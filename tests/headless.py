@@ -47,7 +47,8 @@ def _isolated() -> list[str]:
 class Image:
     width: int
     height: int
-    pixels: bytes  # RGB, row after row
+    pixels: bytes = field(repr=False)  # RGB, row after row
+    png: bytes = field(default=b"", repr=False)  # the screenshot as the browser gave it
 
     def pixel(self, x: int, y: int) -> tuple[int, int, int]:
         at = (y * self.width + x) * 3
@@ -93,7 +94,7 @@ def decode_png(data: bytes) -> Image:
     rgb = bytearray()
     for line in rows:
         rgb += line if channels == 3 else bytes(b for i, b in enumerate(line) if i % 4 != 3)
-    return Image(width, height, bytes(rgb))
+    return Image(width, height, bytes(rgb), data)
 
 
 @dataclass

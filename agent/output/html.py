@@ -72,6 +72,7 @@ _GAP, _CHAR, _PAD, _LINE = 36, 7.3, 10, 17  # pixels; _CHAR: one character of th
 
 def render_html(report: Report) -> str:
     style_hash = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+    policy = f"default-src 'none'; style-src 'sha256-{style_hash}'"  # only the style element below
     hostname = str(report.node.get("hostname", "?"))
     body = [
         f"<h1>Azure ML network check: {_e(report.status.upper())} on {_e(hostname)}</h1>",
@@ -88,7 +89,7 @@ def render_html(report: Report) -> str:
         '<html lang="en">',
         "<head>",
         '<meta charset="utf-8">',
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-{style_hash}'\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(policy)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>aml-netcheck: {_e(report.status)} on {_e(hostname)}</title>",
         f"<style>{_CSS}</style>",
@@ -115,10 +116,10 @@ def _head(report: Report) -> list[str]:
 
 
 def _finding(index: int, finding: Finding) -> str:
-    parts = [f'<section class="finding severity-{finding.severity.label}" id="finding-{index}" '
-             f'data-code="{_e(finding.code)}">',
-             f'<h2>{index}. <span class="label">{_e(finding.severity.label.upper())}</span> '
-             f"<code>{_e(finding.code)}</code>: {_e(finding.summary)}</h2>"]
+    parts = [(f'<section class="finding severity-{finding.severity.label}" id="finding-{index}" '
+              f'data-code="{_e(finding.code)}">'),
+             (f'<h2>{index}. <span class="label">{_e(finding.severity.label.upper())}</span> '
+              f"<code>{_e(finding.code)}</code>: {_e(finding.summary)}</h2>")]
     if finding.trace:
         parts += [f'<div class="diagram">{_diagram(index, finding.trace)}</div>']
     fields = [("Path", finding.path), ("Observed", finding.cause), ("Change needed", finding.remedy),
@@ -140,13 +141,13 @@ def _diagram(index: int, steps: Sequence[PathStep]) -> str:
     widths = [max(120, round(_PAD * 2 + _CHAR * max(len(text) for text, _ in lines))) for lines in boxes]
     box_height = 12 + _LINE * max(len(lines) for lines in boxes)
     width, height = sum(widths) + _GAP * (len(steps) - 1) + 4, box_height + 4
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="traced path of finding {index}">',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="traced path of finding {index}">'),
            *(f'<defs><marker id="{kind}-{index}" markerWidth="8" markerHeight="8" refX="7" refY="4" orient="auto">'
              f'<path class="arrow{"-dead" if kind == "dead" else ""}" d="M0,0 L8,4 L0,8 z"/></marker></defs>'
              for kind in ("head", "dead"))]
     x, dead, middle = 2, False, 2 + box_height / 2
-    for number, (step, lines, box) in enumerate(zip(steps, boxes, widths)):
+    for number, (step, lines, box) in enumerate(zip(steps, boxes, widths, strict=True)):
         if number:
             out.append(f'<line class="link{" link-dead" if dead else ""}" x1="{x - _GAP + 2}" y1="{middle}" '
                        f'x2="{x - 3}" y2="{middle}" marker-end="url(#{"dead" if dead else "head"}-{index})"/>')

@@ -17,11 +17,11 @@ from agent.model import Report
 from agent.output import Format, render
 from agent.output.html import render_html
 from probes.reasons import Reason
+from tests import headless
 
 from . import synthetic
 from .helpers import Outcome
 from .synthetic import SCENARIOS, Scenario, build
-from tests import headless
 
 # The elements a page may hold: none loads anything or runs anything
 ALLOWED = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "dl", "dt", "dd", "section", "span",
