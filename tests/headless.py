@@ -10,6 +10,7 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -27,6 +28,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-pipe")
 WIDTH, HEIGHT = 1200, 900
+HANG = 120  # seconds of silence after which chromium is taken to hang: a bound on a stuck test, not a timing
 
 
 def chromium() -> str:
@@ -118,8 +120,8 @@ class Page:
 
 
 class Browser:
-    def __init__(self, process: subprocess.Popen[bytes], commands: int, answers: int) -> None:
-        self._process, self._commands, self._answers = process, commands, answers
+    def __init__(self, process: subprocess.Popen[bytes], commands: int, answers: int, log: Path) -> None:
+        self._process, self._commands, self._answers, self._log = process, commands, answers, log
         self._buffer = b""
         self._next = 0
         self.events: list[dict[str, Any]] = []
@@ -138,7 +140,7 @@ class Browser:
             self.events.append(answer)
 
     def wait_for(self, method: str) -> dict[str, Any]:
-        """The first event `method` not yet seen (chromium's own timeout bounds the wait: the test's)."""
+        """The first event `method` not yet seen."""
         while True:
             for index, event in enumerate(self.events):
                 if event.get("method") == method:
@@ -147,12 +149,17 @@ class Browser:
 
     def _read(self) -> dict[str, Any]:
         while b"\0" not in self._buffer:
+            if not select.select([self._answers], [], [], HANG)[0]:
+                raise AssertionError(f"chromium said nothing for {HANG}s: {self._said()}")
             chunk = os.read(self._answers, 1 << 16)
             if not chunk:
-                raise AssertionError(f"chromium ended (exit {self._process.poll()})")
+                raise AssertionError(f"chromium ended (exit {self._process.wait()}): {self._said()}")
             self._buffer += chunk
         message, _, self._buffer = self._buffer.partition(b"\0")
         return json.loads(message)  # type: ignore[no-any-return]
+
+    def _said(self) -> str:
+        return self._log.read_text(errors="replace")[-2000:]
 
     def open(self, path: Path) -> Page:
         """Load a local file (file://) in a new tab of WIDTH x HEIGHT CSS pixels at scale 1, recording
@@ -184,14 +191,16 @@ def browser() -> Iterator[Browser]:
         os.dup2(high[0], 3)
         os.dup2(high[1], 4)
 
-    with tempfile.TemporaryDirectory(prefix="aml-netcheck-chromium-") as profile:
-        process = subprocess.Popen([*_isolated(), executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   preexec_fn=onto_3_and_4, pass_fds=(3, 4))
+    with tempfile.TemporaryDirectory(prefix="aml-netcheck-chromium-") as work:
+        profile, log = Path(work) / "profile", Path(work) / "stderr"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen([*_isolated(), executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                       stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                                       preexec_fn=onto_3_and_4, pass_fds=(3, 4))
         os.close(commands_read)
         os.close(answers_write)
         try:
-            yield Browser(process, commands_write, answers_read)
+            yield Browser(process, commands_write, answers_read, log)
         finally:
             os.close(commands_write)
             os.close(answers_read)
