@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from agent.model import Finding, Report, Result, Severity
 from agent.output.draw import Line
-from agent.output.jsonreport import summary_counts
-from agent.output.status import headline
+from agent.output.status import headline, tally
 from probes.reasons import Status
 
 _STATUS_STYLE = {
@@ -106,8 +105,4 @@ def _result_line(result: Result, note: str | None) -> Line:
 
 
 def _footer(report: Report) -> list[Line]:
-    counts = summary_counts(report)
-    parts = ", ".join(f"{counts[k]} {k}" for k in ("pass", "warn", "fail", "inconclusive", "skip") if counts[k])
-    summary = (f"{counts['total']} checks ({parts}) in {report.duration_ms / 1000:.1f}s; "
-               f"status {report.status}, exit {report.exit_code}")
-    return [_BLANK, Line(((summary, _REPORT_STYLE[report.status]),))]
+    return [_BLANK, Line(((tally(report), _REPORT_STYLE[report.status]),))]
