@@ -174,7 +174,8 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 def check(
     options: dict[str, Any],
     output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown or prometheus.")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, or html "
+                         "(one self-contained page with a diagram of each traced path).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(

@@ -11,9 +11,9 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
-from agent.model import CheckPath, Finding, Result, Severity
+from agent.model import CheckPath, Finding, Owner, PathStep, Result, Severity, StepState
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
-from probes._hops import Dies, PathSummary, from_facts
+from probes._hops import Answer, Dies, PathSummary, from_facts
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec
@@ -66,6 +66,7 @@ class Draft:
     severity: Severity | None = None
     targets: tuple[str, ...] = ()  # where there are no results to name them (node findings)
     path: str = ""  # the traced path of a dropped flow, one line
+    trace: tuple[PathStep, ...] = ()  # the same path step by step, with who owns each step
 
 
 Builder = Callable[[Sequence[Result], Facts], Draft]
@@ -93,7 +94,7 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
                    checks=tuple(r.check.id for r in results), docs=facts.docs(results, docs),
-                   path=draft.path, flow=flow, confirm=confirm)
+                   path=draft.path, flow=flow, confirm=confirm, trace=draft.trace)
 
 
 # Compute whose VMs Azure ML (through Azure Batch) runs in a subscription of its own: the customer
@@ -181,7 +182,7 @@ def _egress(how: str, why: str) -> Builder:
         return Draft(
             summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s)){path.summary}",
             cause=f"{why} {detail}" + (f".{path.cause}" if path.cause else ""),
-            remedy=path.remedy or _open(results, facts), path=path.line)
+            remedy=path.remedy or _open(results, facts), path=path.line, trace=path.trace)
     return build
 
 
@@ -245,6 +246,7 @@ class _Story:
     cause: str = ""  # appended to the cause
     remedy: str = ""  # the remedy in its place; "" keeps the generic one
     line: str = ""  # the path, one line (Finding.path)
+    trace: tuple[PathStep, ...] = ()  # the path step by step (Finding.trace)
 
 
 def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
@@ -252,22 +254,53 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
     the NSG or the platform), or hops answered and the flow died past them (an appliance, a gateway,
     on-premises: forced tunnelling), with both fixes then. The first traced result speaks for the
     group (one service tag and port: one route); a run traces only a few paths at once."""
-    found = next((p for r in results if (p := path_of(r)) is not None), None)
-    if found is None:
+    traced = next(((r, p) for r in results if (p := path_of(r)) is not None), None)
+    if traced is None:
         return _Story()
-    summary, destination = found
+    result, (summary, destination) = traced
+    story = _told(summary, destination, results, facts)
+    return replace(story, line=summary.line(destination), trace=_steps(summary, destination, result.check.host, facts))
+
+
+def _steps(summary: PathSummary, destination: str, name: str, facts: Facts) -> tuple[PathStep, ...]:
+    """The path as steps with their owners: the node; the first hop, Azure's fabric (which answers
+    no hop limit: silent and the place of death when nothing answered, else passed); each hop that
+    answered (an appliance, a gateway, on-premises), the last before the silence marked as where the
+    flow died (at or behind it), the first silent one after it; the destination."""
+    hostname = facts.node.get("hostname")
+    steps = [PathStep(Owner.NODE, StepState.PASSED, facts.node_address,
+                      name=hostname if isinstance(hostname, str) else "")]
+    if summary.dies is Dies.FIRST_HOP:
+        steps.append(PathStep(Owner.FABRIC, StepState.DIED, None, hop=1))
+    else:
+        steps.append(PathStep(Owner.FABRIC, StepState.PASSED, None))
+        died = summary.last_answered.ttl if summary.dies is Dies.BEYOND_FIRST_HOP and summary.last_answered else None
+        for hop in summary.hops:
+            if hop.answer in (Answer.REACHED, Answer.REFUSED):
+                break
+            state = (StepState.SILENT if hop.answer is Answer.SILENT else StepState.DIED
+                     if hop.ttl == died or hop.answer is Answer.UNREACHABLE else StepState.PASSED)
+            steps.append(PathStep(Owner.APPLIANCE, state, hop.address, hop=hop.ttl))
+            if hop.answer in (Answer.SILENT, Answer.UNREACHABLE):
+                break
+    reached = StepState.REACHED if summary.dies is Dies.REACHED else StepState.NOT_REACHED
+    return (*steps, PathStep(Owner.SERVICE, reached, destination, name=name))
+
+
+def _told(summary: PathSummary, destination: str, results: Sequence[Result], facts: Facts) -> _Story:
+    """The traced path's words in the finding: summary, cause and remedy."""
     line = summary.line(destination)
     traced = f" Traced with copies of the flow at every hop limit up to {len(summary.hops)}: {line}."
     last = summary.last_answered
     if facts.managed_network:  # one owner whatever the hop: the managed network's rules
         where = ("at the first hop" if summary.dies is Dies.FIRST_HOP else
                  f"past {last.address or 'an unnamed hop'} (hop {last.ttl})" if last is not None else "")
-        return _Story(line=line, summary=f" {where}" if where else "",
+        return _Story(summary=f" {where}" if where else "",
                       cause=traced + " In a managed virtual network every hop is Azure ML's: its outbound rules "
                       "(the NSG at the first hop, the Azure Firewall it deploys for FQDN rules beyond it) decide.",
                       remedy=_open_managed(results, facts))
     if summary.dies is Dies.FIRST_HOP:
-        return _Story(line=line,
+        return _Story(
             summary=" at the first hop",
             cause=traced + " No hop answered, so the packets die at the first hop, in Azure's fabric: a network "
             "security group (the NIC's or the subnet's) or the platform drops them (an appliance or router on the way "
@@ -275,7 +308,7 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
             remedy=_open(results, facts, where="in Azure Firewall or your NVA if the subnet's routes lead through one")
             + " Start with the NSGs: the drop is at the first hop.")
     if summary.dies is not Dies.BEYOND_FIRST_HOP or last is None:
-        return _Story(cause=traced, line=line)
+        return _Story(cause=traced)
     via = last.address or "an unnamed hop"
     rules = facts.rules(results)
     routes = netrules.bypass_routes(rules)
@@ -288,7 +321,6 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
                   "through the appliance and are dropped: `aml-netcheck rules --forced-tunnel --public-ip` lists them."
                   if public_ip is not None and public_ip.value is True else "")
     return _Story(
-        line=line,
         summary=f" past {via} (hop {last.ttl}): a route sends it through an appliance",
         cause=traced + f" The packets pass {via} (hop {last.ttl}) and die after it: a virtual appliance or firewall at "
         "or behind that hop, a VPN or ExpressRoute gateway, or on-premises drops them. The compute subnet's routes "
@@ -326,7 +358,8 @@ def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     if not why:
         path = _path_story(results, facts)
         return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked{path.summary}: {_hosts(results)}",
-                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line)
+                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line,
+                     trace=path.trace)
     return Draft(
         summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
         cause=f"{observed} {' '.join(why)}",

@@ -17,6 +17,7 @@ class Format(StrEnum):
     JSON = "json"
     MARKDOWN = "markdown"
     PROMETHEUS = "prometheus"
+    HTML = "html"
 
 
 def render(report: Report, fmt: Format, *, verbose: bool = False, console: Console | None = None) -> str:
@@ -32,6 +33,9 @@ def render(report: Report, fmt: Format, *, verbose: bool = False, console: Conso
     if fmt is Format.PROMETHEUS:
         from agent.output.prometheus import render_prometheus
         return render_prometheus(report)
+    if fmt is Format.HTML:
+        from agent.output.html import render_html
+        return render_html(report)
     from agent.output import draw
     from agent.output.text import text_lines
 

@@ -16,7 +16,7 @@ from probes.reasons import Reason, Status
 from probes.specs import Layer, Proxy
 
 from .helpers import Outcome, make_context, make_plan, simulate
-from .test_diagnose import CASES, CERT, CI, PE_ADDRESSES, WS
+from .test_diagnose import AT_FIRST_HOP, BATCH, CASES, CERT, CI, PAST_APPLIANCE, PE_ADDRESSES, WS, path
 
 STARTED_AT = "2026-11-23T12:00:00.123Z"
 NODE: dict[str, Fact] = {
@@ -132,6 +132,15 @@ EXTRA: tuple[Scenario, ...] = (
              frozenset({"vantage-mtu-above-host"}), node=CONTAINER_NODE),
     Scenario("http status", {"http:mcr.microsoft.com:443": Outcome(Reason.HTTP_STATUS, detail="HTTP 500")},
              frozenset({"endpoint-unreachable"})),
+    # Traced paths: where the flow died, and who owns that hop (the html report's diagrams)
+    Scenario("dropped past an appliance (traced)",
+             {check: Outcome(Reason.TCP_TIMEOUT, evidence=PAST_APPLIANCE) for check in BATCH},
+             frozenset({"egress-blocked"})),
+    Scenario("dropped at the first hop (traced)", {SMB: Outcome(Reason.TCP_TIMEOUT, evidence=AT_FIRST_HOP)},
+             frozenset({"smb-blocked"})),
+    Scenario("rejected on the way (traced)", {"tcp:mcr.microsoft.com:443": Outcome(
+        Reason.TCP_ADMIN_PROHIBITED, evidence=path((1, "time-exceeded", "10.0.0.1"), (2, "unreachable", "10.9.0.1")))},
+             frozenset({"egress-rejected"})),
     # Shapes that stress the renderers rather than diagnosis.
     Scenario("two egress-blocked findings", {"tcp:mcr.microsoft.com:443": Outcome(Reason.TCP_TIMEOUT),
                                              "tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},

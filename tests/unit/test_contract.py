@@ -38,7 +38,8 @@ def test_every_format_agrees(case: Scenario) -> None:
     assert all(claim & failing for claim in views["markdown"].failing)
     assert all(claim & failing for claim in views["text"].failing)
     assert flattened(views["text"].unneeded) == unneeded  # verbose text marks every one
-    for kind in ("json", "prometheus", "markdown", "text", "npd"):
+    assert views["html"].failing_ids == failing  # its rows name their checks
+    for kind in ("json", "prometheus", "markdown", "text", "npd", "html"):
         assert views[kind].status == report.status
 
 
@@ -105,6 +106,10 @@ def test_a_check_failing_in_one_format_and_healthy_in_another() -> None:
         check_agreement(failing.json, text_report=healthy.text, verdict=False)
     with pytest.raises(ContractError, match=f"markdown calls {SMB} failing, json calls it healthy"):
         check_agreement(healthy.json, markdown_text=failing.markdown, verdict=False)
+    with pytest.raises(ContractError, match=f"html calls {SMB} failing, json calls it healthy"):
+        check_agreement(healthy.json, html_text=failing.html, verdict=False)
+    with pytest.raises(ContractError, match="html says status critical, json says ok"):
+        check_agreement(healthy.json, html_text=failing.html)
 
 
 def test_the_verdicts_must_agree() -> None:
@@ -133,6 +138,8 @@ def test_malformed_outputs_are_errors_not_agreement() -> None:
     repeated = rendered.prometheus + rendered.prometheus.splitlines()[-1] + "\n"
     with pytest.raises(ContractError, match="series given twice"):
         check_agreement(rendered.json, prometheus_text=repeated)
+    with pytest.raises(ContractError, match="html: no verdict"):
+        check_agreement(rendered.json, html_text=rendered.html.replace('class="verdict', 'class="'))
 
 
 def test_npd_line_of_an_unknown_run() -> None:

@@ -249,6 +249,33 @@ def test_a_dropped_flow_s_path_says_who_fixes_it(evidence: dict[str, Fact], summ
     assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
 
 
+@pytest.mark.parametrize(("evidence", "steps"), [
+    (PAST_APPLIANCE, [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+                      ("appliance", "passed", "10.0.0.4", 1), ("appliance", "died", "10.9.0.1", 2),
+                      ("appliance", "silent", None, 3), ("service", "not-reached", "198.18.1.1:443", None)]),
+    (AT_FIRST_HOP, [("node", "passed", "10.0.0.4", None), ("azure-fabric", "died", None, 1),
+                    ("service", "not-reached", "198.18.1.1:443", None)]),
+    (path((1, "time-exceeded", "10.0.0.1"), (2, "unreachable", "10.9.0.1")),
+     [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+      ("appliance", "passed", "10.0.0.1", 1), ("appliance", "died", "10.9.0.1", 2),
+      ("service", "not-reached", "198.18.1.1:443", None)]),
+    (path((1, "time-exceeded", "10.0.0.1"), (2, "reached", "198.18.1.1")),
+     [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+      ("appliance", "passed", "10.0.0.1", 1), ("service", "reached", "198.18.1.1:443", None)]),
+    ({}, []),
+], ids=["past-an-appliance", "at-the-first-hop", "rejected-at-hop-2", "reached", "not-traced"])
+def test_a_traced_path_is_given_step_by_step_with_who_owns_each_step(
+        evidence: dict[str, Fact], steps: list[tuple[str, str, str | None, int | None]]) -> None:
+    """The picture's data (Finding.trace): the node, Azure's fabric (silent and where the flow died
+    when no hop answered), each hop up to the first silent one, the last that answered marked as where
+    it died, the destination."""
+    node = {**AZURE_DNS_NODE, "default_routes": [{"interface": "eth0"}],
+            "interfaces": [{"name": "eth0", "addresses": ["10.0.0.4/24"]}]}
+    finding = run({check: Outcome(Reason.TCP_TIMEOUT, evidence=evidence) for check in BATCH}, node=node)[0]
+    assert [(s.owner.value, s.state.value, s.address, s.hop) for s in finding.trace] == steps
+    assert [s.name for s in finding.trace if s.name] == (["ci-alice", "eastus.batch.azure.com"] if steps else [])
+
+
 def test_one_service_s_dropped_flows_are_told_by_the_path_one_of_them_traced() -> None:
     """A run traces only a few paths at once (probes/_hops.py: TRACES_AT_ONCE): a flow to the same
     service tag and port that went untraced is the same finding, on the same route."""
