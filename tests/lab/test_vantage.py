@@ -145,6 +145,11 @@ def test_a_container_mtu_above_the_host_s_is_found_from_the_container_alone() ->
     assert json.loads(host.stdout)["status"] == "ok"
     assert seen.returncode == 2, seen.stderr
     report = json.loads(seen.stdout)
+    import jsonschema
+
+    schema = json.loads((REPO / "agent/data/report-1.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)  # node.vantage with the host's view
+    assert report["node"]["vantage"]["host"]["interfaces"]
     codes = [f["code"] for f in report["findings"]]
     assert codes[0] == "vantage-mtu-above-host" and "tls-handshake-stalled" not in codes, codes
     finding = report["findings"][0]
