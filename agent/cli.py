@@ -168,7 +168,9 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 def check(
     options: dict[str, Any],
     output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown or prometheus.")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus; for CI "
+        "and log pipelines: junit (JUnit XML), tap (TAP 14) or ndjson (a JSON object per check and finding per "
+        "line).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
