@@ -61,8 +61,11 @@ def _testcase(suite: ET.Element, case: Case) -> None:
         "name": case.name, "classname": f"aml-netcheck.{case.kind.value}", "time": _seconds(case.elapsed)}))
     if case.outcome is Outcome.PASSED:
         return
-    detail = ET.SubElement(element, _ELEMENT[case.outcome], _clean({"message": case.message, "type": case.code}))
-    detail.text = printable(_body(case))
+    attributes = {"message": case.message}
+    if case.outcome is not Outcome.SKIPPED:  # Ant's <skipped> has a message only
+        attributes["type"] = case.code
+    detail = ET.SubElement(element, _ELEMENT[case.outcome], _clean(attributes))
+    detail.text = _body(case)
 
 
 def _body(case: Case) -> str:
@@ -72,7 +75,7 @@ def _body(case: Case) -> str:
         lines.append(case.message)
     if case.results:
         lines += ["checks:", *(f"  {result_line(r)}" for r in case.results)]
-    return "\n".join(lines) + "\n"
+    return "".join(" ".join(printable(line).splitlines()) + "\n" for line in lines)  # a line each, whatever was sent
 
 
 def _finding(finding: Finding) -> list[str]:
