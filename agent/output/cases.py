@@ -17,6 +17,7 @@ from enum import StrEnum
 from agent.catalog import Requirement
 from agent.model import Finding, Report, Result, Severity
 from probes.reasons import Status
+from probes.specs import Layer
 
 
 class Outcome(StrEnum):
@@ -44,6 +45,7 @@ class Case:
     message: str  # one line: why it failed, errored or was skipped; "" when it passed
     code: str  # what decided that: the finding code, else the check's reason code; "" when it passed
     results: tuple[Result, ...]
+    lines: tuple[str, ...]  # a result_line per result, a check judged unneeded saying so
     findings: tuple[Finding, ...]  # the findings naming its checks, worst first
     elapsed: float  # seconds: its checks' own durations summed (they may have run at the same time)
 
@@ -71,10 +73,10 @@ def cases(report: Report) -> list[Case]:
             failed = finding.severity >= Severity.WARNING
             found.append(Case(Kind.FINDING, finding.code, finding.summary,
                               Outcome.FAILED if failed else Outcome.PASSED, finding_line(finding) if failed else "",
-                              finding.code if failed else "", (), (finding,), 0.0))
+                              finding.code if failed else "", (), (), (finding,), 0.0))
     if report.interrupted:
         found.append(Case(Kind.RUN, "complete", "the run finished", Outcome.ERROR,
-                          f"run incomplete: {report.interrupted}", INCOMPLETE, (), (), report.duration_ms / 1000))
+                          f"run incomplete: {report.interrupted}", INCOMPLETE, (), (), (), report.duration_ms / 1000))
     return found
 
 
@@ -86,6 +88,7 @@ def _requirement_case(report: Report, requirement: Requirement, results: list[Re
     undecided = [r for r in counted if r.status is Status.INCONCLUSIVE]
     skipped = [r for r in counted if r.status is Status.SKIP]
     elapsed = sum(r.elapsed for r in results)
+    lines = tuple(result_line(r, judged.text if (judged := report.unneeded(r)) else "") for r in results)
     lead: Finding | None = next(iter(serious or findings), None)
     if failing or serious:
         outcome, deciding = Outcome.FAILED, failing
@@ -95,7 +98,7 @@ def _requirement_case(report: Report, requirement: Requirement, results: list[Re
         outcome, deciding, lead = Outcome.SKIPPED, skipped, None
     else:
         return Case(Kind.REQUIREMENT, requirement.id, requirement.purpose, Outcome.PASSED, "", "", tuple(results),
-                    findings, elapsed)
+                    lines, findings, elapsed)
     if lead is not None:
         message, code = finding_line(lead), lead.code
     else:
@@ -103,7 +106,7 @@ def _requirement_case(report: Report, requirement: Requirement, results: list[Re
         share = f"{len(deciding)} of {len(counted)} checks {_SHARE[outcome]}; " if len(deciding) < len(counted) else ""
         message, code = share + result_line(first), first.reason.value if first.reason else first.status.value
     return Case(Kind.REQUIREMENT, requirement.id, requirement.purpose, outcome, message, code, tuple(results),
-                findings, elapsed)
+                lines, findings, elapsed)
 
 
 _SHARE = {Outcome.FAILED: "failing", Outcome.ERROR: "inconclusive", Outcome.SKIPPED: "skipped"}
@@ -113,14 +116,17 @@ def finding_line(finding: Finding) -> str:
     return f"{finding.severity.label.upper()} {finding.code}: {finding.summary}"
 
 
-def result_line(result: Result) -> str:
-    """`layer target: status reason in phase: detail`, the text report's check line in one piece."""
+def result_line(result: Result, note: str = "") -> str:
+    """`layer target: status reason in phase: detail[  -> note]`, the text report's check line in
+    one piece (a local check is named by what it inspects: every one's target is localhost)."""
     check = result.check
+    target = check.id.partition(":")[2] if check.layer is Layer.LOCAL else check.target
     via = {"proxy": " via the proxy", "to-proxy": " (the proxy)"}.get(check.path, "")
     reason = f" {result.reason.value}" if result.reason else ""
     phase = f" in {result.phase}" if result.phase and result.reason else ""
     detail = f": {result.detail}" if result.detail else ""
-    return f"{check.layer.value} {check.target}{via}: {result.status.value}{reason}{phase}{detail}"
+    return f"{check.layer.value} {target}{via}: {result.status.value}{reason}{phase}{detail}" + (
+        f"  -> {note}" if note else "")
 
 
 # What XML 1.0 and YAML 1.2 may both carry as text: the C0 controls but tab, newline and return,

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from agent import __version__
 from agent.model import Finding, Report
 from agent.output import draw
-from agent.output.cases import Case, Kind, Outcome, cases, finding_line, printable, result_line
+from agent.output.cases import Case, Kind, Outcome, cases, finding_line, printable
 from agent.output.text import text_lines
 
 _ELEMENT = {Outcome.FAILED: "failure", Outcome.ERROR: "error", Outcome.SKIPPED: "skipped"}
@@ -73,8 +73,8 @@ def _body(case: Case) -> str:
     lines = [line for finding in case.findings for line in _finding(finding)]
     if case.kind is Kind.RUN:
         lines.append(case.message)
-    if case.results:
-        lines += ["checks:", *(f"  {result_line(r)}" for r in case.results)]
+    if case.lines:
+        lines += ["checks:", *(f"  {line}" for line in case.lines)]
     return "".join(" ".join(printable(line).splitlines()) + "\n" for line in lines)  # a line each, whatever was sent
 
 

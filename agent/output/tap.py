@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from agent.model import Finding, Report
-from agent.output.cases import Case, Outcome, cases, printable, result_line
+from agent.output.cases import Case, Outcome, cases, printable
 from agent.output.jsonreport import summary_counts
 
 Yaml = str | int | float | bool | None | list["Yaml"] | dict[str, "Yaml"]
@@ -45,8 +45,8 @@ def _test_point(number: int, case: Case) -> list[str]:
     block["duration_ms"] = round(case.elapsed * 1000, 1)
     if case.findings:
         block["findings"] = [_finding(f) for f in case.findings]
-    if case.results:
-        block["checks"] = [result_line(r) for r in case.results]
+    if case.lines:
+        block["checks"] = list(case.lines)
     return [line, "  ---", *(f"  {row}" for row in _yaml(block)), "  ..."]
 
 
