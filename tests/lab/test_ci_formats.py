@@ -51,7 +51,8 @@ def test_every_ci_format_from_the_cli_with_the_exit_code_of_the_json_run(tmp_pat
     assert suite.get("failures") == "1" and suite.get("errors") == str(len(undecided))
     parsed = parse_tap(tap.read_text())
     assert parsed["version"] == 14 and parsed["extra"] == [] and parsed["final"]["fail"] == 1 + len(undecided)
-    assert [p["diag"]["code"] for p in parsed["asserts"] if (p["diag"] or {}).get("outcome") == "failed"] == ["smb-blocked"]
+    failed = [p["diag"]["code"] for p in parsed["asserts"] if (p["diag"] or {}).get("outcome") == "failed"]
+    assert failed == ["smb-blocked"]
     records = jq_lines(ndjson.read_text())
     assert [r["type"] for r in records].count("check") == len(report["checks"])
     assert [r["code"] for r in records if r["type"] == "finding"] == [f["code"] for f in report["findings"]]
