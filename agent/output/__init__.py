@@ -17,6 +17,7 @@ class Format(StrEnum):
     JSON = "json"
     MARKDOWN = "markdown"
     PROMETHEUS = "prometheus"
+    HTML = "html"
     JUNIT = "junit"
     TAP = "tap"
     NDJSON = "ndjson"
@@ -35,6 +36,9 @@ def render(report: Report, fmt: Format, *, verbose: bool = False, console: Conso
     if fmt is Format.PROMETHEUS:
         from agent.output.prometheus import render_prometheus
         return render_prometheus(report)
+    if fmt is Format.HTML:
+        from agent.output.html import render_html
+        return render_html(report)
     if fmt is Format.JUNIT:
         from agent.output.junit import render_junit
         return render_junit(report)

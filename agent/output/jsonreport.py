@@ -91,4 +91,6 @@ def finding_fields(finding: Finding) -> dict[str, Any]:
         "path": finding.path or None,
         "flow": finding.flow or None,
         "confirm": list(finding.confirm),
+        "trace": [{"owner": step.owner.value, "state": step.state.value, "address": step.address, "hop": step.hop,
+                   "name": step.name} for step in finding.trace],
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from agent.model import Finding, Report, Result, Severity
 from agent.output.cases import by_requirement
 from agent.output.draw import Line
-from agent.output.jsonreport import summary_counts
+from agent.output.status import headline, tally
 from probes.reasons import Status
 
 _STATUS_STYLE = {
@@ -35,12 +35,10 @@ def _header(report: Report) -> list[Line]:
         "public IP" if ctx["public_ip"].value else "no public IP",
         "private-endpoint workspace" if ctx["private_endpoint"].value else "public workspace",
     ]))
-    problems = [f for f in report.findings if f.severity >= Severity.WARNING]
-    headline = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found" if problems else "no problems found"
     vantage = report.node.get("vantage")
     seen_from = f" as seen from {vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else ""
     lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}{seen_from}: {shape}", "bold"),)),
-             Line(((headline, _REPORT_STYLE[report.status]),))]
+             Line(((headline(report), _REPORT_STYLE[report.status]),))]
     if report.interrupted:
         lines.append(Line(((f"run incomplete: {report.interrupted}", "bold magenta"),)))
     return lines
@@ -101,8 +99,4 @@ def _result_line(result: Result, note: str | None) -> Line:
 
 
 def _footer(report: Report) -> list[Line]:
-    counts = summary_counts(report)
-    parts = ", ".join(f"{counts[k]} {k}" for k in ("pass", "warn", "fail", "inconclusive", "skip") if counts[k])
-    summary = (f"{counts['total']} checks ({parts}) in {report.duration_ms / 1000:.1f}s; "
-               f"status {report.status}, exit {report.exit_code}")
-    return [_BLANK, Line(((summary, _REPORT_STYLE[report.status]),))]
+    return [_BLANK, Line(((tally(report), _REPORT_STYLE[report.status]),))]

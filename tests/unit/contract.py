@@ -19,6 +19,8 @@ What each format calls failing, unneeded and healthy:
 - NDJSON: as JSON, from its check lines; the status, exit code and findings from its run and finding lines.
 - JUnit and TAP (a test case per requirement): the check lines of a case that did not pass
   (fail/warn; `-> not needed`; pass); every needed check of a passed requirement is healthy.
+- html: the rows of its failing flows table (each names its check id, `data-check`); the verdict
+  (its `status-*` class and exit code) and the findings (`data-code`, `severity-*`) as sections.
 
 Markdown and text name flows (layer, host, port, path), not check ids: a line is matched to the
 JSON's checks with that flow (and that reason, where it narrows the match). A claim that still
@@ -30,10 +32,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from agent.model import Report
-from agent.output import draw, jsonreport, junit, markdown, ndjson, prometheus, status, tap, text
+from agent.output import draw, html, jsonreport, junit, markdown, ndjson, prometheus, status, tap, text
 
 
 class ContractError(AssertionError):
@@ -416,6 +419,51 @@ def tap_view(stream: str, checks: _Checks) -> View:
     return view
 
 
+class _Html(HTMLParser):
+    """What an html report's elements say: the verdict, the findings, the failing flows' check ids."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.status: str | None = None
+        self.verdict = ""
+        self.findings: set[tuple[str, str]] = set()
+        self.failing: list[str] = []
+        self._in_verdict = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        classes = str(named.get("class") or "").split()
+        if tag == "p" and "verdict" in classes:
+            self.status = next((c[len("status-"):] for c in classes if c.startswith("status-")), None)
+            self._in_verdict = True
+        elif tag == "section" and "finding" in classes:
+            severity = next((c[len("severity-"):] for c in classes if c.startswith("severity-")), "?")
+            self.findings.add((str(named.get("data-code")), severity))
+        elif tag == "tr" and "data-check" in named:
+            self.failing.append(str(named["data-check"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_verdict = self._in_verdict and tag != "p"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_verdict:
+            self.verdict += data
+
+
+def html_view(document: str, checks: _Checks) -> View:
+    parsed = _Html()
+    parsed.feed(document)
+    parsed.close()
+    exit_code = re.search(r"exit code (\d+)", parsed.verdict)
+    if parsed.status is None or exit_code is None:
+        raise ContractError("html: no verdict with the status and exit code")
+    for check_id in parsed.failing:
+        if check_id not in checks.by_id:
+            raise ContractError(f"html: failing flow {check_id} is not in the JSON report")
+    return View("html", failing=[frozenset({c}) for c in parsed.failing], status=parsed.status,
+                exit_code=int(exit_code[1]), findings=parsed.findings)
+
+
 _NPD = re.compile(r"(?P<status>OK|WARNING|CRITICAL|UNKNOWN) (?P<code>\S+) ?.*")
 
 
@@ -446,7 +494,7 @@ class Views:
 def check_agreement(json_report: Mapping[str, Any], *, prometheus_text: str | None = None,
                     markdown_text: str | None = None, text_report: str | None = None,
                     npd_line: str | None = None, junit_text: str | None = None, tap_text: str | None = None,
-                    ndjson_text: str | None = None, verdict: bool = True) -> Views:
+                    ndjson_text: str | None = None, html_text: str | None = None, verdict: bool = True) -> Views:
     """Raise ContractError unless the given outputs agree; return what each one says."""
     checks = _Checks(json_report)
     views = [json_view(json_report)]
@@ -462,6 +510,8 @@ def check_agreement(json_report: Mapping[str, Any], *, prometheus_text: str | No
         views.append(markdown_view(markdown_text, checks))
     if text_report is not None:
         views.append(text_view(text_report, checks))
+    if html_text is not None:
+        views.append(html_view(html_text, checks))
     problems = _contradictions(views)
     if verdict:
         problems += _verdicts(views)
@@ -520,6 +570,7 @@ class Rendered:
     junit: str
     tap: str
     ndjson: str
+    html: str
 
 
 def render_verbose_text(report: Report) -> str:
@@ -531,7 +582,8 @@ def render_all(report: Report) -> Rendered:
 
     return Rendered(json.loads(jsonreport.to_json(report)), prometheus.render_prometheus(report),
                     markdown.render_markdown(report), render_verbose_text(report), status.npd_line(report),
-                    junit.render_junit(report), tap.render_tap(report), ndjson.render_ndjson(report))
+                    junit.render_junit(report), tap.render_tap(report), ndjson.render_ndjson(report),
+                    html.render_html(report))
 
 
 def check_report(report: Report, *, verdict: bool = True) -> Views:
@@ -539,4 +591,5 @@ def check_report(report: Report, *, verdict: bool = True) -> Views:
     rendered = render_all(report)
     return check_agreement(rendered.json, prometheus_text=rendered.prometheus, markdown_text=rendered.markdown,
                            text_report=rendered.text, npd_line=rendered.npd, junit_text=rendered.junit,
-                           tap_text=rendered.tap, ndjson_text=rendered.ndjson, verdict=verdict)
+                           tap_text=rendered.tap, ndjson_text=rendered.ndjson, html_text=rendered.html,
+                           verdict=verdict)

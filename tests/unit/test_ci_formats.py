@@ -241,7 +241,7 @@ def test_ndjson_is_a_run_then_a_line_per_check_and_finding(case: Scenario, repor
     records = [json.loads(line) for line in lines]
     assert [r["type"] for r in records] == ["run"] + ["check"] * len(report.results) + ["finding"] * len(
         report.findings)
-    identity = {"schema": SCHEMA_ID, "time": report.started_at, "hostname": "ci-alice", "vantage": "host"}
+    identity = {"schema": SCHEMA_ID, "time": report.started_at, "hostname": "ci-alice", "vantage": report.vantage}
     assert all({k: r[k] for k in identity} == identity for r in records)
     run = records[0]
     assert (run["status"], run["exit_code"], run["interrupted"], run["summary"]["total"]) == (

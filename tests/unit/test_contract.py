@@ -42,7 +42,8 @@ def test_every_format_agrees(case: Scenario) -> None:
     for kind in ("junit", "tap"):  # every check of a case that did not pass, and none judged unneeded, is named
         assert flattened(views[kind].failing) >= failing and all(claim & failing for claim in views[kind].failing)
         assert flattened(views[kind].unneeded) <= unneeded
-    for kind in ("json", "prometheus", "markdown", "text", "npd", "junit", "tap", "ndjson"):
+    assert views["html"].failing_ids == failing  # its rows name their checks
+    for kind in ("json", "prometheus", "markdown", "text", "npd", "html", "junit", "tap", "ndjson"):
         assert views[kind].status == report.status
 
 
@@ -117,6 +118,10 @@ def test_a_check_failing_in_one_format_and_healthy_in_another() -> None:
             check_agreement(failing.json, **{f"{name}_text": getattr(healthy, name)}, verdict=False)
         with pytest.raises(ContractError, match=f"{name} calls {SMB} failing, json calls it healthy"):
             check_agreement(healthy.json, **{f"{name}_text": getattr(failing, name)}, verdict=False)
+    with pytest.raises(ContractError, match=f"html calls {SMB} failing, json calls it healthy"):
+        check_agreement(healthy.json, html_text=failing.html, verdict=False)
+    with pytest.raises(ContractError, match="html says status critical, json says ok"):
+        check_agreement(healthy.json, html_text=failing.html)
 
 
 def test_the_verdicts_must_agree() -> None:
@@ -145,6 +150,8 @@ def test_malformed_outputs_are_errors_not_agreement() -> None:
     repeated = rendered.prometheus + rendered.prometheus.splitlines()[-1] + "\n"
     with pytest.raises(ContractError, match="series given twice"):
         check_agreement(rendered.json, prometheus_text=repeated)
+    with pytest.raises(ContractError, match="html: no verdict"):
+        check_agreement(rendered.json, html_text=rendered.html.replace('class="verdict', 'class="'))
 
 
 def test_npd_line_of_an_unknown_run() -> None:

@@ -267,6 +267,20 @@ def test_fleet_outlier_missing_the_usual_finding_and_shared_hostnames() -> None:
     assert "-tls-intercepted" in fleet.render_text(merged)
 
 
+def test_fleet_compares_the_vantages_of_one_host() -> None:
+    """A host's own run and a run from its container (check --container): named apart, and what the
+    container sees that its host does not is the container's difference."""
+    host = node_report("healthy", "ci")
+    container = node_report("smb dropped", "ci")
+    container["node"]["vantage"] = {"kind": "container", "name": "job-1", "host": {}}
+    merged = fleet.merge([("host.json", host), ("job.json", container), ("o.json", node_report("healthy", "o"))])
+    assert [n["node"] for n in merged["nodes"]] == ["ci", "ci from container job-1", "o"]
+    assert merged["vantages"] == [{"host": "ci", "vantage": "container job-1", "compared_with": "the host",
+                                   "extra": ["smb-blocked"], "missing": []}]
+    assert "ci from container job-1 differs from the host: +smb-blocked" in fleet.render_text(merged)
+    assert fleet.merge([("host.json", host), ("o.json", node_report("healthy", "o"))])["vantages"] == []
+
+
 def test_fleet_counts_a_warned_check_as_failing() -> None:
     """failing_checks follows Report.failing: a warned check that a critical finding explains is
     failing on that node."""
