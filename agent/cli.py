@@ -174,8 +174,10 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 def check(
     options: dict[str, Any],
     output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, or html "
-                         "(one self-contained page with a diagram of each traced path).")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, html "
+                         "(one self-contained page with a diagram of each traced path); for CI and log pipelines: "
+                         "junit (JUnit XML), tap (TAP 14) or ndjson (a JSON object per check and finding per "
+                         "line).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
