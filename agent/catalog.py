@@ -54,6 +54,9 @@ class Requirement:
     proxied: bool | None = None  # through HTTPS_PROXY/HTTP_PROXY? None: as its probe kind (HTTP(S) yes, TCP no)
     when: str | None = None  # a boolean context key that must be true (a resource's optional feature)
     emit_rules: bool = True  # False: no NSG or firewall rule opens it (answered by the platform)
+    url: str = ""  # probe http at this URL template instead of `hosts` and `ports` (a context value: an endpoint)
+    target: str = ""  # probe http: the request target (path and query), after the URL's path for a `url` row
+    headers: tuple[str, ...] = ()  # probe http: request headers the service requires, "Name: value"
 
     @property
     def situational(self) -> bool:
@@ -156,7 +159,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
             notes=values.get("notes", ""), query=values.get("query", ""),
             proxied=values.get("proxied"), emit_rules=values.get("emit_rules", True),
-            when=values.get("when"),
+            when=values.get("when"), url=values.get("url", ""), target=values.get("target", ""),
+            headers=tuple(values.get("headers", ())),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc
@@ -171,8 +175,13 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
         raise CatalogError(f"requirement {name}: clouds must be among {CLOUDS}")
     if requirement.dns_private is not None and not isinstance(requirement.dns_private, str):
         raise CatalogError(f"requirement {name}: dns_private names a context key (private_endpoint, ...)")
-    if requirement.probe not in ("listen", "rule") and not requirement.hosts:
-        raise CatalogError(f"requirement {name}: a probed requirement needs hosts")
+    if requirement.probe not in ("listen", "rule") and not (requirement.hosts or requirement.url):
+        raise CatalogError(f"requirement {name}: a probed requirement needs hosts (or a url)")
+    if requirement.url and (requirement.hosts or requirement.probe != "http"):
+        raise CatalogError(f"requirement {name}: a url row probes http and names no hosts")
+    if ((requirement.target or requirement.headers) and requirement.probe != "http") \
+            or any(": " not in header for header in requirement.headers):
+        raise CatalogError(f"requirement {name}: target and headers (\"Name: value\") are for probe http")
     return requirement
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from agent.catalog import Catalog, Requirement
 from agent.inputs import context as ctx
@@ -105,12 +106,12 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
     for requirement in applicable(catalog, context, options.features):
         for check in _local_checks(requirement):
             add(check)
-        for template in requirement.hosts:
+        for template in requirement.hosts or ((requirement.url,) if requirement.url else ()):
             missing = _placeholders(template) - values.keys()
             if missing:
                 add(_missing_context_check(requirement, template, sorted(missing)))
                 continue
-            host = template.format(**values)
+            host, ports, target = _endpoint(template.format(**values), requirement)
             literal = is_ip(host)  # an IP literal target is connected to without resolving
             if literal and requirement.probe == "dns":  # a DNS server itself: ask it a question
                 add(_resolver_check(host, requirement))
@@ -118,10 +119,10 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
             if not literal:
                 add(replace(_dns_check(host, requirement.id, "any"),
                             spec=_name_spec(catalog, host, requirement, context)))
-            for port in requirement.ports:
+            for port in ports:
                 below: str | None = None if literal else f"dns:{host}"
                 for layer in _CHAINS[requirement.probe]:
-                    check = _layer_check(layer, host, port, requirement, below, options)
+                    check = _layer_check(layer, host, port, requirement, below, options, target)
                     add(check)
                     below = check.id
                 via = _proxy_for(requirement, options)
@@ -134,6 +135,15 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
     planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
                             else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
+
+
+def _endpoint(text: str, requirement: Requirement) -> tuple[str, tuple[int, ...], str]:
+    """Where a row's probe goes: (host, ports, the http request target). A `url` row's come from its
+    URL (a context value, validated there: an endpoint the node was given, such as MSI_ENDPOINT)."""
+    if not requirement.url:
+        return text, requirement.ports, requirement.target or "/"
+    parts = urlsplit(text)
+    return parts.hostname or "", (parts.port or 80,), (parts.path or "/") + requirement.target
 
 
 def _policy(entries: Sequence[str], reason: str) -> Callable[[Check], Check]:
@@ -198,12 +208,14 @@ def _resolver_check(server: str, requirement: Requirement) -> Check:
 
 
 def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str | None,
-                 options: PlanOptions) -> Check:
+                 options: PlanOptions, target: str = "/") -> Check:
     spec: Spec
     if layer is Layer.TLS:
         spec = TlsSpec(host=host, port=port, expected_issuers=options.expected_issuers)
     elif layer is Layer.HTTP:
-        spec = HttpSpec(url=_url("http" if requirement.probe == "http" else "https", host, port), host=host)
+        headers = tuple((name, value) for name, _, value in (h.partition(": ") for h in requirement.headers))
+        spec = HttpSpec(url=_url("http" if requirement.probe == "http" else "https", host, port, target), host=host,
+                        headers=headers)
     elif layer is Layer.WEBSOCKET:
         spec = WebSocketSpec(url=_url("wss", host, port), host=host)
     elif layer is Layer.UDP:
@@ -276,9 +288,9 @@ def _proxied(host: str, port: int, requirement: Requirement, via: Proxy, options
     return [*checks, to_proxy, through]
 
 
-def _url(scheme: str, host: str, port: int) -> str:
+def _url(scheme: str, host: str, port: int, target: str = "/") -> str:
     default = 80 if scheme == "http" else 443
-    return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
+    return f"{scheme}://{host}{target}" if port == default else f"{scheme}://{host}:{port}{target}"
 
 
 __all__ = ["PlanOptions", "applicable", "plan"]

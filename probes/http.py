@@ -88,7 +88,7 @@ def _request(spec: Spec) -> h11.Request:
     secure = parts.scheme == "https"
     explicit = parts.port is not None and parts.port != (443 if secure else 80)
     headers = [("Host", f"{spec.host}:{parts.port}" if explicit else spec.host), ("User-Agent", "aml-netcheck"),
-               ("Accept", "*/*"), ("Connection", "close")]
+               ("Accept", "*/*"), *spec.headers, ("Connection", "close")]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if spec.proxy is not None and not secure:
         target = spec.url

@@ -240,6 +240,7 @@ class HttpSpec:
     cafile: str | None = None
     method: str = "GET"
     expected_issuers: tuple[str, ...] = ()  # https through a proxy: issuer O= values that are not inspection
+    headers: tuple[tuple[str, str], ...] = ()  # what the service requires besides ours (IMDS: Metadata: true)
 
     def __post_init__(self) -> None:
         _url(self.url, ("http", "https"))

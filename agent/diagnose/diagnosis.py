@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from agent.diagnose import classify
 from agent.diagnose.facts import Facts
-from agent.diagnose.findings import Code, imds_unreadable, make
+from agent.diagnose.findings import Code, identity_proxied, imds_unreadable, make
 from agent.diagnose.verdict import exit_code, verdict
 from agent.model import Diagnosis, Finding, Result
 
@@ -34,6 +34,8 @@ def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
     if imds_unreadable(facts):  # detection's reading joins the IMDS check's own failures, if any
         groups.setdefault((Code.IMDS_UNAVAILABLE, ()), [])
+    if identity_proxied(facts):  # a node finding: the proxy settings, whatever the checks saw
+        groups.setdefault((Code.IDENTITY_VIA_PROXY, ()), [])
     findings: list[Finding] = [make(code, group, facts) for (code, _), group in groups.items()]
     ranked = tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
     health = verdict(ranked, results, signalled=signalled)

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
+from agent.inputs import proxy
 from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._hops import Dies, PathSummary, from_facts
@@ -53,6 +54,7 @@ class Code(StrEnum):
     UNSUPPORTED_OS = "unsupported-os"
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
+    IDENTITY_VIA_PROXY = "identity-via-proxy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,6 +714,41 @@ def _imds(results: Sequence[Result], facts: Facts) -> Draft:
                 "--public-ip/--no-public-ip."))
 
 
+def identity_proxied(facts: Facts) -> tuple[str, ...]:
+    """The identity endpoints' hosts (IMDS, the instance's local endpoint) that NO_PROXY leaves to the
+    proxy, matched as requests matches it (agent/inputs/proxy.py): their URLs are http://, so HTTP_PROXY
+    is the one that carries them (HTTPS_PROXY alone does not)."""
+    settings = facts.proxy
+    if settings.http_proxy is None:
+        return ()
+    return tuple(dict.fromkeys(host for host, port in facts.identity_endpoints
+                               if not proxy.bypassed(host, port, settings.no_proxy)))
+
+
+def _identity_via_proxy(results: Sequence[Result], facts: Facts) -> Draft:
+    """The NO_PROXY line to set: the value as written, with the missing hosts appended."""
+    settings = facts.proxy
+    missing = identity_proxied(facts)
+    written = settings.no_proxy_text.strip().rstrip(",")
+    line = f"NO_PROXY={shlex.quote(','.join(filter(None, (written, *missing))))}"
+    via = settings.http_proxy.shown if settings.http_proxy else "the proxy"
+    where = ("/etc/environment" if settings.source == "/etc/environment"
+             else "the compute's environment (the setup script, ~/.bashrc, the job's environment variables)")
+    ports = dict(facts.identity_endpoints)
+    return Draft(
+        targets=tuple(f"{host}:{ports.get(host) or 80}/tcp" for host in missing),
+        summary=f"Managed identity calls go to the proxy: NO_PROXY does not cover {', '.join(missing)}",
+        cause=(f"HTTP_PROXY is {via} (from {settings.source}) and NO_PROXY "
+               + (f"({written})" if written else "is empty, so it")
+               + f" matches none of {', '.join(missing)} as Python's requests reads it. Azure ML's credential "
+               "(azure-identity's ManagedIdentityCredential and AzureMLCredential), az login --identity and MSAL "
+               "send their http:// token requests there through the proxy, which cannot reach this node's own "
+               "instance metadata or loopback (or answers with its own VM's identity): identity-based datastores, "
+               "image pulls and key vault access fail. The agent's own checks of these endpoints go direct."),
+        remedy=(f"Set {line} (and no_proxy to the same value) in {where}, wherever HTTP_PROXY is set for "
+                "Azure ML; IMDS and the local identity endpoint must never go through a proxy."))
+
+
 def imds_unreadable(facts: Facts) -> bool:
     detection = facts.node.get("detection")
     imds = detection.get("imds") if isinstance(detection, dict) else None
@@ -834,4 +871,9 @@ DECLARATIONS: dict[Code, Declaration] = {
                "192.168.240.1/24) and restart Docker, or avoid 172.17.0.0/16 in the VNet.")),
     Code.ENDPOINT_UNREACHABLE: Declaration(
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
+    # A warning, as imds-unavailable: managed identity fails, key-based access still works.
+    Code.IDENTITY_VIA_PROXY: Declaration(
+        W, "HTTP_PROXY is set and `NO_PROXY` does not cover 169.254.169.254 (IMDS) or the compute instance's "
+        "local identity endpoint (127.0.0.1): managed identity calls go to the proxy (names the line to set)",
+        ("managed-identity", "imds"), _identity_via_proxy),
 }

@@ -1,0 +1,112 @@
+"""The identity path: the checks of the token endpoints (IMDS's, and a compute instance's local one
+named by MSI_ENDPOINT), and the NO_PROXY finding, as tables (diagnosis is pure)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+import pytest
+
+from agent import catalog
+from agent.diagnose import Facts, diagnose
+from agent.inputs import detect, proxy
+from agent.model import Finding, Severity
+from probes._trace import Fact
+from probes.specs import HttpSpec
+
+from .helpers import make_context, make_plan, simulate
+from .test_diagnose import PE_ADDRESSES
+
+MSI = "http://127.0.0.1:46808/MSI/auth"
+IMDS_TOKEN = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
+
+
+def test_the_imds_check_asks_the_token_endpoint_without_a_resource() -> None:
+    """Any answer proves the path; without `resource` IMDS answers 400 and mints no token."""
+    http = {c.id: c for c in make_plan()}["http:169.254.169.254:80"]
+    assert isinstance(http.spec, HttpSpec) and http.spec.proxy is None
+    assert (http.spec.url, http.spec.headers) == (IMDS_TOKEN, (("Metadata", "true"),))
+    assert "resource=" not in http.spec.url
+
+
+def test_the_local_identity_endpoint_comes_from_the_environment_through_the_context() -> None:
+    found = detect.local({"MSI_ENDPOINT": MSI, "IDENTITY_ENDPOINT": "http://127.0.0.1:1/other"})
+    assert (found.values["identity_endpoint"], found.sources["identity_endpoint"]) == (MSI, "environment:MSI_ENDPOINT")
+    assert detect.local({"IDENTITY_ENDPOINT": MSI}).sources["identity_endpoint"] == "environment:IDENTITY_ENDPOINT"
+    bad = detect.local({"MSI_ENDPOINT": "http://user:pw@127.0.0.1:99999/MSI/auth"})
+    assert "identity_endpoint" not in bad.values and bad.notes["ignored"]
+    checks = {c.id: c for c in make_plan(identity_endpoint=MSI)}
+    assert "tcp:127.0.0.1:46808" in checks and not any(c.startswith("dns:127.0.0.1") for c in checks)
+    http = checks["http:127.0.0.1:46808"]
+    assert isinstance(http.spec, HttpSpec) and http.spec.proxy is None and http.spec.headers == ()
+    assert http.spec.url == f"{MSI}?api-version=2017-09-01"  # no resource, no secret header
+    assert http.needs == "tcp:127.0.0.1:46808" and http.requirements == ("msi-endpoint",)
+
+
+def test_without_the_endpoint_a_compute_instance_says_what_to_give() -> None:
+    skipped = {c.id: c for c in make_plan()}["dns:<identity-endpoint>"]
+    assert skipped.skip is not None and "MSI_ENDPOINT" in skipped.skip_detail
+    assert not any("msi-endpoint" in c.requirements for c in make_plan(compute="cluster"))
+
+
+def _node(environment: Mapping[str, str], etc: Mapping[str, str] | None = None) -> dict[str, Fact]:
+    return {"hostname": "n", "resolvers": ["168.63.129.16"],
+            "proxy": {"environment": dict(environment), "etc_environment": dict(etc or {})}}
+
+
+def findings(node: Mapping[str, Fact], **context: object) -> tuple[Finding, ...]:
+    checks = make_plan(**context)
+    results = simulate(checks, {}, PE_ADDRESSES)
+    return diagnose(results, Facts(catalog.load(), make_context(**context), node)).findings  # type: ignore[arg-type]
+
+
+PROXY = "http://proxy.contoso.net:3128"
+CASES: list[tuple[str, dict[str, str], dict[str, object], str | None]] = [
+    # (name, the node's environment, context, the NO_PROXY line the remedy names; None: no finding)
+    ("no proxy", {"NO_PROXY": "localhost"}, {}, None),
+    ("HTTPS_PROXY alone: requests sends http:// URLs direct", {"HTTPS_PROXY": PROXY}, {}, None),
+    ("no NO_PROXY, a cluster: IMDS only", {"HTTP_PROXY": PROXY}, {"compute": "cluster"}, "NO_PROXY=169.254.169.254"),
+    ("no NO_PROXY, an instance: IMDS and loopback", {"http_proxy": PROXY}, {},
+     "NO_PROXY=169.254.169.254,127.0.0.1"),
+    ("loopback listed, IMDS missing", {"HTTP_PROXY": PROXY, "NO_PROXY": "localhost,127.0.0.1,10.0.1.5"}, {},
+     "NO_PROXY=localhost,127.0.0.1,10.0.1.5,169.254.169.254"),
+    ("lower case wins, as in requests", {"http_proxy": PROXY, "no_proxy": "127.0.0.1", "NO_PROXY": "169.254.169.254"},
+     {}, "NO_PROXY=127.0.0.1,169.254.169.254"),
+    ("a trailing comma is not doubled", {"HTTP_PROXY": PROXY, "NO_PROXY": "localhost,"}, {"compute": "cluster"},
+     "NO_PROXY=localhost,169.254.169.254"),
+    ("the instance's endpoint from MSI_ENDPOINT", {"HTTP_PROXY": PROXY, "NO_PROXY": "169.254.169.254"},
+     {"identity_endpoint": "http://localhost:46808/MSI/auth"}, "NO_PROXY=169.254.169.254,localhost"),
+    ("both covered", {"HTTP_PROXY": PROXY, "NO_PROXY": "169.254.169.254,127.0.0.1"}, {}, None),
+    ("covered by blocks", {"HTTP_PROXY": PROXY, "NO_PROXY": "169.254.0.0/16,127.0.0.0/8"}, {}, None),
+    ("a leading dot still matches (urllib)", {"HTTP_PROXY": PROXY, "NO_PROXY": ".169.254.169.254,.127.0.0.1"}, {},
+     None),
+    ("everything bypassed", {"HTTP_PROXY": PROXY, "NO_PROXY": "*"}, {}, None),
+    ("`*` among others matches nothing", {"HTTP_PROXY": PROXY, "NO_PROXY": "*,127.0.0.1"}, {},
+     "NO_PROXY='*,127.0.0.1,169.254.169.254'"),  # quoted for the shell
+]
+
+
+@pytest.mark.parametrize(("name", "environment", "context", "line"), CASES, ids=[c[0] for c in CASES])
+def test_identity_calls_caught_by_the_proxy(name: str, environment: dict[str, str], context: dict[str, object],
+                                            line: str | None) -> None:
+    found = [f for f in findings(_node(environment), **context) if f.code == "identity-via-proxy"]
+    if line is None:
+        assert found == []
+        return
+    [finding] = found
+    assert finding.severity is Severity.WARNING and finding.checks == ()
+    assert f"Set {line} (and no_proxy" in finding.remedy
+    entries = shlex.split(line.partition("=")[2])[0].split(",")
+    appended = [target.partition(":")[0] for target in finding.targets]  # each missing host, once, at the end
+    assert entries[-len(appended):] == appended
+    fixed = proxy.settings({"HTTP_PROXY": PROXY, "NO_PROXY": ",".join(entries)}, {})
+    assert all(proxy.bypassed(host, None, fixed.no_proxy) for host in appended)  # the line is the fix
+
+
+def test_the_finding_names_etc_environment_and_hides_the_proxy_credentials() -> None:
+    node = _node({}, {"HTTP_PROXY": "http://***@proxy.contoso.net:3128", "NO_PROXY": "localhost"})
+    [finding] = [f for f in findings(node, identity_endpoint=MSI) if f.code == "identity-via-proxy"]
+    assert finding.targets == ("169.254.169.254:80/tcp", "127.0.0.1:46808/tcp")
+    assert "in /etc/environment" in finding.remedy and "NO_PROXY=localhost,169.254.169.254,127.0.0.1" in finding.remedy
+    assert "http://***@proxy.contoso.net:3128 (from /etc/environment)" in finding.cause
