@@ -508,6 +508,18 @@ SCENARIOS: dict[str, Scenario] = {
             expected_exit=2,
             expected_findings=("proxy-bypass-required",),
         ),
+        _proxied(
+            "identity-through-proxy",
+            "NO_PROXY lacks IMDS: managed identity calls would go to the proxy",
+            "As proxy-ok, but NO_PROXY (both cases, as the setup script wrote it) lists loopback, Azure DNS and "
+            f"the private endpoints, not IMDS ({addresses.IMDS}): Azure ML's credential would send its http:// "
+            "token requests to HTTP_PROXY. Everything else works, and the agent's own IMDS and MSI_ENDPOINT "
+            "checks go direct. Expect identity-via-proxy (a warning) naming the NO_PROXY line to set: the "
+            f"current value with {addresses.IMDS} appended.",
+            no_proxy=tuple(name for name in NO_PROXY_PRIVATE if name != addresses.IMDS),
+            expected_exit=1,
+            expected_findings=("identity-via-proxy",),
+        ),
         Scenario(
             "mtu-blackhole",
             "A path-MTU black hole: TCP connects, TLS handshakes stall",

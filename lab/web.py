@@ -105,6 +105,15 @@ def _imds_error(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
+def _imds_token(request: web.Request) -> web.Response:
+    """The managed identity token endpoint: asked without a resource (the agent's reachability
+    check), IMDS answers 400 invalid_request and mints nothing."""
+    if "resource" not in request.query:
+        return web.json_response({"error": "invalid_request",
+                                  "error_description": "Required audience parameter not specified"}, status=400)
+    return web.json_response({"error": "invalid_request", "error_description": "Identity not found"}, status=400)
+
+
 def _leaf(document: Any, path: list[str]) -> Any:
     """The node of an IMDS document a leaf path names (/metadata/instance/compute/location)."""
     for part in path:
@@ -129,6 +138,8 @@ async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
         return _imds_error(
             "Bad request. api-version is invalid or was not specified in the request."
         )
+    if parts == ["metadata", "identity", "oauth2", "token"]:
+        return _imds_token(request)
     documents = {"instance": imds_instance, "loadbalancer": imds_loadbalancer}
     if len(parts) < 2 or parts[0] != "metadata" or parts[1] not in documents:
         return _not_found()

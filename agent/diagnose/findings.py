@@ -873,7 +873,7 @@ DECLARATIONS: dict[Code, Declaration] = {
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
     # A warning, as imds-unavailable: managed identity fails, key-based access still works.
     Code.IDENTITY_VIA_PROXY: Declaration(
-        W, "HTTP_PROXY is set and `NO_PROXY` does not cover 169.254.169.254 (IMDS) or the compute instance's "
+        W, f"HTTP_PROXY is set and `NO_PROXY` does not cover {IMDS_ADDRESS} (IMDS) or the compute instance's "
         "local identity endpoint (127.0.0.1): managed identity calls go to the proxy (names the line to set)",
         ("managed-identity", "imds"), _identity_via_proxy),
 }

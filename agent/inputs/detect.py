@@ -26,7 +26,7 @@ _ENVIRONMENT: tuple[tuple[str, str], ...] = (  # (variable, context key), first 
     ("CI_WORKSPACE", "workspace_name"),
     ("AZUREML_ARM_WORKSPACE_NAME", "workspace_name"),
     ("AZUREML_WORKSPACE_ID", "workspace_id"),
-    ("MSI_ENDPOINT", "identity_endpoint"),  # what Azure ML's credential reads first (azure-identity's AzureMLCredential)
+    ("MSI_ENDPOINT", "identity_endpoint"),  # what Azure ML's credential reads first (azure-identity)
     ("IDENTITY_ENDPOINT", "identity_endpoint"),
 )
 _CLOUDS = {"AzurePublicCloud": "public", "AzureUSGovernmentCloud": "usgov", "AzureChinaCloud": "china"}

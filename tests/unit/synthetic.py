@@ -122,6 +122,9 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("unsupported os", _local("local:os", "ID=debian"), frozenset({"unsupported-os"}),
              context={"compute": "vm"}),
     Scenario("imds unreadable", {}, frozenset({"imds-unavailable"}), node=IMDS_FAILED_NODE),
+    Scenario("identity calls caught by the proxy", {}, frozenset({"identity-via-proxy"}),
+             node={**NODE, "proxy": {"environment": {"HTTP_PROXY": "http://***@proxy.contoso.net:3128",
+                                                     "NO_PROXY": "localhost,127.0.0.1"}, "etc_environment": {}}}),
     Scenario("http status", {"http:mcr.microsoft.com:443": Outcome(Reason.HTTP_STATUS, detail="HTTP 500")},
              frozenset({"endpoint-unreachable"})),
     # Shapes that stress the renderers rather than diagnosis.

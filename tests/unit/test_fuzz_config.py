@@ -118,6 +118,7 @@ def _good(name: str, rng: random.Random) -> str:
         "container_registry": lambda: _string("contosoacr", rng),
         "key_vault": lambda: _string("contoso-kv", rng),
         "compute_name": lambda: _string("ci-alice", rng),
+        "identity_endpoint": lambda: _string("http://127.0.0.1:46808/MSI/auth", rng),
         "timeout": lambda: repr(rng.uniform(0.1, 300)),
         "deadline": lambda: str(rng.randint(1, 3600)),
         "concurrency": lambda: str(rng.randint(1, 4096)),
