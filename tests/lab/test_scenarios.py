@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 
 from lab import SCENARIOS, Fault, Lab, scenario
+from lab.addresses import IMDS, MSI_ENDPOINT, MSI_PORT
+from lab.scenarios import NO_PROXY_PRIVATE
 from tests.unit.contract import check_agreement
 
 pytestmark = [
@@ -193,6 +195,23 @@ def test_tls_interception_names_the_ca_once(checked: Callable[[str], Checked]) -
     assert len(intercepted[0]["targets"]) >= 10
     cert = by_id(report)["tls:management.azure.com:443"]["evidence"]["cert"]
     assert "Contoso" in cert["issuer"] and len(cert["sha256"].replace(":", "")) == 64
+
+
+def test_identity_calls_caught_by_the_proxy_name_the_no_proxy_line(checked: Callable[[str], Checked]) -> None:
+    """NO_PROXY without IMDS behind HTTP_PROXY: the finding gives the line to set (the value as written,
+    169.254.169.254 appended); the agent's own identity checks went direct and got their answers."""
+    report, code = checked("identity-through-proxy")
+    assert code == 1
+    [finding] = [f for f in report["findings"] if f["code"] == "identity-via-proxy"]
+    written = ",".join(n for n in NO_PROXY_PRIVATE if n != IMDS)
+    assert f"Set NO_PROXY={written},{IMDS} (and no_proxy" in finding["remedy"]
+    assert finding["targets"] == [f"{IMDS}:80/tcp"] and finding["severity"] == "warning"
+    checks = by_id(report)
+    assert (checks[f"http:{IMDS}:80"]["status"], checks[f"http:{IMDS}:80"]["evidence"]["status"]) == ("pass", 400)
+    assert checks[f"http:{IMDS}:80"]["evidence"]["via_proxy"] is False
+    msi = checks[f"http:127.0.0.1:{MSI_PORT}"]
+    assert (msi["status"], msi["evidence"]["status"], msi["requirement"]) == ("pass", 401, "msi-endpoint")
+    assert report["context"]["identity_endpoint"] == {"value": MSI_ENDPOINT, "source": "environment:MSI_ENDPOINT"}
 
 
 def test_a_stock_squid_names_its_ssl_ports(checked: Callable[[str], Checked]) -> None:
