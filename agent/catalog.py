@@ -20,7 +20,7 @@ PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "smb", "listen
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")
-_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query")
+_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query", "identity_resource")
 SMB_SHARE = "storage-file-smb"  # the workspace file share over SMB: its failures are smb-blocked
 IMDS = "imds"  # instance metadata and managed identity: its failures are imds-unavailable
 
@@ -57,6 +57,10 @@ class Requirement:
     url: str = ""  # probe http at this URL template instead of `hosts` and `ports` (a context value: an endpoint)
     target: str = ""  # probe http: the request target (path and query), after the URL's path for a `url` row
     headers: tuple[str, ...] = ()  # probe http: request headers the service requires, "Name: value"
+    # check --use-identity: one authenticated request with a managed identity token for this audience
+    identity_resource: str = ""  # "" : none
+    identity_target: str = ""  # its path and query
+    identity_exchange: bool = False  # a container registry's /oauth2/exchange (POST) instead of a bearer header
 
     @property
     def situational(self) -> bool:
@@ -160,7 +164,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             notes=values.get("notes", ""), query=values.get("query", ""),
             proxied=values.get("proxied"), emit_rules=values.get("emit_rules", True),
             when=values.get("when"), url=values.get("url", ""), target=values.get("target", ""),
-            headers=tuple(values.get("headers", ())),
+            headers=tuple(values.get("headers", ())), identity_resource=values.get("identity_resource", ""),
+            identity_target=values.get("identity_target", ""), identity_exchange=values.get("identity_exchange", False),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc
@@ -182,6 +187,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
     if ((requirement.target or requirement.headers) and requirement.probe != "http") \
             or any(": " not in header for header in requirement.headers):
         raise CatalogError(f"requirement {name}: target and headers (\"Name: value\") are for probe http")
+    if requirement.identity_resource and (requirement.probe != "https" or not requirement.identity_target.startswith("/")):
+        raise CatalogError(f"requirement {name}: an identity_resource needs probe https and an identity_target path")
     return requirement
 
 

@@ -20,6 +20,7 @@ from probes.reasons import Reason
 from probes.specs import (
     DnsSpec,
     HttpSpec,
+    Identity,
     Layer,
     LocalSpec,
     Proxy,
@@ -54,6 +55,7 @@ class PlanOptions:
     proxy: Proxy | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
     no_proxy: tuple[str, ...] = ()
     http_proxy: Proxy | None = None  # the proxy of plain http:// requests (HTTP_PROXY)
+    use_identity: bool = False  # check --use-identity: one authenticated request per identity_resource row
 
 
 def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
@@ -131,6 +133,8 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 if via is not None and not proxy.bypassed(host, written, options.no_proxy):
                     for check in _proxied(host, port, requirement, via, options):
                         add(check)
+                elif options.use_identity and requirement.identity_resource:  # direct only: see _identified
+                    add(_identified(host, port, requirement))
     policy = _policy(options.blocked, options.blocked_reason)
     planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
                             else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
@@ -226,6 +230,17 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
         spec = TcpSpec(host=host, port=port)
     return Check(id=f"{layer.value}:{host}:{port}", spec=spec, host=host, port=port,
                  protocol=requirement.protocol, requirements=(requirement.id,), needs=needs)
+
+
+def _identified(host: str, port: int, requirement: Requirement) -> Check:
+    """check --use-identity: the row's one authenticated request, on the tls check's path, which tells
+    the resource's network rules (which Key Vault checks only after authentication) from the identity's
+    rights. Planned only where the node reaches the endpoint directly: through a proxy the answer could
+    be the proxy's, and the proxy's path has checks of its own."""
+    spec = HttpSpec(url=_url("https", host, port, requirement.identity_target), host=host,
+                    identity=Identity(requirement.identity_resource, exchange=requirement.identity_exchange))
+    return Check(id=f"http:{host}:{port}+identity", spec=spec, host=host, port=port, protocol=requirement.protocol,
+                 requirements=(requirement.id,), needs=f"tls:{host}:{port}")
 
 
 # Node-local checks that come with a requirement: what the agent can see of it from the inside.

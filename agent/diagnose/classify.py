@@ -164,6 +164,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(PROXY_CODES[reason], (), result)]
     if reason is Reason.HTTP_RESOURCE_DENIED:
         return [Problem(Code.RESOURCE_FIREWALL_DENIED, (), result)]
+    if reason is Reason.HTTP_IDENTITY_DENIED:
+        return [Problem(Code.IDENTITY_ACCESS_DENIED, (), result)]
     if reason is Reason.SMB_DIALECT_OLD:
         return [Problem(Code.SMB_DIALECT_OLD, (), result)]
     if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED or reason in SMB_UNANSWERED):

@@ -55,6 +55,7 @@ class Code(StrEnum):
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
     IDENTITY_VIA_PROXY = "identity-via-proxy"
+    IDENTITY_ACCESS_DENIED = "identity-access-denied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,12 +622,30 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
                    "splice rule for these names." if any(r.check.path is CheckPath.PROXY for r in results) else "")))
 
 
+# The key vault rows (their authenticated requests see the vault's network rules: check --use-identity)
+VAULTS = frozenset({"workspace-key-vault", "key-vault", "workspace-key-vault-peered"})
+
+
+def _vaults(results: Sequence[Result]) -> list[Result]:
+    return [r for r in results if VAULTS & set(r.check.requirements)]
+
+
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
-    """Storage and registries take a network rule for the subnet; a workspace with public network
-    access disabled is reached only through its private endpoint."""
+    """Storage and registries take a network rule for the subnet, a key vault too or its trusted
+    services; a workspace with public network access disabled is reached only through its private
+    endpoint."""
     workspace = [r for r in results if (zone := facts.catalog.zone_of(r.check.host)) and zone.workspace]
+    vaults = _vaults(results)
     fixes = []
-    if len(workspace) < len(results):
+    if vaults:
+        names = ", ".join(dict.fromkeys(r.check.host.partition(".")[0] for r in vaults))
+        fixes.append(f"The key vault ({names}) answered the node's managed identity with ForbiddenByFirewall: "
+                     "in its Networking settings allow the compute subnet (a virtual network rule with the "
+                     f"subnet's Microsoft.KeyVault service endpoint: az keyvault network-rule add --name {names} "
+                     "--subnet <subnet-id>), or reach it through a private endpoint whose "
+                     "privatelink.vaultcore.azure.net zone is linked to the VNet; \"Allow trusted Microsoft "
+                     "services\" admits Azure ML's own service, not the compute's calls.")
+    if len(workspace) + len(vaults) < len(results):
         fixes.append("In the storage account's or registry's Networking settings allow the compute subnet: a "
                      "virtual network rule with the subnet's service endpoint (Microsoft.Storage or "
                      "Microsoft.ContainerRegistry), e.g. az storage account network-rule add --subnet <subnet-id> / "
@@ -712,6 +731,40 @@ def _imds(results: Sequence[Result], facts: Facts) -> Draft:
         remedy=(f"Allow the node to reach {IMDS_ADDRESS}:80 directly (never through a proxy: add it to NO_PROXY) "
                 "and make sure no local firewall rule blocks it; or give --region, --cloud and "
                 "--public-ip/--no-public-ip."))
+
+
+# The role each authenticated request needs (by the requirement ids: check --use-identity), and how to grant it.
+_ROLES = {
+    "acr": ("AcrPull", "the registry", "<registry-resource-id>"),
+    "arm": ("Reader", "the workspace's resource group (or what the jobs manage)", "<resource-group-id>"),
+}
+
+
+def _identity_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    """The network let the authenticated request through and the resource refused the identity:
+    a role assignment (or a key vault access policy) is missing, no network rule."""
+    fixes = []
+    vaults = _vaults(results)
+    if vaults:
+        names = ", ".join(dict.fromkeys(r.check.host.partition(".")[0] for r in vaults))
+        fixes.append(f"Key vault {names}: give the node's managed identity the Key Vault Secrets User role "
+                     "(az role assignment create --role \"Key Vault Secrets User\" --assignee <principal-id> "
+                     f"--scope <key-vault-resource-id>), or, on a vault with access policies, get and list on "
+                     f"secrets (az keyvault set-policy --name {names} --object-id <principal-id> "
+                     "--secret-permissions get list).")
+    for rid, (role, what, scope) in _ROLES.items():
+        if any(rid in r.check.requirements for r in results):
+            fixes.append(f"{_hosts([r for r in results if rid in r.check.requirements])}: give the identity "
+                         f"{role} on {what} (az role assignment create --role {role} --assignee <principal-id> "
+                         f"--scope {scope}).")
+    return Draft(
+        summary=f"The node's managed identity is refused by the resource (no network rule): {_hosts(results)}",
+        cause=(_observed(results) + ". The request got through the network and was authenticated, then refused "
+               "for the identity (an RBAC role or an access policy is missing, or assignments have not "
+               "propagated): what uses this identity (az login --identity, identity-based datastores, image "
+               "pulls) fails; key-based access still works."),
+        remedy=" ".join(fixes) + " The principal id is the identity's (the denial above names the caller's "
+               "object id; az identity show or the compute's Identity page).")
 
 
 def identity_proxied(facts: Facts) -> tuple[str, ...]:
@@ -824,7 +877,7 @@ DECLARATIONS: dict[Code, Declaration] = {
         C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
     Code.RESOURCE_FIREWALL_DENIED: Declaration(
         C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED, "
-        "a workspace with public network access disabled)",
+        "a workspace with public network access disabled, with --use-identity a key vault's ForbiddenByFirewall)",
         ("firewall",), _resource_denied),
     Code.PROXY_AUTH_REQUIRED: Declaration(
         C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),
@@ -876,4 +929,9 @@ DECLARATIONS: dict[Code, Declaration] = {
         W, f"HTTP_PROXY is set and `NO_PROXY` does not cover {IMDS_ADDRESS} (IMDS) or the compute instance's "
         "local identity endpoint (127.0.0.1): managed identity calls go to the proxy (names the line to set)",
         ("managed-identity", "imds"), _identity_via_proxy),
+    # A warning: the network path works; only what uses this identity fails (key-based access works).
+    Code.IDENTITY_ACCESS_DENIED: Declaration(
+        W, "check --use-identity: the key vault, registry or ARM refuses the node's managed identity for its "
+        "rights (RBAC or an access policy), not a network rule (names the role to assign)",
+        ("managed-identity",), _identity_denied),
 }
