@@ -187,7 +187,8 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
     if ((requirement.target or requirement.headers) and requirement.probe != "http") \
             or any(": " not in header for header in requirement.headers):
         raise CatalogError(f"requirement {name}: target and headers (\"Name: value\") are for probe http")
-    if requirement.identity_resource and (requirement.probe != "https" or not requirement.identity_target.startswith("/")):
+    if requirement.identity_resource and (requirement.probe != "https"
+                                          or not requirement.identity_target.startswith("/")):
         raise CatalogError(f"requirement {name}: an identity_resource needs probe https and an identity_target path")
     return requirement
 

@@ -15,7 +15,7 @@ from agent.catalog import Catalog, Requirement
 from agent.inputs import context as ctx
 from agent.inputs import proxy
 from agent.model import Check, CheckPath
-from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, PRIVATELINK_LABEL
+from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, IMDS_TOKEN_URL, PRIVATELINK_LABEL
 from probes.reasons import Reason
 from probes.specs import (
     DnsSpec,
@@ -238,7 +238,7 @@ def _identified(host: str, port: int, requirement: Requirement) -> Check:
     rights. Planned only where the node reaches the endpoint directly: through a proxy the answer could
     be the proxy's, and the proxy's path has checks of its own."""
     spec = HttpSpec(url=_url("https", host, port, requirement.identity_target), host=host,
-                    identity=Identity(requirement.identity_resource, exchange=requirement.identity_exchange))
+                    identity=Identity(requirement.identity_resource, IMDS_TOKEN_URL, requirement.identity_exchange))
     return Check(id=f"http:{host}:{port}+identity", spec=spec, host=host, port=port, protocol=requirement.protocol,
                  requirements=(requirement.id,), needs=f"tls:{host}:{port}")
 

@@ -111,7 +111,8 @@ async def _token(identity: Identity, trace: Trace) -> str:
         if status != 200 or not isinstance(token, str) or not token:
             error = answer.get("error_description") or answer.get("error")
             raise ProbeError(Reason.HTTP_NO_TOKEN, f"the managed identity endpoint gave no token for "
-                             f"{identity.resource}: HTTP {status}" + (f" {error[:200]}" if isinstance(error, str) else ""))
+                             f"{identity.resource}: HTTP {status}"
+                             + (f" {error[:200]}" if isinstance(error, str) else ""))
     return token
 
 

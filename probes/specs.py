@@ -231,9 +231,6 @@ class TlsSpec:
         return self
 
 
-IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
-
-
 @dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated request (check --use-identity): a managed identity token for `resource`,
@@ -242,7 +239,7 @@ class Identity:
     stays in the probe's memory for that one request: no Spec, note, detail or exception holds it."""
 
     resource: str
-    token_url: str = IMDS_TOKEN_URL
+    token_url: str  # an http:// URL with a query, to which `&resource=` is added
     exchange: bool = False
 
     def __post_init__(self) -> None:

@@ -379,7 +379,8 @@ async def test_a_chunked_denial_is_read(serve: Serve, trace: Trace) -> None:
 # that answers as Key Vault, a registry or ARM does; the token must reach the peer and nothing else.
 TOKEN = "eyJ0eXAiOiJKV1QifQ.lab-managed-identity-token-7f3a9c.signature"
 KV_FIREWALL = {"error": {"code": "Forbidden", "message": "Client address is not authorized and caller is not a "
-                         "trusted service.\r\nClient address: 127.0.0.1", "innererror": {"code": "ForbiddenByFirewall"}}}
+                         "trusted service.\r\nClient address: 127.0.0.1",
+                         "innererror": {"code": "ForbiddenByFirewall"}}}
 KV_RBAC = {"error": {"code": "Forbidden", "message": "Caller is not authorized to perform action on resource.\r\n"
                      "Action: 'Microsoft.KeyVault/vaults/secrets/readMetadata/action'",
                      "innererror": {"code": "ForbiddenByRbac"}}}

@@ -122,6 +122,11 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("unsupported os", _local("local:os", "ID=debian"), frozenset({"unsupported-os"}),
              context={"compute": "vm"}),
     Scenario("imds unreadable", {}, frozenset({"imds-unavailable"}), node=IMDS_FAILED_NODE),
+    Scenario("identity refused by the key vault (RBAC)",
+             {"http:contoso-kv.vault.azure.net:443+identity": Outcome(
+                 Reason.HTTP_IDENTITY_DENIED, detail="HTTP 403 ForbiddenByRbac: Caller is not authorized")},
+             frozenset({"identity-access-denied"}), options=planner.PlanOptions(use_identity=True),
+             context={"key_vault": "contoso-kv"}),
     Scenario("identity calls caught by the proxy", {}, frozenset({"identity-via-proxy"}),
              node={**NODE, "proxy": {"environment": {"HTTP_PROXY": "http://***@proxy.contoso.net:3128",
                                                      "NO_PROXY": "localhost,127.0.0.1"}, "etc_environment": {}}}),

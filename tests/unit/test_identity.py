@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
-from agent import catalog
+from agent import catalog, planner
 from agent.diagnose import Facts, diagnose
-from agent.inputs import detect, proxy
+from agent.inputs import config, detect, proxy
 from agent.model import Finding, Severity
 from probes._trace import Fact
-from probes.specs import HttpSpec
+from probes.reasons import Reason
+from probes.specs import HttpSpec, Proxy
 
-from .helpers import make_context, make_plan, simulate
+from .helpers import Outcome, make_context, make_plan, simulate
 from .test_diagnose import PE_ADDRESSES
 
 MSI = "http://127.0.0.1:46808/MSI/auth"
+NODE: dict[str, Fact] = {"hostname": "n", "resolvers": ["168.63.129.16"]}
 IMDS_TOKEN = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
 
 
@@ -110,3 +113,76 @@ def test_the_finding_names_etc_environment_and_hides_the_proxy_credentials() -> 
     assert finding.targets == ("169.254.169.254:80/tcp", "127.0.0.1:46808/tcp")
     assert "in /etc/environment" in finding.remedy and "NO_PROXY=localhost,169.254.169.254,127.0.0.1" in finding.remedy
     assert "http://***@proxy.contoso.net:3128 (from /etc/environment)" in finding.cause
+
+
+IDENTITY = planner.PlanOptions(use_identity=True)
+NAMED = {"container_registry": "contosoacr", "key_vault": "contoso-kv"}
+KV, ACR, ARM = ("http:contoso-kv.vault.azure.net:443+identity", "http:contosoacr.azurecr.io:443+identity",
+                "http:management.azure.com:443+identity")
+
+
+def test_use_identity_plans_one_authenticated_request_per_resource() -> None:
+    assert not any(c.id.endswith("+identity") for c in make_plan(**NAMED))  # opt-in
+    checks = {c.id: c for c in make_plan(options=IDENTITY, **NAMED)}
+    expected = {KV: ("https://contoso-kv.vault.azure.net/secrets?api-version=7.4&maxresults=1", "https://vault.azure.net",
+                     False),
+                ACR: ("https://contosoacr.azurecr.io/oauth2/exchange", "https://management.azure.com/", True),
+                ARM: ("https://management.azure.com/subscriptions?api-version=2022-12-01",
+                      "https://management.azure.com/", False)}
+    for check_id, (url, resource, exchange) in expected.items():
+        spec = checks[check_id].spec
+        assert isinstance(spec, HttpSpec) and spec.identity is not None and spec.proxy is None
+        assert (spec.url, spec.identity.resource, spec.identity.exchange) == (url, resource, exchange)
+        assert spec.identity.token_url.startswith("http://169.254.169.254/metadata/identity/oauth2/token?")
+        assert checks[check_id].needs == f"tls:{spec.host}:443"
+    usgov = {c.id: c.spec for c in planner.plan(catalog.load("usgov"), make_context(cloud="usgov", **NAMED), IDENTITY)}
+    vault = usgov["http:contoso-kv.vault.usgovcloudapi.net:443+identity"]
+    assert isinstance(vault, HttpSpec) and vault.identity is not None
+    assert vault.identity.resource == "https://vault.usgovcloudapi.net"
+
+
+def test_use_identity_is_not_planned_through_a_proxy() -> None:
+    """Through a proxy the answer could be the proxy's own: the authenticated request is left out."""
+    via = planner.PlanOptions(use_identity=True, proxy=Proxy.parse("http://proxy.contoso.net:3128"),
+                              no_proxy=("contoso-kv.vault.azure.net",))
+    ids = {c.id for c in make_plan(options=via, **NAMED)}
+    assert KV in ids and ACR not in ids and ARM not in ids
+
+
+DENIALS = [
+    # (the authenticated check, its outcome, the finding, severity, words its remedy names, words it must not)
+    (KV, Reason.HTTP_RESOURCE_DENIED, "resource-firewall-denied", Severity.CRITICAL,
+     ["az keyvault network-rule add --name contoso-kv", "private endpoint"], ["role"]),
+    (KV, Reason.HTTP_IDENTITY_DENIED, "identity-access-denied", Severity.WARNING,
+     ["Key Vault Secrets User", "--secret-permissions get list"], ["network-rule"]),
+    (ACR, Reason.HTTP_RESOURCE_DENIED, "resource-firewall-denied", Severity.CRITICAL, ["az acr network-rule add"],
+     ["Key Vault"]),
+    (ACR, Reason.HTTP_IDENTITY_DENIED, "identity-access-denied", Severity.WARNING, ["AcrPull"], ["Key Vault"]),
+    (ARM, Reason.HTTP_IDENTITY_DENIED, "identity-access-denied", Severity.WARNING, ["Reader"], ["AcrPull"]),
+    (KV, Reason.HTTP_NO_TOKEN, None, None, [], []),  # inconclusive: nothing to say of the vault
+]
+
+
+@pytest.mark.parametrize(("check_id", "reason", "code", "severity", "words", "absent"), DENIALS)
+def test_an_authenticated_denial_is_the_network_rule_or_the_role(
+        check_id: str, reason: Reason, code: str | None, severity: Severity | None, words: list[str],
+        absent: list[str]) -> None:
+    checks = make_plan(options=IDENTITY, **NAMED)
+    results = simulate(checks, {check_id: Outcome(reason, detail="HTTP 403 ForbiddenByRbac: Caller is not authorized")},
+                       PE_ADDRESSES)
+    found = diagnose(results, Facts(catalog.load(), make_context(**NAMED), NODE)).findings
+    if code is None:
+        assert found == ()
+        return
+    [finding] = found
+    assert (finding.code, finding.severity, finding.checks) == (code, severity, (check_id,))
+    assert all(w in finding.remedy for w in words) and not any(w in finding.remedy for w in absent), finding.remedy
+
+
+def test_use_identity_is_a_config_key_too(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("use-identity = true\n")
+    assert config.load(path).settings.use_identity is True
+    path.write_text("use_identity = 1\n")
+    with pytest.raises(config.ConfigError, match="use_identity: expected true or false"):
+        config.load(path)
