@@ -23,6 +23,7 @@ DIRECTIONS = ("outbound", "inbound")
 _CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query", "identity_resource")
 SMB_SHARE = "storage-file-smb"  # the workspace file share over SMB: its failures are smb-blocked
 IMDS = "imds"  # instance metadata and managed identity: its failures are imds-unavailable
+MSI = "msi-endpoint"  # a compute instance's local identity endpoint: its failures are identity-endpoint-unavailable
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,7 @@ async def _open(spec: Spec, address: str | None, trace: Trace) -> _stream.Stream
 
 
 TOKEN_BYTES = 65536  # a token answer is a few KiB: never read more
+_TOKEN_CHARACTERS = r"[A-Za-z0-9._~+/=-]{1,16384}"  # RFC 6750's b64token: what a bearer header may carry
 
 
 async def _token(identity: Identity, trace: Trace) -> str:
@@ -108,6 +109,9 @@ async def _token(identity: Identity, trace: Trace) -> str:
             document = None
         answer: dict[str, object] = document if isinstance(document, dict) else {}
         token = answer.get("access_token")
+        if status == 200 and isinstance(token, str) and not re.fullmatch(_TOKEN_CHARACTERS, token):
+            # h11 would refuse it in a header, quoting it in its error
+            raise ProbeError(Reason.HTTP_NO_TOKEN, "the managed identity endpoint's token is not a bearer token")
         if status != 200 or not isinstance(token, str) or not token:
             error = answer.get("error_description") or answer.get("error")
             raise ProbeError(Reason.HTTP_NO_TOKEN, f"the managed identity endpoint gave no token for "

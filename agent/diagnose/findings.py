@@ -56,6 +56,7 @@ class Code(StrEnum):
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
     IDENTITY_VIA_PROXY = "identity-via-proxy"
     IDENTITY_ACCESS_DENIED = "identity-access-denied"
+    IDENTITY_ENDPOINT_UNAVAILABLE = "identity-endpoint-unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -767,6 +768,22 @@ def _identity_denied(results: Sequence[Result], facts: Facts) -> Draft:
                "object id; az identity show or the compute's Identity page).")
 
 
+def _identity_endpoint(results: Sequence[Result], facts: Facts) -> Draft:
+    """The compute instance's own identity endpoint does not answer: a service on the instance, so the
+    fix is on the instance (a local rule, the service, a stale MSI_ENDPOINT), never an NSG."""
+    given = facts.context.get("identity_endpoint")
+    where = f" ({given.value}, from {given.source})" if given is not None and given.value else ""
+    ports = ", ".join(dict.fromkeys(str(r.check.port) for r in results if r.check.port))
+    return Draft(
+        summary=f"The compute instance's managed identity endpoint does not answer{where}",
+        cause=(_observed(results) + ". Azure ML's credential asks it for the instance's tokens (MSI_ENDPOINT): "
+               "az login --identity, identity-based datastores and the instance's identity fail; key-based access "
+               "still works. It is served on the instance itself, so no NSG or firewall is in the way."),
+        remedy=(f"Check that no local firewall rule drops loopback port {ports or '<port>'} (nft list ruleset), and "
+                "that MSI_ENDPOINT in this environment is the instance's (a copied .bashrc or setup script can carry "
+                "another's); restart the compute instance to restart Azure ML's identity service."))
+
+
 def identity_proxied(facts: Facts) -> tuple[str, ...]:
     """The identity endpoints' hosts (IMDS, the instance's local endpoint) that NO_PROXY leaves to the
     proxy, matched as requests matches it (agent/inputs/proxy.py): their URLs are http://, so HTTP_PROXY
@@ -934,4 +951,7 @@ DECLARATIONS: dict[Code, Declaration] = {
         W, "check --use-identity: the key vault, registry or ARM refuses the node's managed identity for its "
         "rights (RBAC or an access policy), not a network rule (names the role to assign)",
         ("managed-identity",), _identity_denied),
+    Code.IDENTITY_ENDPOINT_UNAVAILABLE: Declaration(
+        W, "the compute instance's local managed identity endpoint (MSI_ENDPOINT) does not answer (a warning, as "
+        "imds-unavailable)", ("managed-identity",), _identity_endpoint),
 }

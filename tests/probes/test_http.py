@@ -391,8 +391,8 @@ ACR_FIREWALL = {"errors": [{"code": "DENIED", "message": "client with IP '127.0.
 @pytest.fixture
 async def identified(http_server: HttpServer, ca: trustme.CA) -> Callable[..., Awaitable[tuple[http.Spec, list[str]]]]:
     """(spec, what the resource received as credentials): IMDS's token endpoint and the resource."""
-    async def start(code: int, body: object = None, *, exchange: bool = False, imds: int = 200
-                    ) -> tuple[http.Spec, list[str]]:
+    async def start(code: int, body: object = None, *, exchange: bool = False, imds: int = 200,
+                    minted: str = TOKEN) -> tuple[http.Spec, list[str]]:
         presented: list[str] = []
 
         async def token(request: web.Request) -> web.Response:
@@ -400,7 +400,7 @@ async def identified(http_server: HttpServer, ca: trustme.CA) -> Callable[..., A
             if imds != 200:
                 return web.json_response({"error": "invalid_request", "error_description": "Identity not found"},
                                          status=imds)
-            return web.json_response({"access_token": TOKEN, "expires_in": "86399", "token_type": "Bearer"})
+            return web.json_response({"access_token": minted, "expires_in": "86399", "token_type": "Bearer"})
 
         async def resource(request: web.Request) -> web.Response:
             form = await request.post() if exchange else {}
@@ -461,3 +461,13 @@ async def test_no_token_is_inconclusive_and_names_the_endpoints_error(
     assert info.value.reason is Reason.HTTP_NO_TOKEN and info.value.reason.status.value == "inconclusive"
     assert "HTTP 400 Identity not found" in info.value.detail and presented == []
     assert trace.current == "token"
+
+
+async def test_a_token_no_header_may_carry_is_refused_unquoted(
+        identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str, trace: Trace) -> None:
+    """h11 would refuse it in the Authorization header and quote it in its error: it never gets there."""
+    spec, presented = await identified(200, minted=TOKEN + "\r\nX-Injected: 1")
+    with pytest.raises(ProbeError) as info:
+        await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_NO_TOKEN and presented == []
+    _nowhere(trace, info.value)

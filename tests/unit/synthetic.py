@@ -127,6 +127,8 @@ EXTRA: tuple[Scenario, ...] = (
                  Reason.HTTP_IDENTITY_DENIED, detail="HTTP 403 ForbiddenByRbac: Caller is not authorized")},
              frozenset({"identity-access-denied"}), options=planner.PlanOptions(use_identity=True),
              context={"key_vault": "contoso-kv"}),
+    Scenario("the instance's identity endpoint refuses", {"tcp:127.0.0.1:46808": Outcome(Reason.TCP_REFUSED)},
+             frozenset({"identity-endpoint-unavailable"}), context={"identity_endpoint": "http://127.0.0.1:46808/MSI/auth"}),
     Scenario("identity calls caught by the proxy", {}, frozenset({"identity-via-proxy"}),
              node={**NODE, "proxy": {"environment": {"HTTP_PROXY": "http://***@proxy.contoso.net:3128",
                                                      "NO_PROXY": "localhost,127.0.0.1"}, "etc_environment": {}}}),

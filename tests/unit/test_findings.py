@@ -24,6 +24,8 @@ WAIVERS = {
     Code.TLS_CERTIFICATE_INVALID: "real TLS peers with trustme certificates (name mismatch, expired, plaintext) "
                                   "in tests/probes/test_tls.py; the table in tests/unit/test_diagnose.py",
     Code.ENDPOINT_UNREACHABLE: "the catch-all for failures no other code explains: tests/unit/test_diagnose.py",
+    Code.IDENTITY_ENDPOINT_UNAVAILABLE: "served on the instance's loopback, which the lab does not break: "
+                                        "tests/unit/test_identity.py::test_a_silent_local_identity_endpoint",
     Code.DNS_NO_IPV4_ADDRESS: "the lab's DNS servers answer A-record views only (no AAAA-only names yet): "
                               "tests/unit/test_diagnose.py::test_a_name_with_only_ipv6_addresses_on_an_ipv4_node_is_a_dns_finding",
 }

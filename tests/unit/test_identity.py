@@ -186,3 +186,14 @@ def test_use_identity_is_a_config_key_too(tmp_path: Path) -> None:
     path.write_text("use_identity = 1\n")
     with pytest.raises(config.ConfigError, match="use_identity: expected true or false"):
         config.load(path)
+
+
+@pytest.mark.parametrize("reason", [Reason.TCP_REFUSED, Reason.TCP_TIMEOUT, Reason.HTTP_TIMEOUT])
+def test_a_silent_local_identity_endpoint(reason: Reason) -> None:
+    """On the instance itself: its own finding and a local fix, never an NSG rule or egress-blocked."""
+    checks = make_plan(identity_endpoint=MSI)
+    failing = "http:127.0.0.1:46808" if reason is Reason.HTTP_TIMEOUT else "tcp:127.0.0.1:46808"
+    results = simulate(checks, {failing: Outcome(reason)}, PE_ADDRESSES)
+    [finding] = diagnose(results, Facts(catalog.load(), make_context(identity_endpoint=MSI), NODE)).findings
+    assert (finding.code, finding.severity) == ("identity-endpoint-unavailable", Severity.WARNING)
+    assert MSI in finding.summary and "loopback port 46808" in finding.remedy and "NSG rule" not in finding.remedy
