@@ -3,16 +3,18 @@ named by MSI_ENDPOINT), and the NO_PROXY finding, as tables (diagnosis is pure).
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from agent import catalog, planner
+from agent import catalog, planner, platform
 from agent.diagnose import Facts, diagnose
 from agent.inputs import config, detect, proxy
 from agent.model import Finding, Severity
+from agent.output import plan as plan_output
 from probes._trace import Fact
 from probes.reasons import Reason
 from probes.specs import HttpSpec, Proxy
@@ -197,3 +199,14 @@ def test_a_silent_local_identity_endpoint(reason: Reason) -> None:
     [finding] = diagnose(results, Facts(catalog.load(), make_context(identity_endpoint=MSI), NODE)).findings
     assert (finding.code, finding.severity) == ("identity-endpoint-unavailable", Severity.WARNING)
     assert MSI in finding.summary and "loopback port 46808" in finding.remedy and "NSG rule" not in finding.remedy
+
+
+def test_plan_json_shows_the_authenticated_requests() -> None:
+    """`plan` names each one's audience and how the token is presented (there is no token at plan time)."""
+    checks = make_plan(options=IDENTITY, **NAMED)
+    document = json.loads(json.dumps(plan_output.to_dict(catalog.load(), make_context(**NAMED), checks)))
+    [vault] = [c for c in document["checks"] if c["id"] == KV]
+    assert vault["params"]["identity"] == {"resource": "https://vault.azure.net", "exchange": False,
+                                           "token_url": platform.IMDS_TOKEN_URL}
+    [imds] = [c for c in document["checks"] if c["id"] == "http:169.254.169.254:80"]
+    assert imds["params"]["headers"] == [["Metadata", "true"]] and imds["params"]["identity"] is None
