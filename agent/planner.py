@@ -134,7 +134,7 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                     for check in _proxied(host, port, requirement, via, options):
                         add(check)
                 elif options.use_identity and requirement.identity_resource:  # direct only: see _identified
-                    add(_identified(host, port, requirement))
+                    add(_identified(host, port, requirement, str(values.get("identity_client_id", ""))))
     policy = _policy(options.blocked, options.blocked_reason)
     planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
                             else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
@@ -232,13 +232,14 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
                  protocol=requirement.protocol, requirements=(requirement.id,), needs=needs)
 
 
-def _identified(host: str, port: int, requirement: Requirement) -> Check:
+def _identified(host: str, port: int, requirement: Requirement, client_id: str) -> Check:
     """check --use-identity: the row's one authenticated request, on the tls check's path, which tells
     the resource's network rules (which Key Vault checks only after authentication) from the identity's
     rights. Planned only where the node reaches the endpoint directly: through a proxy the answer could
     be the proxy's, and the proxy's path has checks of its own."""
     spec = HttpSpec(url=_url("https", host, port, requirement.identity_target), host=host,
-                    identity=Identity(requirement.identity_resource, IMDS_TOKEN_URL, requirement.identity_exchange))
+                    identity=Identity(requirement.identity_resource, IMDS_TOKEN_URL, requirement.identity_exchange,
+                                      client_id))
     return Check(id=f"http:{host}:{port}+identity", spec=spec, host=host, port=port, protocol=requirement.protocol,
                  requirements=(requirement.id,), needs=f"tls:{host}:{port}")
 

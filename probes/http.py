@@ -95,7 +95,8 @@ async def _token(identity: Identity, trace: Trace) -> str:
     """The managed identity's access token for the resource, from the token endpoint's answer. It is
     returned, never noted: the caller puts it in one request and drops it. An answer without one
     names the endpoint's own error (its error_description), never more of the body."""
-    url = f"{identity.token_url}&resource={quote(identity.resource, safe='')}"
+    url = f"{identity.token_url}&resource={quote(identity.resource, safe='')}" \
+        + (f"&client_id={quote(identity.client_id, safe='')}" if identity.client_id else "")
     trace.note(token_for=identity.resource)
     with trace.phase("token"):  # a failure leaves it open: the phase that failed
         try:

@@ -241,6 +241,7 @@ class Identity:
     resource: str
     token_url: str  # an http:// URL with a query, to which `&resource=` is added
     exchange: bool = False
+    client_id: str = ""  # a user-assigned identity's (`&client_id=`); "": the endpoint's only or system one
 
     def __post_init__(self) -> None:
         _url(self.token_url, ("http",))

@@ -91,6 +91,11 @@ KEYS: tuple[Key, ...] = (
     # Azure ML's credential asks for tokens; its secret (MSI_SECRET) is never read
     Key("identity_endpoint", str, _local_endpoint,
         hint="MSI_ENDPOINT in the environment or identity_endpoint in the config file"),
+    # the client id of the compute's user-assigned identity (DEFAULT_IDENTITY_CLIENT_ID on a cluster):
+    # which identity --use-identity asks IMDS for; unknown, IMDS gives the only (or system-assigned) one
+    Key("identity_client_id", str, _pattern(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a client id (GUID)"),
+        hint="DEFAULT_IDENTITY_CLIENT_ID in the environment or identity_client_id in the config file"),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 

@@ -392,11 +392,12 @@ ACR_FIREWALL = {"errors": [{"code": "DENIED", "message": "client with IP '127.0.
 async def identified(http_server: HttpServer, ca: trustme.CA) -> Callable[..., Awaitable[tuple[http.Spec, list[str]]]]:
     """(spec, what the resource received as credentials): IMDS's token endpoint and the resource."""
     async def start(code: int, body: object = None, *, exchange: bool = False, imds: int = 200,
-                    minted: str = TOKEN) -> tuple[http.Spec, list[str]]:
+                    minted: str = TOKEN, client_id: str = "") -> tuple[http.Spec, list[str]]:
         presented: list[str] = []
 
         async def token(request: web.Request) -> web.Response:
             assert request.headers["Metadata"] == "true" and request.query["resource"] == "https://vault.azure.net"
+            assert request.query.get("client_id") == (client_id or None)
             if imds != 200:
                 return web.json_response({"error": "invalid_request", "error_description": "Identity not found"},
                                          status=imds)
@@ -411,7 +412,7 @@ async def identified(http_server: HttpServer, ca: trustme.CA) -> Callable[..., A
         imds_port = await http_server(token)
         port = await http_server(resource, tls=server_context(ca.issue_cert(NAME)))
         identity = Identity("https://vault.azure.net", f"http://127.0.0.1:{imds_port}/token?api-version=2018-02-01",
-                            exchange=exchange)
+                            exchange=exchange, client_id=client_id)
         return http.Spec(f"https://{NAME}:{port}/secrets?api-version=7.4&maxresults=1", NAME,
                          identity=identity), presented
     return start
@@ -423,9 +424,11 @@ def _nowhere(trace: Trace, *errors: BaseException) -> None:
     assert TOKEN not in seen and "lab-managed-identity-token" not in seen
 
 
+@pytest.mark.parametrize("client_id", ["", "0b4f3c2a-1d9e-4f7a-8b6c-5d4e3f2a1b0c"])
 async def test_an_authenticated_request_passes_without_reading_the_answer(
-        identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str, trace: Trace) -> None:
-    spec, presented = await identified(200)
+        client_id: str, identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str,
+        trace: Trace) -> None:
+    spec, presented = await identified(200, client_id=client_id)
     await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
     assert presented == [f"Bearer {TOKEN}"]  # the token reached the resource, as Azure's clients send it
     assert trace.facts["status"] == 200 and trace.facts["authenticated"] is True

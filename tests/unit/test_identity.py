@@ -207,6 +207,16 @@ def test_plan_json_shows_the_authenticated_requests() -> None:
     document = json.loads(json.dumps(plan_output.to_dict(catalog.load(), make_context(**NAMED), checks)))
     [vault] = [c for c in document["checks"] if c["id"] == KV]
     assert vault["params"]["identity"] == {"resource": "https://vault.azure.net", "exchange": False,
-                                           "token_url": platform.IMDS_TOKEN_URL}
+                                           "token_url": platform.IMDS_TOKEN_URL, "client_id": ""}
     [imds] = [c for c in document["checks"] if c["id"] == "http:169.254.169.254:80"]
     assert imds["params"]["headers"] == [["Metadata", "true"]] and imds["params"]["identity"] is None
+
+
+def test_a_user_assigned_identity_is_asked_for_by_its_client_id() -> None:
+    client = "0b4f3c2a-1d9e-4f7a-8b6c-5d4e3f2a1b0c"
+    found = detect.local({"DEFAULT_IDENTITY_CLIENT_ID": client})
+    assert found.sources["identity_client_id"] == "environment:DEFAULT_IDENTITY_CLIENT_ID"
+    spec = {c.id: c for c in make_plan(options=IDENTITY, identity_client_id=client, **NAMED)}[KV].spec
+    assert isinstance(spec, HttpSpec) and spec.identity is not None and spec.identity.client_id == client
+    unnamed = {c.id: c for c in make_plan(options=IDENTITY, **NAMED)}[KV].spec
+    assert isinstance(unnamed, HttpSpec) and unnamed.identity is not None and unnamed.identity.client_id == ""
