@@ -147,12 +147,12 @@ def _with_context_options(command: Callable[..., int | None]) -> Callable[..., i
     return wrapper
 
 
-def _inputs(options: dict[str, Any]) -> Inputs:
+def _inputs(options: dict[str, Any], use_identity: bool = False) -> Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip())
     given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
     try:
-        return Inputs.build(given, cfg, features, detect_context=not options["no_detect"])
+        return Inputs.build(given, cfg, features, detect_context=not options["no_detect"], use_identity=use_identity)
     except InputError as exc:
         raise UsageProblem(str(exc)) from None
 
@@ -203,9 +203,13 @@ def check(
     container: Annotated[str | None, typer.Option(
         help="Diagnose from inside this running Docker container's network namespace, with its resolver "
              "files.")] = None,
+    use_identity: Annotated[bool, typer.Option(
+        "--use-identity", help="Also ask the key vault, the registry and ARM once each with a token of the "
+        "node's managed identity (from IMDS): tells a resource's network-rule denial from an RBAC one. No "
+        "secret is read; the token is never shown.")] = False,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
-    inputs = _inputs(options)
+    inputs = _inputs(options, use_identity)
     if netns is not None or container is not None:
         inputs = replace(inputs, vantage=_vantage(netns, container))
     for target in (output, textfile):  # fail before probing, not after a run whose report is lost
