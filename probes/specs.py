@@ -13,9 +13,10 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
+
+from probes._compat import StrEnum
 
 
 class Layer(StrEnum):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
 from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
+from probes._compat import StrEnum
 from probes._hops import Dies, PathSummary, from_facts
 from probes._trace import Fact
 from probes.reasons import Reason, Status

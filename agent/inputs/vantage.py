@@ -16,8 +16,9 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+
+from probes._compat import StrEnum
 
 CLONE_NEWNS = 0x00020000  # <sched.h>; os.setns and os.unshare are Python 3.12's
 CLONE_NEWNET = 0x40000000

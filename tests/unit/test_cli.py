@@ -203,7 +203,7 @@ def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    """The catalog's version is read from the file's head alone (agent.version_line): the same as the
+    """The catalog's version is read from the compiled catalog alone (agent.version_line): the same as the
     whole catalog's."""
     from agent import catalog
 
