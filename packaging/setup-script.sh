@@ -30,7 +30,7 @@ report_only=false
 log() { echo "aml-netcheck-setup: $*"; }
 warn() {
   echo "aml-netcheck-setup: warning: $*" >&2
-  if command -v logger >/dev/null 2>&1; then logger -t aml-netcheck-setup -p user.warning -- "warning: $*" || true; fi
+  if command -v logger >/dev/null 2>&1; then logger -t aml-netcheck-setup -p user.warning -- "warning: $*" 2>/dev/null || true; fi
 }
 
 # The instance's own Python >= 3.10: /usr/bin/python3 (Ubuntu 22.04's is 3.10), else a conda environment.
