@@ -1,15 +1,24 @@
-"""aml-netcheck: on-node connectivity diagnosis for Azure Machine Learning compute in a VNet."""
+"""aml-netcheck: on-node connectivity diagnosis for Azure Machine Learning compute in a VNet.
+
+The first module any entry point runs (`python -m agent`, the console script, the .deb's
+launcher), so an older Python gets one line and exit 3 instead of a traceback: the check comes
+before anything else is imported, and this file's syntax is that of Python 3.6."""
+
+import sys
+
+if sys.version_info < (3, 10):  # noqa: UP036 (the check is for the Pythons the target excludes)
+    sys.stderr.write("aml-netcheck: error: needs Python >= 3.10, not Python " + sys.version.split()[0] + "\n")
+    raise SystemExit(3)
 
 __version__ = "0.1.0"
 
 
 def version_line() -> str:
-    """What `--version` prints. The catalog's version is read from the file's top-level keys (those
-    before its first table), not through agent.catalog, which builds every row: `--version` is
-    answered before anything else loads."""
+    """What `--version` prints. The catalog's version is read from the compiled catalog's
+    top-level key, not through agent.catalog, which builds every row: `--version` is answered
+    before anything else loads."""
+    import json
     import os
-    import tomllib
 
-    with open(os.path.join(os.path.dirname(__file__), "data", "requirements.toml"), encoding="utf-8") as handle:
-        head = handle.read().partition("\n[")[0]
-    return f"aml-netcheck {__version__} (catalog {tomllib.loads(head)['version']})"
+    with open(os.path.join(os.path.dirname(__file__), "data", "requirements.json"), encoding="utf-8") as handle:
+        return f"aml-netcheck {__version__} (catalog {json.load(handle)['version']})"

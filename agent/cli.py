@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
 from agent.model import Report, Result
 from agent.output import Format, draw, render
+from probes._compat import StrEnum
 
 if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
     from agent import runner

@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.clock import Deadline
 from agent.model import Check, Result
-from probes import PROBES
+from probes import PROBES, _compat
 from probes._hops import MAX_HOPS, TRACE_DESCRIPTORS, TRACES_AT_ONCE
 from probes._net import Shared, shared
 from probes._stream import handover
@@ -263,7 +263,7 @@ async def attempt(check: Check, addresses: tuple[str, ...], timeout: float,
     try:
         _, probe = PROBES[check.layer]
         spec = check.spec.within(timeout)
-        async with asyncio.timeout(window):
+        async with _compat.timeout(window):
             await probe(spec, addresses, trace)
     except TimeoutError as exc:
         ok = _passed_addresses(trace)

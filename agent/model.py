@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
 
 from agent.catalog import Catalog
+from probes._compat import IntEnum, StrEnum
 from probes._trace import Fact, Phase
 from probes.reasons import Reason, Status
 from probes.specs import Layer, Spec

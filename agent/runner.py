@@ -12,14 +12,14 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from agent.clock import Deadline
 from agent.inputs import detect
 from agent.inputs.given import Inputs
 from agent.model import Check, ContextValue, Report, Result
-from probes import node
+from probes import _compat, node
 from probes.reasons import Reason
 
 
@@ -51,7 +51,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     from agent.modes import hook
 
     probe_all: RunChecks = run_checks or engine.run
-    started = datetime.now(UTC)
+    started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     node_facts = node.collect()
     if inputs.vantage.netns is not None:  # the node facts are the vantage's own (interfaces, resolvers)
@@ -69,7 +69,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
             if detected is not None:
                 left = limits.deadline.remaining()
                 with contextlib.suppress(TimeoutError):  # the run deadline first: local detection stands
-                    async with asyncio.timeout(None if left is None else max(left, 0.0)):
+                    async with _compat.timeout(None if left is None else max(left, 0.0)):
                         await detect.imds(detected)
                 node_facts["detection"] = detected.notes
                 values = inputs.context(detected)

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               for j in [judge(t, bench.results)]]
     if judged:
         print_targets(judged)
-    line = json.dumps({"benchmark": "aml-netcheck", "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    line = json.dumps({"benchmark": "aml-netcheck", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "runs": options.runs, "cpus": os.cpu_count(),
                        "results": {k: asdict(v) for k, v in bench.results.items()},
                        "targets": [asdict(j) for j in judged]})

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Any
 
 from lab import addresses, netns, nginx, pki, samba, squid
 from lab.config import ServerConfig
@@ -68,7 +68,7 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Lab:
         netns.check_prerequisites()
         self._check_servers()
         remove_stale()

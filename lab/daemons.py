@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from probes import _compat
+
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 2.0
 _POLL = 0.02
@@ -39,7 +41,8 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(self.stop_signal)
             try:
-                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+                async with _compat.timeout(STOP_TIMEOUT):
+                    await self.process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()

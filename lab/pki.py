@@ -42,7 +42,7 @@ def _name(organization: str, common_name: str) -> x509.Name:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _pem_key(key: PrivateKeyTypes) -> bytes:

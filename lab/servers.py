@@ -29,6 +29,7 @@ from lab.config import ServerConfig
 from lab.pki import Issuer
 from lab.web import SniCertificates, http_app, https_app
 from lab.zones import zones_of
+from probes import _compat
 
 TCP_PORTS = (8787, 18881)
 SMB_PORT = 445  # a real samba (lab.samba, started by the lab), or `_silent_listener` in smb_silent scenarios
@@ -41,7 +42,8 @@ async def _tcp_listener(port: int) -> asyncio.Server:
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError):
-            await asyncio.wait_for(reader.read(4096), 1.0)
+            async with _compat.timeout(1.0):
+                await reader.read(4096)
         writer.close()
 
     return await asyncio.start_server(client, "0.0.0.0", port)

@@ -36,7 +36,7 @@ def _stamp(scenario: Scenario) -> Stamp:
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = SERVER
-        now = datetime.datetime.now(datetime.UTC) + offset
+        now = datetime.datetime.now(datetime.timezone.utc) + offset
         response.headers["Date"] = format_datetime(now.replace(microsecond=0), usegmt=True)
 
     return stamp

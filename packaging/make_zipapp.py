@@ -1,12 +1,14 @@
 """Assembles dist/aml-netcheck.pyz: the agent and every dependency in one file that runs with the
-node's own python3 (CPython >= 3.11) and never touches the network. Called by `packaging/build
+node's own python3 (CPython 3.10 to 3.14) and never touches the network. Called by `packaging/build
 zipapp`; zipapp_main.py (the bootstrap) explains the layout it unpacks.
 
-The dependency set is resolved once, by pip on the build interpreter (so build with the oldest
-supported CPython: environment markers are evaluated there), then fetched per target:
+The dependency set is resolved once, by pip running on the oldest supported CPython (--resolve-python:
+pip evaluates environment markers on the interpreter it runs on, and tomli and async-timeout are
+3.10's alone; a later version needs none of its own), then fetched per target:
   common/            pure-Python wheels (h11 among them); aiohttp, multidict, yarl, frozenlist, propcache
                      and websockets publish py3-none-any wheels that use their pure-Python fallbacks
-  abi3-<machine>/    psutil and cryptography: stable-ABI wheels, one file for every CPython >= 3.11
+  abi3-<machine>/    psutil and cryptography: stable-ABI wheels for 3.10's ABI, one file for every
+                     CPython >= 3.10 (cryptography's cp311-abi3 build would refuse 3.10)
   cp3XY-<machine>/   cffi (needed by cryptography's bindings) and pydantic-core (typer validates
                      options with pydantic) exist only as per-version builds
 A dependency that is none of these makes the build fail here, not on a node.
@@ -26,7 +28,8 @@ from pathlib import Path
 ABI3 = {"psutil", "cryptography"}
 PER_VERSION = {"cffi", "pydantic-core"}
 MACHINES = ("x86_64", "aarch64")
-PYTHONS = ("3.11", "3.12", "3.13", "3.14")
+PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
+OLDEST = PYTHONS[0]
 # manylinux2014 = glibc 2.17; pip also accepts the older manylinux tags it implies.
 PLATFORM = "manylinux2014_{machine}"
 EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same inputs give the same archive
@@ -36,11 +39,12 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def resolve(pip: str, wheel: Path, work: Path) -> dict[str, str]:
-    """name -> version of every dependency of the wheel (the wheel itself excluded)."""
+def resolve(pip: str, python: str, wheel: Path, work: Path) -> dict[str, str]:
+    """name -> version of every dependency of the wheel (the wheel itself excluded), as pip on
+    `python` resolves them."""
     report = work / "resolve.json"
-    subprocess.run([pip, "install", "-q", "--disable-pip-version-check", "--dry-run", "--ignore-installed",
-                    "--report", str(report), str(wheel)], check=True)
+    subprocess.run([pip, "--python", python, "install", "-q", "--disable-pip-version-check", "--dry-run",
+                    "--ignore-installed", "--report", str(report), str(wheel)], check=True)
     items = json.loads(report.read_text())["install"]
     pins = {normalize(i["metadata"]["name"]): i["metadata"]["version"] for i in items}
     pins.pop("aml-netcheck")
@@ -58,17 +62,17 @@ def install(pip: str, target: Path, specs: list[str], *, python: str, implementa
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts with the build's paths
 
 
-def stage(pip: str, wheel: Path, work: Path) -> Path:
+def stage(pip: str, python: str, wheel: Path, work: Path) -> Path:
     payload = work / "payload"
     shutil.rmtree(work, ignore_errors=True)
     payload.mkdir(parents=True)
-    pins = resolve(pip, wheel, work)
+    pins = resolve(pip, python, wheel, work)
     spec = {name: f"{name}=={version}" for name, version in pins.items()}
     pure = [spec[n] for n in sorted(set(pins) - ABI3 - PER_VERSION)]
-    install(pip, payload / "common", [str(wheel), *pure], python="3.11", implementation="py",
+    install(pip, payload / "common", [str(wheel), *pure], python=OLDEST, implementation="py",
             abi="none", platform="any")
     for machine in MACHINES:
-        install(pip, payload / f"abi3-{machine}", [spec[n] for n in sorted(ABI3)], python="3.11",
+        install(pip, payload / f"abi3-{machine}", [spec[n] for n in sorted(ABI3)], python=OLDEST,
                 implementation="cp", abi="abi3", platform=PLATFORM.format(machine=machine))
         for python in PYTHONS:
             tag = "cp" + python.replace(".", "")
@@ -102,11 +106,12 @@ def write(payload: Path, bootstrap: Path, output: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pip", required=True)
+    parser.add_argument("--resolve-python", required=True, help=f"a CPython {OLDEST}, where pip resolves the set")
     parser.add_argument("--wheel", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     args = parser.parse_args()
-    payload = stage(args.pip, args.wheel, args.work)
+    payload = stage(args.pip, args.resolve_python, args.wheel, args.work)
     write(payload, Path(__file__).with_name("zipapp_main.py"), args.output)
 
 

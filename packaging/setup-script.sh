@@ -15,7 +15,9 @@
 # reach what Azure Machine Learning needs, and failing here, with the reason in the setup log,
 # beats an instance that looks healthy and then fails in confusing ways. Warnings (1) and "could
 # not decide" (3: the agent's own trouble, or the deadline reached) are logged but do not block
-# the instance: an uncertain result must not cost the user their compute.
+# the instance: an uncertain result must not cost the user their compute. Nor does a check that
+# cannot run (no Python >= 3.10): it is skipped with a warning, in the setup log (stderr) and in
+# the system log (tag aml-netcheck-setup), never silently.
 #
 # The full JSON report is /var/log/aml-netcheck.json.
 set -euo pipefail
@@ -26,18 +28,23 @@ report_only=false
 [ "${1:-}" = --report-only ] && report_only=true
 
 log() { echo "aml-netcheck-setup: $*"; }
+warn() {
+  echo "aml-netcheck-setup: warning: $*" >&2
+  if command -v logger >/dev/null 2>&1; then logger -t aml-netcheck-setup -p user.warning -- "warning: $*" 2>/dev/null || true; fi
+}
 
-# The instance's own Python >= 3.11: /usr/bin/python3 on newer images, else a conda environment.
+# The instance's own Python >= 3.10: /usr/bin/python3 (Ubuntu 22.04's is 3.10), else a conda environment.
 python=""
-for candidate in "${AML_NETCHECK_PYTHON:-}" python3 python3.13 python3.12 python3.11 /anaconda/envs/*/bin/python3; do
+for candidate in "${AML_NETCHECK_PYTHON:-}" python3 python3.14 python3.13 python3.12 python3.11 python3.10 \
+    /anaconda/envs/*/bin/python3; do
   if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
-      && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
     python=$(command -v "$candidate")
     break
   fi
 done
 if [ -z "$python" ]; then
-  log "no Python >= 3.11 on this instance (set AML_NETCHECK_PYTHON); network check skipped"
+  warn "network check skipped: no Python >= 3.10 on this instance (python3: $(command -v python3 >/dev/null 2>&1 && python3 -V 2>&1 || echo none)); set AML_NETCHECK_PYTHON to one"
   exit 0
 fi
 

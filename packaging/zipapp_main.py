@@ -1,7 +1,7 @@
 """Bootstrap of the aml-netcheck zipapp (stored as __main__.py in aml-netcheck.pyz).
 
-The archive holds every dependency for every supported interpreter: pure-Python wheels under
-common/, psutil and cryptography (stable-ABI wheels, one per architecture) under
+The archive holds every dependency for every supported interpreter (CPython 3.10 to 3.14):
+pure-Python wheels under common/, psutil and cryptography (stable-ABI wheels, one per architecture) under
 abi3-<machine>/, and cffi and pydantic-core, which only ship per-version builds, under
 cp3XY-<machine>/. On first run the parts this interpreter needs are unpacked into one directory,
 <cache>/<build id>-cp3XY-<machine>, which is then put first on sys.path: compiled modules cannot be
@@ -10,16 +10,22 @@ The unpack goes to a temporary directory that is renamed into place, so a reader
 a tree and two copies starting at once both end up using the one that won the rename.
 
 Standard library only, and nothing here may need the network: this file runs before any
-dependency can be imported.
+dependency can be imported. It is the first code any Python runs from the archive, so an older
+one (3.6 to 3.9) gets one line and exit 3 instead of a traceback: the version is checked before
+anything is imported, and the file's syntax is that of Python 3.6 (no `from __future__ import
+annotations`; the annotations below are evaluated only on 3.10 and later).
 """
 
-from __future__ import annotations
+import sys
+
+if sys.version_info < (3, 10):  # noqa: UP036 (the check is for the Pythons the target excludes)
+    sys.stderr.write("aml-netcheck: error: needs CPython >= 3.10, not Python " + sys.version.split()[0] + "\n")
+    raise SystemExit(3)
 
 import errno
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -86,8 +92,8 @@ def unpack(archive: zipfile.ZipFile, parts: list[str], root: Path, final: Path) 
 
 
 def site_dir(pyz: Path) -> Path:
-    if sys.implementation.name != "cpython" or sys.version_info < (3, 11):
-        fail(f"needs CPython >= 3.11, not {sys.implementation.name} {platform.python_version()}")
+    if sys.implementation.name != "cpython":
+        fail(f"needs CPython >= 3.10, not {platform.python_implementation()} {platform.python_version()}")
     machine = platform.machine()
     tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-{machine}"
     with zipfile.ZipFile(pyz) as archive:

@@ -21,9 +21,9 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from probes._compat import StrEnum
 from probes._datagram import exchange, queue_errors, read_errqueue
 from probes._net import errno_name, family, ms, run_shared, sockaddr
 from probes._trace import Fact, Trace

@@ -36,10 +36,10 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from probes._compat import IntEnum
 from probes._trace import ProbeError
 from probes.reasons import Reason
 
@@ -501,7 +501,7 @@ async def _rule_texts(nft: tuple[str, ...]) -> dict[tuple[str, str, str, int], s
         else:
             body, sep, handle = line.strip().rpartition(" # handle ")
             if sep and table and chain and handle.isdigit() and not body.endswith("{"):
-                texts[(*table, chain, int(handle))] = body
+                texts[(table[0], table[1], chain, int(handle))] = body
     return texts
 
 

@@ -17,7 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -311,5 +311,5 @@ def _skew(date: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if server.tzinfo is None:
-        server = server.replace(tzinfo=UTC)
-    return round((server - datetime.now(UTC)).total_seconds(), 3)
+        server = server.replace(tzinfo=timezone.utc)
+    return round((server - datetime.now(timezone.utc)).total_seconds(), 3)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from enum import StrEnum
 
+from probes._compat import StrEnum
 from probes.specs import Layer
 
 

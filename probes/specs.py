@@ -13,9 +13,10 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
+
+from probes._compat import StrEnum
 
 
 class Layer(StrEnum):
@@ -89,6 +90,8 @@ class Proxy:
             raise SpecError("the proxy URL has an invalid port (1-65535)")
         if not host:
             raise SpecError("the proxy URL has no host")
+        if bracketed and not (":" in host and cls._is_address(host)):  # 3.10's urlsplit takes any [name]
+            raise SpecError("the proxy URL is malformed")
         if not re.fullmatch(cls._HOST, host) and not cls._is_address(host):
             raise SpecError("the proxy host is neither a DNS name nor an IP address")
         userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None

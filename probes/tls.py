@@ -14,7 +14,7 @@ import _ssl
 import hashlib
 import ipaddress
 import ssl
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from probes import _stream
@@ -130,7 +130,7 @@ def describe_cert(der: bytes) -> dict[str, Fact]:
         "sans": sans,
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": not_after.isoformat(),
-        "days_left": (not_after - datetime.now(UTC)).days,
+        "days_left": (not_after - datetime.now(timezone.utc)).days,
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
         "issuer_key_id": key_id.hex() if key_id else None,  # names the signing CA's key
     }
@@ -156,8 +156,8 @@ def describe_verified(tls: ssl.SSLObject) -> dict[str, Fact]:
         key_id = _authority_key_id(der)
     except (KeyError, IndexError, ValueError):
         return describe_cert(der)
-    not_before = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(parsed["notBefore"])), UTC)
-    not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(parsed["notAfter"])), UTC)
+    not_before = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(parsed["notBefore"])), timezone.utc)
+    not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(parsed["notAfter"])), timezone.utc)
     orgs = [str(value) for rdn in parsed["issuer"] for name, value in rdn if name == "organizationName"]
     names: list[tuple[str, str]] = list(parsed.get("subjectAltName", ()))
     sans: list[Fact] = [*(value for kind, value in names if kind == "DNS"),
@@ -169,7 +169,7 @@ def describe_verified(tls: ssl.SSLObject) -> dict[str, Fact]:
         "sans": sans,
         "not_before": not_before.isoformat(),
         "not_after": not_after.isoformat(),
-        "days_left": (not_after - datetime.now(UTC)).days,
+        "days_left": (not_after - datetime.now(timezone.utc)).days,
         "sha256": hashlib.sha256(der).hexdigest(),
         "issuer_key_id": key_id,
     }

@@ -7,13 +7,13 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
 from agent.inputs import proxy
 from agent.model import CheckPath, Finding, Owner, PathStep, Result, Severity, StepState
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
+from probes._compat import StrEnum
 from probes._hops import Answer, Dies, PathSummary, from_facts
 from probes._trace import Fact
 from probes.reasons import Reason, Status

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,10 @@ _HOST = r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62
 
 
 def load(path: Path) -> Config:
-    import tomllib  # only a run with a config file parses TOML
+    if sys.version_info >= (3, 11):  # only a run with a config file parses TOML
+        import tomllib
+    else:  # its base, tomli 2.0 (pyproject.toml's dependency on 3.10)
+        import tomli as tomllib
 
     where = str(path) if str(path).isprintable() else repr(str(path))  # the message stays one line
     try:

@@ -86,10 +86,10 @@ def _file_shares(mounts: Path) -> list[tuple[str, str]]:
 async def imds(found: Detected, base: str = IMDS_URL, timeout: float = IMDS_TIMEOUT) -> None:
     """Read region, cloud and public IP from IMDS into `found`: no proxy (IMDS must never be
     proxied), one short deadline for both requests, and a note instead of an error when absent."""
-    import asyncio
+    from probes import _compat
 
     try:
-        async with asyncio.timeout(timeout):
+        async with _compat.timeout(timeout):
             instance = await _get(base + IMDS_INSTANCE)
             compute = instance.get("compute", {})
             found.offer("region", compute.get("location"), "imds:compute.location")

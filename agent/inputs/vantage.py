@@ -17,9 +17,9 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
+from probes._compat import StrEnum
 from probes._trace import Fact
 
 CLONE_NEWNS = 0x00020000  # <sched.h>; os.setns and os.unshare are Python 3.12's

@@ -28,6 +28,7 @@ from agent.output import prometheus as metrics
 from agent.output import status
 from agent.output.files import write_atomic
 from agent.output.jsonreport import to_json
+from probes import _compat
 from probes.reasons import Status
 
 CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing
@@ -220,7 +221,8 @@ class Daemon:
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with _compat.timeout(seconds):
+                await self._wake.wait()
 
     def _stop_now(self) -> None:
         self._stop.set()

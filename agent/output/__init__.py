@@ -3,8 +3,9 @@ neither diagnosis nor the engine: tests/unit/test_architecture.py). `render` pic
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from probes._compat import StrEnum
 
 if TYPE_CHECKING:
     from rich.console import Console

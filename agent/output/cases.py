@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
 from agent.catalog import Requirement
 from agent.model import Finding, Report, Result, Severity
+from probes._compat import StrEnum
 from probes.reasons import Status
 from probes.specs import Layer
 

@@ -31,7 +31,7 @@ def render_prometheus(report: Report) -> str:
     metric("exit_code", "gauge", "Exit code of the last run (0 ok, 1 warning, 2 critical, 3 unknown).",
            [({}, float(report.exit_code))])
     metric("run_duration_seconds", "gauge", "Wall time of the last run.", [({}, report.duration_ms / 1000)])
-    started = datetime.fromisoformat(report.started_at).timestamp()
+    started = datetime.fromisoformat(report.started_at.replace("Z", "+00:00")).timestamp()  # 3.10 reads no Z
     metric("last_run_timestamp_seconds", "gauge", "When the last run started (Unix time).", [({}, started)])
     metric("catalog_info", "gauge", "Requirement catalog version in use.", [({"version": report.catalog_version}, 1.0)])
     counts = summary_counts(report)

@@ -28,6 +28,7 @@ from packaging_support import REPO, SYSTEM_PYTHON, build, needs, run
 from agent.diagnose.findings import DECLARATIONS
 from agent.inputs import config
 from agent.modes.systemd import message_id
+from interpreters import Python, older, oldest_supported, supported
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 UNITS = ("aml-netcheck.service", "aml-netcheck-check.service", "aml-netcheck-check.timer",
@@ -96,8 +97,31 @@ def offline(argv: list[str]) -> list[str]:
     return argv
 
 
-def zipapp(pyz: Path, *args: str) -> list[str]:
-    return [SYSTEM_PYTHON, "-I", str(pyz), *args]
+def zipapp(pyz: Path, *args: str, python: str = SYSTEM_PYTHON) -> list[str]:
+    return [python, "-I", str(pyz), *args]
+
+
+def no_network(argv: list[str]) -> list[str]:
+    """argv in a new network namespace with only its loopback (up), for `check`: unlike offline(),
+    never runs it anywhere else."""
+    if run(["unshare", "--net", "true"]).returncode != 0:
+        pytest.skip("a real check runs only in a network namespace of its own (needs root)")
+    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+
+def each(pythons: tuple[Python, ...]) -> list[Python | None]:
+    return list(pythons) or [None]
+
+
+def name(python: Python | None) -> str:
+    return python.name if python else "none"
+
+
+def oldest_and_newest() -> list[Python | None]:
+    found = supported()
+    if not any(p.version == (3, 10) for p in found):
+        return [None]
+    return [next(p for p in found if p.version == (3, 10)), *found[-1:]] if found[-1].version > (3, 10) else [found[0]]
 
 
 @pytest.fixture
@@ -111,7 +135,7 @@ def test_zipapp_layout_is_pure_python_plus_stable_abi(pyz: Path) -> None:
         names = archive.namelist()
     parts = {n.partition("/")[0] for n in names}
     assert {"__main__.py", "BUILD_ID", "common", "abi3-x86_64", "abi3-aarch64"} <= parts
-    assert {f"cp3{minor}-{m}" for minor in (11, 12, 13, 14) for m in ("x86_64", "aarch64")} <= parts
+    assert {f"cp3{minor}-{m}" for minor in (10, 11, 12, 13, 14) for m in ("x86_64", "aarch64")} <= parts
     # aiohttp, multidict, yarl, frozenlist, propcache, websockets: their pure-Python fallbacks.
     assert not [n for n in names if n.startswith("common/") and n.endswith(".so")]
     assert any(re.fullmatch(r"abi3-x86_64/cryptography/hazmat/bindings/_rust\.abi3\.so", n) for n in names)
@@ -144,11 +168,60 @@ def test_zipapp_concurrent_first_starts_share_one_unpack(pyz: Path, tmp_path: Pa
     assert len(list((tmp_path / "cache" / "aml-netcheck").iterdir())) == 1
 
 
+@pytest.mark.parametrize("python", each(supported()), ids=name)
+def test_zipapp_runs_on_every_installed_cpython(pyz: Path, tmp_path: Path, python: Python | None) -> None:
+    """Each CPython >= 3.10 on the machine (tests/interpreters.py), the node's own python3 among
+    them (Ubuntu 22.04's is 3.10): the commands that send nothing, then a real `check` in a
+    network namespace with nothing but its loopback (every Azure ML endpoint unreachable: critical)."""
+    if python is None:
+        pytest.fail("no CPython >= 3.10 on this machine: the zipapp goes untested", pytrace=False)
+    env = zipapp_env(tmp_path)
+
+    def ok(*args: str) -> str:
+        proc = run(offline(zipapp(pyz, *args, python=python.path)), env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert ok("--version").startswith(f"aml-netcheck {VERSION} ")
+    assert json.loads(ok("plan", "--region", "eastus", "--format", "json"))["checks"]
+    assert json.loads(ok("rules", "--region", "eastus", "--format", "json"))["nsg_rules"]
+    assert "--wait" in ok("check", "--help")
+    (unpacked,) = (tmp_path / "cache" / "aml-netcheck").iterdir()
+    assert unpacked.name.endswith(f"-cp3{python.version[1]}-{os.uname().machine}")
+
+    textfile = tmp_path / "metrics.prom"
+    check = run(no_network(zipapp(pyz, "check", "--no-detect", "--region", "eastus", "--deadline", "60",
+                                  "--format", "json", "--textfile", str(textfile), python=python.path)),
+                env=env, cwd=tmp_path, timeout=120)
+    assert check.returncode == 2, check.stderr
+    report = json.loads(check.stdout)
+    assert report["status"] == "critical" and report["checks"] and report["findings"]
+    assert "aml_netcheck_status{status=\"critical\"} 1" in textfile.read_text()
+
+
+def test_the_zipapp_is_tried_on_python_3_10() -> None:
+    """The parametrised tests above run on what the machine has; without 3.10 they must not pass."""
+    assert oldest_supported().version == (3, 10)
+
+
+@pytest.mark.parametrize("python", each(older()), ids=name)
+def test_zipapp_refuses_an_older_python_in_one_line(pyz: Path, tmp_path: Path, python: Python | None) -> None:
+    """3.6 stopped at a SyntaxError in the bootstrap, 3.7 to 3.9 were refused: now all in one line."""
+    if python is None:
+        pytest.fail("no CPython 3.6-3.9 on this machine: the refusal goes untested", pytrace=False)
+    proc = run(zipapp(pyz, "--version", python=python.path), env=zipapp_env(tmp_path), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert re.fullmatch(r"aml-netcheck: error: needs CPython >= 3\.10, not Python 3\.\d+\.\d+\n", proc.stderr)
+
+
 @pytest.mark.lab
 @pytest.mark.skipif(not HAS_LAB, reason="demo needs root, `ip` and `nft`")
-def test_zipapp_demo_needs_no_network(pyz: Path, tmp_path: Path, system_python: None) -> None:
+@pytest.mark.parametrize("python", oldest_and_newest(), ids=name)
+def test_zipapp_demo_needs_no_network(pyz: Path, tmp_path: Path, python: Python | None) -> None:
     # The lab lives in its own namespaces, so demo runs even from a namespace with no network.
-    demo = run(offline(zipapp(pyz, "demo", "--format", "json")), env=zipapp_env(tmp_path),
+    if python is None:
+        pytest.fail("no CPython 3.10 on this machine: demo goes untested on it", pytrace=False)
+    demo = run(offline(zipapp(pyz, "demo", "--format", "json", python=python.path)), env=zipapp_env(tmp_path),
                cwd=tmp_path, timeout=300)
     assert demo.returncode == 0, demo.stderr
     assert json.loads(demo.stdout)["status"] == "ok"
@@ -317,3 +390,20 @@ def test_default_config_is_empty_and_its_examples_are_valid() -> None:
 def test_setup_script_is_valid_shell() -> None:
     result = run(["bash", "-n", str(REPO / "packaging" / "setup-script.sh")])
     assert result.returncode == 0, result.stderr
+
+
+def test_setup_script_warns_when_it_skips_the_check(tmp_path: Path) -> None:
+    """An instance whose only python3 is too old: the check is skipped (the instance must not fail
+    for it), with a warning in the setup log. Before, one plain line on stdout, easy to miss."""
+    if not older():
+        pytest.fail("no CPython 3.6-3.9 on this machine: the skip goes untested", pytrace=False)
+    python = older()[-1]
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").symlink_to(python.path)
+    proc = run(["/bin/bash", str(REPO / "packaging" / "setup-script.sh")],
+               env={"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    version = ".".join(map(str, python.version))
+    assert re.fullmatch(rf"aml-netcheck-setup: warning: network check skipped: no Python >= 3\.10 on this instance "
+                        rf"\(python3: Python {re.escape(version)}\.\d+\); set AML_NETCHECK_PYTHON to one\n",
+                        proc.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,11 @@ from agent.model import Check, ContextValue, Result
 from probes import node
 from probes._trace import Fact
 from probes.reasons import Reason, Status
+
+if sys.version_info >= (3, 11):  # for the tests that read TOML: they run on 3.10 too (tests/test_pythons.py)
+    import tomllib as tomllib
+else:
+    import tomli as tomllib  # noqa: F401 (for the tests, as above)
 
 GUID = "9f1c2a3b-4d5e-4f60-8a7b-0c1d2e3f4a5b"
 PE_CONTEXT: dict[str, object] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from agent import catalog, planner
 
-from .helpers import make_context
+from .helpers import make_context, tomllib
 
 # Every row id of shared/reference/azureml-network-requirements.md and its draft .yaml.
 REFERENCE_IDS = (

@@ -166,6 +166,7 @@ def test_a_blocked_port_in_unicode_digits_is_a_usage_error(tmp_path: Path, no_pr
 
 @pytest.mark.parametrize("url", [
     "http://[::1", "http://[zz]:3128", "http://[::1]x:3128",  # urlsplit's own ValueError: internal error
+    "http://[10.0.0.1]:3128",  # an IPv4 address in brackets: 3.10's urlsplit takes it
     "http://proxy:0",  # silently the scheme's port
     "http://proxy:99999", "http://proxy:abc", "http://proxy:44\u00b2", "http://proxy:\uff14\uff14\uff13",
     "http://proxy:-1", "http://proxy:+80", "http://pro xy:3128", "http://proxy\t:3128", "http://pr\u00f6xy:3128",
@@ -206,7 +207,7 @@ def test_broken_config_through_the_real_console_script(tmp_path: Path) -> None:
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    """The catalog's version is read from the file's head alone (agent.version_line): the same as the
+    """The catalog's version is read from the compiled catalog alone (agent.version_line): the same as the
     whole catalog's."""
     from agent import catalog
 

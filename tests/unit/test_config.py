@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 
 from agent.inputs import config, context, values
 from agent.inputs.given import Inputs
+
+from .helpers import tomllib
 
 
 def write(tmp_path: Path, text: str) -> Path:

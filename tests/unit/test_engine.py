@@ -24,7 +24,7 @@ from agent import engine
 from agent.clock import Deadline
 from agent.model import Check
 from probe_loopback import UNIT, Serve, descriptors_exhausted, dns_reply, server_context, silent
-from probes import PROBES
+from probes import PROBES, _compat
 from probes._hops import TRACE_DESCRIPTORS, TRACES_AT_ONCE
 from probes._trace import Trace
 from probes.reasons import Reason, Status
@@ -199,7 +199,7 @@ async def test_a_bad_spec_is_an_internal_result_and_its_dependents_still_resolve
     monkeypatch.setitem(PROBES, Layer.LOCAL, (_BrokenSpec, _broken))
     broken = _broken_check(bad_window=True)
     dependent = tcp_check(443, name="x", needs=broken.id)
-    async with asyncio.timeout(5):  # a hang fails the test instead of the suite
+    async with _compat.timeout(5):  # a hang fails the test instead of the suite
         first, second = await engine.run([broken, dependent], timeout=1)
     assert (first.status, first.reason) == (Status.INCONCLUSIVE, Reason.PROBE_INTERNAL)
     assert "a bug in a spec" in first.detail and "unexpected error" in caplog.text

@@ -18,7 +18,6 @@ import io
 import json
 import random
 import string
-import tomllib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,8 @@ import typer.main
 from agent.cli import main
 from agent.inputs import config, context
 from probes import node
+
+from .helpers import tomllib
 
 SEED = 20261201
 COUNT = 10_000
