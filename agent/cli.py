@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import StrEnum
@@ -23,7 +24,7 @@ from agent import catalog, version_line
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
-from agent.model import Report, Result
+from agent.model import Check, Report, Result
 from agent.output import Format, draw, render
 
 if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no event loop
@@ -33,7 +34,15 @@ if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no 
 EXIT_UNKNOWN = 3
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+PROG = "aml-netcheck"
+COMPLETE_VAR = "_AML_NETCHECK_COMPLETE"  # click's name for it: the variable the completion scripts set
+
+# typer's own completion (add_completion) adds --install-completion, which edits the user's shell
+# start-up files, and --show-completion, which finds the shell by walking the process tree
+# (shellingham) and imports it at every start: `completion SHELL` prints click's script instead,
+# and click answers the shell's requests (_complete, below).
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Diagnose the network paths Azure Machine Learning compute needs, from the node.")
 
 
@@ -173,10 +182,11 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 @_with_context_options
 def check(
     options: dict[str, Any],
-    output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, or html "
-                         "(one self-contained page with a diagram of each traced path).")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
+    output_format: Annotated[Format, typer.Option(
+        "--format", help="text (the default, to a terminal, a pipe or a file alike: colour and progress only on a "
+                         "terminal), json, markdown, prometheus, or html (one self-contained page with a diagram "
+                         "of each traced path).")] = Format.TEXT,
+    output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically), in --format.",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
         help="Also write Prometheus metrics to this file (atomically), for node_exporter's textfile collector.",
@@ -221,17 +231,18 @@ def check(
                            deadline=Deadline.from_process_start(deadline or settings.deadline),
                            wait=Deadline.from_process_start(wait) if wait else None,
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
-    fmt = output_format or (Format.TEXT if sys.stdout.isatty() and output is None else Format.JSON)
-    interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
+    # The format is never chosen by where the output goes (`check | less` reads as the terminal does);
+    # only colour and progress are.
+    interactive = output_format is Format.TEXT and sys.stderr.isatty() and not wait
     try:
         report = asyncio.run(_run_check(inputs, limits, progress=interactive))  # returns with the signals held
         code = exit_code(report.diagnosis.health, exit_codes)
         if exit_codes is Profile.NPD:
             print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
-                _emit(report, fmt, output, verbose, code)
+                _emit(report, output_format, output, verbose, code)
         else:
-            _emit(report, fmt, output, verbose, code)
+            _emit(report, output_format, output, verbose, code)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
         sys.stdout.flush()  # out whole before a held signal may end the process
@@ -292,27 +303,79 @@ async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool)
             display.close()
 
 
+class Waiting:
+    """The checks of a run still open and since when, so the progress line can name the one it waits
+    on longest. A check opens when the check it needs has finished (at once when it needs none); the
+    times are the display's own clock, given by the caller: the engine keeps the run's."""
+
+    def __init__(self, checks: Sequence[Check], now: float) -> None:
+        self._after: dict[str, list[str]] = {}  # a check's id -> the checks that need it
+        self._open: dict[str, float] = {}
+        for check in checks:
+            if check.skip is not None:
+                continue
+            if check.needs is None:
+                self._open[check.id] = now
+            else:
+                self._after.setdefault(check.needs, []).append(check.id)
+
+    def finished(self, check_id: str, now: float) -> None:
+        self._open.pop(check_id, None)
+        for waiting in self._after.pop(check_id, ()):
+            self._open[waiting] = now
+
+    def longest(self, now: float) -> tuple[str, float] | None:
+        """(check id, seconds open) of the check open longest; None when none is."""
+        opened = list(self._open.items())  # read by the display's refresh thread: a copy, made at once
+        if not opened:
+            return None
+        check_id, since = min(opened, key=lambda item: item[1])
+        return check_id, now - since
+
+
+WAITED = 1.0  # seconds a check is open before the progress line names it
+
+
+def progress_note(failed: int, longest: tuple[str, float] | None) -> str:
+    """What follows the progress bar's count: failures so far, and the check it waits on."""
+    parts = [f"{failed} failing"] if failed else []
+    if longest is not None and longest[1] >= WAITED:
+        parts.append(f"waiting on {longest[0]} ({longest[1]:.1f} s)")
+    return ", ".join(parts)
+
+
 class _Progress:
-    """Live progress on stderr while probing (interactive text mode only)."""
+    """Live progress on stderr while probing (interactive text mode only): "93/94, waiting on
+    tls:foo:443 (4.1 s)" rather than a count that sits still."""
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+        from rich.text import Text
 
-        self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+        display = self
+
+        class Note(ProgressColumn):
+            def render(self, task: Task) -> Text:  # at every refresh, so the waited time runs on
+                return Text(progress_note(display._failed, display._waiting.longest(time.monotonic())))
+
+        self._clock = time.monotonic
+        self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), Note(),
+                                  console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("", total=None)
         self._failed = 0
+        self._waiting = Waiting((), self._clock())
 
-    def start(self, total: int) -> None:
+    def start(self, checks: Sequence[Check]) -> None:
         """Called again when the run starts over with a new plan: the bar restarts."""
-        self._progress.reset(self._task, total=total)
+        self._waiting = Waiting(checks, self._clock())
+        self._progress.reset(self._task, total=len(checks))
         self._progress.start()
 
     def advance(self, result: Result) -> None:
         self._failed += result.status.value == "fail"
-        self._progress.update(self._task, advance=1,
-                              description=f"{self._failed} failing" if self._failed else "")
+        self._waiting.finished(result.check.id, self._clock())
+        self._progress.update(self._task, advance=1)
 
     def close(self) -> None:
         self._progress.stop()
@@ -521,6 +584,38 @@ def demo(
     return proc.returncode
 
 
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]) -> int:
+    """Print the shell completion script for SHELL: commands, options and their choices complete with TAB.
+
+    bash: `aml-netcheck completion bash > /etc/bash_completion.d/aml-netcheck` (or `eval "$(aml-netcheck
+    completion bash)"` in ~/.bashrc); zsh: the output as `_aml-netcheck` in a directory of $fpath;
+    fish: `aml-netcheck completion fish > ~/.config/fish/completions/aml-netcheck.fish`."""
+    from click import get_current_context
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell.value)
+    assert complete is not None  # click has all three
+    # The script only names the program and the variable; the requests it makes build the whole tree.
+    sys.stdout.write(complete(get_current_context().find_root().command, {}, PROG, COMPLETE_VAR).source())
+    return 0
+
+
+def _complete(instruction: str) -> int:
+    """click's answer to its completion scripts' request (`bash_complete`, ...), from the whole command
+    tree. Asked first: typer's own handler, inside main(), reads typer's instruction style
+    (`complete_bash`), which click's scripts do not send."""
+    from click.shell_completion import shell_complete
+
+    return shell_complete(typer.main.get_command(app), {}, PROG, COMPLETE_VAR, instruction)
+
+
 def _click_command(args: Sequence[str]) -> Any:
     """click's command group for `args`, with only the command they name when they name one:
     typer builds each command from its signature, and the five a run does not use cost 15 ms of
@@ -537,7 +632,9 @@ def _click_command(args: Sequence[str]) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = _click_command(args).main(args=args, prog_name="aml-netcheck", standalone_mode=False)
+        if os.environ.get(COMPLETE_VAR):  # a shell asking, through the script `completion` printed
+            return _complete(os.environ[COMPLETE_VAR])
+        result = _click_command(args).main(args=args, prog_name=PROG, standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions.NoArgsIsHelpError as exc:
