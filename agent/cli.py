@@ -211,12 +211,16 @@ def check(
     container: Annotated[str | None, typer.Option(
         help="Diagnose from inside this running Docker container's network namespace, with its resolver "
              "files.")] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        help="Also write a support bundle to this file (a tar.gz, atomically, mode 0600): the JSON and markdown "
+             "reports, the plan, the node files behind the diagnosis, the versions; credentials redacted.",
+        dir_okay=False)] = None,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
     inputs = _inputs(options)
     if netns is not None or container is not None:
         inputs = replace(inputs, vantage=_vantage(netns, container))
-    for target in (output, textfile):  # fail before probing, not after a run whose report is lost
+    for target in (output, textfile, bundle):  # fail before probing, not after a run whose report is lost
         if target is not None and not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
             raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
     import asyncio
@@ -245,11 +249,25 @@ def check(
             _emit(report, output_format, output, verbose, code)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
+        if bundle is not None:
+            _write_bundle(bundle, report)
         sys.stdout.flush()  # out whole before a held signal may end the process
         sys.stderr.flush()
     finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     return code
+
+
+def _write_bundle(path: Path, report: Report) -> None:
+    """The support bundle, from the report and the node's files as they are now (in the vantage, when
+    the run entered one), mode 0600: it names the node's addresses and names."""
+    from agent import versions
+    from agent.output import bundle
+    from probes import node
+
+    files = bundle.members(report, node.source_files(), node.nft_ruleset(), versions(), ["aml-netcheck", *sys.argv[1:]])
+    _write(path, bundle.archive(report, files), 0o600)
+    print(f"aml-netcheck: support bundle written to {path}", file=sys.stderr)
 
 
 def _vantage(netns: str | None, container: str | None) -> "Vantage":
@@ -397,11 +415,11 @@ def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool, code:
     render(report, fmt, verbose=verbose, console=Console())
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
     from agent.output.files import write_atomic
 
     try:
-        write_atomic(path, text)
+        write_atomic(path, content, mode)
     except OSError as exc:
         raise UsageProblem(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -37,7 +37,7 @@ def shell(name: str, code: str, path: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-@pytest.mark.parametrize("argv", [["-h"], ["check", "-h"], ["plan", "-h"], ["bundle", "-h"], ["completion", "-h"]])
+@pytest.mark.parametrize("argv", [["-h"], ["check", "-h"], ["plan", "-h"], ["merge", "-h"], ["completion", "-h"]])
 def test_h_is_help_on_every_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     help_text = capsys.readouterr().out
