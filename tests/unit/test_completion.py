@@ -25,13 +25,14 @@ def path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"{bin_dir}:/usr/bin:/bin"
 
 
-def shell(name: str, code: str, path: str) -> list[str]:
-    """`code` run by a real `name`, in the checkout (where `python -m agent` is this tree's)."""
+def shell(name: str, code: str, path: str, home: Path) -> list[str]:
+    """`code` run by a real `name`, in the checkout (where `python -m agent` is this tree's), with a
+    HOME of its own (fish keeps its variables there)."""
     executable = shutil.which(name)
     if executable is None:
         pytest.fail(f"{name} is missing: ./dev installs it")
     argv = [executable, "-fc" if name == "zsh" else "-c", code]
-    done = subprocess.run(argv, cwd=REPO, env={"PATH": path, "HOME": str(REPO)}, capture_output=True, text=True,
+    done = subprocess.run(argv, cwd=REPO, env={"PATH": path, "HOME": str(home)}, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout.splitlines()
@@ -45,7 +46,7 @@ def test_h_is_help_on_every_command(argv: list[str], capsys: pytest.CaptureFixtu
     assert main([*argv[:-1], "--help"]) == 0 and capsys.readouterr().out == help_text
 
 
-def test_bash_completes_commands_options_and_choices(path: str) -> None:
+def test_bash_completes_commands_options_and_choices(path: str, tmp_path: Path) -> None:
     lines = shell("bash", """
         source <(aml-netcheck completion bash)
         complete -p aml-netcheck
@@ -55,33 +56,34 @@ def test_bash_completes_commands_options_and_choices(path: str) -> None:
         ask aml-netcheck check --form
         ask aml-netcheck check --format ''
         ask aml-netcheck completion ''
-    """, path)
+    """, path, tmp_path)
     assert lines == ["complete -o nosort -F _aml_netcheck_completion aml-netcheck", "check", "--format",
                      "text json markdown prometheus html", "bash zsh fish"]
 
 
-def test_zsh_completes_through_compsys(path: str) -> None:
-    """The script registers with compinit's compdef; compsys's _describe and compadd are replaced by
-    functions printing what the completion function gives them."""
+def test_zsh_completes_through_compsys(path: str, tmp_path: Path) -> None:
+    """The script registers with compinit's compdef (-D: no dump file; compinit replaces its dump file
+    by a rename, so never give it one that is not its own); compsys's _describe and compadd are
+    replaced by functions printing what the completion function gives them."""
     lines = shell("zsh", """
-        autoload -U compinit && compinit -u -d /dev/null
+        autoload -U compinit && compinit -u -D
         source <(aml-netcheck completion zsh)
         print -r -- $_comps[aml-netcheck]
         _describe() { print -rl -- "${(@P)3}" }
         compadd() { print -rl -- "${(@P)5}" }
         words=(aml-netcheck check --exit-co); CURRENT=3; _aml_netcheck_completion
         words=(aml-netcheck check --exit-codes ''); CURRENT=4; _aml_netcheck_completion
-    """, path)
+    """, path, tmp_path)
     assert lines[0] == "_aml_netcheck_completion"
     assert lines[1].startswith("--exit-codes:nagios: 0 ok, 1 warning")
     assert lines[2:] == ["nagios", "npd", "simple"]
 
 
-def test_fish_completes_on_complete_c(path: str) -> None:
+def test_fish_completes_on_complete_c(path: str, tmp_path: Path) -> None:
     lines = shell("fish", """
         aml-netcheck completion fish | source
         complete -C'aml-netcheck pl'
         complete -C'aml-netcheck rules --format '
-    """, path)
+    """, path, tmp_path)
     words = [line.split("\t")[0] for line in lines]  # fish sorts what it is given
     assert words[0] == "plan" and sorted(words[1:]) == ["az", "json", "table"]
