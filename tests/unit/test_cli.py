@@ -239,8 +239,9 @@ def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.Capt
     assert "--listen must be a loopback HOST:PORT" in capsys.readouterr().err
 
 
-def test_an_unwritable_output_is_refused_before_probing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "--output", "/nonexistent-dir/report.json"]) == 3
+@pytest.mark.parametrize("option", ["--output", "--textfile", "--bundle"])
+def test_an_unwritable_output_is_refused_before_probing(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", option, "/nonexistent-dir/report.json"]) == 3
     assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
 
 
