@@ -20,9 +20,10 @@ PROBE_KINDS = ("https", "websocket", "http", "tcp", "udp", "dns", "smb", "listen
 REQUIRED_FOR = ("create", "use", "create+use", "situational")
 CLOUDS = ("public", "usgov", "china")
 DIRECTIONS = ("outbound", "inbound")
-_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query")
+_CLOUD_FIELDS = ("hosts", "rule_fqdn", "service_tag", "query", "identity_resource")
 SMB_SHARE = "storage-file-smb"  # the workspace file share over SMB: its failures are smb-blocked
 IMDS = "imds"  # instance metadata and managed identity: its failures are imds-unavailable
+MSI = "msi-endpoint"  # a compute instance's local identity endpoint: its failures are identity-endpoint-unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,13 @@ class Requirement:
     proxied: bool | None = None  # through HTTPS_PROXY/HTTP_PROXY? None: as its probe kind (HTTP(S) yes, TCP no)
     when: str | None = None  # a boolean context key that must be true (a resource's optional feature)
     emit_rules: bool = True  # False: no NSG or firewall rule opens it (answered by the platform)
+    url: str = ""  # probe http at this URL template instead of `hosts` and `ports` (a context value: an endpoint)
+    target: str = ""  # probe http: the request target (path and query), after the URL's path for a `url` row
+    headers: tuple[str, ...] = ()  # probe http: request headers the service requires, "Name: value"
+    # check --use-identity: one authenticated request with a managed identity token for this audience
+    identity_resource: str = ""  # "" : none
+    identity_target: str = ""  # its path and query
+    identity_exchange: bool = False  # a container registry's /oauth2/exchange (POST) instead of a bearer header
 
     @property
     def situational(self) -> bool:
@@ -156,7 +164,9 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
             rule_protocol=values.get("rule_protocol", ""), clouds=tuple(values.get("clouds", CLOUDS)),
             notes=values.get("notes", ""), query=values.get("query", ""),
             proxied=values.get("proxied"), emit_rules=values.get("emit_rules", True),
-            when=values.get("when"),
+            when=values.get("when"), url=values.get("url", ""), target=values.get("target", ""),
+            headers=tuple(values.get("headers", ())), identity_resource=values.get("identity_resource", ""),
+            identity_target=values.get("identity_target", ""), identity_exchange=values.get("identity_exchange", False),
         )
     except KeyError as exc:
         raise CatalogError(f"requirement {name}: missing field {exc}") from exc
@@ -171,8 +181,16 @@ def _requirement(row: dict[str, Any], cloud: str) -> Requirement:
         raise CatalogError(f"requirement {name}: clouds must be among {CLOUDS}")
     if requirement.dns_private is not None and not isinstance(requirement.dns_private, str):
         raise CatalogError(f"requirement {name}: dns_private names a context key (private_endpoint, ...)")
-    if requirement.probe not in ("listen", "rule") and not requirement.hosts:
-        raise CatalogError(f"requirement {name}: a probed requirement needs hosts")
+    if requirement.probe not in ("listen", "rule") and not (requirement.hosts or requirement.url):
+        raise CatalogError(f"requirement {name}: a probed requirement needs hosts (or a url)")
+    if requirement.url and (requirement.hosts or requirement.probe != "http"):
+        raise CatalogError(f"requirement {name}: a url row probes http and names no hosts")
+    if ((requirement.target or requirement.headers) and requirement.probe != "http") \
+            or any(": " not in header for header in requirement.headers):
+        raise CatalogError(f"requirement {name}: target and headers (\"Name: value\") are for probe http")
+    if requirement.identity_resource and (requirement.probe != "https"
+                                          or not requirement.identity_target.startswith("/")):
+        raise CatalogError(f"requirement {name}: an identity_resource needs probe https and an identity_target path")
     return requirement
 
 

@@ -156,12 +156,12 @@ def _with_context_options(command: Callable[..., int | None]) -> Callable[..., i
     return wrapper
 
 
-def _inputs(options: dict[str, Any]) -> Inputs:
+def _inputs(options: dict[str, Any], use_identity: bool = False) -> Inputs:
     cfg = config.load(options["config_file"]) if options["config_file"] else config.Config()
     features = tuple(f.strip() for f in (options["features"] or "").split(",") if f.strip())
     given = {k: v for k, v in options.items() if k in context.KEYS_BY_NAME}
     try:
-        return Inputs.build(given, cfg, features, detect_context=not options["no_detect"])
+        return Inputs.build(given, cfg, features, detect_context=not options["no_detect"], use_identity=use_identity)
     except InputError as exc:
         raise UsageProblem(str(exc)) from None
 
@@ -184,8 +184,9 @@ def check(
     options: dict[str, Any],
     output_format: Annotated[Format, typer.Option(
         "--format", help="text (the default, to a terminal, a pipe or a file alike: colour and progress only on a "
-                         "terminal), json, markdown, prometheus, or html (one self-contained page with a diagram "
-                         "of each traced path).")] = Format.TEXT,
+                         "terminal), json, markdown, prometheus, html (one self-contained page with a diagram of "
+                         "each traced path); for CI and log pipelines: junit (JUnit XML), tap (TAP 14) or ndjson "
+                         "(a JSON object per check and finding per line).")] = Format.TEXT,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically), in --format.",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
@@ -211,13 +212,17 @@ def check(
     container: Annotated[str | None, typer.Option(
         help="Diagnose from inside this running Docker container's network namespace, with its resolver "
              "files.")] = None,
+    use_identity: Annotated[bool, typer.Option(
+        "--use-identity", help="Also ask the key vault, the registry and ARM once each with a token of the "
+        "node's managed identity (from IMDS): tells a resource's network-rule denial from an RBAC one. No "
+        "secret is read; the token is never shown.")] = False,
     bundle: Annotated[Path | None, typer.Option(
         help="Also write a support bundle to this file (a tar.gz, atomically, mode 0600): the JSON and markdown "
              "reports, the plan, the node files behind the diagnosis, the versions; credentials redacted.",
         dir_okay=False)] = None,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
-    inputs = _inputs(options)
+    inputs = _inputs(options, use_identity)
     if netns is not None or container is not None:
         inputs = replace(inputs, vantage=_vantage(netns, container))
     for target in (output, textfile, bundle):  # fail before probing, not after a run whose report is lost

@@ -199,6 +199,12 @@ class Report:
     def catalog_version(self) -> str:
         return self.catalog.version
 
+    @property
+    def vantage(self) -> str:
+        """Where the run looked from: "host", or "KIND:NAME" (a network namespace, a container)."""
+        seen = self.node.get("vantage")
+        return f"{seen.get('kind')}:{seen.get('name')}" if isinstance(seen, dict) else "host"
+
     def unneeded(self, result: Result) -> Unneeded | None:
         return self.diagnosis.unneeded.get(result.check.id)
 

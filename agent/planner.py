@@ -9,16 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from agent.catalog import Catalog, Requirement
 from agent.inputs import context as ctx
 from agent.inputs import proxy
 from agent.model import Check, CheckPath
-from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, PRIVATELINK_LABEL
+from agent.platform import AZURE_DNS, DEFAULT_EXPECTED_ISSUERS, IMDS_TOKEN_URL, PRIVATELINK_LABEL
 from probes.reasons import Reason
 from probes.specs import (
     DnsSpec,
     HttpSpec,
+    Identity,
     Layer,
     LocalSpec,
     Proxy,
@@ -54,6 +56,7 @@ class PlanOptions:
     no_proxy: tuple[str, ...] = ()
     http_proxy: Proxy | None = None  # the proxy of plain http:// requests (HTTP_PROXY)
     vantage: str = ""  # another network namespace the run looks from (a container's); "": the host's
+    use_identity: bool = False  # check --use-identity: one authenticated request per identity_resource row
 
 
 def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
@@ -106,12 +109,12 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
     for requirement in applicable(catalog, context, options.features):
         for check in _local_checks(requirement, options.vantage):
             add(check)
-        for template in requirement.hosts:
+        for template in requirement.hosts or ((requirement.url,) if requirement.url else ()):
             missing = _placeholders(template) - values.keys()
             if missing:
                 add(_missing_context_check(requirement, template, sorted(missing)))
                 continue
-            host = template.format(**values)
+            host, ports, target = _endpoint(template.format(**values), requirement)
             literal = is_ip(host)  # an IP literal target is connected to without resolving
             if literal and requirement.probe == "dns":  # a DNS server itself: ask it a question
                 add(_resolver_check(host, requirement))
@@ -119,10 +122,10 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
             if not literal:
                 add(replace(_dns_check(host, requirement.id, "any"),
                             spec=_name_spec(catalog, host, requirement, context)))
-            for port in requirement.ports:
+            for port in ports:
                 below: str | None = None if literal else f"dns:{host}"
                 for layer in _CHAINS[requirement.probe]:
-                    check = _layer_check(layer, host, port, requirement, below, options)
+                    check = _layer_check(layer, host, port, requirement, below, options, target)
                     add(check)
                     below = check.id
                 via = _proxy_for(requirement, options)
@@ -131,10 +134,21 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 if via is not None and not proxy.bypassed(host, written, options.no_proxy):
                     for check in _proxied(host, port, requirement, via, options):
                         add(check)
+                elif options.use_identity and requirement.identity_resource:  # direct only: see _identified
+                    add(_identified(host, port, requirement, str(values.get("identity_client_id", ""))))
     policy = _policy(options.blocked, options.blocked_reason)
     planned = (policy(c if len(requirements[c.id]) == len(c.requirements)
                             else replace(c, requirements=tuple(requirements[c.id]))) for c in checks.values())
     return tuple(sorted(planned, key=lambda c: _LAYER_ORDER[c.layer]))
+
+
+def _endpoint(text: str, requirement: Requirement) -> tuple[str, tuple[int, ...], str]:
+    """Where a row's probe goes: (host, ports, the http request target). A `url` row's come from its
+    URL (a context value, validated there: an endpoint the node was given, such as MSI_ENDPOINT)."""
+    if not requirement.url:
+        return text, requirement.ports, requirement.target or "/"
+    parts = urlsplit(text)
+    return parts.hostname or "", (parts.port or 80,), (parts.path or "/") + requirement.target
 
 
 def _policy(entries: Sequence[str], reason: str) -> Callable[[Check], Check]:
@@ -199,12 +213,14 @@ def _resolver_check(server: str, requirement: Requirement) -> Check:
 
 
 def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, needs: str | None,
-                 options: PlanOptions) -> Check:
+                 options: PlanOptions, target: str = "/") -> Check:
     spec: Spec
     if layer is Layer.TLS:
         spec = TlsSpec(host=host, port=port, expected_issuers=options.expected_issuers)
     elif layer is Layer.HTTP:
-        spec = HttpSpec(url=_url("http" if requirement.probe == "http" else "https", host, port), host=host)
+        headers = tuple((name, value) for name, _, value in (h.partition(": ") for h in requirement.headers))
+        spec = HttpSpec(url=_url("http" if requirement.probe == "http" else "https", host, port, target), host=host,
+                        headers=headers)
     elif layer is Layer.WEBSOCKET:
         spec = WebSocketSpec(url=_url("wss", host, port), host=host)
     elif layer is Layer.UDP:
@@ -215,6 +231,18 @@ def _layer_check(layer: Layer, host: str, port: int, requirement: Requirement, n
         spec = TcpSpec(host=host, port=port)
     return Check(id=f"{layer.value}:{host}:{port}", spec=spec, host=host, port=port,
                  protocol=requirement.protocol, requirements=(requirement.id,), needs=needs)
+
+
+def _identified(host: str, port: int, requirement: Requirement, client_id: str) -> Check:
+    """check --use-identity: the row's one authenticated request, on the tls check's path, which tells
+    the resource's network rules (which Key Vault checks only after authentication) from the identity's
+    rights. Planned only where the node reaches the endpoint directly: through a proxy the answer could
+    be the proxy's, and the proxy's path has checks of its own."""
+    spec = HttpSpec(url=_url("https", host, port, requirement.identity_target), host=host,
+                    identity=Identity(requirement.identity_resource, IMDS_TOKEN_URL, requirement.identity_exchange,
+                                      client_id))
+    return Check(id=f"http:{host}:{port}+identity", spec=spec, host=host, port=port, protocol=requirement.protocol,
+                 requirements=(requirement.id,), needs=f"tls:{host}:{port}")
 
 
 # Node-local checks that come with a requirement: what the agent can see of it from the inside.
@@ -279,9 +307,9 @@ def _proxied(host: str, port: int, requirement: Requirement, via: Proxy, options
     return [*checks, to_proxy, through]
 
 
-def _url(scheme: str, host: str, port: int) -> str:
+def _url(scheme: str, host: str, port: int, target: str = "/") -> str:
     default = 80 if scheme == "http" else 443
-    return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
+    return f"{scheme}://{host}{target}" if port == default else f"{scheme}://{host}:{port}{target}"
 
 
 __all__ = ["PlanOptions", "applicable", "plan"]

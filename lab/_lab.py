@@ -63,6 +63,7 @@ class Lab:
         self._server: subprocess.Popen[str] | None = None
         self._samba: subprocess.Popen[bytes] | None = None
         self._node_agent: subprocess.Popen[str] | None = None
+        self._identity: subprocess.Popen[str] | None = None  # a compute instance's MSI endpoint (lab.msi)
         self._up = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -134,6 +135,10 @@ class Lab:
         self._start_samba()
         if self.scenario.context.public_ip:
             self._node_agent = self._listen_in_node(NODE_MANAGEMENT_PORT)
+        if self.scenario.context.compute == "instance":
+            self._identity = self._ready(subprocess.Popen(netns.in_ns(self.node_ns, [
+                "env", "-i", f"PYTHONPATH={_PACKAGE_ROOT}", sys.executable, "-m", "lab.msi", str(addresses.MSI_PORT)]),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
     def _listen_in_node(self, port: int) -> subprocess.Popen[str]:
         """A public-IP compute node takes Azure ML's management connections on 44224 (the
@@ -141,11 +146,16 @@ class Lab:
         code = ("import socket, sys\n"
                 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                 f"s.bind(('0.0.0.0', {port})); s.listen(); print('ready', flush=True); sys.stdin.read()")
-        agent = subprocess.Popen(netns.in_ns(self.node_ns, [sys.executable, "-c", code]), stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
-        assert agent.stdout is not None
-        agent.stdout.readline()
-        return agent
+        return self._ready(subprocess.Popen(netns.in_ns(self.node_ns, [sys.executable, "-c", code]),
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
+    @staticmethod
+    def _ready(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        """A node-side stand-in, once it says `ready` (it exits when its stdin closes)."""
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a lab process in the node namespace did not start: {process.args!r}")
+        return process
 
     def _start_servers(self, config: Path) -> None:
         log = self.workdir / "servers.log"
@@ -182,10 +192,10 @@ class Lab:
         """Tear everything down; idempotent, and shielded from SIGTERM/SIGHUP/SIGINT while it
         runs (a pending signal is delivered once teardown has finished)."""
         with _signals_deferred():
-            for process in (self._server, self._node_agent):
+            for process in (self._server, self._node_agent, self._identity):
                 if process is not None:
                     _stop(process)
-            self._server = self._node_agent = None
+            self._server = self._node_agent = self._identity = None
             if self._samba is not None:
                 samba.stop(self._samba)  # its connection children die with the namespace below
                 self._samba = None
@@ -216,7 +226,8 @@ class Lab:
         c = self.scenario.context
         if c.compute == "instance":
             env.update(CI_NAME=c.compute_name, CI_WORKSPACE=c.workspace_name,
-                       CI_RESOURCE_GROUP="lab-rg", CI_LOCAL_UBUNTU_USER="azureuser")
+                       CI_RESOURCE_GROUP="lab-rg", CI_LOCAL_UBUNTU_USER="azureuser",
+                       MSI_ENDPOINT=addresses.MSI_ENDPOINT)
         for passthrough in ("PYTHONPATH", "TERM", "COLUMNS", "NO_COLOR", "FORCE_COLOR"):
             if passthrough in os.environ:
                 env[passthrough] = os.environ[passthrough]

@@ -43,6 +43,11 @@ CUSTOM_DNS = "10.0.2.4"  # a customer DNS server in the VNet
 PROXY = "10.0.3.8"  # a forward HTTP proxy in a hub subnet (scenarios with `proxy`)
 PROXY_PORT = 3128
 
+# A compute instance's local managed identity endpoint (lab.msi, in the node namespace): MSI_ENDPOINT
+MSI_PORT = 46808
+MSI_PATH = "/MSI/auth"
+MSI_ENDPOINT = f"http://127.0.0.1:{MSI_PORT}{MSI_PATH}"
+
 PUBLIC_NET = "198.18.0.0/15"  # every public name lands here
 NODE_PUBLIC_IP = "198.19.255.4"  # the node's public IP in scenarios that give it one
 

@@ -124,6 +124,7 @@ class Scenario:
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
     resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is their service's network-rule denial (403)
+    identity_denied: tuple[str, ...] = ()  # names whose service refuses the node's managed identity (RBAC)
     # DNS records and trust
     instance_address: str | None = None  # the compute instance names' A record (None: the PE)
     more_resolvers: tuple[Resolver, ...] = ()  # further nameservers in the node's resolv.conf, after `resolver`
@@ -186,6 +187,8 @@ NO_PROXY_PRIVATE = (*NO_PROXY_LOCAL, *private_names(_PRIVATE))
 """NO_PROXY of a node that reaches its private endpoints directly: the local names, IMDS, Azure DNS
 and every private endpoint name of the default context."""
 _PROXY = f"{addresses.PROXY}:{addresses.PROXY_PORT}"
+IDENTITY_OPTIONS = ("--use-identity", "--key-vault", "contoso-kv", "--container-registry", "contosoacr")
+"""check --use-identity with the workspace's key vault and registry named (the lab's managed identity scenarios)."""
 _STORAGE = _PRIVATE.storage_account
 _OLD_BLOB_PE = "10.0.1.99"  # a storage private endpoint address since deleted (hosts-file-stale)
 
@@ -553,6 +556,42 @@ SCENARIOS: dict[str, Scenario] = {
             proxy_reaches_private=False,
             expected_exit=2,
             expected_findings=("proxy-bypass-required",),
+        ),
+        Scenario(
+            "identity-key-vault-firewall",
+            "The key vault's firewall denies this node, which only an authenticated request sees",
+            "check --use-identity with the workspace key vault and registry named: the vault's network rules "
+            "do not allow the compute subnet. Anonymous requests get 401 either way (Key Vault checks its "
+            "firewall after authentication); the managed identity's request gets 403 with the inner code "
+            "ForbiddenByFirewall, while ARM and the registry let the identity in. Expect resource-firewall-denied "
+            "naming the vault's network rules, not a role.",
+            resource_firewall=("contoso-kv.vault.azure.net",),
+            options=IDENTITY_OPTIONS,
+            expected_exit=2,
+            expected_findings=("resource-firewall-denied",),
+        ),
+        Scenario(
+            "identity-key-vault-rbac",
+            "The key vault lets the node in but refuses its managed identity (no role)",
+            "As identity-key-vault-firewall, but the vault's network rules allow the node and its RBAC has no "
+            "role for the node's identity: 403 Forbidden with the inner code ForbiddenByRbac. Expect "
+            "identity-access-denied (a warning) naming the Key Vault Secrets User role, not a network rule.",
+            identity_denied=("contoso-kv.vault.azure.net",),
+            options=IDENTITY_OPTIONS,
+            expected_exit=1,
+            expected_findings=("identity-access-denied",),
+        ),
+        _proxied(
+            "identity-through-proxy",
+            "NO_PROXY lacks IMDS: managed identity calls would go to the proxy",
+            "As proxy-ok, but NO_PROXY (both cases, as the setup script wrote it) lists loopback, Azure DNS and "
+            f"the private endpoints, not IMDS ({addresses.IMDS}): Azure ML's credential would send its http:// "
+            "token requests to HTTP_PROXY. Everything else works, and the agent's own IMDS and MSI_ENDPOINT "
+            "checks go direct. Expect identity-via-proxy (a warning) naming the NO_PROXY line to set: the "
+            f"current value with {addresses.IMDS} appended.",
+            no_proxy=tuple(name for name in NO_PROXY_PRIVATE if name != addresses.IMDS),
+            expected_exit=1,
+            expected_findings=("identity-via-proxy",),
         ),
         Scenario(
             "mtu-blackhole",

@@ -105,6 +105,22 @@ def _imds_error(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
+LAB_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.lab-managed-identity-token-5c1e.not-a-signature"
+"""The one token the lab's IMDS mints (for any resource) and its resources accept: the tests look for it
+in every output, where it must never appear."""
+
+
+def _imds_token(request: web.Request) -> web.Response:
+    """The managed identity token endpoint: asked without a resource (the agent's reachability
+    check), IMDS answers 400 invalid_request and mints nothing; with one, the node's token."""
+    resource = request.query.get("resource")
+    if not resource:
+        return web.json_response({"error": "invalid_request",
+                                  "error_description": "Required audience parameter not specified"}, status=400)
+    return web.json_response({"access_token": LAB_TOKEN, "expires_in": "86399", "expires_on": "1999999999",
+                              "resource": resource, "token_type": "Bearer"})
+
+
 def _leaf(document: Any, path: list[str]) -> Any:
     """The node of an IMDS document a leaf path names (/metadata/instance/compute/location)."""
     for part in path:
@@ -129,6 +145,8 @@ async def _imds(request: web.Request, scenario: Scenario) -> web.Response:
         return _imds_error(
             "Bad request. api-version is invalid or was not specified in the request."
         )
+    if parts == ["metadata", "identity", "oauth2", "token"]:
+        return _imds_token(request)
     documents = {"instance": imds_instance, "loadbalancer": imds_loadbalancer}
     if len(parts) < 2 or parts[0] != "metadata" or parts[1] not in documents:
         return _not_found()
@@ -177,8 +195,68 @@ def _denial(host: str) -> web.Response:
     """A resource's own network rules refusing the client, as that service words it."""
     if host.endswith(".api.azureml.ms"):
         return web.json_response(WORKSPACE_PRIVATE_LINK_DENY, status=403)
+    if host.endswith(".azurecr.io"):
+        return web.json_response(REGISTRY_FIREWALL_DENY, status=403)
+    if host.endswith(".vault.azure.net"):
+        return web.json_response(KEY_VAULT_FIREWALL_DENY, status=403)
     return web.Response(status=403, text=STORAGE_FIREWALL_DENY, content_type="application/xml",
                         headers={"x-ms-error-code": "AuthorizationFailure"})
+
+
+KEY_VAULT_FIREWALL_DENY = {"error": {
+    "code": "Forbidden",
+    "message": f"Client address is not authorized and caller is not a trusted service.\r\nClient address: "
+               f"{addresses.NODE}\r\nCaller: appid=00000000-0000-0000-0000-000000000000;oid=lab\r\nVault: "
+               "contoso-kv;location=eastus",
+    "innererror": {"code": "ForbiddenByFirewall"}}}
+"""Key Vault's network rules refusing an authenticated caller (it checks them only after authentication)."""
+KEY_VAULT_RBAC_DENY = {"error": {
+    "code": "Forbidden",
+    "message": "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or "
+               "role definitions were changed recently, please observe propagation time.\r\nCaller: "
+               "appid=00000000-0000-0000-0000-000000000000;oid=lab\r\nAction: "
+               "'Microsoft.KeyVault/vaults/secrets/readMetadata/action'\r\nAssignment: (not found)\r\n"
+               "DecisionReason: 'DeniedWithNoValidRBAC'\r\nVault: contoso-kv;location=eastus\r\n",
+    "innererror": {"code": "ForbiddenByRbac"}}}
+"""Key Vault refusing an authenticated caller without a role on it (an RBAC vault)."""
+REGISTRY_FIREWALL_DENY = {"errors": [{
+    "code": "DENIED", "message": f"client with IP '{addresses.NODE}' is not allowed access. Refer "
+    "https://aka.ms/acr/firewall to grant access."}]}
+"""A registry's network rules refusing the client (anonymous or not)."""
+UNAUTHORIZED = {"error": {"code": "InvalidAuthenticationToken",
+                          "message": "The access token is missing or invalid."}}
+
+
+async def _authenticated(request: web.Request, host: str, scenario: Scenario) -> web.Response | None:
+    """What the key vault, a registry and ARM answer a managed identity's request (check --use-identity):
+    the network rules first where the service checks them first (the registry), after authentication
+    where it checks them after (Key Vault); then the scenario's `identity_denied` names refuse the
+    identity. None: not such a request."""
+    vault = host.endswith(".vault.azure.net") and request.path == "/secrets"
+    registry = host.endswith(".azurecr.io") and request.path == "/oauth2/exchange" and request.method == "POST"
+    arm = host == "management.azure.com" and request.path == "/subscriptions"
+    if not (vault or registry or arm):
+        return None
+    if registry and matches(host, scenario.resource_firewall):
+        return web.json_response(REGISTRY_FIREWALL_DENY, status=403)
+    presented = str((await request.post()).get("access_token")) if registry else \
+        request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if presented != LAB_TOKEN:
+        return web.json_response(UNAUTHORIZED, status=401)
+    if vault and matches(host, scenario.resource_firewall):
+        return web.json_response(KEY_VAULT_FIREWALL_DENY, status=403)
+    if matches(host, scenario.identity_denied):
+        if vault:
+            return web.json_response(KEY_VAULT_RBAC_DENY, status=403)
+        if registry:
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                                     status=401)
+        return web.json_response({"error": {"code": "AuthorizationFailed", "message": "The client 'lab' does not "
+                                            "have authorization to perform action over scope '/subscriptions'."}},
+                                 status=403)
+    if registry:
+        return web.json_response({"refresh_token": LAB_TOKEN + ".registry"})
+    return web.json_response({"value": []})
 
 
 def https_app(scenario: Scenario) -> web.Application:
@@ -186,7 +264,11 @@ def https_app(scenario: Scenario) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         host = request.host.rsplit(":", 1)[0].lower()
+        if (answer := await _authenticated(request, host, scenario)) is not None:
+            return answer
         if matches(host, scenario.resource_firewall):
+            if host.endswith(".vault.azure.net"):  # Key Vault checks its network rules after authentication
+                return web.json_response(UNAUTHORIZED, status=401)
             return _denial(host)
         if request.headers.get("Upgrade", "").lower() != "websocket" or not matches(
             host, WEBSOCKET_NAMES

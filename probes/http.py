@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import h11
 
@@ -29,6 +29,7 @@ from probes._trace import Fact, ProbeError, Trace
 from probes._tunnel import MAX_HEAD, authorization, to_proxy
 from probes.reasons import Reason
 from probes.specs import HttpSpec as Spec
+from probes.specs import Identity
 from probes.tls import describe_verified
 
 FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason: No rule matched"
@@ -39,8 +40,12 @@ FIREWALL_DENIED = 470  # Azure Firewall application rule: "Action: Deny. Reason:
 # denied based on workspace private link configuration", "... not accessible from outside of the
 # designated private link", code UserError). An auth answer (401, or 403 without one of these)
 # proves the service was reached.
+# Key Vault checks its network rules only after authentication, so only an authenticated request
+# (check --use-identity) sees its denial: 403 with the inner code ForbiddenByFirewall ("Client address
+# is not authorized and caller is not a trusted service").
 NETWORK_DENIALS: tuple[tuple[str, str], ...] = (
-    ("AuthorizationFailure", ""), ("DENIED", "not allowed access"), ("UserError", "private link"))
+    ("AuthorizationFailure", ""), ("DENIED", "not allowed access"), ("UserError", "private link"),
+    ("ForbiddenByFirewall", ""))
 DENIAL_STATUSES = frozenset({401, 403})  # Azure ML's SDK has seen the private link denial as a 401
 ERROR_BODY_BYTES = 4096  # Azure error documents are small; never read more of an answer
 FIREWALL_BODY_BYTES = 512  # the firewall's one-line explanation
@@ -63,9 +68,10 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
     trace.note(addresses_ok=[], via_proxy=spec.proxy is not None,
                proxy=spec.proxy.shown if spec.proxy else None)
     address = require(addresses)[0] if addresses or not spec.proxy else None
+    token = await _token(spec.identity, trace) if spec.identity is not None else None
     stream = _stream.take(spec, address, trace) if spec.proxy is None and address is not None else None
     await _stream.exchange_on(stream, lambda: _open(spec, address, trace), "request",
-                              lambda connection: _exchange(spec, connection, trace), trace)
+                              lambda connection: _exchange(spec, connection, trace, token), trace)
     if address is not None:
         trace.passed(address)
 
@@ -81,26 +87,69 @@ async def _open(spec: Spec, address: str | None, trace: Trace) -> _stream.Stream
                                  [address] if address else [], spec.proxy, trace)
 
 
-def _request(spec: Spec) -> h11.Request:
+TOKEN_BYTES = 65536  # a token answer is a few KiB: never read more
+_TOKEN_CHARACTERS = r"[A-Za-z0-9._~+/=-]{1,16384}"  # RFC 6750's b64token: what a bearer header may carry
+
+
+async def _token(identity: Identity, trace: Trace) -> str:
+    """The managed identity's access token for the resource, from the token endpoint's answer. It is
+    returned, never noted: the caller puts it in one request and drops it. An answer without one
+    names the endpoint's own error (its error_description), never more of the body."""
+    url = f"{identity.token_url}&resource={quote(identity.resource, safe='')}" \
+        + (f"&client_id={quote(identity.client_id, safe='')}" if identity.client_id else "")
+    trace.note(token_for=identity.resource)
+    with trace.phase("token"):  # a failure leaves it open: the phase that failed
+        try:
+            status, body = await get(url, [("Metadata", "true")], TOKEN_BYTES)
+        except (OSError, ValueError) as exc:
+            raise ProbeError(Reason.HTTP_NO_TOKEN, f"the managed identity endpoint could not be asked "
+                             f"({type(exc).__name__})") from None
+        try:
+            document = json.loads(body)
+        except ValueError:  # its message would quote the body
+            document = None
+        answer: dict[str, object] = document if isinstance(document, dict) else {}
+        token = answer.get("access_token")
+        if status == 200 and isinstance(token, str) and not re.fullmatch(_TOKEN_CHARACTERS, token):
+            # h11 would refuse it in a header, quoting it in its error
+            raise ProbeError(Reason.HTTP_NO_TOKEN, "the managed identity endpoint's token is not a bearer token")
+        if status != 200 or not isinstance(token, str) or not token:
+            error = answer.get("error_description") or answer.get("error")
+            raise ProbeError(Reason.HTTP_NO_TOKEN, f"the managed identity endpoint gave no token for "
+                             f"{identity.resource}: HTTP {status}"
+                             + (f" {error[:200]}" if isinstance(error, str) else ""))
+    return token
+
+
+def _request(spec: Spec, token: str | None = None) -> tuple[h11.Request, bytes]:
     """The request as the node's clients send it: origin-form to the service (or inside a CONNECT
-    tunnel), absolute-form to a proxy for plain http, with the proxy's credentials."""
+    tunnel), absolute-form to a proxy for plain http, with the proxy's credentials; with a token, as
+    Azure's clients present it (a bearer header, or a registry's exchange form), and its body."""
     parts = urlsplit(spec.url)
     secure = parts.scheme == "https"
     explicit = parts.port is not None and parts.port != (443 if secure else 80)
     headers = [("Host", f"{spec.host}:{parts.port}" if explicit else spec.host), ("User-Agent", "aml-netcheck"),
-               ("Accept", "*/*"), ("Connection", "close")]
+               ("Accept", "*/*"), *spec.headers, ("Connection", "close")]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if spec.proxy is not None and not secure:
         target = spec.url
         if credentials := authorization(spec.proxy):
             headers.append(("Proxy-Authorization", credentials))
-    return h11.Request(method=spec.method, target=target, headers=headers)
+    body = b""
+    if token is not None and spec.identity is not None and spec.identity.exchange:
+        body = urlencode({"grant_type": "access_token", "service": spec.host, "access_token": token}).encode()
+        headers += [("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", str(len(body)))]
+    elif token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    return h11.Request(method="POST" if body else spec.method, target=target, headers=headers), body
 
 
-async def _exchange(spec: Spec, stream: _stream.Stream, trace: Trace) -> None:
+async def _exchange(spec: Spec, stream: _stream.Stream, trace: Trace, token: str | None = None) -> None:
     """Send the request, read the response head, judge it (reading what of the body a verdict needs)."""
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    await stream.send(connection.send(_request(spec)) + connection.send(h11.EndOfMessage()))
+    request, body = _request(spec, token)
+    await stream.send(connection.send(request) + (connection.send(h11.Data(data=body)) if body else b"")
+                      + connection.send(h11.EndOfMessage()))
     try:
         answer = await _head(connection, stream, trace)
         await _judge(spec, answer, connection, stream, trace)
@@ -166,8 +215,18 @@ async def _judge(spec: Spec, answer: _Answer, connection: h11.Connection, stream
         trace.note(proxy_error=error, cert=cert)
         if error is not None:
             raise proxy_answer(answer.status, error)
+    if spec.identity is not None:
+        trace.note(authenticated=True)
+        if 200 <= answer.status < 300:  # let in: the body is never read (it may name secrets, or hold a token)
+            return
+        if answer.status not in DENIAL_STATUSES:
+            raise ProbeError(Reason.HTTP_STATUS, f"HTTP {answer.status} to the authenticated request")
     if answer.status in DENIAL_STATUSES:
-        _resource_denial(answer, (await _body(connection, stream, ERROR_BODY_BYTES)).decode(errors="replace"), trace)
+        body = (await _body(connection, stream, ERROR_BODY_BYTES)).decode(errors="replace")
+        codes, message = _resource_denial(answer, body, trace)
+        if spec.identity is not None:  # authenticated, and no network rule named: the identity's own denial
+            raise ProbeError(Reason.HTTP_IDENTITY_DENIED, f"HTTP {answer.status} {codes[-1] if codes else ''}: "
+                             f"{message.splitlines()[0][:200] if message else ''}")
     if cert is not None:
         _check_issuer(spec, cert, trace)
 
@@ -200,10 +259,10 @@ def _check_issuer(spec: Spec, cert: dict[str, Fact], trace: Trace) -> None:
                          f"not {' or '.join(spec.expected_issuers)}")
 
 
-def _resource_denial(answer: _Answer, body: str, trace: Trace) -> None:
+def _resource_denial(answer: _Answer, body: str, trace: Trace) -> tuple[tuple[str, ...], str]:
     """Read the Azure error codes of a 401 or 403 (the x-ms-error-code header, a JSON `error.code`
     with its nested `innerError` codes or `errors[0].code`, an XML `<Code>`) and fail when one is a
-    network-rule denial."""
+    network-rule denial; else (codes, message)."""
     codes, message = _azure_error(answer.headers.get("x-ms-error-code"), body)
     trace.note(azure_error_code=codes[0] if codes else None, azure_error_inner_codes=[*codes[1:]],
                azure_error_message=message[:300] or None)
@@ -212,6 +271,7 @@ def _resource_denial(answer: _Answer, body: str, trace: Trace) -> None:
     if denial is not None:
         first_line = message.splitlines()[0][:200] if message else ""
         raise ProbeError(Reason.HTTP_RESOURCE_DENIED, f"HTTP {answer.status} {denial}: {first_line}")
+    return codes, message
 
 
 def _azure_error(header: str | None, body: str) -> tuple[tuple[str, ...], str]:

@@ -66,6 +66,8 @@ class Reason(StrEnum):
     HTTP_FIREWALL_DENIED = "http.firewall-denied"  # Azure Firewall deny page (HTTP 470)
     HTTP_RESOURCE_DENIED = "http.resource-denied"  # the resource's own network rules deny this client (403 + code)
     HTTP_INVALID_RESPONSE = "http.invalid-response"  # the peer answered, but not with valid HTTP
+    HTTP_IDENTITY_DENIED = "http.identity-denied"  # an authenticated request refused for its identity (RBAC, policy)
+    HTTP_NO_TOKEN = "http.no-token"  # the managed identity endpoint gave no token: nothing to authenticate with
     PROXY_AUTH_REQUIRED = "proxy.auth-required"  # the proxy answered 407
     PROXY_DENIED = "proxy.denied"  # the proxy refused the CONNECT (403 and friends)
     PROXY_UPSTREAM_FAILED = "proxy.upstream-failed"  # the proxy could not reach the target (502-504)
@@ -114,6 +116,7 @@ _STATUS: dict[Reason, Status] = {
     Reason.SKIP_POLICY: Status.SKIP,
     Reason.PROBE_CANCELLED: Status.INCONCLUSIVE,
     Reason.PROBE_INTERNAL: Status.INCONCLUSIVE,
+    Reason.HTTP_NO_TOKEN: Status.INCONCLUSIVE,  # says nothing of the resource's rules
 }
 
 TIMEOUT_BY_LAYER: dict[Layer, Reason] = {

@@ -232,6 +232,23 @@ class TlsSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated request (check --use-identity): a managed identity token for `resource`,
+    asked of `token_url` (IMDS, directly, never through a proxy) just before the request, presented
+    as a bearer token, or with `exchange` in a container registry's /oauth2/exchange form. The token
+    stays in the probe's memory for that one request: no Spec, note, detail or exception holds it."""
+
+    resource: str
+    token_url: str  # an http:// URL with a query, to which `&resource=` is added
+    exchange: bool = False
+    client_id: str = ""  # a user-assigned identity's (`&client_id=`); "": the endpoint's only or system one
+
+    def __post_init__(self) -> None:
+        _url(self.token_url, ("http",))
+        _url(self.resource, ("https",))
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSpec:
     layer: ClassVar[Layer] = Layer.HTTP
     url: str
@@ -240,6 +257,8 @@ class HttpSpec:
     cafile: str | None = None
     method: str = "GET"
     expected_issuers: tuple[str, ...] = ()  # https through a proxy: issuer O= values that are not inspection
+    headers: tuple[tuple[str, str], ...] = ()  # what the service requires besides ours (IMDS: Metadata: true)
+    identity: Identity | None = None  # authenticate with the node's managed identity (check --use-identity)
 
     def __post_init__(self) -> None:
         _url(self.url, ("http", "https"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.catalog import IMDS, SMB_SHARE
+from agent.catalog import IMDS, MSI, SMB_SHARE
 from agent.diagnose.facts import Facts
 from agent.diagnose.findings import Code
 from agent.model import CheckPath, Result, Unneeded
@@ -153,6 +153,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(LOCAL_CODES.get(check.spec.check, Code.ENDPOINT_UNREACHABLE), (), result)]
     if IMDS in check.requirements:  # one finding with what detection saw of it
         return [Problem(Code.IMDS_UNAVAILABLE, (), result)]
+    if MSI in check.requirements:  # on the instance itself: no network rule is in the way
+        return [Problem(Code.IDENTITY_ENDPOINT_UNAVAILABLE, (), result)]
     if check.path is CheckPath.TO_PROXY:
         return [Problem(Code.PROXY_UNREACHABLE, (), result)]
     if check.path is CheckPath.PROXY and result.status is Status.FAIL \
@@ -164,6 +166,8 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(PROXY_CODES[reason], (), result)]
     if reason is Reason.HTTP_RESOURCE_DENIED:
         return [Problem(Code.RESOURCE_FIREWALL_DENIED, (), result)]
+    if reason is Reason.HTTP_IDENTITY_DENIED:
+        return [Problem(Code.IDENTITY_ACCESS_DENIED, (), result)]
     if reason is Reason.SMB_DIALECT_OLD:
         return [Problem(Code.SMB_DIALECT_OLD, (), result)]
     if SMB_SHARE in check.requirements and (reason in BLOCKED or reason in REJECTED or reason in SMB_UNANSWERED):

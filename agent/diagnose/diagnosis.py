@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from agent.diagnose import classify
 from agent.diagnose.facts import Facts
-from agent.diagnose.findings import Code, imds_unreadable, make
+from agent.diagnose.findings import Code, identity_proxied, imds_unreadable, make
 from agent.diagnose.verdict import exit_code, verdict
 from agent.model import Diagnosis, Finding, Result
 
@@ -36,6 +36,8 @@ def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False
         groups.setdefault((Code.IMDS_UNAVAILABLE, ()), [])
     if facts.vantage_mtu_excess:  # a fact of the vantage: a warning until a stalled handshake shows it
         groups.setdefault((Code.VANTAGE_MTU_ABOVE_HOST, ()), [])
+    if identity_proxied(facts):  # a node finding: the proxy settings, whatever the checks saw
+        groups.setdefault((Code.IDENTITY_VIA_PROXY, ()), [])
     findings: list[Finding] = [make(code, group, facts) for (code, _), group in groups.items()]
     ranked = tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
     health = verdict(ranked, results, signalled=signalled)

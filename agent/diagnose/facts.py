@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from agent import netrules
 from agent.catalog import Catalog
 from agent.inputs import context as ctx
+from agent.inputs import proxy
 from agent.inputs.context import Context
 from agent.model import Result, primary_address
-from agent.platform import AZURE_DNS
+from agent.platform import AZURE_DNS, IMDS_ADDRESS
 from probes import node
 from probes._trace import Fact
 
@@ -29,7 +31,9 @@ DOCS = {
     "azure-files-smb": "https://learn.microsoft.com/azure/storage/files/files-smb-protocol",
     "managed-network": "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network",
     "dns-private-resolver": "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview",
+    "managed-identity": "https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/how-to-use-vm-token",
 }
+LOOPBACK = "127.0.0.1"  # where Azure ML serves a compute instance's identity endpoint (MSI_ENDPOINT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,32 @@ class Facts:
         detection = self.node.get("detection")
         imds = detection.get("imds") if isinstance(detection, dict) else None
         return imds if isinstance(imds, dict) else {}
+
+    @property
+    def proxy(self) -> proxy.ProxySettings:
+        """The proxy Azure ML's clients use, from the node's proxy variables by the derivation the plan
+        used (agent/inputs/proxy.py: `settings`); none when they do not parse (the run refused them)."""
+        seen = self.node.get("proxy")
+        sources = [seen.get(name) if isinstance(seen, dict) else None for name in ("environment", "etc_environment")]
+        environ, etc = ({k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
+                        for found in sources)
+        try:
+            return proxy.settings(environ, etc)
+        except proxy.ProxyError:
+            return proxy.ProxySettings(None, (), "none")
+
+    @property
+    def identity_endpoints(self) -> tuple[tuple[str, int | None], ...]:
+        """Where the node's managed identity calls go, as (host, the port their http:// URL writes):
+        IMDS, and on a compute instance its local endpoint (the context's, else Azure ML's loopback)."""
+        endpoints: list[tuple[str, int | None]] = [(IMDS_ADDRESS, None)]
+        given = self.context.get("identity_endpoint")
+        if given is not None and isinstance(given.value, str):
+            parts = urlsplit(given.value)
+            endpoints.append((parts.hostname or LOOPBACK, parts.port))
+        elif self.context["compute"].value == "instance":
+            endpoints.append((LOOPBACK, None))
+        return tuple(dict.fromkeys(endpoints))
 
     def tag(self, result: Result) -> str:
         """The service tags of the check's requirements (a grouping key: one NSG rule, one finding)."""

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
+from agent.inputs import proxy
 from agent.model import CheckPath, Finding, Owner, PathStep, Result, Severity, StepState
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._hops import Answer, Dies, PathSummary, from_facts
@@ -54,6 +55,9 @@ class Code(StrEnum):
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
     VANTAGE_MTU_ABOVE_HOST = "vantage-mtu-above-host"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
+    IDENTITY_VIA_PROXY = "identity-via-proxy"
+    IDENTITY_ACCESS_DENIED = "identity-access-denied"
+    IDENTITY_ENDPOINT_UNAVAILABLE = "identity-endpoint-unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,12 +774,30 @@ def _websocket(results: Sequence[Result], facts: Facts) -> Draft:
                    "splice rule for these names." if any(r.check.path is CheckPath.PROXY for r in results) else "")))
 
 
+# The key vault rows (their authenticated requests see the vault's network rules: check --use-identity)
+VAULTS = frozenset({"workspace-key-vault", "key-vault", "workspace-key-vault-peered"})
+
+
+def _vaults(results: Sequence[Result]) -> list[Result]:
+    return [r for r in results if VAULTS & set(r.check.requirements)]
+
+
 def _resource_denied(results: Sequence[Result], facts: Facts) -> Draft:
-    """Storage and registries take a network rule for the subnet; a workspace with public network
-    access disabled is reached only through its private endpoint."""
+    """Storage and registries take a network rule for the subnet, a key vault too or its trusted
+    services; a workspace with public network access disabled is reached only through its private
+    endpoint."""
     workspace = [r for r in results if (zone := facts.catalog.zone_of(r.check.host)) and zone.workspace]
+    vaults = _vaults(results)
     fixes = []
-    if len(workspace) < len(results):
+    if vaults:
+        names = ", ".join(dict.fromkeys(r.check.host.partition(".")[0] for r in vaults))
+        fixes.append(f"The key vault ({names}) answered the node's managed identity with ForbiddenByFirewall: "
+                     "in its Networking settings allow the compute subnet (a virtual network rule with the "
+                     f"subnet's Microsoft.KeyVault service endpoint: az keyvault network-rule add --name {names} "
+                     "--subnet <subnet-id>), or reach it through a private endpoint whose "
+                     "privatelink.vaultcore.azure.net zone is linked to the VNet; \"Allow trusted Microsoft "
+                     "services\" admits Azure ML's own service, not the compute's calls.")
+    if len(workspace) + len(vaults) < len(results):
         fixes.append("In the storage account's or registry's Networking settings allow the compute subnet: a "
                      "virtual network rule with the subnet's service endpoint (Microsoft.Storage or "
                      "Microsoft.ContainerRegistry), e.g. az storage account network-rule add --subnet <subnet-id> / "
@@ -863,6 +885,91 @@ def _imds(results: Sequence[Result], facts: Facts) -> Draft:
                 "--public-ip/--no-public-ip."))
 
 
+# The role each authenticated request needs (by the requirement ids: check --use-identity), and how to grant it.
+_ROLES = {
+    "acr": ("AcrPull", "the registry", "<registry-resource-id>"),
+    "arm": ("Reader", "the workspace's resource group (or what the jobs manage)", "<resource-group-id>"),
+}
+
+
+def _identity_denied(results: Sequence[Result], facts: Facts) -> Draft:
+    """The network let the authenticated request through and the resource refused the identity:
+    a role assignment (or a key vault access policy) is missing, no network rule."""
+    fixes = []
+    vaults = _vaults(results)
+    if vaults:
+        names = ", ".join(dict.fromkeys(r.check.host.partition(".")[0] for r in vaults))
+        fixes.append(f"Key vault {names}: give the node's managed identity the Key Vault Secrets User role "
+                     "(az role assignment create --role \"Key Vault Secrets User\" --assignee <principal-id> "
+                     f"--scope <key-vault-resource-id>), or, on a vault with access policies, get and list on "
+                     f"secrets (az keyvault set-policy --name {names} --object-id <principal-id> "
+                     "--secret-permissions get list).")
+    for rid, (role, what, scope) in _ROLES.items():
+        if any(rid in r.check.requirements for r in results):
+            fixes.append(f"{_hosts([r for r in results if rid in r.check.requirements])}: give the identity "
+                         f"{role} on {what} (az role assignment create --role {role} --assignee <principal-id> "
+                         f"--scope {scope}).")
+    return Draft(
+        summary=f"The node's managed identity is refused by the resource (no network rule): {_hosts(results)}",
+        cause=(_observed(results) + ". The request got through the network and was authenticated, then refused "
+               "for the identity (an RBAC role or an access policy is missing, or assignments have not "
+               "propagated): what uses this identity (az login --identity, identity-based datastores, image "
+               "pulls) fails; key-based access still works."),
+        remedy=" ".join(fixes) + " The principal id is the identity's (the denial above names the caller's "
+               "object id; az identity show or the compute's Identity page).")
+
+
+def _identity_endpoint(results: Sequence[Result], facts: Facts) -> Draft:
+    """The compute instance's own identity endpoint does not answer: a service on the instance, so the
+    fix is on the instance (a local rule, the service, a stale MSI_ENDPOINT), never an NSG."""
+    given = facts.context.get("identity_endpoint")
+    where = f" ({given.value}, from {given.source})" if given is not None and given.value else ""
+    ports = ", ".join(dict.fromkeys(str(r.check.port) for r in results if r.check.port))
+    return Draft(
+        summary=f"The compute instance's managed identity endpoint does not answer{where}",
+        cause=(_observed(results) + ". Azure ML's credential asks it for the instance's tokens (MSI_ENDPOINT): "
+               "az login --identity, identity-based datastores and the instance's identity fail; key-based access "
+               "still works. It is served on the instance itself, so no NSG or firewall is in the way."),
+        remedy=(f"Check that no local firewall rule drops loopback port {ports or '<port>'} (nft list ruleset), and "
+                "that MSI_ENDPOINT in this environment is the instance's (a copied .bashrc or setup script can carry "
+                "another's); restart the compute instance to restart Azure ML's identity service."))
+
+
+def identity_proxied(facts: Facts) -> tuple[str, ...]:
+    """The identity endpoints' hosts (IMDS, the instance's local endpoint) that NO_PROXY leaves to the
+    proxy, matched as requests matches it (agent/inputs/proxy.py): their URLs are http://, so HTTP_PROXY
+    is the one that carries them (HTTPS_PROXY alone does not)."""
+    settings = facts.proxy
+    if settings.http_proxy is None:
+        return ()
+    return tuple(dict.fromkeys(host for host, port in facts.identity_endpoints
+                               if not proxy.bypassed(host, port, settings.no_proxy)))
+
+
+def _identity_via_proxy(results: Sequence[Result], facts: Facts) -> Draft:
+    """The NO_PROXY line to set: the value as written, with the missing hosts appended."""
+    settings = facts.proxy
+    missing = identity_proxied(facts)
+    written = settings.no_proxy_text.strip().rstrip(",")
+    line = f"NO_PROXY={shlex.quote(','.join(filter(None, (written, *missing))))}"
+    via = settings.http_proxy.shown if settings.http_proxy else "the proxy"
+    where = ("/etc/environment" if settings.source == "/etc/environment"
+             else "the compute's environment (the setup script, ~/.bashrc, the job's environment variables)")
+    ports = dict(facts.identity_endpoints)
+    return Draft(
+        targets=tuple(f"{host}:{ports.get(host) or 80}/tcp" for host in missing),
+        summary=f"Managed identity calls go to the proxy: NO_PROXY does not cover {', '.join(missing)}",
+        cause=(f"HTTP_PROXY is {via} (from {settings.source}) and NO_PROXY "
+               + (f"({written})" if written else "is empty, so it")
+               + f" matches none of {', '.join(missing)} as Python's requests reads it. Azure ML's credential "
+               "(azure-identity's ManagedIdentityCredential and AzureMLCredential), az login --identity and MSAL "
+               "send their http:// token requests there through the proxy, which cannot reach this node's own "
+               "instance metadata or loopback (or answers with its own VM's identity): identity-based datastores, "
+               "image pulls and key vault access fail. The agent's own checks of these endpoints go direct."),
+        remedy=(f"Set {line} (and no_proxy to the same value) in {where}, wherever HTTP_PROXY is set for "
+                "Azure ML; IMDS and the local identity endpoint must never go through a proxy."))
+
+
 def imds_unreadable(facts: Facts) -> bool:
     detection = facts.node.get("detection")
     imds = detection.get("imds") if isinstance(detection, dict) else None
@@ -938,7 +1045,7 @@ DECLARATIONS: dict[Code, Declaration] = {
         C, "HTTPS works but the WebSocket upgrade is refused (Jupyter will not work)", ("jupyter",), _websocket),
     Code.RESOURCE_FIREWALL_DENIED: Declaration(
         C, "the resource's own network rules deny this node (storage AuthorizationFailure, registry DENIED, "
-        "a workspace with public network access disabled)",
+        "a workspace with public network access disabled, with --use-identity a key vault's ForbiddenByFirewall)",
         ("firewall",), _resource_denied),
     Code.PROXY_AUTH_REQUIRED: Declaration(
         C, "the configured proxy demands credentials (HTTP 407)", ("firewall",),
@@ -988,4 +1095,17 @@ DECLARATIONS: dict[Code, Declaration] = {
         "TLS stalls there alone (a warning while nothing fails)", ("training-vnet",), _vantage_mtu),
     Code.ENDPOINT_UNREACHABLE: Declaration(
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
+    # A warning, as imds-unavailable: managed identity fails, key-based access still works.
+    Code.IDENTITY_VIA_PROXY: Declaration(
+        W, f"HTTP_PROXY is set and `NO_PROXY` does not cover {IMDS_ADDRESS} (IMDS) or the compute instance's "
+        "local identity endpoint (127.0.0.1): managed identity calls go to the proxy (names the line to set)",
+        ("managed-identity", "imds"), _identity_via_proxy),
+    # A warning: the network path works; only what uses this identity fails (key-based access works).
+    Code.IDENTITY_ACCESS_DENIED: Declaration(
+        W, "check --use-identity: the key vault, registry or ARM refuses the node's managed identity for its "
+        "rights (RBAC or an access policy), not a network rule (names the role to assign)",
+        ("managed-identity",), _identity_denied),
+    Code.IDENTITY_ENDPOINT_UNAVAILABLE: Declaration(
+        W, "the compute instance's local managed identity endpoint (MSI_ENDPOINT) does not answer (a warning, as "
+        "imds-unavailable)", ("managed-identity",), _identity_endpoint),
 }

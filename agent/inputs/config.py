@@ -52,6 +52,7 @@ class Settings:
     concurrency: int | None = None
     expected_issuers: tuple[str, ...] | None = None
     features: tuple[str, ...] = ()
+    use_identity: bool = False  # check --use-identity: authenticated requests with the node's managed identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "endpoint", "policy")
+_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "use_identity", "endpoint", "policy")
 _BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
 _PROBES = ("https", "websocket", "tcp", "udp", "dns", "smb")
 # Patterns are compiled on first use (re caches them): only a run with a config file reads them.
@@ -206,6 +207,10 @@ def parse(data: Mapping[str, Any]) -> Config:
             settings[key] = _strings(key, value)
         elif key == "with":
             settings["features"] = _features(key, _strings(key, value))
+        elif key == "use_identity":
+            if not isinstance(value, bool):
+                raise ConfigError(f"use_identity: expected true or false, not {values.shown(value)}")
+            settings[key] = value
         else:
             known = ", ".join(sorted([k.name for k in context.KEYS] + list(_SETTINGS)))
             raise ConfigError(f"unknown key {values.shown(raw_key)} (known: {known})")

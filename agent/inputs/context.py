@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from agent.inputs.values import shown
+from agent.inputs.values import is_port, shown
 from agent.model import ContextValue
 
 CLOUDS = ("public", "usgov", "china")
@@ -41,6 +41,15 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return validate
+
+
+def _local_endpoint(value: str) -> str:
+    """A local identity endpoint as Azure ML sets it (MSI_ENDPOINT=http://127.0.0.1:46808/MSI/auth):
+    http://, a host, a port in 1-65535 if any, a path; no credentials, no query (the client adds it)."""
+    match = re.fullmatch(r"http://([A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?", value)
+    if not match or (match.group(2) is not None and not is_port(match.group(2))):
+        raise ContextError(f"an http://host[:port]/path URL: {shown(value)}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,15 @@ KEYS: tuple[Key, ...] = (
     Key("compute_name", str, _pattern(
         r"[A-Za-z][A-Za-z0-9-]{1,23}", "a compute name", "2 to 24 letters, digits and hyphens, starting with a letter"),
         hint="--compute-name"),
+    # the compute instance's local managed identity endpoint (MSI_ENDPOINT, IDENTITY_ENDPOINT): where
+    # Azure ML's credential asks for tokens; its secret (MSI_SECRET) is never read
+    Key("identity_endpoint", str, _local_endpoint,
+        hint="MSI_ENDPOINT in the environment or identity_endpoint in the config file"),
+    # the client id of the compute's user-assigned identity (DEFAULT_IDENTITY_CLIENT_ID on a cluster):
+    # which identity --use-identity asks IMDS for; unknown, IMDS gives the only (or system-assigned) one
+    Key("identity_client_id", str, _pattern(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a client id (GUID)"),
+        hint="DEFAULT_IDENTITY_CLIENT_ID in the environment or identity_client_id in the config file"),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 

@@ -26,6 +26,9 @@ _ENVIRONMENT: tuple[tuple[str, str], ...] = (  # (variable, context key), first 
     ("CI_WORKSPACE", "workspace_name"),
     ("AZUREML_ARM_WORKSPACE_NAME", "workspace_name"),
     ("AZUREML_WORKSPACE_ID", "workspace_id"),
+    ("MSI_ENDPOINT", "identity_endpoint"),  # what Azure ML's credential reads first (azure-identity)
+    ("IDENTITY_ENDPOINT", "identity_endpoint"),
+    ("DEFAULT_IDENTITY_CLIENT_ID", "identity_client_id"),  # a cluster's user-assigned identity
 )
 _CLOUDS = {"AzurePublicCloud": "public", "AzureUSGovernmentCloud": "usgov", "AzureChinaCloud": "china"}
 _SHARE = re.compile(r"^//([a-z0-9]{3,24})\.file\.core\.(?:windows\.net|usgovcloudapi\.net|chinacloudapi\.cn)/")

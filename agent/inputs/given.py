@@ -34,7 +34,7 @@ class Inputs:
 
     @classmethod
     def build(cls, given: Mapping[str, object], cfg: Config, features: tuple[str, ...],
-              detect_context: bool) -> Inputs:
+              detect_context: bool, use_identity: bool = False) -> Inputs:
         try:
             values.check_features(features)  # the config file's `with` was checked when it was read
             proxied = proxy.settings(os.environ, node.environment_file())
@@ -46,7 +46,8 @@ class Inputs:
             features=frozenset(features or cfg.settings.features),
             expected_issuers=cfg.settings.expected_issuers or DEFAULT_EXPECTED_ISSUERS,
             blocked=cfg.policy.blocked, blocked_reason=cfg.policy.reason,
-            proxy=proxied.proxy, http_proxy=proxied.http_proxy, no_proxy=proxied.no_proxy), detect_context)
+            proxy=proxied.proxy, http_proxy=proxied.http_proxy, no_proxy=proxied.no_proxy,
+            use_identity=use_identity or cfg.settings.use_identity), detect_context)
         inputs.context()  # a bad option or config value stops here, before any detection or probing
         return inputs
 

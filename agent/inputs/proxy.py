@@ -34,6 +34,7 @@ class ProxySettings:
     no_proxy: tuple[str, ...]
     source: str  # environment | /etc/environment | none
     http_proxy: Proxy | None = None  # HTTP_PROXY: what plain http:// requests go through
+    no_proxy_text: str = ""  # NO_PROXY as written, for a remedy that extends it (the entries are `no_proxy`)
 
 
 def settings(environ: Mapping[str, str], etc_environment: Mapping[str, str]) -> ProxySettings:
@@ -44,7 +45,7 @@ def settings(environ: Mapping[str, str], etc_environment: Mapping[str, str]) -> 
         http = _parsed(values, "http_proxy", source)
         if https or http:
             raw = values.get("no_proxy") or values.get("NO_PROXY") or ""
-            return ProxySettings(https, no_proxy_entries(raw), source, http)
+            return ProxySettings(https, no_proxy_entries(raw), source, http, raw)
     return ProxySettings(None, (), "none")
 
 

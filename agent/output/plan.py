@@ -30,12 +30,14 @@ def table(catalog: Catalog, checks: Sequence[Check]) -> Table:
 
 
 def _params(spec: Any) -> dict[str, Any]:
-    """A Spec's fields as JSON values; a proxy as its redacted URL."""
+    """A Spec's fields as JSON values; a proxy as its redacted URL, a nested value (an Identity) as its fields."""
     def plain(value: Any) -> Any:
         if isinstance(value, Proxy):
             return value.shown
         if isinstance(value, bytes):
             return value.hex()
-        return list(value) if isinstance(value, tuple) else value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return _params(value)
+        return [plain(v) for v in value] if isinstance(value, tuple) else value
 
     return {f.name: plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}

@@ -5,6 +5,7 @@ makes plain text (files, pipes) or hands to rich (a terminal)."""
 from __future__ import annotations
 
 from agent.model import Finding, Report, Result, Severity
+from agent.output.cases import by_requirement
 from agent.output.draw import Line
 from agent.output.status import headline, tally
 from probes.reasons import Status
@@ -58,15 +59,8 @@ def _finding(index: int, finding: Finding) -> list[Line]:
 
 def _requirements(report: Report, verbose: bool) -> list[Line]:
     codes = {check: f.code for f in report.findings for check in f.checks}
-    by_requirement: dict[str, list[Result]] = {}
-    for result in report.results:
-        for requirement_id in result.check.requirements:
-            by_requirement.setdefault(requirement_id, []).append(result)
     lines = []
-    for requirement in report.catalog.requirements:
-        results = by_requirement.get(requirement.id)
-        if not results:
-            continue
+    for requirement, results in by_requirement(report):
         worst = max((r.status for r in results if report.unneeded(r) is None), key=_RANK.__getitem__,
                     default=Status.PASS)
         label, style = _STATUS_STYLE[worst]

@@ -22,6 +22,9 @@ import jsonschema
 import pytest
 
 from lab import SCENARIOS, Fault, Lab, scenario
+from lab.addresses import IMDS, MSI_ENDPOINT, MSI_PORT
+from lab.scenarios import NO_PROXY_PRIVATE
+from lab.web import LAB_TOKEN
 from tests.unit.contract import check_agreement
 
 pytestmark = [
@@ -193,6 +196,53 @@ def test_tls_interception_names_the_ca_once(checked: Callable[[str], Checked]) -
     assert len(intercepted[0]["targets"]) >= 10
     cert = by_id(report)["tls:management.azure.com:443"]["evidence"]["cert"]
     assert "Contoso" in cert["issuer"] and len(cert["sha256"].replace(":", "")) == 64
+
+
+def test_identity_calls_caught_by_the_proxy_name_the_no_proxy_line(checked: Callable[[str], Checked]) -> None:
+    """NO_PROXY without IMDS behind HTTP_PROXY: the finding gives the line to set (the value as written,
+    169.254.169.254 appended); the agent's own identity checks went direct and got their answers."""
+    report, code = checked("identity-through-proxy")
+    assert code == 1
+    [finding] = [f for f in report["findings"] if f["code"] == "identity-via-proxy"]
+    written = ",".join(n for n in NO_PROXY_PRIVATE if n != IMDS)
+    assert f"Set NO_PROXY={written},{IMDS} (and no_proxy" in finding["remedy"]
+    assert finding["targets"] == [f"{IMDS}:80/tcp"] and finding["severity"] == "warning"
+    checks = by_id(report)
+    assert (checks[f"http:{IMDS}:80"]["status"], checks[f"http:{IMDS}:80"]["evidence"]["status"]) == ("pass", 400)
+    assert checks[f"http:{IMDS}:80"]["evidence"]["via_proxy"] is False
+    msi = checks[f"http:127.0.0.1:{MSI_PORT}"]
+    assert (msi["status"], msi["evidence"]["status"], msi["requirement"]) == ("pass", 401, "msi-endpoint")
+    assert report["context"]["identity_endpoint"] == {"value": MSI_ENDPOINT, "source": "environment:MSI_ENDPOINT"}
+
+
+def test_use_identity_tells_the_vault_firewall_from_rbac_and_never_shows_the_token(
+        checked: Callable[[str], Checked], tmp_path: Path) -> None:
+    """The managed identity's requests: ForbiddenByFirewall is the vault's network rules, ForbiddenByRbac
+    the identity's role; ARM and the registry let it in. The lab's one token reached the resources (they
+    answer 401 to any other) and appears in no format, no file and no stderr."""
+    vault = "http:contoso-kv.vault.azure.net:443+identity"
+    firewalled, _ = checked("identity-key-vault-firewall")
+    denied, _ = checked("identity-key-vault-rbac")
+    assert (by_id(firewalled)[vault]["reason"], by_id(denied)[vault]["reason"]) == (
+        "http.resource-denied", "http.identity-denied")
+    assert by_id(firewalled)[vault]["evidence"]["authenticated"] is True
+    assert by_id(firewalled)["http:contoso-kv.vault.azure.net:443"]["status"] == "pass"  # anonymous: 401, path only
+    for report in (firewalled, denied):
+        assert {by_id(report)[f"http:{host}:443+identity"]["status"]
+                for host in ("management.azure.com", "contosoacr.azurecr.io")} == {"pass"}
+    [rbac] = [f for f in denied["findings"] if f["code"] == "identity-access-denied"]
+    assert "Key Vault Secrets User" in rbac["remedy"] and "network-rule" not in rbac["remedy"]
+    [network] = [f for f in firewalled["findings"] if f["code"] == "resource-firewall-denied"]
+    assert "az keyvault network-rule add" in network["remedy"] and "role" not in network["remedy"]
+    with Lab(scenario("identity-key-vault-rbac")) as lab:
+        seen = [json.dumps(denied), json.dumps(firewalled)]
+        for fmt in ("text", "json", "markdown", "prometheus"):
+            out = tmp_path / f"report.{fmt}"
+            proc = lab.run_in_node([sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "-v",
+                                    "--timeout", TIMEOUT, "--format", fmt, "--output", str(out)], timeout=120)
+            assert proc.returncode == 1, proc.stderr
+            seen += [proc.stdout, proc.stderr, out.read_text()]
+    assert all(LAB_TOKEN not in text and "lab-managed-identity-token" not in text for text in seen)
 
 
 def test_a_stock_squid_names_its_ssl_ports(checked: Callable[[str], Checked]) -> None:

@@ -28,7 +28,7 @@ from probe_loopback import (
 from probes import _net, http
 from probes._trace import ProbeError, Trace
 from probes.reasons import Reason, classify
-from probes.specs import Proxy
+from probes.specs import Identity, Proxy
 
 pytest_plugins = ["probe_peers"]
 
@@ -373,3 +373,104 @@ async def test_a_chunked_denial_is_read(serve: Serve, trace: Trace) -> None:
         await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
     assert info.value.reason is Reason.HTTP_RESOURCE_DENIED
     assert trace.facts["azure_error_code"] == "AuthorizationFailure"
+
+
+# check --use-identity: a token from a loopback stand-in for IMDS, an authenticated request to a TLS peer
+# that answers as Key Vault, a registry or ARM does; the token must reach the peer and nothing else.
+TOKEN = "eyJ0eXAiOiJKV1QifQ.lab-managed-identity-token-7f3a9c.signature"
+KV_FIREWALL = {"error": {"code": "Forbidden", "message": "Client address is not authorized and caller is not a "
+                         "trusted service.\r\nClient address: 127.0.0.1",
+                         "innererror": {"code": "ForbiddenByFirewall"}}}
+KV_RBAC = {"error": {"code": "Forbidden", "message": "Caller is not authorized to perform action on resource.\r\n"
+                     "Action: 'Microsoft.KeyVault/vaults/secrets/readMetadata/action'",
+                     "innererror": {"code": "ForbiddenByRbac"}}}
+ACR_FIREWALL = {"errors": [{"code": "DENIED", "message": "client with IP '127.0.0.1' is not allowed access. "
+                            "Refer https://aka.ms/acr/firewall to grant access."}]}
+
+
+@pytest.fixture
+async def identified(http_server: HttpServer, ca: trustme.CA) -> Callable[..., Awaitable[tuple[http.Spec, list[str]]]]:
+    """(spec, what the resource received as credentials): IMDS's token endpoint and the resource."""
+    async def start(code: int, body: object = None, *, exchange: bool = False, imds: int = 200,
+                    minted: str = TOKEN, client_id: str = "") -> tuple[http.Spec, list[str]]:
+        presented: list[str] = []
+
+        async def token(request: web.Request) -> web.Response:
+            assert request.headers["Metadata"] == "true" and request.query["resource"] == "https://vault.azure.net"
+            assert request.query.get("client_id") == (client_id or None)
+            if imds != 200:
+                return web.json_response({"error": "invalid_request", "error_description": "Identity not found"},
+                                         status=imds)
+            return web.json_response({"access_token": minted, "expires_in": "86399", "token_type": "Bearer"})
+
+        async def resource(request: web.Request) -> web.Response:
+            form = await request.post() if exchange else {}
+            presented.append(str(form.get("access_token")) if exchange else request.headers.get("Authorization", ""))
+            return web.json_response(body, status=code) if body is not None else web.Response(
+                status=code, text='{"value": [{"id": "https://svc.test/secrets/do-not-read"}]}')
+
+        imds_port = await http_server(token)
+        port = await http_server(resource, tls=server_context(ca.issue_cert(NAME)))
+        identity = Identity("https://vault.azure.net", f"http://127.0.0.1:{imds_port}/token?api-version=2018-02-01",
+                            exchange=exchange, client_id=client_id)
+        return http.Spec(f"https://{NAME}:{port}/secrets?api-version=7.4&maxresults=1", NAME,
+                         identity=identity), presented
+    return start
+
+
+def _nowhere(trace: Trace, *errors: BaseException) -> None:
+    """The token is in no evidence, detail, phase or exception of the check."""
+    seen = json.dumps(trace.facts) + repr(trace.phases) + "".join(f"{e!s}{e!r}{e.__cause__!r}" for e in errors)
+    assert TOKEN not in seen and "lab-managed-identity-token" not in seen
+
+
+@pytest.mark.parametrize("client_id", ["", "0b4f3c2a-1d9e-4f7a-8b6c-5d4e3f2a1b0c"])
+async def test_an_authenticated_request_passes_without_reading_the_answer(
+        client_id: str, identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str,
+        trace: Trace) -> None:
+    spec, presented = await identified(200, client_id=client_id)
+    await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
+    assert presented == [f"Bearer {TOKEN}"]  # the token reached the resource, as Azure's clients send it
+    assert trace.facts["status"] == 200 and trace.facts["authenticated"] is True
+    assert [p.name for p in trace.phases] == ["token", "connect", "request"]
+    assert "do-not-read" not in json.dumps(trace.facts)
+    _nowhere(trace)
+
+
+@pytest.mark.parametrize(("code", "body", "exchange", "reason", "words"), [
+    (403, KV_FIREWALL, False, Reason.HTTP_RESOURCE_DENIED, "ForbiddenByFirewall"),
+    (403, KV_RBAC, False, Reason.HTTP_IDENTITY_DENIED, "ForbiddenByRbac: Caller is not authorized"),
+    (403, ACR_FIREWALL, True, Reason.HTTP_RESOURCE_DENIED, "DENIED: client with IP"),
+    (401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}, True,
+     Reason.HTTP_IDENTITY_DENIED, "UNAUTHORIZED"),
+    (500, {"error": {"code": "InternalServerError", "message": "x"}}, False, Reason.HTTP_STATUS, "HTTP 500"),
+])
+async def test_an_authenticated_denial_tells_the_network_rule_from_the_identity(
+        code: int, body: object, exchange: bool, reason: Reason, words: str,
+        identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str, trace: Trace) -> None:
+    spec, presented = await identified(code, body, exchange=exchange)
+    with pytest.raises(ProbeError) as info:
+        await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is reason and words in info.value.detail
+    assert presented == [TOKEN if exchange else f"Bearer {TOKEN}"]
+    _nowhere(trace, info.value)
+
+
+async def test_no_token_is_inconclusive_and_names_the_endpoints_error(
+        identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str, trace: Trace) -> None:
+    spec, presented = await identified(200, imds=400)
+    with pytest.raises(ProbeError) as info:
+        await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_NO_TOKEN and info.value.reason.status.value == "inconclusive"
+    assert "HTTP 400 Identity not found" in info.value.detail and presented == []
+    assert trace.current == "token"
+
+
+async def test_a_token_no_header_may_carry_is_refused_unquoted(
+        identified: Callable[..., Awaitable[tuple[http.Spec, list[str]]]], cafile: str, trace: Trace) -> None:
+    """h11 would refuse it in the Authorization header and quote it in its error: it never gets there."""
+    spec, presented = await identified(200, minted=TOKEN + "\r\nX-Injected: 1")
+    with pytest.raises(ProbeError) as info:
+        await http.run(replace(spec, cafile=cafile), ("127.0.0.1",), trace)
+    assert info.value.reason is Reason.HTTP_NO_TOKEN and presented == []
+    _nowhere(trace, info.value)

@@ -130,6 +130,16 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("imds unreadable", {}, frozenset({"imds-unavailable"}), node=IMDS_FAILED_NODE),
     Scenario("container mtu", {"tls:management.azure.com:443": Outcome(Reason.TLS_TIMEOUT)},
              frozenset({"vantage-mtu-above-host"}), node=CONTAINER_NODE),
+    Scenario("identity refused by the key vault (RBAC)",
+             {"http:contoso-kv.vault.azure.net:443+identity": Outcome(
+                 Reason.HTTP_IDENTITY_DENIED, detail="HTTP 403 ForbiddenByRbac: Caller is not authorized")},
+             frozenset({"identity-access-denied"}), options=planner.PlanOptions(use_identity=True),
+             context={"key_vault": "contoso-kv"}),
+    Scenario("the instance's identity endpoint refuses", {"tcp:127.0.0.1:46808": Outcome(Reason.TCP_REFUSED)},
+             frozenset({"identity-endpoint-unavailable"}), context={"identity_endpoint": "http://127.0.0.1:46808/MSI/auth"}),
+    Scenario("identity calls caught by the proxy", {}, frozenset({"identity-via-proxy"}),
+             node={**NODE, "proxy": {"environment": {"HTTP_PROXY": "http://***@proxy.contoso.net:3128",
+                                                     "NO_PROXY": "localhost,127.0.0.1"}, "etc_environment": {}}}),
     Scenario("http status", {"http:mcr.microsoft.com:443": Outcome(Reason.HTTP_STATUS, detail="HTTP 500")},
              frozenset({"endpoint-unreachable"})),
     # Traced paths: where the flow died, and who owns that hop (the html report's diagrams)

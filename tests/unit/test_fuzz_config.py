@@ -118,6 +118,8 @@ def _good(name: str, rng: random.Random) -> str:
         "container_registry": lambda: _string("contosoacr", rng),
         "key_vault": lambda: _string("contoso-kv", rng),
         "compute_name": lambda: _string("ci-alice", rng),
+        "identity_endpoint": lambda: _string("http://127.0.0.1:46808/MSI/auth", rng),
+        "identity_client_id": lambda: _string("9f1c2a3b-4d5e-4f60-8a7b-0c1d2e3f4a5b", rng),
         "timeout": lambda: repr(rng.uniform(0.1, 300)),
         "deadline": lambda: str(rng.randint(1, 3600)),
         "concurrency": lambda: str(rng.randint(1, 4096)),

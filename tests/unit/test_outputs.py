@@ -317,3 +317,31 @@ def test_an_interrupted_run_says_so_before_its_verdict() -> None:
                           "no problems found in the checks that finished"]
     assert "no problems found" not in lines
     assert status.headline(build(scenario("stopped by SIGTERM"))) == "1 problem found in the checks that finished"
+
+
+def test_prometheus_gives_blackbox_style_http_status_phases_and_certificate_expiry() -> None:
+    """blackbox_exporter's probe_http_status_code and probe_http_duration_seconds{phase}, by check:
+    an http check's phases are the dns, tcp and tls checks it stands on, then the first byte."""
+    answers = {"http:mcr.microsoft.com:443": Outcome(evidence={"status": 200, "first_byte_ms": 12.5}),
+               "tls:mcr.microsoft.com:443": Outcome(evidence={"cert": {"not_after": "2027-03-01T12:00:00+00:00"}})}
+    report = build(Scenario("answered", answers, frozenset()))
+    families = metrics(report)
+    http = [r for r in report.results if r.check.layer.value == "http" and isinstance(r.evidence.get("status"), int)]
+    assert [r.check.id for r in http] == ["http:mcr.microsoft.com:443"]
+    codes = values(families, "http_status_code", "check")
+    assert codes == {r.check.id: r.evidence["status"] for r in http}
+    first = http[0]
+    phases = {s.labels["phase"]: s.value for s in families["aml_netcheck_http_duration_seconds"].samples
+              if s.labels["check"] == first.check.id}
+    by_id = {r.check.id: r for r in report.results}
+    tls = by_id[str(first.check.needs)]
+    tcp = by_id[str(tls.check.needs)]
+    dns = by_id[str(tcp.check.needs)]
+    assert list(phases) == ["resolve", "connect", "tls", "processing"] and phases["processing"] == 0.0125
+    assert (phases["resolve"], phases["connect"], phases["tls"]) == (
+        round(dns.elapsed, 4), round(tcp.elapsed, 4), round(tls.elapsed, 4))
+    expiries = values(families, "tls_cert_expiry_timestamp_seconds", "check")
+    with_cert = {r.check.id: r.evidence["cert"]["not_after"] for r in report.results  # type: ignore[index]
+                 if r.check.layer.value == "tls" and isinstance(r.evidence.get("cert"), dict)}
+    assert expiries == {cid: datetime.fromisoformat(str(when)).timestamp() for cid, when in with_cert.items()}
+    assert expiries["tls:mcr.microsoft.com:443"] == 1803902400

@@ -69,7 +69,8 @@ def test_layer_chains_follow_the_probe_kind() -> None:
 
 
 def test_missing_context_skips_with_a_hint() -> None:
-    checks = make_plan(storage_account=None, container_registry="contosoacr", key_vault="contoso-kv")
+    checks = make_plan(storage_account=None, container_registry="contosoacr", key_vault="contoso-kv",
+                       identity_endpoint="http://127.0.0.1:46808/MSI/auth")
     skipped = [c for c in checks if c.skip is Reason.SKIP_MISSING_CONTEXT]
     assert {c.host for c in skipped} == {f"<storage-account>.{kind}.core.windows.net"
                                          for kind in ("blob", "queue", "table", "file")}

@@ -77,7 +77,8 @@ def test_quirks_of_requests(host: str, port: int | None, no_proxy: str, expected
 def test_settings_prefer_the_process_environment() -> None:
     found = proxy.settings({"https_proxy": "http://u:secret@proxy:3128", "NO_PROXY": "a.b, .c.d"},
                            {"HTTPS_PROXY": "http://other:8080"})
-    assert found == proxy.ProxySettings(Proxy("http", "proxy", 3128, "u:secret"), ("a.b", ".c.d"), "environment")
+    assert found == proxy.ProxySettings(Proxy("http", "proxy", 3128, "u:secret"), ("a.b", ".c.d"), "environment",
+                                        no_proxy_text="a.b, .c.d")
     assert found.proxy is not None and found.proxy.shown == "http://***@proxy:3128"
     from_file = proxy.settings({}, {"HTTPS_PROXY": "http://other:8080", "NO_PROXY": "x"})
     assert from_file.source == "/etc/environment" and from_file.no_proxy == ("x",)
