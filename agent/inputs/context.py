@@ -24,6 +24,10 @@ class ContextError(ValueError):
     """A context value is malformed; the message is one line naming the key."""
 
 
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_GUID_RULE = "32 lowercase hexadecimal digits in groups of 8-4-4-4-12"
+
+
 def _pattern(regex: str, what: str, rule: str) -> Callable[[str], str]:
     """`rule` is `regex` in words: a refused name says what a valid one is (Azure's naming rule)."""
     def validate(value: str) -> str:  # compiled on first use (re caches it), not at every start
@@ -86,9 +90,7 @@ KEYS: tuple[Key, ...] = (
     Key("storage_private_endpoint", bool),
     Key("key_vault_private_endpoint", bool),
     Key("registry_private_endpoint", bool),
-    Key("workspace_id", str, _pattern(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID",
-        "32 lowercase hexadecimal digits in groups of 8-4-4-4-12"),
+    Key("workspace_id", str, _pattern(_GUID, "a workspace GUID", _GUID_RULE),
         hint="--workspace-id"),
     Key("workspace_name", str, _pattern(
         r"[A-Za-z0-9][A-Za-z0-9_-]{1,32}", "a workspace name",
@@ -112,8 +114,7 @@ KEYS: tuple[Key, ...] = (
         hint="MSI_ENDPOINT in the environment or identity_endpoint in the config file"),
     # the client id of the compute's user-assigned identity (DEFAULT_IDENTITY_CLIENT_ID on a cluster):
     # which identity --use-identity asks IMDS for; unknown, IMDS gives the only (or system-assigned) one
-    Key("identity_client_id", str, _pattern(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a client id (GUID)"),
+    Key("identity_client_id", str, _pattern(_GUID, "a client id (GUID)", _GUID_RULE),
         hint="DEFAULT_IDENTITY_CLIENT_ID in the environment or identity_client_id in the config file"),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.output import Format
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_bash_completes_commands_options_and_choices(path: str, tmp_path: Path) 
         ask aml-netcheck completion ''
     """, path, tmp_path)
     assert lines == ["complete -o nosort -F _aml_netcheck_completion aml-netcheck", "check", "--format",
-                     "text json markdown prometheus html", "bash zsh fish"]
+                     " ".join(f.value for f in Format), "bash zsh fish"]
 
 
 def test_zsh_completes_through_compsys(path: str, tmp_path: Path) -> None:
