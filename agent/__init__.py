@@ -22,3 +22,31 @@ def version_line() -> str:
 
     with open(os.path.join(os.path.dirname(__file__), "data", "requirements.json"), encoding="utf-8") as handle:
         return f"aml-netcheck {__version__} (catalog {json.load(handle)['version']})"
+
+
+# The distributions whose versions a support bundle names: the agent's dependencies (pyproject.toml)
+DEPENDENCIES = ("dnspython", "h11", "websockets", "psutil", "typer", "click", "rich", "aiohttp", "cryptography")
+
+
+def versions() -> dict[str, object]:
+    """The agent, its catalog, the interpreter, the kernel and OS, and the dependencies installed:
+    what a support bundle records (never on the path of --version)."""
+    import platform
+    from importlib import metadata
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    os_release = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as handle:
+            os_release = dict(line.rstrip("\n").split("=", 1) for line in handle if "=" in line)
+    except OSError:
+        pass
+    return {"aml-netcheck": version_line(), "python": platform.python_version(),
+            "python_implementation": platform.python_implementation(), "kernel": platform.release(),
+            "machine": platform.machine(), "os": os_release.get("PRETTY_NAME", "").strip('"') or None,
+            "dependencies": {name: installed(name) for name in DEPENDENCIES}}

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from agent import catalog, version_line
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
-from agent.model import Report, Result
+from agent.model import Check, Report, Result
 from agent.output import Format, draw, render
 from probes._compat import StrEnum
 
@@ -33,7 +34,15 @@ if TYPE_CHECKING:  # check and serve import them: plan, rules and merge need no 
 EXIT_UNKNOWN = 3
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+PROG = "aml-netcheck"
+COMPLETE_VAR = "_AML_NETCHECK_COMPLETE"  # click's name for it: the variable the completion scripts set
+
+# typer's own completion (add_completion) adds --install-completion, which edits the user's shell
+# start-up files, and --show-completion, which finds the shell by walking the process tree
+# (shellingham) and imports it at every start: `completion SHELL` prints click's script instead,
+# and click answers the shell's requests (_complete, below).
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Diagnose the network paths Azure Machine Learning compute needs, from the node.")
 
 
@@ -173,12 +182,12 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 @_with_context_options
 def check(
     options: dict[str, Any],
-    output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, html "
-                         "(one self-contained page with a diagram of each traced path); for CI and log pipelines: "
-                         "junit (JUnit XML), tap (TAP 14) or ndjson (a JSON object per check and finding per "
-                         "line).")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
+    output_format: Annotated[Format, typer.Option(
+        "--format", help="text (the default, to a terminal, a pipe or a file alike: colour and progress only on a "
+                         "terminal), json, markdown, prometheus, html (one self-contained page with a diagram of "
+                         "each traced path); for CI and log pipelines: junit (JUnit XML), tap (TAP 14) or ndjson "
+                         "(a JSON object per check and finding per line).")] = Format.TEXT,
+    output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically), in --format.",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
         help="Also write Prometheus metrics to this file (atomically), for node_exporter's textfile collector.",
@@ -207,12 +216,16 @@ def check(
         "--use-identity", help="Also ask the key vault, the registry and ARM once each with a token of the "
         "node's managed identity (from IMDS): tells a resource's network-rule denial from an RBAC one. No "
         "secret is read; the token is never shown.")] = False,
+    bundle: Annotated[Path | None, typer.Option(
+        help="Also write a support bundle to this file (a tar.gz, atomically, mode 0600): the JSON and markdown "
+             "reports, the plan, the node files behind the diagnosis, the versions; credentials redacted.",
+        dir_okay=False)] = None,
 ) -> int:
     """Diagnose this node: probe every required endpoint and report the causes of failures."""
     inputs = _inputs(options, use_identity)
     if netns is not None or container is not None:
         inputs = replace(inputs, vantage=_vantage(netns, container))
-    for target in (output, textfile):  # fail before probing, not after a run whose report is lost
+    for target in (output, textfile, bundle):  # fail before probing, not after a run whose report is lost
         if target is not None and not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
             raise UsageProblem(f"cannot write {target}: its directory does not exist or is not writable")
     import asyncio
@@ -227,24 +240,39 @@ def check(
                            deadline=Deadline.from_process_start(deadline or settings.deadline),
                            wait=Deadline.from_process_start(wait) if wait else None,
                            concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
-    fmt = output_format or (Format.TEXT if sys.stdout.isatty() and output is None else Format.JSON)
-    interactive = fmt is Format.TEXT and sys.stderr.isatty() and not wait
+    # The format is never chosen by where the output goes (`check | less` reads as the terminal does);
+    # only colour and progress are.
+    interactive = output_format is Format.TEXT and sys.stderr.isatty() and not wait
     try:
         report = asyncio.run(_run_check(inputs, limits, progress=interactive))  # returns with the signals held
         code = exit_code(report.diagnosis.health, exit_codes)
         if exit_codes is Profile.NPD:
             print(status.npd_line(report)[:80])  # node-problem-detector keeps only the first 80 bytes
             if output is not None:
-                _emit(report, fmt, output, verbose, code)
+                _emit(report, output_format, output, verbose, code)
         else:
-            _emit(report, fmt, output, verbose, code)
+            _emit(report, output_format, output, verbose, code)
         if textfile is not None:
             _write(textfile, metrics.render_prometheus(report))
+        if bundle is not None:
+            _write_bundle(bundle, report)
         sys.stdout.flush()  # out whole before a held signal may end the process
         sys.stderr.flush()
     finally:  # a signal that arrived meanwhile is delivered now, to the process's own handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     return code
+
+
+def _write_bundle(path: Path, report: Report) -> None:
+    """The support bundle, from the report and the node's files as they are now (in the vantage, when
+    the run entered one), mode 0600: it names the node's addresses and names."""
+    from agent import versions
+    from agent.output import bundle
+    from probes import node
+
+    files = bundle.members(report, node.source_files(), node.nft_ruleset(), versions(), ["aml-netcheck", *sys.argv[1:]])
+    _write(path, bundle.archive(report, files), 0o600)
+    print(f"aml-netcheck: support bundle written to {path}", file=sys.stderr)
 
 
 def _vantage(netns: str | None, container: str | None) -> "Vantage":
@@ -298,27 +326,79 @@ async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool)
             display.close()
 
 
+class Waiting:
+    """The checks of a run still open and since when, so the progress line can name the one it waits
+    on longest. A check opens when the check it needs has finished (at once when it needs none); the
+    times are the display's own clock, given by the caller: the engine keeps the run's."""
+
+    def __init__(self, checks: Sequence[Check], now: float) -> None:
+        self._after: dict[str, list[str]] = {}  # a check's id -> the checks that need it
+        self._open: dict[str, float] = {}
+        for check in checks:
+            if check.skip is not None:
+                continue
+            if check.needs is None:
+                self._open[check.id] = now
+            else:
+                self._after.setdefault(check.needs, []).append(check.id)
+
+    def finished(self, check_id: str, now: float) -> None:
+        self._open.pop(check_id, None)
+        for waiting in self._after.pop(check_id, ()):
+            self._open[waiting] = now
+
+    def longest(self, now: float) -> tuple[str, float] | None:
+        """(check id, seconds open) of the check open longest; None when none is."""
+        opened = list(self._open.items())  # read by the display's refresh thread: a copy, made at once
+        if not opened:
+            return None
+        check_id, since = min(opened, key=lambda item: item[1])
+        return check_id, now - since
+
+
+WAITED = 1.0  # seconds a check is open before the progress line names it
+
+
+def progress_note(failed: int, longest: tuple[str, float] | None) -> str:
+    """What follows the progress bar's count: failures so far, and the check it waits on."""
+    parts = [f"{failed} failing"] if failed else []
+    if longest is not None and longest[1] >= WAITED:
+        parts.append(f"waiting on {longest[0]} ({longest[1]:.1f} s)")
+    return ", ".join(parts)
+
+
 class _Progress:
-    """Live progress on stderr while probing (interactive text mode only)."""
+    """Live progress on stderr while probing (interactive text mode only): "93/94, waiting on
+    tls:foo:443 (4.1 s)" rather than a count that sits still."""
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+        from rich.text import Text
 
-        self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+        display = self
+
+        class Note(ProgressColumn):
+            def render(self, task: Task) -> Text:  # at every refresh, so the waited time runs on
+                return Text(progress_note(display._failed, display._waiting.longest(time.monotonic())))
+
+        self._clock = time.monotonic
+        self._progress = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), Note(),
+                                  console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("", total=None)
         self._failed = 0
+        self._waiting = Waiting((), self._clock())
 
-    def start(self, total: int) -> None:
+    def start(self, checks: Sequence[Check]) -> None:
         """Called again when the run starts over with a new plan: the bar restarts."""
-        self._progress.reset(self._task, total=total)
+        self._waiting = Waiting(checks, self._clock())
+        self._progress.reset(self._task, total=len(checks))
         self._progress.start()
 
     def advance(self, result: Result) -> None:
         self._failed += result.status.value == "fail"
-        self._progress.update(self._task, advance=1,
-                              description=f"{self._failed} failing" if self._failed else "")
+        self._waiting.finished(result.check.id, self._clock())
+        self._progress.update(self._task, advance=1)
 
     def close(self) -> None:
         self._progress.stop()
@@ -340,11 +420,11 @@ def _emit(report: Report, fmt: Format, output: Path | None, verbose: bool, code:
     render(report, fmt, verbose=verbose, console=Console())
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
     from agent.output.files import write_atomic
 
     try:
-        write_atomic(path, text)
+        write_atomic(path, content, mode)
     except OSError as exc:
         raise UsageProblem(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -527,6 +607,38 @@ def demo(
     return proc.returncode
 
 
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]) -> int:
+    """Print the shell completion script for SHELL: commands, options and their choices complete with TAB.
+
+    bash: `aml-netcheck completion bash > /etc/bash_completion.d/aml-netcheck` (or `eval "$(aml-netcheck
+    completion bash)"` in ~/.bashrc); zsh: the output as `_aml-netcheck` in a directory of $fpath;
+    fish: `aml-netcheck completion fish > ~/.config/fish/completions/aml-netcheck.fish`."""
+    from click import get_current_context
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell.value)
+    assert complete is not None  # click has all three
+    # The script only names the program and the variable; the requests it makes build the whole tree.
+    sys.stdout.write(complete(get_current_context().find_root().command, {}, PROG, COMPLETE_VAR).source())
+    return 0
+
+
+def _complete(instruction: str) -> int:
+    """click's answer to its completion scripts' request (`bash_complete`, ...), from the whole command
+    tree. Asked first: typer's own handler, inside main(), reads typer's instruction style
+    (`complete_bash`), which click's scripts do not send."""
+    from click.shell_completion import shell_complete
+
+    return shell_complete(typer.main.get_command(app), {}, PROG, COMPLETE_VAR, instruction)
+
+
 def _click_command(args: Sequence[str]) -> Any:
     """click's command group for `args`, with only the command they name when they name one:
     typer builds each command from its signature, and the five a run does not use cost 15 ms of
@@ -543,7 +655,9 @@ def _click_command(args: Sequence[str]) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = _click_command(args).main(args=args, prog_name="aml-netcheck", standalone_mode=False)
+        if os.environ.get(COMPLETE_VAR):  # a shell asking, through the script `completion` printed
+            return _complete(os.environ[COMPLETE_VAR])
+        result = _click_command(args).main(args=args, prog_name=PROG, standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions.NoArgsIsHelpError as exc:

@@ -41,12 +41,13 @@ class Limits:
 
 async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                         on_result: Callable[[Result], None] | None = None,
-                        on_plan: Callable[[int], None] | None = None,
+                        on_plan: Callable[[Sequence[Check]], None] | None = None,
                         on_round: Callable[[int, Sequence[Result], float], None] | None = None,
                         reuse: Mapping[str, Result] | None = None,
                         run_checks: RunChecks | None = None) -> Report:
     """`state` is an engine.RunState. `reuse` holds earlier results of checks not to probe this
-    time (serve's backoff on endpoints that keep failing): they count as they were."""
+    time (serve's backoff on endpoints that keep failing): they count as they were. `on_plan` gets the
+    checks about to be probed, again when the run starts over with a new plan."""
     from agent import diagnose, engine
     from agent.modes import hook
 
@@ -75,7 +76,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                 values = inputs.context(detected)
                 cat, checks = inputs.plan(values)
             if on_plan is not None:
-                on_plan(len(checks))
+                on_plan(checks)
             end = limits.wait.earlier(limits.deadline)
             results = await hook.until_healthy(
                 checks, end=end, healthy=judge, timeout=limits.timeout,
@@ -93,7 +94,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
                 reused = {c.id: reuse[c.id] for c in checks if reuse and c.id in reuse}
                 probed = tuple(c for c in checks if c.id not in reused)
                 if on_plan is not None:
-                    on_plan(len(probed))
+                    on_plan(probed)
 
                 def record(result: Result) -> None:
                     state.results[result.check.id] = result

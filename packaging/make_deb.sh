@@ -61,6 +61,10 @@ install -m 0644 systemd/aml-netcheck.tmpfiles "$STAGE/usr/lib/tmpfiles.d/aml-net
 # The journald message catalog, from the code being packaged (systemd's dpkg trigger on this
 # directory runs journalctl --update-catalog).
 PYTHONPATH="$STAGE$PREFIX" "$SYSTEM_PYTHON" packaging/make_catalog.py "$STAGE/usr/lib/systemd/catalog/aml-netcheck.catalog"
+# aml-netcheck(1), generated from the CLI being packaged.
+install -d "$STAGE/usr/share/man/man1"
+PYTHONPATH="$STAGE$PREFIX" "$SYSTEM_PYTHON" packaging/make_manpage.py "$STAGE/usr/share/man/man1/aml-netcheck.1"
+gzip -9n "$STAGE/usr/share/man/man1/aml-netcheck.1"
 install -m 0644 packaging/lintian-overrides "$STAGE/usr/share/lintian/overrides/aml-netcheck"
 install -m 0644 packaging/config.toml "$STAGE/etc/aml-netcheck/config.toml"
 install -m 0644 packaging/debian/copyright "$DOC/copyright"

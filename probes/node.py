@@ -111,6 +111,45 @@ def environment_file(path: Path | None = None) -> dict[str, str]:
     return _read_environment(path or ETC_ENVIRONMENT)
 
 
+# The files the facts above are read from, as a support bundle carries them (name in it: path)
+SOURCE_FILES: dict[str, Path] = {
+    "resolv.conf": RESOLV_CONF, "resolved-upstreams.conf": RESOLVED_UPSTREAMS, "hosts": Path("/etc/hosts"),
+    "nsswitch.conf": Path("/etc/nsswitch.conf"), "route": Path("/proc/net/route"),
+    "ipv6_route": Path("/proc/net/ipv6_route"),
+}
+NFT_TIMEOUT = 5.0  # seconds for `nft list ruleset` (a support bundle's, after the run)
+
+
+def source_files() -> dict[str, str]:
+    """The node's own files behind its facts (resolvers, hosts, name service order, routes), as text:
+    what a support engineer reads to check the diagnosis. A file that does not exist is left out; one
+    that cannot be read says why. Unredacted: the bundle redacts what it writes."""
+    files: dict[str, str] = {}
+    for name, path in SOURCE_FILES.items():
+        try:
+            files[name] = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            files[name] = f"# {path}: not readable: {exc.strerror or exc}\n"
+    return files
+
+
+def nft_ruleset() -> str:
+    """`nft list ruleset`, the firewall the local checks read; without the privilege (or nft) a
+    line saying so. Synchronous, with its own timeout: it runs after the run, for the bundle."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=NFT_TIMEOUT,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"# nft list ruleset: {exc}\n"
+    if done.returncode != 0:
+        return f"# nft list ruleset: exit {done.returncode}: {done.stderr.strip()}\n"
+    return done.stdout
+
+
 def _read_environment(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for line in _lines(path):

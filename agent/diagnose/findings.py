@@ -153,8 +153,10 @@ def _targets(results: Sequence[Result]) -> tuple[str, ...]:
 
 def _hosts(results: Sequence[Result]) -> str:
     hosts = list(dict.fromkeys(r.check.host for r in results))
-    more = f" (+{len(hosts) - SHOWN_HOSTS} more)" if len(hosts) > SHOWN_HOSTS else ""
-    return ", ".join(hosts[:SHOWN_HOSTS]) + more
+    if len(hosts) <= SHOWN_HOSTS:
+        return ", ".join(hosts)
+    others = len(hosts) - SHOWN_HOSTS  # said as what it counts: "(+1 more)" read like one more name
+    return ", ".join(hosts[:SHOWN_HOSTS]) + f" and {others} other host{'s' if others != 1 else ''}"
 
 
 def _observed(results: Sequence[Result], *, addresses: bool = False, limit: int = 5) -> str:

@@ -24,10 +24,15 @@ class ContextError(ValueError):
     """A context value is malformed; the message is one line naming the key."""
 
 
-def _pattern(regex: str, what: str) -> Callable[[str], str]:
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_GUID_RULE = "32 lowercase hexadecimal digits in groups of 8-4-4-4-12"
+
+
+def _pattern(regex: str, what: str, rule: str) -> Callable[[str], str]:
+    """`rule` is `regex` in words: a refused name says what a valid one is (Azure's naming rule)."""
     def validate(value: str) -> str:  # compiled on first use (re caches it), not at every start
         if not re.fullmatch(regex, value):
-            raise ContextError(f"{what}: {shown(value)}")
+            raise ContextError(f"{what} is {rule}, not {shown(value)}")
         return value
 
     return validate
@@ -61,7 +66,8 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("region", str, _pattern(r"[a-z][a-z0-9]{1,30}", "an Azure region name like eastus"),
+    Key("region", str, _pattern(r"[a-z][a-z0-9]{1,30}", "an Azure region name",
+                                "2 to 31 lowercase letters and digits, starting with a letter (like eastus)"),
         hint="--region"),
     Key("cloud", str, _choice(CLOUDS), "public"),
     Key("compute", str, _choice(COMPUTE_KINDS), "instance"),
@@ -84,18 +90,23 @@ KEYS: tuple[Key, ...] = (
     Key("storage_private_endpoint", bool),
     Key("key_vault_private_endpoint", bool),
     Key("registry_private_endpoint", bool),
-    Key("workspace_id", str, _pattern(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a workspace GUID"),
+    Key("workspace_id", str, _pattern(_GUID, "a workspace GUID", _GUID_RULE),
         hint="--workspace-id"),
-    Key("workspace_name", str, _pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{1,32}", "a workspace name"),
-        hint="--workspace-name"),
-    Key("storage_account", str, _pattern(r"[a-z0-9]{3,24}", "a storage account name"),
+    Key("workspace_name", str, _pattern(
+        r"[A-Za-z0-9][A-Za-z0-9_-]{1,32}", "a workspace name",
+        "2 to 33 letters, digits, hyphens and underscores, starting with a letter or digit"), hint="--workspace-name"),
+    Key("storage_account", str, _pattern(
+        r"[a-z0-9]{3,24}", "a storage account name", "3 to 24 lowercase letters and digits"),
         hint="--storage-account"),
-    Key("container_registry", str, _pattern(r"[A-Za-z0-9]{5,50}", "a container registry name"),
+    Key("container_registry", str, _pattern(
+        r"[A-Za-z0-9]{5,50}", "a container registry name", "5 to 50 letters and digits"),
         hint="--container-registry"),
-    Key("key_vault", str, _pattern(r"[A-Za-z][A-Za-z0-9-]{2,23}", "a key vault name"),
+    Key("key_vault", str, _pattern(
+        r"[A-Za-z][A-Za-z0-9-]{2,23}", "a key vault name",
+        "3 to 24 letters, digits and hyphens, starting with a letter"),
         hint="--key-vault"),
-    Key("compute_name", str, _pattern(r"[A-Za-z][A-Za-z0-9-]{1,23}", "a compute name"),
+    Key("compute_name", str, _pattern(
+        r"[A-Za-z][A-Za-z0-9-]{1,23}", "a compute name", "2 to 24 letters, digits and hyphens, starting with a letter"),
         hint="--compute-name"),
     # the compute instance's local managed identity endpoint (MSI_ENDPOINT, IDENTITY_ENDPOINT): where
     # Azure ML's credential asks for tokens; its secret (MSI_SECRET) is never read
@@ -103,8 +114,7 @@ KEYS: tuple[Key, ...] = (
         hint="MSI_ENDPOINT in the environment or identity_endpoint in the config file"),
     # the client id of the compute's user-assigned identity (DEFAULT_IDENTITY_CLIENT_ID on a cluster):
     # which identity --use-identity asks IMDS for; unknown, IMDS gives the only (or system-assigned) one
-    Key("identity_client_id", str, _pattern(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a client id (GUID)"),
+    Key("identity_client_id", str, _pattern(_GUID, "a client id (GUID)", _GUID_RULE),
         hint="DEFAULT_IDENTITY_CLIENT_ID in the environment or identity_client_id in the config file"),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}

@@ -8,9 +8,11 @@ from agent.output.jsonreport import summary_counts
 
 
 def headline(report: Report) -> str:
-    """How many problems (warnings and critical findings) the node has, in words."""
+    """How many problems (warnings and critical findings) the node has, in words; an interrupted
+    run's count is only of what it finished, and says so."""
     problems = sum(f.severity >= Severity.WARNING for f in report.findings)
-    return f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "no problems found"
+    found = f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "no problems found"
+    return f"{found} in the checks that finished" if report.interrupted else found
 
 
 def tally(report: Report) -> str:

@@ -37,11 +37,10 @@ def _header(report: Report) -> list[Line]:
     ]))
     vantage = report.node.get("vantage")
     seen_from = f" as seen from {vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else ""
-    lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}{seen_from}: {shape}", "bold"),)),
-             Line(((headline(report), _REPORT_STYLE[report.status]),))]
-    if report.interrupted:
+    lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}{seen_from}: {shape}", "bold"),))]
+    if report.interrupted:  # before the verdict, which counts only what finished
         lines.append(Line(((f"run incomplete: {report.interrupted}", "bold magenta"),)))
-    return lines
+    return [*lines, Line(((headline(report), _REPORT_STYLE[report.status]),))]
 
 
 def _finding(index: int, finding: Finding) -> list[Line]:

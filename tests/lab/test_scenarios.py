@@ -297,6 +297,21 @@ def test_sigterm_gives_a_partial_unknown_report(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".report.json.*"))  # no temporary file left behind
 
 
+def test_a_stopped_text_report_says_so_before_its_verdict() -> None:
+    """It began "no problems found" when the stop came before a problem was seen."""
+    with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
+        proc = subprocess.Popen(lab.node_command(
+            [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--timeout", "30"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # long enough for every check but the silent SMB negotiate to finish
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("aml-netcheck on ") and lines[1] == "run incomplete: stopped by SIGTERM"
+    assert lines[2].endswith(" found in the checks that finished")
+
+
 def test_run_deadline_ends_the_run_as_unknown() -> None:
     with Lab(scenario(SILENT_UNTIL_TIMEOUT)) as lab:
         report, code = check_in(lab, "--deadline", "2", fault_free_timeout="30")

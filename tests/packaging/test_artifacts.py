@@ -260,7 +260,7 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
             "./usr/lib/sysusers.d/aml-netcheck.conf", "./usr/lib/tmpfiles.d/aml-netcheck.conf",
             "./usr/lib/systemd/catalog/aml-netcheck.catalog", "./usr/share/lintian/overrides/aml-netcheck",
             "./usr/share/doc/aml-netcheck/copyright",
-            "./usr/share/doc/aml-netcheck/changelog.Debian.gz"} <= paths
+            "./usr/share/doc/aml-netcheck/changelog.Debian.gz", "./usr/share/man/man1/aml-netcheck.1.gz"} <= paths
     assert re.search(r"^-rwxr-xr-x root/root .* \./usr/bin/aml-netcheck$", listing, re.MULTILINE)
     # Only what runs: no console scripts of the dependencies, no test extension, no bytecode
     # (postinst compiles it), nothing of the build machine.

@@ -263,7 +263,7 @@ _TEXT_REQUIREMENT = re.compile(r"(?P<label>  ok|warn|FAIL|  \?\?|skip) (?P<rest>
 _TEXT_FINDING = re.compile(r"\d+\. (?P<severity>CRITICAL|WARNING|INFO) \[(?P<code>[a-z0-9-]+)\] .*")
 _TEXT_FOOTER = re.compile(r"\d+ checks \(.*\) in [\d.]+s; status (?P<status>ok|warning|critical|unknown), "
                           r"exit (?P<exit>\d+)")
-_TEXT_HEADLINE = re.compile(r"(?:(?P<count>\d+) problems? found|no problems found)")
+_TEXT_HEADLINE = re.compile(r"(?:(?P<count>\d+) problems? found|no problems found)(?: in the checks that finished)?")
 
 
 def text_view(report_text: str, checks: _Checks) -> View:

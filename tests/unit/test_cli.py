@@ -240,8 +240,9 @@ def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.Capt
     assert "--listen must be a loopback HOST:PORT" in capsys.readouterr().err
 
 
-def test_an_unwritable_output_is_refused_before_probing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "--output", "/nonexistent-dir/report.json"]) == 3
+@pytest.mark.parametrize("option", ["--output", "--textfile", "--bundle"])
+def test_an_unwritable_output_is_refused_before_probing(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", option, "/nonexistent-dir/report.json"]) == 3
     assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
 
 
@@ -309,3 +310,42 @@ def test_a_closed_stdout_is_click_s_exit_1_without_a_traceback() -> None:
     assert proc.wait(60) == 1
     with proc.stderr:
         assert proc.stderr.read() == ""
+
+
+@pytest.mark.parametrize(("argv", "rule"), [
+    (["--container-registry", "acr1"],
+     "container_registry: a container registry name is 5 to 50 letters and digits, not 'acr1'"),
+    (["--storage-account", "Contoso"],
+     "storage_account: a storage account name is 3 to 24 lowercase letters and digits, not 'Contoso'"),
+    (["--key-vault", "1kv"],
+     "key_vault: a key vault name is 3 to 24 letters, digits and hyphens, starting with a letter, not '1kv'"),
+    (["--region", "East US"],
+     ("region: an Azure region name is 2 to 31 lowercase letters and digits, starting with a letter (like eastus), "
+      "not 'East US'")),
+])
+def test_a_name_that_fails_validation_states_the_rule(argv: list[str], rule: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--no-detect", *argv]) == 3
+    assert capsys.readouterr().err == f"aml-netcheck: error: {rule}\n"
+
+
+def test_the_progress_line_names_the_check_it_waits_on_longest() -> None:
+    """The progress bar sat at 93/94 and did not say what for. A check is open from when the check it
+    needs finished; the one open longest is named once it has waited a second."""
+    from agent.cli import Waiting, progress_note
+
+    from .helpers import make_plan
+
+    checks = make_plan()
+    dns = next(c for c in checks if c.needs is None and c.skip is None)
+    tcp = next(c for c in checks if c.needs == dns.id)
+    other = next(c for c in checks if c.needs is None and c.skip is None and c is not dns)
+    waiting = Waiting((dns, tcp, other), now=100.0)
+    waiting.finished(other.id, now=100.5)
+    assert waiting.longest(now=100.6) == (dns.id, pytest.approx(0.6))
+    assert progress_note(0, waiting.longest(now=100.6)) == ""  # not yet a wait worth naming
+    assert progress_note(2, waiting.longest(now=104.1)) == f"2 failing, waiting on {dns.id} (4.1 s)"
+    waiting.finished(dns.id, now=104.2)  # the check that needs it opens now, not at the start
+    assert waiting.longest(now=106.0) == (tcp.id, pytest.approx(1.8))
+    waiting.finished(tcp.id, now=106.1)
+    assert waiting.longest(now=107.0) is None and progress_note(1, None) == "1 failing"

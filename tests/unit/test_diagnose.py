@@ -835,3 +835,13 @@ def test_a_vantage_s_own_resolver_is_named_beside_the_host_s() -> None:
     finding = run({"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}, node=node)[0]
     assert finding.code == "dns-name-missing"
     assert "10.9.9.53 (the vantage's own; the host uses 168.63.129.16)" in finding.cause
+
+
+def test_a_summary_naming_some_hosts_counts_the_rest_as_other_hosts() -> None:
+    """"(+1 more)" after a list of names read like one more name (or a third resolver); the count
+    says what it counts."""
+    dns = [c.id for c in make_plan() if c.id.startswith("dns:")]
+    [finding] = run({check: Outcome(Reason.DNS_SERVFAIL) for check in dns})
+    hidden = len({check.split(":", 1)[1] for check in finding.checks}) - 6
+    assert hidden > 1 and "(+" not in finding.summary
+    assert finding.summary.endswith(f" and {hidden} other hosts")

@@ -19,6 +19,7 @@ from rich.console import Console
 from agent.diagnose.findings import Code
 from agent.model import Report
 from agent.output import Format, fleet, jsonreport, markdown, prometheus, render, status
+from probes.reasons import Reason
 
 from .contract import ContractError, Family, parse_prometheus
 from .helpers import Outcome
@@ -303,6 +304,19 @@ def test_fleet_leaves_info_findings_out() -> None:
 def test_fleet_rejects_what_is_not_a_report(document: object, message: str) -> None:
     with pytest.raises(fleet.ReportError, match=message):
         fleet.validate("x.json", document)
+
+
+def test_an_interrupted_run_says_so_before_its_verdict() -> None:
+    """A run stopped before any problem was found started with "no problems found": the reader at
+    2 a.m. took it for a clean bill of health."""
+    cancelled = Outcome(Reason.PROBE_CANCELLED, detail="not finished: stopped by SIGINT")
+    report = build(Scenario("stopped before a problem", {"tcp:mcr.microsoft.com:443": cancelled}, frozenset(),
+                            interrupted="stopped by SIGINT"))
+    lines = render(report, Format.TEXT).splitlines()
+    assert lines[1:3] == ["run incomplete: stopped by SIGINT",
+                          "no problems found in the checks that finished"]
+    assert "no problems found" not in lines
+    assert status.headline(build(scenario("stopped by SIGTERM"))) == "1 problem found in the checks that finished"
 
 
 def test_prometheus_gives_blackbox_style_http_status_phases_and_certificate_expiry() -> None:

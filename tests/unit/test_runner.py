@@ -37,12 +37,13 @@ async def test_the_report_carries_diagnosis_catalog_and_context(inputs: Inputs) 
     fake = FakeEngine({SMB: Outcome(Reason.TCP_TIMEOUT)})
     state = engine.RunState()
     seen: list[Result] = []
-    plans: list[int] = []
-    report = await diagnose_node(inputs, Limits(timeout=5), state, on_result=seen.append, on_plan=plans.append,
+    plans: list[tuple[str, ...]] = []
+    report = await diagnose_node(inputs, Limits(timeout=5), state, on_result=seen.append,
+                                 on_plan=lambda planned: plans.append(tuple(c.id for c in planned)),
                                  run_checks=fake)
     checks = planned(inputs)
     assert [call.checks for call in fake.calls] == [tuple(c.id for c in checks)]
-    assert plans == [len(checks)]
+    assert plans == [tuple(c.id for c in checks)]
     assert [r.check.id for r in report.results] == [c.id for c in checks]
     assert report.results == fake.returned[0]
     assert seen == list(report.results) and state.results == {r.check.id: r for r in report.results}
@@ -61,13 +62,13 @@ async def test_reused_results_are_not_probed_again_and_count_as_given(inputs: In
     earlier = {r.check.id: r for r in simulate(checks, {SMB: Outcome(Reason.TCP_TIMEOUT)})}
     reuse = {SMB: earlier[SMB], MCR_DNS: earlier[MCR_DNS]}
     fake = FakeEngine()  # everything probed now passes
-    plans: list[int] = []
-    report = await diagnose_node(inputs, Limits(timeout=5), engine.RunState(), on_plan=plans.append, reuse=reuse,
-                                 run_checks=fake)
+    plans: list[tuple[str, ...]] = []
+    report = await diagnose_node(inputs, Limits(timeout=5), engine.RunState(), reuse=reuse, run_checks=fake,
+                                 on_plan=lambda planned: plans.append(tuple(c.id for c in planned)))
     [call] = fake.calls
     assert call.checks == tuple(c.id for c in checks if c.id not in reuse)
     assert call.known == reuse and MCR_TCP in call.checks  # its dependency is known, not probed
-    assert plans == [len(checks) - 2]
+    assert plans == [call.checks]
     by_id = {r.check.id: r for r in report.results}
     assert by_id[SMB] is reuse[SMB] and by_id[MCR_DNS] is reuse[MCR_DNS]
     assert [r.check.id for r in report.results] == [c.id for c in checks]
