@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from agent.clock import Deadline
 from agent.inputs import detect
 from agent.inputs.given import Inputs
+from agent.latency import DEFAULT as DEFAULT_LATENCY
+from agent.latency import Thresholds, judged
 from agent.model import Check, ContextValue, Report, Result
 from probes import node
 from probes.reasons import Reason
@@ -37,6 +39,7 @@ class Limits:
     deadline: Deadline = field(default_factory=Deadline)  # the whole run, absolute
     concurrency: int = 128
     wait: Deadline | None = None  # hook mode: retry failing checks until healthy or this moment
+    latency: Thresholds = DEFAULT_LATENCY  # slower than these, a check that worked warns
 
 
 async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
@@ -62,7 +65,8 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     metadata: asyncio.Task[None] | None = None
     try:
         def judge(results: Sequence[Result]) -> bool:
-            return diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts)).exit_code in (0, 1)
+            slow = judged(results, limits.latency)
+            return diagnose.diagnose(slow, diagnose.Facts(cat, values, node_facts)).exit_code in (0, 1)
 
         if limits.wait is not None:
             if detected is not None:
@@ -130,6 +134,7 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     finally:
         if metadata is not None:
             metadata.cancel()
+    results = judged(results, limits.latency)
     signalled = bool(state.interrupted and state.interrupted.startswith("stopped by"))
     diagnosis = diagnose.diagnose(results, diagnose.Facts(cat, values, node_facts), signalled=signalled)
     return Report(started_at=started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -14,6 +14,7 @@ from agent.diagnose.facts import Facts
 from agent.model import CheckPath, Finding, Result, Severity
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._hops import Dies, PathSummary, from_facts
+from probes._net import is_private
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec
@@ -53,6 +54,7 @@ class Code(StrEnum):
     UNSUPPORTED_OS = "unsupported-os"
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
+    LATENCY_DEGRADED = "latency-degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,6 +690,54 @@ def _unreachable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 
+# Where the slow checks of one latency-degraded finding go (classify.latency_key), as its summary says it.
+LATENCY_WHERE = {"proxy": "through the proxy", "private": "to private addresses in the VNet",
+                 "public": "to public endpoints", "resolvers": "at the resolvers"}
+
+
+def latency_path(result: Result) -> str:
+    """The path a slow check took, a key of LATENCY_WHERE: slow checks on one path are one cause."""
+    if result.check.path is not CheckPath.DIRECT:
+        return "proxy"
+    if isinstance(result.check.spec, DnsSpec):
+        return "resolvers"
+    addresses = result.attempted or result.addresses
+    return "private" if addresses and all(is_private(a) for a in addresses) else "public"
+
+
+def _latency(results: Sequence[Result], facts: Facts) -> Draft:
+    """Checks that worked, slower than their layer's threshold (agent/latency.py), on one path: the
+    measured figure and the threshold of each, and which layer's figure says where the time goes."""
+    measured = [(r, r.evidence.get("latency")) for r in results]
+    shown = "; ".join(f"{r.check.id}: {m.get('measure')} {m.get('ms')} ms (threshold {m.get('threshold_ms')} ms)"
+                      for r, m in measured[:5] if isinstance(m, dict))
+    more = f"; and {len(results) - 5} more" if len(results) > 5 else ""
+    layers = {r.check.layer.value for r in results}
+    key = latency_path(results[0])  # the group's key (classify): one path
+    if layers & {"tcp"}:
+        why = ("The TCP handshake itself is slow, as the kernel timed it: the round trip, not the service, takes "
+               "the time. Past the longest terrestrial round trip (about 300 ms), distance does not explain it: a "
+               "route through a far or congested appliance (forced tunnelling to on-premises, a VPN or "
+               "ExpressRoute gateway at its limit), or packet loss (a SYN sent again costs a second).")
+    elif layers & {"tls", "http"}:
+        why = ("Connections are fast but the answers are slow: the peer, or a middlebox that terminates the "
+               "connection (a TLS-inspecting firewall, a proxy), spends the time.")
+    else:
+        why = "The resolvers answer slowly: a custom DNS server's forwarding, or its own load."
+    proxy = " through the proxy" if key == "proxy" else ""
+    return Draft(
+        summary=f"Working, but slow {LATENCY_WHERE[key]}: {len(results)} check(s) over their latency thresholds: "
+                f"{_hosts(results)}",
+        cause=f"{shown}{more}. {why} Azure ML works, slowly: jobs start late, image pulls and mounts take longer, "
+              "and a slower path times out sooner under load.",
+        remedy=(f"Find where the time goes on this path{proxy}: the traced route (traceroute -T -p PORT to an address "
+                "above), the compute subnet's route table (0.0.0.0/0 to an appliance or on-premises: routes with "
+                "next hop Internet for the service tags keep them off it), the load and SKU of the appliance, "
+                "gateway or proxy on the way; Network Watcher's Connection Monitor measures the same path from "
+                "Azure. If the path is slow by design (a workspace in another region), raise the thresholds: "
+                "`--latency tcp=MS,tls=MS,http=MS,dns=MS` or the config file's [latency] table."))
+
+
 def _imds(results: Sequence[Result], facts: Facts) -> Draft:
     """IMDS cannot be reached: a warning when its own check fails (managed identity needs it) or
     when detection's failure left the region unknown (region-specific checks were skipped); info
@@ -834,4 +884,8 @@ DECLARATIONS: dict[Code, Declaration] = {
                "192.168.240.1/24) and restart Docker, or avoid 172.17.0.0/16 in the VNet.")),
     Code.ENDPOINT_UNREACHABLE: Declaration(
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
+    # A warning at most: a path that works is never critical for being slow (Connection Monitor's Warning).
+    Code.LATENCY_DEGRADED: Declaration(
+        W, "checks work, but slower than their latency thresholds (TCP connect, TLS handshake, HTTP first byte, "
+           "DNS answer): one finding per path", ("connection-monitor",), _latency),
 }
