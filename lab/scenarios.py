@@ -115,6 +115,8 @@ class Scenario:
     # the path and the servers
     appliance: bool = False  # the node's gateway is a network virtual appliance routing on to Azure (forced tunnel)
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
+    slow_from: tuple[str, ...] = ()  # networks whose packets toward the node come `slow_ms` late (lab.delay)
+    slow_ms: float = 0.0
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
     resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is their service's network-rule denial (403)
@@ -343,6 +345,19 @@ SCENARIOS: dict[str, Scenario] = {
             appliance=True,
             expected_exit=2,
             expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "slow-path",
+            "Every public service answers, 400 ms late",
+            "The path to the internet is slow but works, as behind a forced tunnel to a far or congested "
+            f"appliance: every packet from the public services ({addresses.PUBLIC_NET}) reaches the node 400 ms "
+            "late, while the private endpoints, DNS and IMDS answer at once. TCP connects take 400 ms against the "
+            "300 ms threshold, TLS and HTTP stay under theirs. Expect one latency-degraded warning for the "
+            "public path (exit 1), nothing failing.",
+            slow_from=(addresses.PUBLIC_NET,),
+            slow_ms=400.0,
+            expected_exit=1,
+            expected_findings=("latency-degraded",),
         ),
         Scenario(
             "imds-blocked",
