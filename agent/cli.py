@@ -60,23 +60,24 @@ def _within(bound: values.Bound) -> Callable[[float | None], float | None]:
     return check
 
 
-def _latency(value: str | None) -> dict[str, float] | None:
+def _latency(value: str | None) -> str | None:
     """--latency tcp=300,tls=1000: checked as the config file's [latency] is (values.LATENCY_MS)."""
-    if value is None:
-        return None
-    try:
-        return latency.parse(value)
-    except values.ValueProblem as exc:
-        raise typer.BadParameter(str(exc)) from None
+    if value is not None:
+        try:
+            latency.parse(value)
+        except values.ValueProblem as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
 
 
-def _thresholds(settings: config.Settings, given: dict[str, float] | None) -> latency.Thresholds:
+def _thresholds(settings: config.Settings, given: str | None) -> latency.Thresholds:
     """The option's layers over the config file's, over the defaults."""
-    return latency.thresholds({**settings.latency, **(given or {})})
+    return latency.thresholds({**settings.latency, **(latency.parse(given) if given else {})})
 
 
 _LATENCY_HELP = ("Latency thresholds in milliseconds, LAYER=MS[,...] for dns, tcp, tls, http "
-                 f"({values.LATENCY_MS}) [default: {latency.DEFAULT.shown()}]: slower, a check warns (latency-degraded).")
+                 f"({values.LATENCY_MS}) [default: {latency.DEFAULT.shown()}]: slower, a check that works "
+                 "warns (latency-degraded).")
 
 
 def _version(value: bool) -> None:

@@ -100,10 +100,11 @@ def received_at(sock: socket.socket) -> float:
     """When the last datagram this socket read arrived, on the wall clock (SIOCGSTAMP): a busy event
     loop reads a reply late, the kernel stamped it on arrival. Now, where the kernel has no stamp."""
     try:
-        seconds, micros = _TIMEVAL.unpack(fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(_TIMEVAL.size)))
+        stamp = fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(_TIMEVAL.size))
     except OSError:  # ENOENT: nothing read yet (this call turned the stamps on)
         return time.time()
-    return seconds + micros / 1e6
+    seconds, micros = _TIMEVAL.unpack(stamp)
+    return float(seconds + micros / 1e6)
 
 
 def queue_errors(sock: socket.socket, hop_limit: int | None = None) -> None:

@@ -90,7 +90,7 @@ def received_at(sock: socket.socket) -> float:
         return now
     if len(info) < _TCP_INFO_HEAD:
         return now
-    (ago_ms,) = struct.unpack_from("I", info, _TCPI_LAST_DATA_RECV)
+    ago_ms: int = struct.unpack_from("I", info, _TCPI_LAST_DATA_RECV)[0]
     return now - ago_ms / 1000
 
 

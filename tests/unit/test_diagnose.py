@@ -738,6 +738,7 @@ PUBLIC_CHAIN = {"tcp:mcr.microsoft.com:443": slow(), "tls:mcr.microsoft.com:443"
                 "http:mcr.microsoft.com:443": slow("first-byte", 2600, 2000),
                 "tcp:management.azure.com:443": slow(ms=410)}
 SMB_TCP = "tcp:contosomlsa.file.core.windows.net:445"
+PATH_WORDS = {"public": "to public endpoints", "private": "in the VNet", "resolvers": "at the resolvers"}
 
 
 @pytest.mark.parametrize(("outcomes", "groups"), [
@@ -757,13 +758,9 @@ def test_slow_checks_are_one_latency_finding_per_path(outcomes: Mapping[str, Out
     for where, checks in groups:
         finding = by_checks[frozenset(checks)]
         assert finding.severity is Severity.WARNING
-        assert findings_path_words[where] in finding.summary
+        assert PATH_WORDS[where] in finding.summary
         first = next(iter(checks))
         assert str(outcomes[first].evidence["latency"]["threshold_ms"]) in finding.cause  # type: ignore[index]
-
-
-findings_path_words = {"public": "to public endpoints", "private": "in the VNet", "resolvers": "at the resolvers",
-                       "proxy": "through the proxy"}
 
 
 def test_slow_checks_through_the_proxy_are_the_proxy_s() -> None:
@@ -798,6 +795,7 @@ def test_a_slow_check_never_changes_or_hides_a_failure(outcomes: Mapping[str, Ou
 def test_latency_alone_is_a_warning_never_critical() -> None:
     checks = make_plan()
     outcomes = {c.id: slow() for c in checks if c.layer.value in ("tcp", "tls", "http") and c.skip is None}
-    diagnosis = diagnose(simulate(checks, outcomes, PE_ADDRESSES), Facts(catalog.load(), make_context(), AZURE_DNS_NODE))
+    facts = Facts(catalog.load(), make_context(), AZURE_DNS_NODE)
+    diagnosis = diagnose(simulate(checks, outcomes, PE_ADDRESSES), facts)
     assert {f.code for f in diagnosis.findings} == {"latency-degraded"}
     assert diagnosis.health.value == "warning" and diagnosis.exit_code == 1
