@@ -124,8 +124,8 @@ def verdicts(stdout: bytes) -> frozenset[tuple[str, str, str | None]] | None:
     worked slowly (latency.slow) counts as the pass it is: how fast the lab's one server answers
     thousands of checks on two cores is its load, not a verdict the descriptor limit may change."""
     try:
-        return frozenset((c["id"], "pass", None) if c["reason"] == "latency.slow" else (c["id"], c["status"], c["reason"])
-                         for c in json.loads(stdout)["checks"])
+        return frozenset((c["id"], "pass", None) if c["reason"] == "latency.slow"
+                         else (c["id"], c["status"], c["reason"]) for c in json.loads(stdout)["checks"])
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -690,7 +690,7 @@ def _unreachable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 
-# Where the slow checks of one latency-degraded finding go (classify.latency_key), as its summary says it.
+# Where the slow checks of one latency-degraded finding went (latency_path, the group's key), as its summary says it.
 LATENCY_WHERE = {"proxy": "through the proxy", "private": "to private addresses in the VNet",
                  "public": "to public endpoints", "resolvers": "at the resolvers"}
 
@@ -714,7 +714,7 @@ def _latency(results: Sequence[Result], facts: Facts) -> Draft:
     more = f"; and {len(results) - 5} more" if len(results) > 5 else ""
     layers = {r.check.layer.value for r in results}
     key = latency_path(results[0])  # the group's key (classify): one path
-    if layers & {"tcp"}:
+    if "tcp" in layers:
         why = ("The TCP handshake itself is slow, as the kernel timed it: the round trip, not the service, takes "
                "the time. Past the longest terrestrial round trip (about 300 ms), distance does not explain it: a "
                "route through a far or congested appliance (forced tunnelling to on-premises, a VPN or "
