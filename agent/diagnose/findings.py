@@ -705,12 +705,16 @@ def latency_path(result: Result) -> str:
     return "private" if addresses and all(is_private(a) for a in addresses) else "public"
 
 
+def _g(value: Fact) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _latency(results: Sequence[Result], facts: Facts) -> Draft:
     """Checks that worked, slower than their layer's threshold (agent/latency.py), on one path: the
     measured figure and the threshold of each, and which layer's figure says where the time goes."""
     measured = [(r, r.evidence.get("latency")) for r in results]
-    shown = "; ".join(f"{r.check.id}: {m.get('measure')} {m.get('ms')} ms (threshold {m.get('threshold_ms')} ms)"
-                      for r, m in measured[:5] if isinstance(m, dict))
+    shown = "; ".join(f"{r.check.id}: {m.get('measure')} {_g(m.get('ms'))} ms "
+                      f"(threshold {_g(m.get('threshold_ms'))} ms)" for r, m in measured[:5] if isinstance(m, dict))
     more = f"; and {len(results) - 5} more" if len(results) > 5 else ""
     layers = {r.check.layer.value for r in results}
     key = latency_path(results[0])  # the group's key (classify): one path

@@ -760,7 +760,8 @@ def test_slow_checks_are_one_latency_finding_per_path(outcomes: Mapping[str, Out
         assert finding.severity is Severity.WARNING
         assert PATH_WORDS[where] in finding.summary
         first = next(iter(checks))
-        assert str(outcomes[first].evidence["latency"]["threshold_ms"]) in finding.cause  # type: ignore[index]
+        figure = outcomes[first].evidence["latency"]["threshold_ms"]  # type: ignore[index]
+        assert f"(threshold {figure:g} ms)" in finding.cause
 
 
 def test_slow_checks_through_the_proxy_are_the_proxy_s() -> None:
