@@ -112,6 +112,12 @@ _CONTEXT_OPTIONS: list[inspect.Parameter] = [
         ("forced_tunnel", Annotated[bool | None, typer.Option(
             "--forced-tunnel/--no-forced-tunnel", help="The compute subnet's route table sends 0.0.0.0/0 to a "
             "virtual appliance or on-premises (forced tunnelling).", show_default=False)]),
+        ("managed_network", Annotated[str | None, typer.Option(
+            help="The workspace's managed virtual network: allow_internet_outbound, allow_only_approved_outbound, "
+            "or disabled (the compute is in your own VNet) [default: not said, your own VNet].")]),
+        ("dns_private_resolver", Annotated[bool | None, typer.Option(
+            "--dns-private-resolver/--no-dns-private-resolver", help="The VNet's DNS is an Azure DNS Private "
+            "Resolver (its inbound endpoint, or a DNS forwarding ruleset linked to the VNet).", show_default=False)]),
         ("registry_data_endpoint", Annotated[bool | None, typer.Option(
             "--registry-data-endpoint/--no-registry-data-endpoint",
             help="The container registry has dedicated data endpoints (<registry>.<region>.data.azurecr.io, "
@@ -188,7 +194,10 @@ def _planned(options: dict[str, Any]) -> tuple[Inputs, dict[str, Any], catalog.C
 def check(
     options: dict[str, Any],
     output_format: Annotated[Format | None, typer.Option(
-        "--format", help="text (default on a terminal), json (default otherwise), markdown or prometheus.")] = None,
+        "--format", help="text (default on a terminal), json (default otherwise), markdown, prometheus, html "
+                         "(one self-contained page with a diagram of each traced path); for CI and log pipelines: "
+                         "junit (JUnit XML), tap (TAP 14) or ndjson (a JSON object per check and finding per "
+                         "line).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file (atomically).",
                                                    dir_okay=False)] = None,
     textfile: Annotated[Path | None, typer.Option(
@@ -264,10 +273,9 @@ def _vantage(netns: str | None, container: str | None) -> "Vantage":
         raise UsageProblem("--netns and --container: give one vantage, not both")
     try:
         chosen = vantage.of_netns(netns) if netns is not None else vantage.of_container(str(container))
-        vantage.enter(chosen)
+        return vantage.enter(chosen)
     except vantage.VantageError as exc:
         raise UsageProblem(str(exc)) from None
-    return chosen
 
 
 async def _run_check(inputs: Inputs, limits: "runner.Limits", *, progress: bool) -> Report:
@@ -407,7 +415,8 @@ def rules(
     route_table: Annotated[str, typer.Option(
         help="For --format az: the compute subnet's route table (routes, with --forced-tunnel).")] = "<route-table>",
 ) -> int:
-    """The NSG, firewall, route and DNS changes this context needs, from the same catalog as the checks."""
+    """The NSG, firewall, route and DNS changes this context needs (a managed network's outbound rules),
+    from the same catalog as the checks."""
     from agent import netrules as network_rules
     from agent.netrules import render
 
@@ -416,8 +425,9 @@ def rules(
     if output_format is RulesFormat.json:
         print(json.dumps(render.to_dict(ruleset), indent=2))
     elif output_format is RulesFormat.az:
-        print(render.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall,
-                                      vnet=vnet, subnet_prefix=subnet_prefix, route_table=route_table), end="")
+        workspace = str(values["workspace_name"].value or "<workspace-name>")  # the managed network's
+        print(render.render_az(ruleset, resource_group=resource_group, nsg=nsg, firewall=firewall, vnet=vnet,
+                               subnet_prefix=subnet_prefix, route_table=route_table, workspace=workspace), end="")
     else:
         _print_table(render.render_table(ruleset))
     return 0

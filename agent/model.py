@@ -86,6 +86,37 @@ class Result:
         return ()
 
 
+class Owner(StrEnum):
+    """Who answers for a step of a traced path: the team a ticket for it goes to. Stable codes."""
+
+    NODE = "node"  # this node: the flow's source
+    FABRIC = "azure-fabric"  # Azure's fabric at the first hop: the NSGs (the NIC's, the subnet's) or the platform
+    APPLIANCE = "appliance"  # a hop that answered: a virtual appliance or firewall, a gateway, on-premises
+    SERVICE = "service"  # the destination
+
+
+class StepState(StrEnum):
+    """What the flow did at a step of its traced path. Stable codes."""
+
+    PASSED = "passed"  # the flow got past it
+    DIED = "died"  # where the flow died, as far as the node sees (at or just behind it)
+    SILENT = "silent"  # past where the flow died: nothing came back
+    REACHED = "reached"  # the destination answered the copies of the flow
+    NOT_REACHED = "not-reached"  # the destination, which the flow never reached
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    """One step of a dropped flow's traced path (Finding.trace), as diagnosis read it: for a picture
+    of the path, so no renderer reads the hops again."""
+
+    owner: Owner
+    state: StepState
+    address: str | None  # None: a hop that stayed silent (`*`), or the fabric, which answers no hop limit
+    hop: int | None = None  # the hop limit it answered at (or stayed silent for); None for the ends and the fabric
+    name: str = ""  # the node's hostname, the destination's name
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     code: str  # stable, kebab-case: DESIGN.md's finding table
@@ -99,6 +130,7 @@ class Finding:
     path: str = ""  # where the flow died, as traced (probes/_hops.py): "node → 10.0.0.1 → * → addr:port (...)"
     flow: str = ""  # the failing flow as the control plane names it: "10.0.0.4:* → 198.18.1.1:443/tcp"
     confirm: tuple[str, ...] = ()  # Azure CLI commands that check the flow from the control plane
+    trace: tuple[PathStep, ...] = ()  # `path` step by step: node, fabric, hops, destination (empty when untraced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +198,12 @@ class Report:
     @property
     def catalog_version(self) -> str:
         return self.catalog.version
+
+    @property
+    def vantage(self) -> str:
+        """Where the run looked from: "host", or "KIND:NAME" (a network namespace, a container)."""
+        seen = self.node.get("vantage")
+        return f"{seen.get('kind')}:{seen.get('name')}" if isinstance(seen, dict) else "host"
 
     def unneeded(self, result: Result) -> Unneeded | None:
         return self.diagnosis.unneeded.get(result.check.id)

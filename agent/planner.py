@@ -53,6 +53,7 @@ class PlanOptions:
     proxy: Proxy | None = None  # the HTTPS proxy Azure ML's processes use; adds a proxied path
     no_proxy: tuple[str, ...] = ()
     http_proxy: Proxy | None = None  # the proxy of plain http:// requests (HTTP_PROXY)
+    vantage: str = ""  # another network namespace the run looks from (a container's); "": the host's
 
 
 def with_endpoints(catalog: Catalog, endpoints: Iterable[tuple[str, int, str, str, bool]]) -> Catalog:
@@ -103,7 +104,7 @@ def plan(catalog: Catalog, context: ctx.Context, options: PlanOptions = PlanOpti
                 checks[check.id] = replace(existing, spec=merged)
 
     for requirement in applicable(catalog, context, options.features):
-        for check in _local_checks(requirement):
+        for check in _local_checks(requirement, options.vantage):
             add(check)
         for template in requirement.hosts:
             missing = _placeholders(template) - values.keys()
@@ -224,10 +225,12 @@ _NODE_CHECKS: dict[str, tuple[LocalSpec, ...]] = {
 }
 
 
-def _local_checks(requirement: Requirement) -> list[Check]:
+def _local_checks(requirement: Requirement, vantage: str) -> list[Check]:
     """An inbound requirement: something listens on the port and no local rule drops it (NSGs
-    are out of sight from the node); plus the node checks tied to a requirement."""
-    specs = list(_NODE_CHECKS.get(requirement.id, ()))
+    are out of sight from the node); plus the node checks tied to a requirement, told the vantage
+    (the Docker bridge that matters is the host's, out of a container's sight)."""
+    specs = [replace(spec, vantage=vantage) if spec.check == "docker-bridge" else spec
+             for spec in _NODE_CHECKS.get(requirement.id, ())]
     if requirement.probe == "listen":
         specs += [LocalSpec(check, port=port, protocol=requirement.protocol)
                   for port in requirement.ports for check in ("listening", "firewall-inbound")]

@@ -62,7 +62,8 @@ async def diagnose_node(inputs: Inputs, limits: Limits, state: Any, *,
     t0 = time.monotonic()
     node_facts = node.collect()
     if inputs.vantage.netns is not None:  # the node facts are the vantage's own (interfaces, resolvers)
-        node_facts["vantage"] = {"kind": inputs.vantage.kind.value, "name": inputs.vantage.name}
+        node_facts["vantage"] = {"kind": inputs.vantage.kind.value, "name": inputs.vantage.name,
+                                 "host": dict(inputs.vantage.host or {})}
     detected = inputs.local_detection()
     values = inputs.context(detected)
     cat, checks = inputs.plan(values)

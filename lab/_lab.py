@@ -51,6 +51,9 @@ class Lab:
         names = Namespaces.for_instance(os.getpid(), n)
         self.node_ns: str = names.node
         self.az_ns: str = names.az
+        # the container's network namespace, for `check --netns` (scenarios with container_mtu)
+        self.container_netns: str | None = (f"/run/netns/{names.ctr}" if scenario.container_mtu is not None
+                                            else None)
         self.workdir = Path(tempfile.gettempdir()) / f"{netns.PREFIX}-{os.getpid()}-{n}"
         self.ca_bundle: str = str(self.workdir / "ca-bundle.pem")  # the node's trust store
         self.bringup_seconds: float | None = None
@@ -118,7 +121,10 @@ class Lab:
             + "".join(f"{line}\n" for line in self.scenario.hosts)
         )
         netns.build(self._names, resolvers=node_resolvers(self.scenario), hosts=hosts,
-                    appliance=self.scenario.appliance)
+                    appliance=self.scenario.appliance, node_mtu=self.scenario.node_mtu,
+                    container_mtu=self.scenario.container_mtu)
+        if self.scenario.internet_routes:
+            netns.route_around(self._names, [self.address_of(h) for h in self.scenario.internet_routes])
         self._faults = list(dict.fromkeys(self.scenario.faults))
         self._install_faults()
         config = self.workdir / "servers.json"

@@ -22,6 +22,16 @@ NODE_MAC = "00:0d:3a:00:00:04"  # Azure's OUI, so IMDS and the interface agree
 # joins it to the az namespace
 NVA_UPLINK = "10.255.0.1"  # the appliance's end
 NVA_UPLINK_AZ = "10.255.0.2"  # the az namespace's end
+# Routes with next hop Internet around the appliance (scenarios with `internet_routes`): a second link
+# straight from the node to the az namespace
+INTERNET_NODE = "10.254.0.1"
+INTERNET_AZ = "10.254.0.2"
+
+# A container behind Docker's default bridge in the node (scenarios with `container_mtu`): the node
+# routes and masquerades its traffic, as Docker does
+DOCKER_BRIDGE_ADDRESS = "172.17.0.1"
+CONTAINER = "172.17.0.2"
+DOCKER_PREFIX = 16
 
 PE_SUBNET = "10.0.1.0/24"
 PE_WORKSPACE = "10.0.1.5"  # <guid>.workspace.<region>.api.azureml.ms, its cert name, CI names

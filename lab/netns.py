@@ -4,7 +4,8 @@ router that forwards, answers ICMP time exceeded as any router does, and drops w
 
 Nothing here touches the host namespace: the veth pair is created inside the node namespace
 with its peer placed straight into the az namespace, and no route, NAT or link leads out.
-Namespace names carry the owning pid (`amlnc-<pid>-<n>-node|az|nva`), so namespaces left behind by
+A scenario with a container adds one more behind a bridge in the node, as Docker's default
+network is. Namespace names carry the owning pid (`amlnc-<pid>-<n>-node|az|nva|ctr`), so namespaces left behind by
 a dead owner are recognised and removed by the next lab.
 """
 
@@ -28,7 +29,10 @@ NETNS_ETC = Path("/etc/netns")
 NODE_IF = "eth0"
 AZ_IF = "vnet0"
 NVA_NODE_IF, NVA_AZ_IF = "lan0", "wan0"  # the appliance's ends: toward the node, toward Azure
-_NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az|-nva)?$")
+_NAME = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<n>\d+)(?:-node|-az|-nva|-ctr)?$")
+CONTAINER_IF, BRIDGE_IF, BRIDGE_PORT_IF = "eth0", "docker0", "veth0"  # the container's end, the node's
+INTERNET_NODE_IF, INTERNET_AZ_IF = "inet0", "inet1"  # next hop Internet, around the appliance
+_INTERNET_TABLE = "100"  # the az namespace's replies from routed-around addresses go back that way
 _AZ_SYSCTLS = (
     "net.ipv4.icmp_ratelimit=0",
     "net.ipv4.icmp_msgs_per_sec=100000",
@@ -55,10 +59,12 @@ class Namespaces:
     node: str
     az: str
     nva: str  # created only for a scenario with an appliance
+    ctr: str  # created only for a scenario with a container behind the node's Docker bridge
 
     @classmethod
     def for_instance(cls, pid: int, n: int) -> Namespaces:
-        return cls(f"{PREFIX}-{pid}-{n}-node", f"{PREFIX}-{pid}-{n}-az", f"{PREFIX}-{pid}-{n}-nva")
+        base = f"{PREFIX}-{pid}-{n}"
+        return cls(f"{base}-node", f"{base}-az", f"{base}-nva", f"{base}-ctr")
 
 
 def check_prerequisites() -> None:
@@ -81,7 +87,8 @@ def in_ns(ns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str, appliance: bool = False) -> None:
+def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str, appliance: bool = False,
+          node_mtu: int | None = None, container_mtu: int | None = None) -> None:
     """Create the namespaces and wire them (faults come later, from set_faults); the caller
     destroys them if this raises. `ip netns exec` bind-mounts the node's resolv.conf and hosts
     over /etc's, so the agent reads them where a node's processes do. With `appliance` the node's
@@ -111,8 +118,11 @@ def build(names: Namespaces, *, resolvers: Sequence[str], hosts: str, appliance:
             f"link set {NODE_IF} up",
             f"addr add {addresses.NODE}/24 dev {NODE_IF}",
             f"route add default via {addresses.GATEWAY} dev {NODE_IF}",
+            *([f"link set {NODE_IF} mtu {node_mtu}"] if node_mtu is not None else []),
         ],
     )
+    if container_mtu is not None:
+        _build_container(names, container_mtu, resolvers=resolvers, hosts=hosts)
     _batch(
         names.az,
         [
@@ -143,6 +153,51 @@ def _build_appliance(names: Namespaces) -> None:
     ])
     run(in_ns(names.nva, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", *_AZ_SYSCTLS]))
     set_appliance_faults(names.nva, [])
+
+
+def _build_container(names: Namespaces, mtu: int, *, resolvers: Sequence[str], hosts: str) -> None:
+    """node docker0 (a bridge) -- veth0 .. eth0 container: Docker's default bridge network, every
+    link at `mtu` (Docker's is 1500 whatever the host's uplink), the node forwarding and
+    masquerading the container's traffic out of its own uplink."""
+    run(["ip", "netns", "add", names.ctr])
+    etc = NETNS_ETC / names.ctr
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text("".join(f"nameserver {r}\n" for r in resolvers))
+    (etc / "hosts").write_text(hosts)
+    run(["ip", "-n", names.node, *f"link add {BRIDGE_PORT_IF} type veth peer name {CONTAINER_IF}".split(),
+         "netns", names.ctr])
+    bridge = f"{addresses.DOCKER_BRIDGE_ADDRESS}/{addresses.DOCKER_PREFIX}"
+    _batch(names.node, [
+        f"link add {BRIDGE_IF} type bridge", f"link set {BRIDGE_IF} mtu {mtu}", f"addr add {bridge} dev {BRIDGE_IF}",
+        f"link set {BRIDGE_PORT_IF} mtu {mtu}", f"link set {BRIDGE_PORT_IF} master {BRIDGE_IF}",
+        f"link set {BRIDGE_PORT_IF} up", f"link set {BRIDGE_IF} up",
+    ])
+    _batch(names.ctr, [
+        "link set lo up", f"link set {CONTAINER_IF} mtu {mtu}", f"link set {CONTAINER_IF} up",
+        f"addr add {addresses.CONTAINER}/{addresses.DOCKER_PREFIX} dev {CONTAINER_IF}",
+        f"route add default via {addresses.DOCKER_BRIDGE_ADDRESS}",
+    ])
+    run(in_ns(names.node, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+    bridged = f"{addresses.DOCKER_BRIDGE_ADDRESS}/{addresses.DOCKER_PREFIX}"
+    masquerade = ["table ip docker {",
+                  "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
+                  f"    ip saddr {bridged} oifname {NODE_IF} masquerade", "  }", "}"]
+    run(in_ns(names.node, ["nft", "-f", "-"]), stdin="".join(f"{line}\n" for line in masquerade))
+
+
+def route_around(names: Namespaces, destinations: Sequence[str]) -> None:
+    """Routes with next hop Internet in the compute subnet's route table, as a forced tunnel's fix
+    adds them for Azure ML's service tags: these destinations leave the node by a link of their own
+    straight to Azure, never through the appliance, and Azure answers them the same way."""
+    run(["ip", "-n", names.node, *f"link add {INTERNET_NODE_IF} type veth peer name {INTERNET_AZ_IF}".split(),
+         "netns", names.az])
+    _batch(names.node, [f"addr add {addresses.INTERNET_NODE}/30 dev {INTERNET_NODE_IF}",
+                        f"link set {INTERNET_NODE_IF} up",
+                        *(f"route add {d}/32 via {addresses.INTERNET_AZ} dev {INTERNET_NODE_IF}"
+                          for d in destinations)])
+    _batch(names.az, [f"addr add {addresses.INTERNET_AZ}/30 dev {INTERNET_AZ_IF}", f"link set {INTERNET_AZ_IF} up",
+                      f"route add {addresses.NODE_SUBNET} via {addresses.INTERNET_NODE} table {_INTERNET_TABLE}",
+                      *(f"rule add from {d}/32 table {_INTERNET_TABLE}" for d in destinations)])
 
 
 def set_appliance_faults(nva: str, faults: Iterable[tuple[Fault, str | None]]) -> None:
@@ -200,7 +255,7 @@ def set_faults(
 def destroy(names: Namespaces) -> None:
     """Kill what still runs inside, delete the namespaces and their /etc/netns entries.
     Best effort and idempotent: teardown must get as far as it can."""
-    for ns in (names.node, names.az, names.nva):
+    for ns in (names.node, names.az, names.nva, names.ctr):
         _remove(ns)
 
 

@@ -114,9 +114,15 @@ class Scenario:
     no_proxy: tuple[str, ...] = ()  # the node's NO_PROXY entries
     # the path and the servers
     appliance: bool = False  # the node's gateway is a network virtual appliance routing on to Azure (forced tunnel)
+    # names whose addresses the compute subnet's route table sends to next hop Internet, around the appliance
+    internet_routes: tuple[str, ...] = ()
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
     slow_from: tuple[str, ...] = ()  # networks whose packets toward the node come `slow_ms` late (lab.delay)
     slow_ms: float = 0.0
+    node_mtu: int | None = None  # the node's uplink MTU, as its admin set it (None: the link's 1500)
+    # a container behind a Docker bridge in the node, with this MTU on the bridge and its interface
+    # (Docker's default is 1500 whatever the uplink); `check --netns` looks from it
+    container_mtu: int | None = None
     server_clock_offset: int = 0  # seconds the simulated Azure clocks run ahead of the node's
     firewall_deny_http: tuple[str, ...] = ()  # names whose plain HTTP (80) a firewall answers 470
     resource_firewall: tuple[str, ...] = ()  # names whose HTTPS answer is their service's network-rule denial (403)
@@ -360,6 +366,46 @@ SCENARIOS: dict[str, Scenario] = {
             expected_findings=("latency-degraded",),
         ),
         Scenario(
+            "forced-tunnel-public-ip",
+            "A forced tunnel without the routes a public-IP compute needs",
+            "As appliance-drop, for a compute instance with a public IP (--public-ip --forced-tunnel): the "
+            "appliance drops Azure Batch, and without routes with next hop Internet for AzureMachineLearning "
+            "and BatchNodeManagement the replies to Azure ML's inbound management traffic (TCP 44224) leave "
+            "through the appliance too. Expect egress-blocked past the appliance, naming those routes.",
+            context=Context(public_ip=True),
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
+            options=("--forced-tunnel",),
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "forced-tunnel-routed",
+            "A forced tunnel with the required routes: Azure Batch goes around the appliance",
+            "As forced-tunnel-public-ip, with the fix in place: the route table sends the Batch front ends to "
+            "next hop Internet, so they leave the node by a path of their own and the appliance that drops "
+            "them never sees them. Expect no finding.",
+            context=Context(public_ip=True),
+            faults=tuple(Fault("drop", "tcp", 443, h, at="appliance") for h in BATCH_FRONT_ENDS),
+            appliance=True,
+            internet_routes=BATCH_FRONT_ENDS,
+            options=("--forced-tunnel",),
+        ),
+        Scenario(
+            "managed-vnet",
+            "A managed virtual network that allows only approved outbound, without a rule for studio",
+            "The workspace's managed virtual network allows only approved outbound (--managed-network "
+            "allow_only_approved_outbound): Azure ML's required rules are in place, but no user-defined "
+            "outbound rule lets the compute reach ml.azure.com, whose TCP 443 the network's firewall drops. "
+            "Expect egress-blocked whose remedy is the outbound rule to add (az ml workspace outbound-rule "
+            "set --type fqdn --destination ml.azure.com) and whose commands are the workspace's, never an NSG "
+            "rule: Azure ML owns that network's NSG and routes.",
+            faults=(Fault("drop", "tcp", 443, "ml.azure.com"),),
+            options=("--managed-network", "allow_only_approved_outbound"),
+            expected_exit=2,
+            expected_findings=("egress-blocked",),
+        ),
+        Scenario(
             "imds-blocked",
             "Instance metadata is unreachable and `check` is run with no options",
             f"A host firewall rule drops traffic to IMDS ({addresses.IMDS}:80), and the agent runs "
@@ -534,6 +580,18 @@ SCENARIOS: dict[str, Scenario] = {
             path_mtu=1200,
             expected_exit=2,
             expected_findings=("tls-handshake-stalled",),
+        ),
+        Scenario(
+            "container-mtu",
+            "The node fits its path's MTU, its Docker bridge does not",
+            "As in mtu-blackhole, packets over 1200 bytes toward the node vanish, but the node's own uplink "
+            "has MTU 1200 (its admin set it), so its TCP advertises a fitting MSS and the host run is healthy. "
+            "A container behind the node's Docker bridge has Docker's default MTU 1500: its handshakes stall "
+            "when servers send their certificate chains. Expect nothing from the host; `check --netns` into the "
+            "container (the lab's container namespace) gives vantage-mtu-above-host.",
+            path_mtu=1200,
+            node_mtu=1200,
+            container_mtu=1500,
         ),
         Scenario(
             "custom-dns-no-forwarder",

@@ -151,6 +151,9 @@ async def _docker_bridge(spec: Spec, trace: Trace) -> None:
     """Containers on Docker's bridge cannot reach VNet addresses inside the bridge's range: it
     must overlap none of the given subnets (or, given none, the node's own networks)."""
     interfaces = _interface_networks()
+    if spec.vantage and DOCKER_BRIDGE not in interfaces:
+        raise _inconclusive(f"diagnosed from {spec.vantage}: the Docker bridge that matters is the host's, which "
+                            "cannot be seen from here; run the check on the host")
     bridge, bridge_source = _bridge(interfaces.pop(DOCKER_BRIDGE, []))
     if spec.subnets:
         subnets = [ipaddress.ip_network(s, strict=False) for s in spec.subnets]

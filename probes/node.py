@@ -63,14 +63,35 @@ def collect(resolv_conf: Path | None = None, upstreams: Path | None = None,
     """The node section of the report."""
     return {
         "hostname": socket.gethostname(),
-        "interfaces": _interfaces(),
-        "default_routes": (_ipv4_default_routes(proc / "net/route")
-                           + _ipv6_default_routes(proc / "net/ipv6_route")),
-        "resolvers": list(resolvers(resolv_conf, upstreams)),
+        **network_view(resolv_conf, upstreams, proc),
         "search_domains": list(search_domains(resolv_conf)),
         "proxy": proxy_settings(),
         "listening": _listening(),
     }
+
+
+def network_view(resolv_conf: Path | None = None, upstreams: Path | None = None,
+                 proc: Path = Path("/proc")) -> dict[str, Fact]:
+    """What one network namespace looks like: its interfaces (MTU included), default routes and
+    resolvers. Read on the host before a run enters another vantage, it is what that vantage is
+    compared with."""
+    return {
+        "interfaces": _interfaces(),
+        "default_routes": (_ipv4_default_routes(proc / "net/route")
+                           + _ipv6_default_routes(proc / "net/ipv6_route")),
+        "resolvers": list(resolvers(resolv_conf, upstreams)),
+    }
+
+
+def uplink_mtu(view: Mapping[str, Fact]) -> tuple[str, int] | None:
+    """The interface of a view's first IPv4 default route and its MTU, if both are known."""
+    routes = view.get("default_routes")
+    interfaces = view.get("interfaces")
+    if not isinstance(routes, list) or not isinstance(interfaces, list):
+        return None
+    uplink = next((r.get("interface") for r in routes if isinstance(r, dict) and r.get("family") == "ipv4"), None)
+    mtu = next((i.get("mtu") for i in interfaces if isinstance(i, dict) and i.get("name") == uplink), None)
+    return (str(uplink), mtu) if isinstance(mtu, int) and not isinstance(mtu, bool) else None
 
 
 def _read_resolv(path: Path, strict: bool = False) -> tuple[list[str], list[str]]:

@@ -300,6 +300,7 @@ class LocalSpec:
     protocol: str = "tcp"
     address: str | None = None  # firewall-platform: the platform address no local rule may block
     subnets: tuple[str, ...] = ()  # docker-bridge; empty: the node's own interface networks
+    vantage: str = ""  # docker-bridge: the other namespace the run looks from; "": the host's
 
     def __post_init__(self) -> None:
         if self.check not in LOCAL_CHECKS:

@@ -178,8 +178,9 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
         return [Problem(Code.TLS_INTERCEPTED_UNTRUSTED, (_issuing_ca(result),), result)]
     if reason is Reason.TLS_UNEXPECTED_ISSUER:
         return [Problem(Code.TLS_INTERCEPTED, (_issuing_ca(result),), result)]
-    if reason is Reason.TLS_TIMEOUT:
-        return [Problem(Code.TLS_HANDSHAKE_STALLED, (), result)]
+    if reason is Reason.TLS_TIMEOUT:  # the server's flight lost: the vantage's MTU, if above the host's
+        return [Problem(Code.VANTAGE_MTU_ABOVE_HOST if facts.vantage_mtu_excess else Code.TLS_HANDSHAKE_STALLED,
+                        (), result)]
     if reason in TLS_INVALID:
         return [Problem(Code.TLS_CERTIFICATE_INVALID, (reason.value,), result)]
     if reason in WS_BLOCKED:

@@ -39,6 +39,8 @@ def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
     if imds_unreadable(facts):  # detection's reading joins the IMDS check's own failures, if any
         groups.setdefault((Code.IMDS_UNAVAILABLE, ()), [])
+    if facts.vantage_mtu_excess:  # a fact of the vantage: a warning until a stalled handshake shows it
+        groups.setdefault((Code.VANTAGE_MTU_ABOVE_HOST, ()), [])
     findings: list[Finding] = [make(code, group, facts) for (code, _), group in groups.items()]
     ranked = tuple(sorted(findings, key=lambda f: (-f.severity, -len(f.checks), f.code)))
     health = verdict(ranked, results, signalled=signalled)

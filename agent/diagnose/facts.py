@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from agent import netrules
 from agent.catalog import Catalog
+from agent.inputs import context as ctx
 from agent.inputs.context import Context
 from agent.model import Result, primary_address
 from agent.platform import AZURE_DNS
+from probes import node
 from probes._trace import Fact
 
 MAX_DOCS = 4
@@ -26,6 +28,8 @@ DOCS = {
     "imds": "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
     "azure-files-smb": "https://learn.microsoft.com/azure/storage/files/files-smb-protocol",
     "connection-monitor": "https://learn.microsoft.com/azure/network-watcher/connection-monitor-overview",
+    "managed-network": "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network",
+    "dns-private-resolver": "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview",
 }
 
 
@@ -70,6 +74,31 @@ class Facts:
         tags = {self.catalog.by_id(r).service_tag for r in result.check.requirements}
         region = str(self.context["region"].value or "<region>")
         return ", ".join(sorted(t.replace("{region}", region) for t in tags if t))
+
+    @property
+    def vantage_host(self) -> Mapping[str, Fact] | None:
+        """The host's network view where the run looked from another namespace (a container's)."""
+        vantage = self.node.get("vantage")
+        host = vantage.get("host") if isinstance(vantage, dict) else None
+        return host if isinstance(host, dict) else None
+
+    @property
+    def vantage_mtu_excess(self) -> tuple[str, int, str, int] | None:
+        """(interface, MTU, host interface, host MTU) where the vantage's uplink takes larger packets
+        than the host's: its TCP advertises an MSS the host's path cannot carry, so large answers
+        (a server's certificate chain) are lost in the vantage alone."""
+        host = self.vantage_host
+        if host is None:
+            return None
+        seen, on_host = node.uplink_mtu(self.node), node.uplink_mtu(host)
+        if seen is None or on_host is None or seen[1] <= on_host[1]:
+            return None
+        return (*seen, *on_host)
+
+    @property
+    def managed_network(self) -> str | None:
+        """The workspace's managed network isolation mode; None in a customer VNet."""
+        return ctx.managed_network(self.context)
 
     def rules(self, results: Sequence[Result]) -> netrules.RuleSet:
         """The rules that open the failing flows, from the one derivation `rules` prints."""

@@ -11,9 +11,9 @@ from enum import StrEnum
 
 from agent import netrules
 from agent.diagnose.facts import Facts
-from agent.model import CheckPath, Finding, Result, Severity
+from agent.model import CheckPath, Finding, Owner, PathStep, Result, Severity, StepState
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
-from probes._hops import Dies, PathSummary, from_facts
+from probes._hops import Answer, Dies, PathSummary, from_facts
 from probes._net import is_private
 from probes._trace import Fact
 from probes.reasons import Reason, Status
@@ -53,6 +53,7 @@ class Code(StrEnum):
     INBOUND_PORT_CLOSED = "inbound-port-closed"
     UNSUPPORTED_OS = "unsupported-os"
     DOCKER_BRIDGE_OVERLAP = "docker-bridge-overlap"
+    VANTAGE_MTU_ABOVE_HOST = "vantage-mtu-above-host"
     ENDPOINT_UNREACHABLE = "endpoint-unreachable"
     LATENCY_DEGRADED = "latency-degraded"
 
@@ -67,6 +68,7 @@ class Draft:
     severity: Severity | None = None
     targets: tuple[str, ...] = ()  # where there are no results to name them (node findings)
     path: str = ""  # the traced path of a dropped flow, one line
+    trace: tuple[PathStep, ...] = ()  # the same path step by step, with who owns each step
 
 
 Builder = Callable[[Sequence[Result], Facts], Draft]
@@ -90,10 +92,11 @@ def make(code: Code, results: Sequence[Result], facts: Facts) -> Finding:
     if severity is Severity.CRITICAL and facts.situational_only(results):
         severity = Severity.WARNING
     flow, confirm = _handoff(results, facts) if declared.handoff else ("", ())
+    docs = (("managed-network",) if declared.handoff and facts.managed_network else ()) + declared.docs
     return Finding(code=code.value, severity=severity, summary=draft.summary, cause=draft.cause,
                    remedy=draft.remedy, targets=draft.targets or _targets(results),
-                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, declared.docs),
-                   path=draft.path, flow=flow, confirm=confirm)
+                   checks=tuple(r.check.id for r in results), docs=facts.docs(results, docs),
+                   path=draft.path, flow=flow, confirm=confirm, trace=draft.trace)
 
 
 # Compute whose VMs Azure ML (through Azure Batch) runs in a subscription of its own: the customer
@@ -112,6 +115,15 @@ def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, .
     check = first.check
     destination = first.attempted[0]
     source = facts.node_address or "<node-ip>"
+    flow = f"{source}:* → {destination}:{check.port}/{check.protocol}"
+    if facts.managed_network:  # its VNet, NSG and routes are Azure ML's: only the workspace shows them
+        workspace = ("--resource-group", "<workspace-resource-group>", "--workspace-name",
+                     str(facts.context["workspace_name"].value or "<workspace-name>"))
+        return flow, (
+            shlex.join(["az", "ml", "workspace", "outbound-rule", "list", *workspace, "--output", "table"]),
+            shlex.join(["az", "ml", "workspace", "show", "--resource-group", workspace[1], "--name", workspace[3],
+                        "--query", "managed_network"]),
+        )
     imds = facts.imds
     managed = facts.context["compute"].value in _MANAGED_VMS
     vm = "<a-vm-in-the-compute-subnet>" if managed else str(imds.get("vm_name") or "<vm-name>")
@@ -120,7 +132,7 @@ def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, .
     nic = (f"$(az vm show --resource-group {shlex.quote(group)} --name {shlex.quote(vm)} --query "
            "'networkProfile.networkInterfaces[0].id' --output tsv)")
     protocol = "TCP" if check.protocol == "tcp" else "UDP"
-    return (f"{source}:* → {destination}:{check.port}/{check.protocol}", (
+    return (flow, (
         shlex.join(["az", "network", "watcher", "test-ip-flow", "--direction", "Outbound", "--protocol", protocol,
                     "--local", f"{source}:*", "--remote", f"{destination}:{check.port}", *where]),
         shlex.join(["az", "network", "watcher", "show-next-hop", "--source-ip", source, "--dest-ip", destination,
@@ -172,17 +184,57 @@ def _egress(how: str, why: str) -> Builder:
         return Draft(
             summary=f"Outbound {proto} {port} to {destination} is {how} ({len(results)} endpoint(s)){path.summary}",
             cause=f"{why} {detail}" + (f".{path.cause}" if path.cause else ""),
-            remedy=path.remedy or _open(results, facts), path=path.line)
+            remedy=path.remedy or _open(results, facts), path=path.line, trace=path.trace)
     return build
 
 
 def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewall or your NVA") -> str:
-    """The remedy of a blocked flow: the rules `aml-netcheck rules` derives for exactly these flows."""
+    """The remedy of a blocked flow: the rules `aml-netcheck rules` derives for exactly these flows
+    (in a managed network, its outbound rules: no NSG or firewall of the customer's is in the way)."""
+    if facts.managed_network:
+        return _open_managed(results, facts)
     rules = netrules.describe(facts.rules(results))
     if not rules:
         return f"Allow {', '.join(_targets(results))} from the compute subnet and check the service answers."
     return (f"Allow these flows from the compute subnet, above any deny rule, in its network security group "
             f"and {where}: {rules}.")
+
+
+def _open_managed(results: Sequence[Result], facts: Facts) -> str:
+    """A managed network's remedy: the user-defined outbound rules to add (`az ml workspace
+    outbound-rule set`), and for the rules Azure ML adds itself the checks that they exist and are
+    Active (a network not yet provisioned has none)."""
+    mode = facts.managed_network
+    rules = facts.rules(results).outbound_rules
+    workspace = str(facts.context["workspace_name"].value or "<workspace-name>")
+    group = "<workspace-resource-group>"
+    added = [r for r in rules if not r.required]
+    text = (f"The compute is in the workspace's managed virtual network ({mode}): Azure ML owns its NSG, "
+            "routes and firewall, so no NSG or route table of yours is in the way; its outbound rules are.")
+    if added:
+        text += (" Add these outbound rules: "
+                 + "; ".join(netrules.outbound_rule_command(r, resource_group=group, workspace=workspace)
+                             for r in added)
+                 + ". FQDN rules take ports 80 and 443 only, and add an Azure Firewall to the managed network "
+                 "(billed).")
+    required = [r for r in rules if r.required]
+    if required:
+        text += (f" {netrules.describe(replace(facts.rules(results), outbound_rules=tuple(required)))}: Azure ML "
+                 "adds these itself; if the flow fails, the managed network is not provisioned yet or the rule is "
+                 "not Active: `"
+                 + shlex.join(["az", "ml", "workspace", "outbound-rule", "list", "--resource-group", group,
+                               "--workspace-name", workspace])
+                 + "`, and provision it with `"
+                 + shlex.join(["az", "ml", "workspace", "provision-network", "--resource-group", group,
+                               "--name", workspace])
+                 + "`; a private endpoint rule to a resource outside the workspace's own must also be approved on "
+                 "that resource.")
+    if not rules:
+        text += (" Nothing in a managed network with internet outbound allowed drops this flow to the internet: "
+                 "look at the destination (its own firewall) and at the workspace's outbound rules."
+                 if mode == "allow_internet_outbound" else
+                 f" Add an outbound rule for {', '.join(_targets(results))}: az ml workspace outbound-rule set.")
+    return text
 
 
 def path_of(result: Result) -> tuple[PathSummary, str] | None:
@@ -196,6 +248,7 @@ class _Story:
     cause: str = ""  # appended to the cause
     remedy: str = ""  # the remedy in its place; "" keeps the generic one
     line: str = ""  # the path, one line (Finding.path)
+    trace: tuple[PathStep, ...] = ()  # the path step by step (Finding.trace)
 
 
 def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
@@ -203,15 +256,53 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
     the NSG or the platform), or hops answered and the flow died past them (an appliance, a gateway,
     on-premises: forced tunnelling), with both fixes then. The first traced result speaks for the
     group (one service tag and port: one route); a run traces only a few paths at once."""
-    found = next((p for r in results if (p := path_of(r)) is not None), None)
-    if found is None:
+    traced = next(((r, p) for r in results if (p := path_of(r)) is not None), None)
+    if traced is None:
         return _Story()
-    summary, destination = found
+    result, (summary, destination) = traced
+    story = _told(summary, destination, results, facts)
+    return replace(story, line=summary.line(destination), trace=_steps(summary, destination, result.check.host, facts))
+
+
+def _steps(summary: PathSummary, destination: str, name: str, facts: Facts) -> tuple[PathStep, ...]:
+    """The path as steps with their owners: the node; the first hop, Azure's fabric (which answers
+    no hop limit: silent and the place of death when nothing answered, else passed); each hop that
+    answered (an appliance, a gateway, on-premises), the last before the silence marked as where the
+    flow died (at or behind it), the first silent one after it; the destination."""
+    hostname = facts.node.get("hostname")
+    steps = [PathStep(Owner.NODE, StepState.PASSED, facts.node_address,
+                      name=hostname if isinstance(hostname, str) else "")]
+    if summary.dies is Dies.FIRST_HOP:
+        steps.append(PathStep(Owner.FABRIC, StepState.DIED, None, hop=1))
+    else:
+        steps.append(PathStep(Owner.FABRIC, StepState.PASSED, None))
+        died = summary.last_answered.ttl if summary.dies is Dies.BEYOND_FIRST_HOP and summary.last_answered else None
+        for hop in summary.hops:
+            if hop.answer in (Answer.REACHED, Answer.REFUSED):
+                break
+            state = (StepState.SILENT if hop.answer is Answer.SILENT else StepState.DIED
+                     if hop.ttl == died or hop.answer is Answer.UNREACHABLE else StepState.PASSED)
+            steps.append(PathStep(Owner.APPLIANCE, state, hop.address, hop=hop.ttl))
+            if hop.answer in (Answer.SILENT, Answer.UNREACHABLE):
+                break
+    reached = StepState.REACHED if summary.dies is Dies.REACHED else StepState.NOT_REACHED
+    return (*steps, PathStep(Owner.SERVICE, reached, destination, name=name))
+
+
+def _told(summary: PathSummary, destination: str, results: Sequence[Result], facts: Facts) -> _Story:
+    """The traced path's words in the finding: summary, cause and remedy."""
     line = summary.line(destination)
     traced = f" Traced with copies of the flow at every hop limit up to {len(summary.hops)}: {line}."
     last = summary.last_answered
+    if facts.managed_network:  # one owner whatever the hop: the managed network's rules
+        where = ("at the first hop" if summary.dies is Dies.FIRST_HOP else
+                 f"past {last.address or 'an unnamed hop'} (hop {last.ttl})" if last is not None else "")
+        return _Story(summary=f" {where}" if where else "",
+                      cause=traced + " In a managed virtual network every hop is Azure ML's: its outbound rules "
+                      "(the NSG at the first hop, the Azure Firewall it deploys for FQDN rules beyond it) decide.",
+                      remedy=_open_managed(results, facts))
     if summary.dies is Dies.FIRST_HOP:
-        return _Story(line=line,
+        return _Story(
             summary=" at the first hop",
             cause=traced + " No hop answered, so the packets die at the first hop, in Azure's fabric: a network "
             "security group (the NIC's or the subnet's) or the platform drops them (an appliance or router on the way "
@@ -219,7 +310,7 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
             remedy=_open(results, facts, where="in Azure Firewall or your NVA if the subnet's routes lead through one")
             + " Start with the NSGs: the drop is at the first hop.")
     if summary.dies is not Dies.BEYOND_FIRST_HOP or last is None:
-        return _Story(cause=traced, line=line)
+        return _Story(cause=traced)
     via = last.address or "an unnamed hop"
     rules = facts.rules(results)
     routes = netrules.bypass_routes(rules)
@@ -232,7 +323,6 @@ def _path_story(results: Sequence[Result], facts: Facts) -> _Story:
                   "through the appliance and are dropped: `aml-netcheck rules --forced-tunnel --public-ip` lists them."
                   if public_ip is not None and public_ip.value is True else "")
     return _Story(
-        line=line,
         summary=f" past {via} (hop {last.ttl}): a route sends it through an appliance",
         cause=traced + f" The packets pass {via} (hop {last.ttl}) and die after it: a virtual appliance or firewall at "
         "or behind that hop, a VPN or ExpressRoute gateway, or on-premises drops them. The compute subnet's routes "
@@ -270,7 +360,8 @@ def _smb(results: Sequence[Result], facts: Facts) -> Draft:
     if not why:
         path = _path_story(results, facts)
         return Draft(summary=f"SMB (TCP 445) to the workspace storage is blocked{path.summary}: {_hosts(results)}",
-                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line)
+                     cause=observed + path.cause, remedy=path.remedy or _open(results, facts, where), path=path.line,
+                     trace=path.trace)
     return Draft(
         summary=f"TCP 445 to the workspace storage is accepted, but SMB does not get through: {_hosts(results)}",
         cause=f"{observed} {' '.join(why)}",
@@ -301,7 +392,39 @@ def _udp(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 def _resolver_text(facts: Facts) -> str:
-    return ", ".join(facts.resolvers) or "no resolver"
+    """The resolvers the failing lookups asked; from another vantage, also the host's where they
+    differ (a container with a resolver of its own fails where the host does not)."""
+    text = ", ".join(facts.resolvers) or "no resolver"
+    host = facts.vantage_host
+    listed = host.get("resolvers") if host is not None else None
+    on_host = [str(r) for r in listed] if isinstance(listed, list) else []
+    if host is not None and on_host != list(facts.resolvers):
+        text += f" (the vantage's own; the host uses {', '.join(on_host) or 'no resolver'})"
+    return text
+
+
+def _vantage_mtu(results: Sequence[Result], facts: Facts) -> Draft:
+    excess = facts.vantage_mtu_excess
+    interface, mtu, host_interface, host_mtu = excess or ("?", 0, "?", 0)
+    vantage = facts.node.get("vantage")
+    where = f"{vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else "the vantage"
+    stalled = (f" TLS handshakes stall from {where} alone: {_observed(results)}; the host's own connections "
+               f"advertise an MSS that fits {host_mtu}." if results else
+               " Nothing failed on this run's paths yet, but any answer larger than the host's path can carry is lost.")
+    return Draft(
+        severity=None if results else Severity.WARNING,
+        targets=() if results else (f"{where}:{interface}",),
+        summary=f"{where} sends with MTU {mtu} on {interface}, above the host's {host_mtu} on {host_interface}"
+        + (f": TLS stalls there ({len(results)} endpoint(s))" if results else ""),
+        cause=(f"The vantage's interface {interface} has MTU {mtu}, the host's uplink {host_interface} {host_mtu}: "
+               f"TCP in the vantage advertises an MSS of {mtu - 40}, servers send segments that size, and the "
+               f"host's path drops what exceeds {host_mtu} (with ICMP 'fragmentation needed' filtered on the way, "
+               "nobody learns of it)." + stalled),
+        remedy=(f"Give the container network the host's MTU: \"mtu\": {host_mtu} in /etc/docker/daemon.json "
+                "(then restart Docker) for the default bridge, or docker network create -o "
+                f"com.docker.network.driver.mtu={host_mtu} for a network of your own; or clamp the MSS on the host "
+                "for forwarded connections (nft add rule inet filter forward tcp flags syn tcp option maxseg size "
+                "set rt mtu)."))
 
 
 def _dns_missing(results: Sequence[Result], facts: Facts) -> Draft:
@@ -386,6 +509,30 @@ def _endpoint_known(results: Sequence[Result], facts: Facts) -> str:
     return text
 
 
+def _private_resolver(results: Sequence[Result], facts: Facts, classic: str) -> str:
+    """The DNS remedy where the VNet's DNS is (or may be) an Azure DNS Private Resolver, beside or
+    in place of the classic one: the resolver answers from the zones linked to its own VNet, and a
+    forwarding ruleset linked to the VNet decides where a zone goes, so a rule there for the zone
+    (or a parent: windows.net., a catch-all .) sends it elsewhere."""
+    said = facts.context["dns_private_resolver"].value
+    if said is False:
+        return classic
+    private = _zones_text(results, facts, "privatelink_zone") or "<privatelink-zone>"
+    forwarded = _zones_text(results, facts, "forwarded") or private
+    first = forwarded.split(", ")[0]
+    resolver = (f"link the private DNS zone(s) {private} to the resolver's VNet (az network private-dns link vnet "
+                "create --resource-group <zone-rg> --zone-name <zone> --name <resolver-vnet>-link --virtual-network "
+                "<resolver-vnet-id> --registration-enabled false); in a DNS forwarding ruleset linked to the compute "
+                f"VNet, a rule for {forwarded} or a parent of it (windows.net., a catch-all .) sends them elsewhere: "
+                "list them (az dns-resolver forwarding-rule list --resource-group <rg> --ruleset-name <ruleset>) and "
+                "remove it, or point it at the resolver's inbound endpoint (az dns-resolver forwarding-rule create "
+                f"--resource-group <rg> --ruleset-name <ruleset> --name <rule> --domain-name {first}. "
+                "--forwarding-rule-state Enabled --target-dns-servers ip-address=<inbound-endpoint-ip> port=53)")
+    if said is True:
+        return f"With the DNS Private Resolver: {resolver}."
+    return f"{classic} If the DNS is an Azure DNS Private Resolver (--dns-private-resolver): {resolver}."
+
+
 def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
     zone = _zones_text(results, facts, "privatelink_zone") or _zones_text(results, facts, "forwarded")
     return Draft(
@@ -393,10 +540,11 @@ def _pe_public(results: Sequence[Result], facts: Facts) -> Draft:
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node asks {_resolver_text(facts)}; the "
                f"private DNS zone {zone} is not linked to this VNet, or the private endpoint has no DNS "
                "zone group, so the public answer wins." + _endpoint_known(results, facts)),
-        remedy=(f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
-                f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
-                "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
-                "group for them."))
+        remedy=_private_resolver(results, facts,
+            f"Link the private DNS zone(s) {zone} to the compute VNet: az network private-dns link vnet "
+            f"create --resource-group <zone-rg> --zone-name <zone> --name <vnet>-link --virtual-network "
+            "<vnet-id> --registration-enabled false; and make sure each private endpoint has a DNS zone "
+            "group for them."))
 
 
 def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
@@ -407,9 +555,10 @@ def _custom_dns(results: Sequence[Result], facts: Facts) -> Draft:
         cause=("; ".join(_chain(r) for r in results[:4]) + f". The node uses custom DNS {servers}, which "
                "answers these names from the public zone instead of the private endpoint's records."
                + _endpoint_known(results, facts)),
-        remedy=(f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
-                f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
-                "DNS server is in."))
+        remedy=_private_resolver(results, facts,
+            f"On {servers} add conditional forwarders for {zones} (the public zone names, not the "
+            f"privatelink. ones) to {AZURE_DNS}; the private DNS zones must be linked to the VNet the "
+            "DNS server is in."))
 
 
 def _record_missing(results: Sequence[Result], facts: Facts) -> Draft:
@@ -802,10 +951,10 @@ DECLARATIONS: dict[Code, Declaration] = {
         _no_ipv4),
     Code.PRIVATE_ENDPOINT_RESOLVES_PUBLIC: Declaration(
         C, "a private-endpoint name resolves to a public address (private DNS zone not linked)",
-        ("pe-troubleshoot", "custom-dns"), _pe_public),
+        ("pe-troubleshoot", "custom-dns", "dns-private-resolver"), _pe_public),
     Code.CUSTOM_DNS_NOT_FORWARDING: Declaration(
-        C, f"as above, and the node uses a custom DNS server that must forward to {AZURE_DNS}", ("custom-dns",),
-        _custom_dns),
+        C, f"as above, and the node uses a custom DNS server that must forward to {AZURE_DNS}",
+        ("custom-dns", "dns-private-resolver"), _custom_dns),
     Code.PRIVATE_DNS_RECORD_MISSING: Declaration(
         C, "a name CNAMEs into a privatelink zone that has no record for it", ("custom-dns", "pe-troubleshoot"),
         _record_missing),
@@ -886,6 +1035,9 @@ DECLARATIONS: dict[Code, Declaration] = {
         _local("docker-bridge-overlap", "Docker's bridge network overlaps the VNet",
                "Move Docker's bridge off the VNet's range: set \"bip\" in /etc/docker/daemon.json (e.g. "
                "192.168.240.1/24) and restart Docker, or avoid 172.17.0.0/16 in the VNet.")),
+    Code.VANTAGE_MTU_ABOVE_HOST: Declaration(
+        C, "seen from a container's namespace (--netns, --container): its MTU is above the host's uplink, so "
+        "TLS stalls there alone (a warning while nothing fails)", ("training-vnet",), _vantage_mtu),
     Code.ENDPOINT_UNREACHABLE: Declaration(
         C, "any other failure of a required endpoint", ("firewall",), _unreachable),
     # A warning at most: a path that works is never critical for being slow (Connection Monitor's Warning).

@@ -14,6 +14,10 @@ from agent.model import ContextValue
 
 CLOUDS = ("public", "usgov", "china")
 COMPUTE_KINDS = ("instance", "cluster", "serverless", "vm", "hdinsight", "databricks")
+# The workspace's managed virtual network (its isolation mode); "disabled" is the customer's own VNet
+MANAGED_NETWORK_MODES = ("disabled", "allow_internet_outbound", "allow_only_approved_outbound")
+# What a managed virtual network can hold: Azure ML's own compute only (no attached VMs, no Kubernetes)
+MANAGED_NETWORK_COMPUTE = ("instance", "cluster", "serverless")
 
 
 class ContextError(ValueError):
@@ -58,6 +62,12 @@ KEYS: tuple[Key, ...] = (
     # the compute subnet's route table sends 0.0.0.0/0 to an appliance or on-premises: out of the
     # node's sight (a path that passes a hop before it dies says so); unknown by default
     Key("forced_tunnel", bool),
+    # Not detectable from the node (a managed VNet looks like any other from inside): a managed network
+    # changes every remedy of a blocked flow to its outbound rules, since Azure ML owns its NSG and routes
+    Key("managed_network", str, _choice(MANAGED_NETWORK_MODES), hint="--managed-network"),
+    # The VNet's DNS is an Azure DNS Private Resolver (its inbound endpoint, or Azure DNS with a forwarding
+    # ruleset linked to the VNet): private zones link to the resolver's VNet, forwarding is a ruleset rule
+    Key("dns_private_resolver", bool),
     Key("registry_data_endpoint", bool, default=False),  # the registry has dedicated data endpoints (Premium)
     # Whether a dependent resource has its own private endpoint: not implied by the workspace's
     # (a resource may use a service endpoint instead), so unknown by default; unknown, the DNS check
@@ -114,7 +124,17 @@ def build(layers: list[tuple[Source, Mapping[str, object]]]) -> dict[str, Contex
                 break
         else:
             merged[key.name] = ContextValue(key.default, "default" if key.default is not None else "unknown")
+    if managed_network(merged) and merged["compute"].value not in MANAGED_NETWORK_COMPUTE:
+        raise ContextError(f"managed_network: a managed virtual network holds only Azure ML's own compute "
+                           f"({', '.join(MANAGED_NETWORK_COMPUTE)}), not compute {merged['compute'].value}")
     return merged
+
+
+def managed_network(context: Context) -> str | None:
+    """The isolation mode of the workspace's managed virtual network, None outside one (a
+    customer VNet, or not said)."""
+    value = context["managed_network"].value if "managed_network" in context else None
+    return str(value) if value not in (None, "disabled") else None
 
 
 def template_values(context: Context) -> dict[str, str]:

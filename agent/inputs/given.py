@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent import catalog, planner
@@ -68,6 +68,7 @@ class Inputs:
             catalog.load(str(values["cloud"].value)),
             ((e.host, e.port, e.probe, e.purpose, e.required) for e in self.config.endpoints))
         try:
-            return cat, planner.plan(cat, values, self.plan_options)
+            vantage = "" if self.vantage.netns is None else self.vantage.describe()
+            return cat, planner.plan(cat, values, replace(self.plan_options, vantage=vantage))
         except SpecError as exc:  # a user endpoint no probe can run
             raise InputError(f"cannot plan the checks: {exc}") from None

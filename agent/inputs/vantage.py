@@ -15,9 +15,12 @@ import errno
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+
+from probes._trace import Fact
 
 CLONE_NEWNS = 0x00020000  # <sched.h>; os.setns and os.unshare are Python 3.12's
 CLONE_NEWNET = 0x40000000
@@ -43,6 +46,9 @@ class Vantage:
     name: str  # as given: a namespace path, a container name or id
     netns: Path | None = None  # the network namespace file to enter
     resolver_files: Path | None = None  # the directory holding that vantage's resolv.conf and hosts
+    # the host's own network view (probes.node.network_view), read just before entering: what the
+    # vantage's findings are compared with (an MTU above the host's uplink, other resolvers)
+    host: Mapping[str, Fact] | None = None
 
     def describe(self) -> str:
         return "this node" if self.kind is Kind.HOST else f"{self.kind.value} {self.name}"
@@ -80,11 +86,15 @@ def of_container(ident: str) -> Vantage:
     return Vantage(Kind.CONTAINER, ident, Path(f"/proc/{pid}/ns/net"), Path(f"/proc/{pid}/root/etc"))
 
 
-def enter(vantage: Vantage) -> None:
-    """Move this process into the vantage; for HOST nothing. Raises VantageError on any refusal
-    (not root, more than one thread, a file that is no network namespace)."""
+def enter(vantage: Vantage) -> Vantage:
+    """Move this process into the vantage (for HOST nothing) and return it with the host's network
+    view, read first. Raises VantageError on any refusal (not root, more than one thread, a file
+    that is no network namespace)."""
     if vantage.netns is None:
-        return
+        return vantage
+    from probes import node
+
+    seen = replace(vantage, host=node.network_view())
     libc = ctypes.CDLL(None, use_errno=True)
     what = f"--{vantage.kind.value} {vantage.name}"
     try:
@@ -103,6 +113,7 @@ def enter(vantage: Vantage) -> None:
         _call(libc.setns(handle, CLONE_NEWNET), what, "its network namespace")
     finally:
         os.close(handle)
+    return seen
 
 
 def _call(code: int, what: str, step: str) -> None:

@@ -1,5 +1,6 @@
 """The network changes a context needs: NSG rules, Azure Firewall rules, routes, private DNS zones
-and conditional forwarders. A pure function of the catalog and the context, like the planner, and
+and conditional forwarders, or in a workspace's managed virtual network its outbound rules. A pure
+function of the catalog and the context, like the planner, and
 fed by the same `planner.applicable` rows, so `plan` and `rules` can never disagree; every rule
 names the requirement ids it comes from."""
 
@@ -20,11 +21,32 @@ SCHEMA = "aml-netcheck.rules/1"
 VNET = "VirtualNetwork"
 FIRST_PRIORITY, PRIORITY_STEP = 100, 10
 LINK_NAME = "aml-compute-vnet"
+# Where a DNS Private Resolver setup forwards: its inbound endpoint (Azure DNS answers it inside the
+# resolver's VNet, from the zones linked there); the node cannot know its address
+RESOLVER_INBOUND = "<resolver-inbound-endpoint-ip>"
 INTERNET = "Internet"  # a route's next hop type
 BATCH_TAG = "BatchNodeManagement"
 _WEB_PROTOCOLS = {80: "Http", 443: "Https"}  # FQDNs on these ports are application rules
 _NAME_INVALID = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME_MAX = 80
+# A managed network's outbound rule name: ^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$ (the REST API's pattern)
+_OUTBOUND_NAME_INVALID = re.compile(r"[^A-Za-z0-9_-]+")
+_OUTBOUND_NAME_MAX = 33
+# The service tags a managed virtual network allows by itself, in either isolation mode (its list of
+# required rules): a flow to one that fails is a network not provisioned or a rule not Active, never
+# a rule to add
+MANAGED_REQUIRED_TAGS = frozenset({"AzureMachineLearning", "AzureActiveDirectory", "BatchNodeManagement",
+                                   "AzureResourceManager", "AzureFrontDoor.FirstParty", "MicrosoftContainerRegistry",
+                                   "AzureMonitor", "VirtualNetwork"})
+# The workspace's associated resources, reached through private endpoint rules Azure ML creates itself
+# (allow only approved outbound: always; allow internet outbound: where public access is disabled).
+# An FQDN rule cannot reach a storage account in allow-only-approved mode: a private endpoint must.
+_ASSOCIATED = {
+    "Storage": ("Microsoft.Storage/storageAccounts/{storage_account}", r"\.(blob|file|queue|table|dfs)\."),
+    "AzureKeyVault": ("Microsoft.KeyVault/vaults/{key_vault}", None),
+    "AzureContainerRegistry": ("Microsoft.ContainerRegistry/registries/{container_registry}", None),
+}
+_SUBRESOURCE = {"AzureKeyVault": "vault", "AzureContainerRegistry": "registry"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +100,23 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundRule:
+    """An outbound rule of the workspace's managed virtual network (`az ml workspace outbound-rule
+    set`): an FQDN (80 and 443 only, through the Azure Firewall Azure ML deploys for it), a service
+    tag, or a private endpoint to a resource. `required`: Azure ML adds it itself; if its flow fails,
+    the network is not provisioned or the rule not Active: check it, do not add it."""
+
+    name: str  # "" for a required rule: Azure ML names its own
+    type: str  # fqdn | service_tag | private_endpoint
+    destination: str  # the FQDN, the service tag, or the resource id
+    protocol: str  # TCP | UDP | * (service_tag); TCP otherwise
+    ports: tuple[int, ...]
+    subresource: str  # private_endpoint: blob, file, queue, table, dfs, vault, registry; "" otherwise
+    required: bool
+    requirements: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PrivateZone:
     """A private DNS zone to create and link to the compute VNet."""
 
@@ -106,12 +145,15 @@ class RuleSet:
     routes: tuple[Route, ...] = ()
     private_dns_zones: tuple[PrivateZone, ...] = ()
     forwarders: tuple[Forwarder, ...] = ()
+    managed_network: str = ""  # the isolation mode; "" outside a managed network
+    outbound_rules: tuple[OutboundRule, ...] = ()
+    dns_private_resolver: bool = False  # forwarders go to its inbound endpoint, as forwarding ruleset rules
 
     @property
     def requirements(self) -> frozenset[str]:
         """Every requirement id some rule comes from."""
         groups: Iterable[Sequence[Any]] = (self.nsg, self.application_rules, self.network_rules, self.routes,
-                                           self.private_dns_zones, self.forwarders)
+                                           self.private_dns_zones, self.forwarders, self.outbound_rules)
         return frozenset(r for group in groups for rule in group for r in rule.requirements)
 
 
@@ -125,9 +167,15 @@ def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) 
     tag (or its IP literal), an Azure Firewall application rule for its FQDNs on 80/443, a network
     rule otherwise, the routes a forced tunnel needs, and the DNS zones and forwarders of the names
     with a private endpoint (the workspace's, and a storage account's, key vault's or registry's own
-    that the context names)."""
+    that the context names). In a managed virtual network Azure ML owns the NSG, the routes and the
+    DNS: the rules are its outbound rules alone."""
     fill = _filler(context)
     rows = [row for row in rows if row.emit_rules]
+    mode = ctx.managed_network(context)
+    if mode is not None:
+        return RuleSet(catalog_version=catalog.version, cloud=str(context["cloud"].value or "public"),
+                       region=str(context["region"].value or ""), managed_network=mode,
+                       outbound_rules=_outbound_rules(rows, fill, mode))
     zones, forwarders = _dns(catalog, rows, fill, context)
     return RuleSet(
         catalog_version=catalog.version,
@@ -139,6 +187,7 @@ def derive(catalog: Catalog, rows: Sequence[Requirement], context: ctx.Context) 
         routes=_tunnel_routes(rows, fill, context),
         private_dns_zones=zones,
         forwarders=forwarders,
+        dns_private_resolver=context["dns_private_resolver"].value is True,
     )
 
 
@@ -176,13 +225,40 @@ def describe_routes(routes: Sequence[Route]) -> str:
 
 
 def describe(ruleset: RuleSet) -> str:
-    """The NSG and firewall rules of a rule set, one clause each, for a sentence of a remedy."""
-    clauses = [f"NSG {r.direction.lower()} rule: allow {_protocol(r.protocol)} {','.join(port_ranges(r.ports))} "
+    """The NSG and firewall rules of a rule set (a managed network's outbound rules), one clause
+    each, for a sentence of a remedy."""
+    clauses = [f"outbound rule {r.name}: {_outbound_text(r)}" if r.name
+               else f"Azure ML's required outbound rule: {_outbound_text(r)}" for r in ruleset.outbound_rules]
+    clauses += [f"NSG {r.direction.lower()} rule: allow {_protocol(r.protocol)} {','.join(port_ranges(r.ports))} "
                f"from {r.source} to {r.destination}" for r in ruleset.nsg]
     clauses += [f"firewall application rule: {r.fqdn} ({', '.join(r.protocols)})" for r in ruleset.application_rules]
     clauses += [f"firewall network rule: {r.protocol} {','.join(port_ranges(r.ports))} to {r.destination}"
                 for r in ruleset.network_rules]
     return "; ".join(clauses)
+
+
+def _outbound_text(rule: OutboundRule) -> str:
+    if rule.type == "fqdn":
+        return f"FQDN {rule.destination}"
+    if rule.type == "service_tag":
+        return f"service tag {rule.destination}, {_protocol(rule.protocol)} {','.join(port_ranges(rule.ports))}"
+    return f"private endpoint to {rule.destination} ({rule.subresource})"
+
+
+def outbound_rule_command(rule: OutboundRule, *, resource_group: str, workspace: str) -> str:
+    """The `az ml workspace outbound-rule set` command that adds one user-defined rule."""
+    import shlex
+
+    if rule.type == "fqdn":
+        what: tuple[str, ...] = ("--type", "fqdn", "--destination", rule.destination)
+    elif rule.type == "service_tag":
+        what = ("--type", "service_tag", "--service-tag", rule.destination, "--protocol", rule.protocol,
+                "--port-ranges", ",".join(port_ranges(rule.ports)))
+    else:
+        what = ("--type", "private_endpoint", "--service-resource-id", rule.destination,
+                "--subresource-target", rule.subresource)
+    return shlex.join(["az", "ml", "workspace", "outbound-rule", "set", "--resource-group", resource_group,
+                       "--workspace-name", workspace, "--rule", rule.name, *what])
 
 
 def fqdns(ruleset: RuleSet) -> tuple[str, ...]:
@@ -321,6 +397,50 @@ def _tunnel_routes(rows: Sequence[Requirement], fill: Fill, context: ctx.Context
     return tuple(Route(_name("aml", tag), tag, INTERNET, tuple(m.requirements)) for tag, m in merged.items())
 
 
+def _outbound_rules(rows: Sequence[Requirement], fill: Fill, mode: str) -> tuple[OutboundRule, ...]:
+    """A managed network's outbound rules for the outbound rows: the required service tags Azure ML
+    allows itself, private endpoints to the workspace's storage, key vault and registry (also its
+    own), and, where only approved outbound is allowed, FQDN rules for the rest on 80/443 (a service
+    tag rule where the port is another one or the protocol UDP). With internet outbound allowed, an
+    FQDN needs no rule. Inbound rows have no rule: Azure ML reaches its compute itself."""
+    def keys() -> Iterable[tuple[tuple[str, str, str, str, bool], Requirement, Iterable[int]]]:
+        for row in rows:
+            if row.direction != "outbound" or not (row.service_tag or row.rule_fqdn):
+                continue  # Azure DNS: the managed network resolves through it itself
+            tag = fill(row.service_tag)
+            base = tag.split(".")[0] if tag != "AzureFrontDoor.FirstParty" else tag
+            protocol = "*" if row.rule_protocol == "*" else row.protocol.upper()
+            if base in MANAGED_REQUIRED_TAGS:
+                yield ("service_tag", tag, protocol, "", True), row, row.ports
+            elif base in _ASSOCIATED:
+                resource, subresources = _ASSOCIATED[base]
+                destination = ("/subscriptions/<subscription-id>/resourceGroups/<resource-group>/providers/"
+                               + fill(resource))
+                for host in row.hosts:
+                    match = re.search(subresources, host) if subresources else None
+                    if subresources is None or match:
+                        subresource = match.group(1) if match else _SUBRESOURCE[base]
+                        yield ("private_endpoint", destination, "TCP", subresource, True), row, ()
+            elif mode == "allow_only_approved_outbound":
+                web = row.protocol == "tcp" and set(row.ports) <= _WEB_PROTOCOLS.keys()
+                if web and row.rule_fqdn:
+                    for pattern in row.rule_fqdn.split(","):
+                        yield ("fqdn", fill(pattern.strip()), "TCP", "", False), row, row.ports
+                elif tag:
+                    yield ("service_tag", tag, protocol, "", False), row, row.ports
+
+    built = []
+    for (kind, destination, protocol, subresource, required), m in _merge(keys()).items():
+        # Azure ML names the rules it adds itself; a user-defined one needs a name of its own
+        name = "" if required else _name(
+            "fqdn" if kind == "fqdn" else f"tag-{protocol.lower().replace('*', 'any')}",
+            destination.replace("*", "wildcard"), invalid=_OUTBOUND_NAME_INVALID, limit=_OUTBOUND_NAME_MAX)
+        built.append(OutboundRule(name=name, type=kind, destination=destination, protocol=protocol,
+                                  ports=tuple(sorted(m.ports)) if kind != "private_endpoint" else (),
+                                  subresource=subresource, required=required, requirements=tuple(m.requirements)))
+    return tuple(sorted(built, key=lambda r: not r.required))
+
+
 def _collection_priorities(collections: Iterable[str]) -> dict[str, int]:
     """The required collection first, then one per feature in name order."""
     names = sorted(set(collections), key=lambda c: (c != "aml-required", c))
@@ -345,6 +465,7 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill,
             if zone is not None and row.id not in in_zone.setdefault(zone, []):
                 in_zone[zone].append(row.id)
     every = tuple(row.id for row in private if row.dns_private == "private_endpoint")
+    target = RESOLVER_INBOUND if context["dns_private_resolver"].value is True else AZURE_DNS
     zones: dict[str, PrivateZone] = {}
     forwarders: dict[str, Forwarder] = {}
     for zone, ids in in_zone.items():
@@ -353,20 +474,21 @@ def _dns(catalog: Catalog, rows: Sequence[Requirement], fill: Fill,
             zones.setdefault(zone.privatelink_zone,
                              PrivateZone(zone.privatelink_zone, LINK_NAME, requirements))
         for forwarded in zone.forwarded:
-            forwarders.setdefault(forwarded, Forwarder(forwarded, AZURE_DNS, requirements))
+            forwarders.setdefault(forwarded, Forwarder(forwarded, target, requirements))
     return tuple(zones.values()), tuple(forwarders.values())
 
 
-def _name(*parts: str) -> str:
+def _name(*parts: str, invalid: re.Pattern[str] = _NAME_INVALID, limit: int = _NAME_MAX) -> str:
     """A valid NSG / firewall rule name: [A-Za-z0-9_.-], starts with a letter or digit, ends with
-    a letter, digit or underscore, at most 80 characters (a hash keeps long names distinct)."""
+    a letter, digit or underscore, at most 80 characters (a hash keeps long names distinct); a
+    managed network's outbound rule takes no dot and 33 characters."""
     joined = "-".join(parts)
-    name = _NAME_INVALID.sub("-", joined).strip("-.")
-    if len(name) > _NAME_MAX:
+    name = invalid.sub("-", joined).strip("-.")
+    if len(name) > limit:
         import hashlib  # 4 ms to load (OpenSSL's digests), for the rare name over the bound
 
         digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
-        name = f"{name[:_NAME_MAX - 9].rstrip('-.')}-{digest}"
+        name = f"{name[:limit - 9].rstrip('-.')}-{digest}"
     return name
 
 
@@ -381,5 +503,6 @@ def port_ranges(ports: Iterable[int]) -> tuple[str, ...]:
     return tuple(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-__all__ = ["ApplicationRule", "Forwarder", "NetworkRule", "NsgRule", "PrivateZone", "Route", "RuleSet", "bypass_routes",
-           "derive", "describe", "describe_routes", "for_flows", "fqdns", "port_ranges", "rules"]
+__all__ = ["ApplicationRule", "Forwarder", "NetworkRule", "NsgRule", "OutboundRule", "PrivateZone", "Route",
+           "RuleSet", "bypass_routes", "derive", "describe", "describe_routes", "for_flows", "fqdns",
+           "outbound_rule_command", "port_ranges", "rules"]

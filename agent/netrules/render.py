@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from agent.netrules import SCHEMA, RuleSet, port_ranges
+from agent.netrules import SCHEMA, RuleSet, outbound_rule_command, port_ranges
 from agent.output.draw import Table
 from agent.platform import AZURE_DNS
 
@@ -25,6 +25,11 @@ def render_table(ruleset: RuleSet) -> tuple[Table, ...]:
             tables.append(Table(title, tuple(columns), body, title_left=True))
 
     ids = ", ".join
+    table(f"Managed virtual network outbound rules ({ruleset.managed_network}; {_where(ruleset)})",
+          ("name", "type", "destination", "protocol", "ports", "who adds it", "requirements"),
+          ((r.name or "-", r.type, _short(r.destination) + (f" ({r.subresource})" if r.subresource else ""),
+            r.protocol if r.type == "service_tag" else "-", ",".join(port_ranges(r.ports)) or "-",
+            "Azure ML (required)" if r.required else "you", ids(r.requirements)) for r in ruleset.outbound_rules))
     table(f"NSG rules ({_where(ruleset)})", ("priority", "direction", "name", "protocol", "source", "destination",
                                    "ports", "requirements"),
           ((str(r.priority), r.direction, r.name, r.protocol, r.source, r.destination,
@@ -42,17 +47,29 @@ def render_table(ruleset: RuleSet) -> tuple[Table, ...]:
           ((r.name, r.address_prefix, r.next_hop, ids(r.requirements)) for r in ruleset.routes))
     table("Private DNS zones (link each to the VNet that resolves them)", ("zone", "VNet link", "requirements"),
           ((z.zone, z.link_name, ids(z.requirements)) for z in ruleset.private_dns_zones))
-    table(f"Conditional forwarders (only on a custom DNS server; forward to {AZURE_DNS})",
+    table(f"Conditional forwarders (only on a custom DNS server; forward to {_forward_target(ruleset)})",
           ("zone", "forward to", "requirements"),
           ((f.zone, f.target, ids(f.requirements)) for f in ruleset.forwarders))
     return tuple(tables)
 
 
+def _short(destination: str) -> str:
+    """A resource id as its last type and name (storageAccounts/NAME), for a table's column."""
+    return "/".join(destination.split("/")[-2:]) if destination.startswith("/subscriptions/") else destination
+
+
+def _forward_target(ruleset: RuleSet) -> str:
+    return "the DNS Private Resolver's inbound endpoint" if ruleset.dns_private_resolver else AZURE_DNS
+
+
 def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg: str = "<nsg-name>",
               firewall: str = "<firewall-name>", vnet: str = "<vnet-id>",
-              subnet_prefix: str = "<compute-subnet-prefix>", route_table: str = "<route-table>") -> str:
+              subnet_prefix: str = "<compute-subnet-prefix>", route_table: str = "<route-table>",
+              workspace: str = "<workspace-name>") -> str:
     """Azure CLI commands, one per line, each preceded by the requirements it serves. Conditional
-    forwarders are comments: a customer's DNS server has no az command."""
+    forwarders are comments: a customer's DNS server has no az command (a DNS Private Resolver's
+    forwarding ruleset has). A managed network's required rules are comments too: Azure ML adds
+    them, the command lists them to check their status."""
     import shlex  # the az format alone quotes
 
     lines = [f"# aml-netcheck rules: {_where(ruleset)}"]
@@ -61,6 +78,21 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
         lines.extend((f"# {', '.join(requirements)}", shlex.join(argv)))
 
     group = ("--resource-group", resource_group)
+    on_workspace = ("az", "ml", "workspace", "outbound-rule")
+    if ruleset.outbound_rules:
+        lines.append(f"\n# The workspace's managed virtual network ({ruleset.managed_network}): Azure ML owns its "
+                     "NSG, routes and DNS; its outbound rules are the only change to make")
+        lines.append("# Required rules Azure ML adds itself (check that each is listed and Active)"
+                     + ("; the private endpoints where the resource's public network access is disabled:"
+                        if ruleset.managed_network == "allow_internet_outbound" else ":"))
+        lines.extend(f"#   {r.type} {r.destination}" + (f" ({r.subresource})" if r.subresource else "")
+                     + (f" {r.protocol} {','.join(port_ranges(r.ports))}" if r.ports else "")
+                     + f"    ({', '.join(r.requirements)})" for r in ruleset.outbound_rules if r.required)
+        lines.append(shlex.join([*on_workspace, "list", *group, "--workspace-name", workspace, "--output", "table"]))
+    for rule in ruleset.outbound_rules:
+        if not rule.required:
+            lines.extend((f"# {', '.join(rule.requirements)}",
+                          outbound_rule_command(rule, resource_group=resource_group, workspace=workspace)))
     if ruleset.nsg:
         lines.append("\n# NSG rules on the compute subnet's network security group")
     for r in ruleset.nsg:
@@ -105,11 +137,25 @@ def render_az(ruleset: RuleSet, *, resource_group: str = "<resource-group>", nsg
         command(z.requirements, "az", "network", "private-dns", "link", "vnet", "create", *group,
                 "--zone-name", z.zone, "--name", z.link_name, "--virtual-network", vnet,
                 "--registration-enabled", "false")
-    if ruleset.forwarders:
+    if ruleset.forwarders and ruleset.dns_private_resolver:
+        lines.append("\n# DNS Private Resolver: it answers from the zones linked to its own VNet (link them there "
+                     "too). A forwarding ruleset linked to the compute VNet must send these zones to its inbound "
+                     "endpoint, never elsewhere; a DNS server outside Azure forwards them there as well")
+        for f in ruleset.forwarders:
+            command(f.requirements, "az", "dns-resolver", "forwarding-rule", "create", *group,
+                    "--ruleset-name", "<forwarding-ruleset>", "--name", _rule_label(f.zone),
+                    "--domain-name", f"{f.zone}.", "--forwarding-rule-state", "Enabled",
+                    "--target-dns-servers", f"ip-address={f.target}", "port=53")
+    elif ruleset.forwarders:
         lines.append(f"\n# Only with a custom DNS server: conditional forwarders to {AZURE_DNS} "
                      "(the public zone names, not privatelink.*)")
-    lines.extend(f"#   {f.zone} -> {f.target}    ({', '.join(f.requirements)})" for f in ruleset.forwarders)
+        lines.extend(f"#   {f.zone} -> {f.target}    ({', '.join(f.requirements)})" for f in ruleset.forwarders)
     return "\n".join(lines) + "\n"
+
+
+def _rule_label(zone: str) -> str:
+    """A forwarding rule's name for a zone (letters, digits, _ and -)."""
+    return "aml-" + "".join(c if c.isalnum() else "-" for c in zone)
 
 
 def to_dict(ruleset: RuleSet) -> dict[str, Any]:
@@ -134,4 +180,7 @@ def to_dict(ruleset: RuleSet) -> dict[str, Any]:
         "routes": [plain(r) for r in ruleset.routes],
         "private_dns_zones": [plain(z) for z in ruleset.private_dns_zones],
         "conditional_forwarders": [plain(f) for f in ruleset.forwarders],
+        "dns_private_resolver": ruleset.dns_private_resolver,
+        "managed_network": ruleset.managed_network or None,
+        "outbound_rules": [plain(r) for r in ruleset.outbound_rules],
     }

@@ -17,6 +17,10 @@ class Format(StrEnum):
     JSON = "json"
     MARKDOWN = "markdown"
     PROMETHEUS = "prometheus"
+    HTML = "html"
+    JUNIT = "junit"
+    TAP = "tap"
+    NDJSON = "ndjson"
 
 
 def render(report: Report, fmt: Format, *, verbose: bool = False, console: Console | None = None) -> str:
@@ -32,6 +36,18 @@ def render(report: Report, fmt: Format, *, verbose: bool = False, console: Conso
     if fmt is Format.PROMETHEUS:
         from agent.output.prometheus import render_prometheus
         return render_prometheus(report)
+    if fmt is Format.HTML:
+        from agent.output.html import render_html
+        return render_html(report)
+    if fmt is Format.JUNIT:
+        from agent.output.junit import render_junit
+        return render_junit(report)
+    if fmt is Format.TAP:
+        from agent.output.tap import render_tap
+        return render_tap(report)
+    if fmt is Format.NDJSON:
+        from agent.output.ndjson import render_ndjson
+        return render_ndjson(report)
     from agent.output import draw
     from agent.output.text import text_lines
 

@@ -27,14 +27,23 @@ def validate(name: str, report: Any) -> Mapping[str, Any]:
     return report
 
 
+def _vantage(report: Mapping[str, Any]) -> str:
+    """Where the report looked from: "" for the node itself, else `container job-1`, `netns PATH`."""
+    vantage = report["node"].get("vantage")
+    return f"{vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else ""
+
+
 def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """`reports` are (source name, report). Nodes are named by hostname (the source name when
-    two reports share one)."""
+    """`reports` are (source name, report). Nodes are named by hostname, and by vantage where a
+    report looked from another namespace (the source name when two reports still share one name);
+    the vantages of one host are compared with each other, as nodes are with the fleet."""
     nodes = []
     for source, report in reports:
         hostname = str(report["node"].get("hostname") or source)
+        vantage = _vantage(report)
         codes = sorted({f["code"] for f in report["findings"] if f.get("severity") != "info"})
-        nodes.append({"node": hostname, "source": source, "status": report["status"],
+        nodes.append({"node": f"{hostname} from {vantage}" if vantage else hostname, "host": hostname,
+                      "vantage": vantage or None, "source": source, "status": report["status"],
                       "exit_code": report["exit_code"], "started_at": report.get("started_at"),
                       # failing as Report.failing says: failed or warned, and not judged unneeded
                       "findings": codes, "failing_checks": sorted(c["id"] for c in report["checks"]
@@ -68,8 +77,30 @@ def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         "outliers": [{"node": n["node"], "extra": sorted(set(n["findings"]) - usual),
                       "missing": sorted(usual - set(n["findings"]))}
                      for n in nodes if set(n["findings"]) != usual],
+        "vantages": _vantage_differences(nodes),
         "nodes": nodes,
     }
+
+
+def _vantage_differences(nodes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per host seen from more than one vantage: the findings each vantage has that the host's own
+    run (else the first vantage) does not, and the ones it lacks. What a container sees and its host
+    does not (a bridge MTU, a resolver of its own) is the container's problem alone."""
+    by_host: dict[str, list[Mapping[str, Any]]] = {}
+    for node in nodes:
+        by_host.setdefault(node["host"], []).append(node)
+    differences = []
+    for host, seen in by_host.items():
+        if len({n["vantage"] for n in seen}) < 2:
+            continue
+        base = next((n for n in seen if n["vantage"] is None), seen[0])
+        for other in seen:
+            own, theirs = set(other["findings"]), set(base["findings"])
+            extra, missing = own - theirs, theirs - own
+            if other is not base and (extra or missing):
+                differences.append({"host": host, "vantage": other["vantage"] or "the host", "compared_with":
+                                    base["vantage"] or "the host", "extra": sorted(extra), "missing": sorted(missing)})
+    return differences
 
 
 def _usual(nodes: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -97,4 +128,9 @@ def render_text(fleet: Mapping[str, Any]) -> str:
         parts = [f"+{', +'.join(outlier['extra'])}" if outlier["extra"] else "",
                  f"-{', -'.join(outlier['missing'])}" if outlier["missing"] else ""]
         lines.append(f"  differs: {outlier['node']}: {' '.join(p for p in parts if p)}")
+    for difference in fleet.get("vantages", ()):
+        parts = [f"+{', +'.join(difference['extra'])}" if difference["extra"] else "",
+                 f"-{', -'.join(difference['missing'])}" if difference["missing"] else ""]
+        lines.append(f"  {difference['host']} from {difference['vantage']} differs from {difference['compared_with']}: "
+                     f"{' '.join(p for p in parts if p)}")
     return "\n".join(lines) + "\n"

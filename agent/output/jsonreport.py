@@ -15,11 +15,11 @@ SCHEMA_ID = "aml-netcheck.report/1"
 
 
 def to_dict(report: Report) -> dict[str, Any]:
-    return {**_head(report), "checks": [_check(r, report) for r in report.results],
-            "findings": [_finding(f) for f in report.findings]}
+    return {**head_fields(report), "checks": [check_fields(r, report) for r in report.results],
+            "findings": [finding_fields(f) for f in report.findings]}
 
 
-def _head(report: Report) -> dict[str, Any]:
+def head_fields(report: Report) -> dict[str, Any]:
     return {
         "schema": SCHEMA_ID,
         "version": __version__,
@@ -40,9 +40,9 @@ def to_json(report: Report) -> str:
     json's pure-Python encoder, and a report holds a check per layer per endpoint: at 5,000
     endpoints (10,100 checks) indenting them took 1.4 s and 64 MiB more than the report's 7 MB;
     one line per check is json's C encoder, a check at a time (and one line to grep)."""
-    head = json.dumps(_head(report), indent=2).removesuffix("\n}")
-    checks = "".join(f"\n    {json.dumps(_check(r, report))}," for r in report.results).removesuffix(",")
-    findings = json.dumps([_finding(f) for f in report.findings], indent=2).replace("\n", "\n  ")
+    head = json.dumps(head_fields(report), indent=2).removesuffix("\n}")
+    checks = "".join(f"\n    {json.dumps(check_fields(r, report))}," for r in report.results).removesuffix(",")
+    findings = json.dumps([finding_fields(f) for f in report.findings], indent=2).replace("\n", "\n  ")
     close = "\n  " if checks else ""
     return f'{head},\n  "checks": [{checks}{close}],\n  "findings": {findings}\n}}\n'
 
@@ -54,7 +54,7 @@ def summary_counts(report: Report) -> dict[str, int]:
     return counts
 
 
-def _check(result: Result, report: Report) -> dict[str, Any]:
+def check_fields(result: Result, report: Report) -> dict[str, Any]:
     check = result.check
     return {
         "id": check.id,
@@ -78,7 +78,7 @@ def _check(result: Result, report: Report) -> dict[str, Any]:
     }
 
 
-def _finding(finding: Finding) -> dict[str, Any]:
+def finding_fields(finding: Finding) -> dict[str, Any]:
     return {
         "code": finding.code,
         "severity": finding.severity.label,
@@ -91,4 +91,6 @@ def _finding(finding: Finding) -> dict[str, Any]:
         "path": finding.path or None,
         "flow": finding.flow or None,
         "confirm": list(finding.confirm),
+        "trace": [{"owner": step.owner.value, "state": step.state.value, "address": step.address, "hop": step.hop,
+                   "name": step.name} for step in finding.trace],
     }

@@ -43,22 +43,27 @@ def render_markdown(report: Report) -> str:
         ]
     failing = [r for r in report.results if report.failing(r)]
     if failing:
-        lines += ["## Failing flows", "",
-                  "| source | destination | address | port/proto | observed | needed |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["## Failing flows", "", f"| {' | '.join(FLOW_COLUMNS)} |", f"|{'---|' * len(FLOW_COLUMNS)}"]
         lines += [_flow(r, source, report) for r in failing]
         lines.append("")
     return "\n".join(lines)
 
 
+FLOW_COLUMNS = ("source", "destination", "address", "port/proto", "observed", "needed")
+
+
 def _flow(result: Result, source: str, report: Report) -> str:
+    return f"| {' | '.join(_cell(cell) for cell in flow_cells(result, source, report))} |"
+
+
+def flow_cells(result: Result, source: str, report: Report) -> tuple[str, ...]:
+    """A failing flow's row of the ticket's table (FLOW_COLUMNS): the html report's too."""
     check = result.check
     port = f"{check.protocol.upper()} {check.port}" if check.port else "DNS" if check.layer is Layer.DNS else "-"
     observed = f"{check.layer.value}: {result.reason.value if result.reason else ''}" + (
         f" ({result.detail})" if result.detail else "")
-    return (f"| {source} | {check.host}{' via proxy' if check.path == 'proxy' else ''} | "
-            f"{_cell(', '.join(result.attempted) or '-')} | {port} | {_cell(observed)} | "
-            f"{_cell(_needed(result, report))} |")
+    return (source, f"{check.host}{' via proxy' if check.path == 'proxy' else ''}", ", ".join(result.attempted) or "-",
+            port, observed, _needed(result, report))
 
 
 def _needed(result: Result, report: Report) -> str:

@@ -4,11 +4,13 @@ codes from the taxonomy), so the series count does not grow with failures."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
-from agent.model import Report
+from agent.model import Report, Result
 from agent.output.jsonreport import summary_counts
 from probes.reasons import Status
+from probes.specs import Layer
 
 _STATUSES = ("ok", "warning", "critical", "unknown")
 
@@ -51,12 +53,66 @@ def render_prometheus(report: Report) -> str:
     metric("check_unneeded", "gauge", "1 for each check diagnosis judged not needed (reached through the proxy).",
            [({"check": r.check.id, "because": judged.value}, 1.0)
             for r in report.results if (judged := report.unneeded(r)) is not None])
+    # Named after blackbox_exporter's series where the meaning is the same (probe_http_status_code,
+    # probe_http_duration_seconds{phase}); one series per check id, so the set stays bounded.
+    by_id = {r.check.id: r for r in report.results}
+    answered = [r for r in report.results if r.check.layer is Layer.HTTP and _whole(r.evidence.get("status"))]
+    metric("http_status_code", "gauge", "HTTP status of each http check that got an answer "
+           "(blackbox_exporter's probe_http_status_code).",
+           [({"check": r.check.id}, float(r.evidence["status"])) for r in answered])  # type: ignore[arg-type]
+    metric("http_duration_seconds", "gauge", "Each http check's time by phase, as blackbox_exporter's "
+           "probe_http_duration_seconds: resolve (its dns check), connect (tcp), tls, processing (the request "
+           "until the first byte of the answer).",
+           [({"check": r.check.id, "phase": phase}, seconds) for r in answered
+            for phase, seconds in _phases(r, by_id)])
+    expiries = [(r, _expiry(r)) for r in report.results if r.check.layer is Layer.TLS]
+    metric("tls_cert_expiry_timestamp_seconds", "gauge", "When the leaf certificate each tls check was "
+           "presented expires (Unix time; blackbox_exporter's probe_ssl_earliest_cert_expiry reads the whole "
+           "chain, this the leaf).",
+           [({"check": r.check.id}, when) for r, when in expiries if when is not None])
     # Two findings can share a code and severity (one per service tag blocked): one series for them,
     # since a series given twice makes the whole scrape (or textfile) invalid.
     metric("finding", "gauge", "1 for each finding code (and severity) of the last run.",
            [({"code": code, "severity": severity}, 1.0)
             for code, severity in dict.fromkeys((f.code, f.severity.label) for f in report.findings)])
     return "\n".join(lines) + "\n"
+
+
+# The layers below an http check, as blackbox_exporter names their phases
+_PHASES = {Layer.DNS: "resolve", Layer.TCP: "connect", Layer.TLS: "tls"}
+
+
+def _phases(result: Result, by_id: Mapping[str, Result]) -> list[tuple[str, float]]:
+    """(phase, seconds) of an http check: each layer it stands on (its `needs` chain) by that check's
+    own time, then processing, the request until the answer's first byte."""
+    phases: list[tuple[str, float]] = []
+    below = by_id.get(result.check.needs) if result.check.needs else None
+    while below is not None:
+        if (phase := _PHASES.get(below.check.layer)) is not None:
+            phases.append((phase, round(below.elapsed, 4)))
+        below = by_id.get(below.check.needs) if below.check.needs else None
+    first_byte = result.evidence.get("first_byte_ms")
+    if isinstance(first_byte, (int, float)) and not isinstance(first_byte, bool):
+        phases.append(("processing", round(first_byte / 1000, 4)))
+    return sorted(phases, key=lambda p: _ORDER.index(p[0]))
+
+
+_ORDER = ("resolve", "connect", "tls", "processing")  # blackbox_exporter's order (it adds transfer)
+
+
+def _expiry(result: Result) -> float | None:
+    cert = result.evidence.get("cert")
+    not_after = cert.get("not_after") if isinstance(cert, dict) else None
+    if not isinstance(not_after, str):
+        return None
+    try:
+        return datetime.fromisoformat(not_after).timestamp()
+    except ValueError:
+        return None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _escape(value: str) -> str:

@@ -4,6 +4,21 @@
 from __future__ import annotations
 
 from agent.model import Report, Severity
+from agent.output.jsonreport import summary_counts
+
+
+def headline(report: Report) -> str:
+    """How many problems (warnings and critical findings) the node has, in words."""
+    problems = sum(f.severity >= Severity.WARNING for f in report.findings)
+    return f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "no problems found"
+
+
+def tally(report: Report) -> str:
+    """The checks counted by status, the run's time and its verdict: the reports' last line."""
+    counts = summary_counts(report)
+    parts = ", ".join(f"{counts[k]} {k}" for k in ("pass", "warn", "fail", "inconclusive", "skip") if counts[k])
+    return (f"{counts['total']} checks ({parts}) in {report.duration_ms / 1000:.1f}s; "
+            f"status {report.status}, exit {report.exit_code}")
 
 
 def npd_line(report: Report) -> str:

@@ -5,8 +5,9 @@ makes plain text (files, pipes) or hands to rich (a terminal)."""
 from __future__ import annotations
 
 from agent.model import Finding, Report, Result, Severity
+from agent.output.cases import by_requirement
 from agent.output.draw import Line
-from agent.output.jsonreport import summary_counts
+from agent.output.status import headline, tally
 from probes.reasons import Status
 
 _STATUS_STYLE = {
@@ -34,12 +35,10 @@ def _header(report: Report) -> list[Line]:
         "public IP" if ctx["public_ip"].value else "no public IP",
         "private-endpoint workspace" if ctx["private_endpoint"].value else "public workspace",
     ]))
-    problems = [f for f in report.findings if f.severity >= Severity.WARNING]
-    headline = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found" if problems else "no problems found"
     vantage = report.node.get("vantage")
     seen_from = f" as seen from {vantage.get('kind')} {vantage.get('name')}" if isinstance(vantage, dict) else ""
     lines = [Line(((f"aml-netcheck on {report.node.get('hostname', '?')}{seen_from}: {shape}", "bold"),)),
-             Line(((headline, _REPORT_STYLE[report.status]),))]
+             Line(((headline(report), _REPORT_STYLE[report.status]),))]
     if report.interrupted:
         lines.append(Line(((f"run incomplete: {report.interrupted}", "bold magenta"),)))
     return lines
@@ -61,15 +60,8 @@ def _finding(index: int, finding: Finding) -> list[Line]:
 
 def _requirements(report: Report, verbose: bool) -> list[Line]:
     codes = {check: f.code for f in report.findings for check in f.checks}
-    by_requirement: dict[str, list[Result]] = {}
-    for result in report.results:
-        for requirement_id in result.check.requirements:
-            by_requirement.setdefault(requirement_id, []).append(result)
     lines = []
-    for requirement in report.catalog.requirements:
-        results = by_requirement.get(requirement.id)
-        if not results:
-            continue
+    for requirement, results in by_requirement(report):
         worst = max((r.status for r in results if report.unneeded(r) is None), key=_RANK.__getitem__,
                     default=Status.PASS)
         label, style = _STATUS_STYLE[worst]
@@ -107,8 +99,4 @@ def _result_line(result: Result, note: str | None) -> Line:
 
 
 def _footer(report: Report) -> list[Line]:
-    counts = summary_counts(report)
-    parts = ", ".join(f"{counts[k]} {k}" for k in ("pass", "warn", "fail", "inconclusive", "skip") if counts[k])
-    summary = (f"{counts['total']} checks ({parts}) in {report.duration_ms / 1000:.1f}s; "
-               f"status {report.status}, exit {report.exit_code}")
-    return [_BLANK, Line(((summary, _REPORT_STYLE[report.status]),))]
+    return [_BLANK, Line(((tally(report), _REPORT_STYLE[report.status]),))]

@@ -52,3 +52,26 @@ def test_a_healthy_path_through_the_appliance_raises_nothing_and_traces_nothing(
     report = check("healthy-private", appliance=True)
     assert report["status"] == "ok"
     assert not [c["id"] for c in report["checks"] if "path" in c["evidence"]]  # type: ignore[union-attr]
+
+
+def test_a_managed_network_s_drop_is_fixed_by_an_outbound_rule() -> None:
+    report = check("managed-vnet")
+    finding = next(f for f in report["findings"] if f["code"] == "egress-blocked")  # type: ignore[union-attr]
+    assert ("az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' --workspace-name "
+            "contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com") in finding["remedy"]
+    assert "Start with the NSGs" not in finding["remedy"] and "NSG outbound rule" not in finding["remedy"]
+    assert finding["confirm"][0].startswith("az ml workspace outbound-rule list")
+    assert not any("network watcher" in c for c in finding["confirm"])
+
+
+def test_a_forced_tunnel_s_routes_take_the_flow_around_the_appliance() -> None:
+    """Without the routes a public-IP compute behind a forced tunnel needs, the appliance drops Azure
+    Batch and the finding names the routes (TCP 44224's replies too); with them in the route table the
+    same appliance never sees the flow and the node is healthy."""
+    missing = check("forced-tunnel-public-ip")
+    finding = next(f for f in missing["findings"] if f["code"] == "egress-blocked")  # type: ignore[union-attr]
+    assert f"past {addresses.GATEWAY} (hop 1)" in finding["summary"]
+    assert "route BatchNodeManagement.eastus to next hop Internet" in finding["remedy"]
+    assert "TCP 44224" in finding["remedy"]
+    routed = check("forced-tunnel-routed")
+    assert routed["status"] == "ok" and routed["findings"] == []

@@ -109,7 +109,11 @@ def test_check_from_another_namespace_diagnoses_the_vantage_it_enters(namespaces
     assert entered.returncode == 0, entered.stderr
     report = json.loads(entered.stdout)
     assert report["status"] == "ok"
-    assert report["node"]["vantage"] == {"kind": "netns", "name": f"/run/netns/{lab.node_ns}"}
+    vantage_seen = report["node"]["vantage"]
+    assert (vantage_seen["kind"], vantage_seen["name"]) == ("netns", f"/run/netns/{lab.node_ns}")
+    from probes import node
+
+    assert vantage_seen["host"]["resolvers"] == list(node.resolvers())  # the host's, where the run started
     assert report["node"]["resolvers"] == node_resolvers  # the lab node's resolv.conf, bound over /etc
     assert stayed.returncode == 2 and "vantage" not in json.loads(stayed.stdout)["node"]
 
@@ -122,3 +126,35 @@ def test_two_vantages_at_once_are_refused_in_one_line(namespaces: tuple[str, str
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
         "aml-netcheck: error: --netns and --container: give one vantage, not both"]
+
+
+def test_a_container_mtu_above_the_host_s_is_found_from_the_container_alone() -> None:
+    """The lab's container-mtu scenario: the node's uplink fits the path (MTU 1200), its Docker
+    bridge does not (1500). From the node the run is healthy; `check --netns` into the container,
+    started on the node, stalls on every TLS handshake and says why: the container's MTU is above
+    the host's, one finding holding the stalled handshakes, never the generic MTU black hole."""
+    from lab import Lab, scenario
+
+    with Lab(scenario("container-mtu")) as lab:
+        assert lab.container_netns is not None
+        argv = [sys.executable, "-m", "agent", "check", *lab.scenario.check_args(), "--format", "json",
+                "--timeout", "3"]
+        host = lab.run_in_node(argv, timeout=120)
+        seen = lab.run_in_node([*argv, "--netns", lab.container_netns], timeout=120)
+    assert host.returncode == 0, host.stdout[-2000:] + host.stderr
+    assert json.loads(host.stdout)["status"] == "ok"
+    assert seen.returncode == 2, seen.stderr
+    report = json.loads(seen.stdout)
+    import jsonschema
+
+    schema = json.loads((REPO / "agent/data/report-1.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)  # node.vantage with the host's view
+    assert report["node"]["vantage"]["host"]["interfaces"]
+    codes = [f["code"] for f in report["findings"]]
+    assert codes[0] == "vantage-mtu-above-host" and "tls-handshake-stalled" not in codes, codes
+    finding = report["findings"][0]
+    assert "MTU 1500 on eth0, above the host's 1200 on eth0" in finding["summary"], finding["summary"]
+    assert '"mtu": 1200 in /etc/docker/daemon.json' in finding["remedy"]
+    assert "docker-bridge-overlap" not in codes  # the container's own 172.17.0.2 is no overlap
+    bridge = next(c for c in report["checks"] if c["id"] == "local:docker-bridge")
+    assert bridge["status"] == "inconclusive" and "the host's" in bridge["detail"]

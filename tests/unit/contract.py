@@ -16,6 +16,11 @@ What each format calls failing, unneeded and healthy:
 - text: FAIL/warn result lines; lines marked 'not needed'; ok lines. A requirement's header says
   FAIL/warn (one of its needed checks fails) or ok (all of its needed checks pass).
 - npd: OK exactly when the status is ok.
+- NDJSON: as JSON, from its check lines; the status, exit code and findings from its run and finding lines.
+- JUnit and TAP (a test case per requirement): the check lines of a case that did not pass
+  (fail/warn; `-> not needed`; pass); every needed check of a passed requirement is healthy.
+- html: the rows of its failing flows table (each names its check id, `data-check`); the verdict
+  (its `status-*` class and exit code) and the findings (`data-code`, `severity-*`) as sections.
 
 Markdown and text name flows (layer, host, port, path), not check ids: a line is matched to the
 JSON's checks with that flow (and that reason, where it narrows the match). A claim that still
@@ -27,10 +32,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from agent.model import Report
-from agent.output import draw, jsonreport, markdown, prometheus, status, text
+from agent.output import draw, html, jsonreport, junit, markdown, ndjson, prometheus, status, tap, text
 
 
 class ContractError(AssertionError):
@@ -310,6 +316,154 @@ def _text_result(match: re.Match[str], line: str, checks: _Checks, view: View) -
         view.healthy.append(claim)
 
 
+def ndjson_view(stream: str) -> View:
+    import json
+
+    records = [json.loads(line) for line in stream.splitlines()]
+    runs = [r for r in records if r.get("type") == "run"]
+    if len(runs) != 1 or records[0] is not runs[0]:
+        raise ContractError("ndjson: not exactly one run line, first")
+    checks = [r for r in records if r.get("type") == "check"]
+    findings = [r for r in records if r.get("type") == "finding"]
+    if len(checks) + len(findings) + 1 != len(records):
+        raise ContractError("ndjson: a line that is no run, check or finding")
+    view = json_view({**runs[0], "checks": checks, "findings": findings})
+    view.name = "ndjson"
+    return view
+
+
+# a case's check line: agent/output/cases.py's result_line
+_CASE_CHECK = re.compile(r"(?P<layer>[a-z]+) (?P<target>\S+)(?P<path> via the proxy| \(the proxy\))?: "
+                         r"(?P<status>pass|fail|warn|inconclusive|skip)(?: (?P<reason>[a-z]+\.[a-z-]+))?.*")
+
+
+def _case_checks(name: str, requirement: str, lines: Sequence[str], checks: _Checks, view: View) -> None:
+    """What a case that did not pass says of each check it lists."""
+    for line in lines:
+        match = _CASE_CHECK.fullmatch(line)
+        if match is None:
+            raise ContractError(f"{name}: case {requirement}: {line!r} is no check line")
+        if match["layer"] == "local":  # named by what it inspects
+            claim = frozenset({f"local:{match['target']}"}) & checks.by_id.keys()
+            if not claim:
+                raise ContractError(f"{name}: {line!r} names no check of the JSON report")
+        else:
+            path = {" via the proxy": "proxy", " (the proxy)": "to-proxy", None: "direct"}[match["path"]]
+            claim = checks.match(f"{name} line {line!r}", match["reason"], layer=match["layer"],
+                                 target=match["target"], path=path)
+        if "  -> not needed" in line:
+            view.unneeded.append(claim)
+        elif match["status"] in ("fail", "warn"):
+            view.failing.append(claim)
+        elif match["status"] == "pass":
+            view.healthy.append(claim)
+
+
+def _passed(requirement: str, checks: _Checks, view: View) -> None:
+    view.healthy += [frozenset({c["id"]}) for c in checks.of_requirement(requirement)]
+
+
+def junit_view(document: str, checks: _Checks) -> View:
+    import xml.etree.ElementTree as ET
+
+    suites = ET.fromstring(document).findall("testsuite")
+    if len(suites) != 1:
+        raise ContractError(f"junit: {len(suites)} test suites, not one")
+    properties = {p.get("name"): p.get("value") for p in suites[0].iter("property")}
+    view = View("junit", status=properties.get("status"), exit_code=int(properties.get("exit_code") or -1))
+    for case in suites[0].iter("testcase"):
+        name, kind = case.get("name", ""), case.get("classname")
+        detail = list(case)
+        if kind != "aml-netcheck.requirement":
+            continue
+        if not detail:
+            _passed(name, checks, view)
+            continue
+        body = (detail[0].text or "").splitlines()
+        listed = body[body.index("checks:") + 1:] if "checks:" in body else []
+        _case_checks("junit", name, [line.removeprefix("  ") for line in listed], checks, view)
+    return view
+
+
+_TAP_POINT = re.compile(r"(?P<ok>ok|not ok) \d+ - (?P<kind>[a-z]+) (?P<name>\S+): .*")
+_TAP_CHECK = re.compile(r"    - (?P<line>\".*\")")
+_TAP_TAIL = re.compile(r"# \d+ checks in [\d.]+s; status (?P<status>[a-z]+), exit (?P<exit>\d+)")
+
+
+def tap_view(stream: str, checks: _Checks) -> View:
+    import json
+
+    view = View("tap")
+    point: re.Match[str] | None = None
+    listed: list[str] = []
+
+    def close() -> None:
+        if point is None or point["kind"] != "requirement":
+            return
+        if point["ok"] == "ok" and not listed:
+            _passed(point["name"], checks, view)
+        else:
+            _case_checks("tap", point["name"], listed, checks, view)
+
+    for line in stream.splitlines():
+        if match := _TAP_POINT.fullmatch(line):
+            close()
+            point, listed = match, []
+        elif match := _TAP_CHECK.fullmatch(line):
+            listed.append(json.loads(match["line"]))
+        elif match := _TAP_TAIL.fullmatch(line):
+            view.status, view.exit_code = match["status"], int(match["exit"])
+    close()
+    if view.status is None:
+        raise ContractError("tap: no closing comment with the status and exit code")
+    return view
+
+
+class _Html(HTMLParser):
+    """What an html report's elements say: the verdict, the findings, the failing flows' check ids."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.status: str | None = None
+        self.verdict = ""
+        self.findings: set[tuple[str, str]] = set()
+        self.failing: list[str] = []
+        self._in_verdict = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        classes = str(named.get("class") or "").split()
+        if tag == "p" and "verdict" in classes:
+            self.status = next((c[len("status-"):] for c in classes if c.startswith("status-")), None)
+            self._in_verdict = True
+        elif tag == "section" and "finding" in classes:
+            severity = next((c[len("severity-"):] for c in classes if c.startswith("severity-")), "?")
+            self.findings.add((str(named.get("data-code")), severity))
+        elif tag == "tr" and "data-check" in named:
+            self.failing.append(str(named["data-check"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_verdict = self._in_verdict and tag != "p"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_verdict:
+            self.verdict += data
+
+
+def html_view(document: str, checks: _Checks) -> View:
+    parsed = _Html()
+    parsed.feed(document)
+    parsed.close()
+    exit_code = re.search(r"exit code (\d+)", parsed.verdict)
+    if parsed.status is None or exit_code is None:
+        raise ContractError("html: no verdict with the status and exit code")
+    for check_id in parsed.failing:
+        if check_id not in checks.by_id:
+            raise ContractError(f"html: failing flow {check_id} is not in the JSON report")
+    return View("html", failing=[frozenset({c}) for c in parsed.failing], status=parsed.status,
+                exit_code=int(exit_code[1]), findings=parsed.findings)
+
+
 _NPD = re.compile(r"(?P<status>OK|WARNING|CRITICAL|UNKNOWN) (?P<code>\S+) ?.*")
 
 
@@ -339,16 +493,25 @@ class Views:
 
 def check_agreement(json_report: Mapping[str, Any], *, prometheus_text: str | None = None,
                     markdown_text: str | None = None, text_report: str | None = None,
-                    npd_line: str | None = None, verdict: bool = True) -> Views:
+                    npd_line: str | None = None, junit_text: str | None = None, tap_text: str | None = None,
+                    ndjson_text: str | None = None, html_text: str | None = None, verdict: bool = True) -> Views:
     """Raise ContractError unless the given outputs agree; return what each one says."""
     checks = _Checks(json_report)
     views = [json_view(json_report)]
     if prometheus_text is not None:
         views.append(prometheus_view(prometheus_text, checks))
+    if junit_text is not None:
+        views.append(junit_view(junit_text, checks))
+    if tap_text is not None:
+        views.append(tap_view(tap_text, checks))
+    if ndjson_text is not None:
+        views.append(ndjson_view(ndjson_text))
     if markdown_text is not None:
         views.append(markdown_view(markdown_text, checks))
     if text_report is not None:
         views.append(text_view(text_report, checks))
+    if html_text is not None:
+        views.append(html_view(html_text, checks))
     problems = _contradictions(views)
     if verdict:
         problems += _verdicts(views)
@@ -404,6 +567,10 @@ class Rendered:
     markdown: str
     text: str  # verbose
     npd: str
+    junit: str
+    tap: str
+    ndjson: str
+    html: str
 
 
 def render_verbose_text(report: Report) -> str:
@@ -414,11 +581,15 @@ def render_all(report: Report) -> Rendered:
     import json
 
     return Rendered(json.loads(jsonreport.to_json(report)), prometheus.render_prometheus(report),
-                    markdown.render_markdown(report), render_verbose_text(report), status.npd_line(report))
+                    markdown.render_markdown(report), render_verbose_text(report), status.npd_line(report),
+                    junit.render_junit(report), tap.render_tap(report), ndjson.render_ndjson(report),
+                    html.render_html(report))
 
 
 def check_report(report: Report, *, verdict: bool = True) -> Views:
     """Every format of `report` rendered and checked against the others."""
     rendered = render_all(report)
     return check_agreement(rendered.json, prometheus_text=rendered.prometheus, markdown_text=rendered.markdown,
-                           text_report=rendered.text, npd_line=rendered.npd, verdict=verdict)
+                           text_report=rendered.text, npd_line=rendered.npd, junit_text=rendered.junit,
+                           tap_text=rendered.tap, ndjson_text=rendered.ndjson, html_text=rendered.html,
+                           verdict=verdict)

@@ -16,7 +16,7 @@ from probes.reasons import Reason, Status
 from probes.specs import Layer, Proxy
 
 from .helpers import Outcome, make_context, make_plan, simulate
-from .test_diagnose import CASES, CERT, CI, PE_ADDRESSES, WS
+from .test_diagnose import AT_FIRST_HOP, BATCH, CASES, CERT, CI, PAST_APPLIANCE, PE_ADDRESSES, WS, path
 
 STARTED_AT = "2026-11-23T12:00:00.123Z"
 NODE: dict[str, Fact] = {
@@ -24,6 +24,12 @@ NODE: dict[str, Fact] = {
     "interfaces": [{"name": "eth0", "addresses": ["10.0.0.4/24"]}]}
 CUSTOM_DNS_NODE: dict[str, Fact] = {**NODE, "resolvers": ["10.0.2.4"]}
 IMDS_FAILED_NODE: dict[str, Fact] = {**NODE, "detection": {"imds": {"error": "TimeoutError"}}}
+_ETH0 = {"default_routes": [{"family": "ipv4", "interface": "eth0"}]}
+CONTAINER_NODE: dict[str, Fact] = {  # a run from a container whose MTU is above its host's uplink
+    **NODE, **_ETH0, "interfaces": [{"name": "eth0", "mtu": 1500, "addresses": ["172.17.0.2/16"]}],
+    "vantage": {"kind": "container", "name": "job-1", "host": {
+        **_ETH0, "interfaces": [{"name": "eth0", "mtu": 1400, "addresses": ["10.0.0.4/24"]}],
+        "resolvers": ["168.63.129.16"]}}}
 PROXY = planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128"))
 PROXY_TCP = "tcp:proxy.contoso.net:3128"
 SMB = "tcp:contosomlsa.file.core.windows.net:445"
@@ -122,8 +128,19 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("unsupported os", _local("local:os", "ID=debian"), frozenset({"unsupported-os"}),
              context={"compute": "vm"}),
     Scenario("imds unreadable", {}, frozenset({"imds-unavailable"}), node=IMDS_FAILED_NODE),
+    Scenario("container mtu", {"tls:management.azure.com:443": Outcome(Reason.TLS_TIMEOUT)},
+             frozenset({"vantage-mtu-above-host"}), node=CONTAINER_NODE),
     Scenario("http status", {"http:mcr.microsoft.com:443": Outcome(Reason.HTTP_STATUS, detail="HTTP 500")},
              frozenset({"endpoint-unreachable"})),
+    # Traced paths: where the flow died, and who owns that hop (the html report's diagrams)
+    Scenario("dropped past an appliance (traced)",
+             {check: Outcome(Reason.TCP_TIMEOUT, evidence=PAST_APPLIANCE) for check in BATCH},
+             frozenset({"egress-blocked"})),
+    Scenario("dropped at the first hop (traced)", {SMB: Outcome(Reason.TCP_TIMEOUT, evidence=AT_FIRST_HOP)},
+             frozenset({"smb-blocked"})),
+    Scenario("rejected on the way (traced)", {"tcp:mcr.microsoft.com:443": Outcome(
+        Reason.TCP_ADMIN_PROHIBITED, evidence=path((1, "time-exceeded", "10.0.0.1"), (2, "unreachable", "10.9.0.1")))},
+             frozenset({"egress-rejected"})),
     # Shapes that stress the renderers rather than diagnosis.
     Scenario("two egress-blocked findings", {"tcp:mcr.microsoft.com:443": Outcome(Reason.TCP_TIMEOUT),
                                              "tcp:eastus.batch.azure.com:443": Outcome(Reason.TCP_TIMEOUT)},

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.model import Report
-from agent.output import markdown, prometheus, status
+from agent.output import junit, markdown, ndjson, prometheus, status, tap
 
 from .contract import ContractError, check_agreement, check_report, render_all, render_verbose_text
 from .synthetic import SCENARIOS, SMB, Scenario, build
@@ -38,7 +38,12 @@ def test_every_format_agrees(case: Scenario) -> None:
     assert all(claim & failing for claim in views["markdown"].failing)
     assert all(claim & failing for claim in views["text"].failing)
     assert flattened(views["text"].unneeded) == unneeded  # verbose text marks every one
-    for kind in ("json", "prometheus", "markdown", "text", "npd"):
+    assert views["ndjson"].failing_ids == failing and flattened(views["ndjson"].unneeded) == unneeded
+    for kind in ("junit", "tap"):  # every check of a case that did not pass, and none judged unneeded, is named
+        assert flattened(views[kind].failing) >= failing and all(claim & failing for claim in views[kind].failing)
+        assert flattened(views[kind].unneeded) <= unneeded
+    assert views["html"].failing_ids == failing  # its rows name their checks
+    for kind in ("json", "prometheus", "markdown", "text", "npd", "html", "junit", "tap", "ndjson"):
         assert views[kind].status == report.status
 
 
@@ -71,6 +76,9 @@ def test_each_format_is_held_to_the_json_verdict_on_unneeded_checks() -> None:
         check_agreement(rendered.json, prometheus_text=prometheus.render_prometheus(stale))
     with pytest.raises(ContractError, match=r"text calls .* failing, json calls it unneeded"):
         check_agreement(rendered.json, text_report=render_verbose_text(stale))
+    for name, render in [("junit", junit.render_junit), ("tap", tap.render_tap), ("ndjson", ndjson.render_ndjson)]:
+        with pytest.raises(ContractError, match=rf"{name} calls .* failing, json calls it unneeded"):
+            check_agreement(rendered.json, **{f"{name}_text": render(stale)})
 
 
 def test_partial_inputs() -> None:
@@ -105,6 +113,15 @@ def test_a_check_failing_in_one_format_and_healthy_in_another() -> None:
         check_agreement(failing.json, text_report=healthy.text, verdict=False)
     with pytest.raises(ContractError, match=f"markdown calls {SMB} failing, json calls it healthy"):
         check_agreement(healthy.json, markdown_text=failing.markdown, verdict=False)
+    for name in ("junit", "tap"):  # a passed case calls every needed check of its requirement healthy
+        with pytest.raises(ContractError, match=f"json calls {SMB} failing, {name} calls it healthy"):
+            check_agreement(failing.json, **{f"{name}_text": getattr(healthy, name)}, verdict=False)
+        with pytest.raises(ContractError, match=f"{name} calls {SMB} failing, json calls it healthy"):
+            check_agreement(healthy.json, **{f"{name}_text": getattr(failing, name)}, verdict=False)
+    with pytest.raises(ContractError, match=f"html calls {SMB} failing, json calls it healthy"):
+        check_agreement(healthy.json, html_text=failing.html, verdict=False)
+    with pytest.raises(ContractError, match="html says status critical, json says ok"):
+        check_agreement(healthy.json, html_text=failing.html)
 
 
 def test_the_verdicts_must_agree() -> None:
@@ -133,6 +150,8 @@ def test_malformed_outputs_are_errors_not_agreement() -> None:
     repeated = rendered.prometheus + rendered.prometheus.splitlines()[-1] + "\n"
     with pytest.raises(ContractError, match="series given twice"):
         check_agreement(rendered.json, prometheus_text=repeated)
+    with pytest.raises(ContractError, match="html: no verdict"):
+        check_agreement(rendered.json, html_text=rendered.html.replace('class="verdict', 'class="'))
 
 
 def test_npd_line_of_an_unknown_run() -> None:

@@ -259,6 +259,33 @@ def test_a_dropped_flow_s_path_says_who_fixes_it(evidence: dict[str, Fact], summ
     assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
 
 
+@pytest.mark.parametrize(("evidence", "steps"), [
+    (PAST_APPLIANCE, [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+                      ("appliance", "passed", "10.0.0.4", 1), ("appliance", "died", "10.9.0.1", 2),
+                      ("appliance", "silent", None, 3), ("service", "not-reached", "198.18.1.1:443", None)]),
+    (AT_FIRST_HOP, [("node", "passed", "10.0.0.4", None), ("azure-fabric", "died", None, 1),
+                    ("service", "not-reached", "198.18.1.1:443", None)]),
+    (path((1, "time-exceeded", "10.0.0.1"), (2, "unreachable", "10.9.0.1")),
+     [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+      ("appliance", "passed", "10.0.0.1", 1), ("appliance", "died", "10.9.0.1", 2),
+      ("service", "not-reached", "198.18.1.1:443", None)]),
+    (path((1, "time-exceeded", "10.0.0.1"), (2, "reached", "198.18.1.1")),
+     [("node", "passed", "10.0.0.4", None), ("azure-fabric", "passed", None, None),
+      ("appliance", "passed", "10.0.0.1", 1), ("service", "reached", "198.18.1.1:443", None)]),
+    ({}, []),
+], ids=["past-an-appliance", "at-the-first-hop", "rejected-at-hop-2", "reached", "not-traced"])
+def test_a_traced_path_is_given_step_by_step_with_who_owns_each_step(
+        evidence: dict[str, Fact], steps: list[tuple[str, str, str | None, int | None]]) -> None:
+    """The picture's data (Finding.trace): the node, Azure's fabric (silent and where the flow died
+    when no hop answered), each hop up to the first silent one, the last that answered marked as where
+    it died, the destination."""
+    node = {**AZURE_DNS_NODE, "default_routes": [{"interface": "eth0"}],
+            "interfaces": [{"name": "eth0", "addresses": ["10.0.0.4/24"]}]}
+    finding = run({check: Outcome(Reason.TCP_TIMEOUT, evidence=evidence) for check in BATCH}, node=node)[0]
+    assert [(s.owner.value, s.state.value, s.address, s.hop) for s in finding.trace] == steps
+    assert [s.name for s in finding.trace if s.name] == (["ci-alice", "eastus.batch.azure.com"] if steps else [])
+
+
 def test_one_service_s_dropped_flows_are_told_by_the_path_one_of_them_traced() -> None:
     """A run traces only a few paths at once (probes/_hops.py: TRACES_AT_ONCE): a flow to the same
     service tag and port that went untraced is the same finding, on the same route."""
@@ -800,3 +827,96 @@ def test_latency_alone_is_a_warning_never_critical() -> None:
     diagnosis = diagnose(simulate(checks, outcomes, PE_ADDRESSES), facts)
     assert {f.code for f in diagnosis.findings} == {"latency-degraded"}
     assert diagnosis.health.value == "warning" and diagnosis.exit_code == 1
+
+
+APPROVED = {"managed_network": "allow_only_approved_outbound"}
+FRONT_DOOR = "tcp:ml.azure.com:443"
+
+
+@pytest.mark.parametrize(("check", "evidence", "remedy", "not_in_remedy"), [
+    (FRONT_DOOR, {}, [("az ml workspace outbound-rule set --resource-group '<workspace-resource-group>' "
+                      "--workspace-name contoso-ml --rule fqdn-ml-azure-com --type fqdn --destination ml.azure.com"),
+                      "ports 80 and 443 only"], ["NSG outbound rule", "provision-network"]),
+    (BATCH[0], {}, ["Azure ML's required outbound rule: service tag BatchNodeManagement.eastus",
+                    "az ml workspace provision-network --resource-group '<workspace-resource-group>' --name contoso-ml",
+                    "outbound-rule list"], ["outbound-rule set", "NSG outbound rule"]),
+    (BATCH[0], AT_FIRST_HOP, ["provision-network"], ["Start with the NSGs", "NSG outbound rule"]),
+    (BATCH[0], PAST_APPLIANCE, ["provision-network"], ["next hop Internet", "appliance"]),
+], ids=["user-defined-fqdn", "required-tag", "first-hop", "past-a-hop"])
+def test_a_managed_network_s_blocked_flow_is_fixed_by_its_outbound_rules(
+        check: str, evidence: dict[str, Fact], remedy: list[str], not_in_remedy: list[str]) -> None:
+    """Azure ML owns a managed network's NSG, routes and firewall: the remedy is an outbound rule
+    (`az ml workspace outbound-rule set`), or for a rule Azure ML adds itself the check that the
+    network is provisioned, never an NSG rule or a route (how-to-managed-network)."""
+    finding = run({check: Outcome(Reason.TCP_TIMEOUT, evidence={"tried": ["10.0.1.7"], **evidence})},
+                  **APPROVED)[0]
+    assert finding.code == "egress-blocked"
+    assert all(words in finding.remedy for words in remedy), finding.remedy
+    assert not any(words in finding.remedy for words in not_in_remedy), finding.remedy
+    assert finding.confirm == (
+        ("az ml workspace outbound-rule list --resource-group '<workspace-resource-group>' --workspace-name "
+        "contoso-ml --output table"),
+        "az ml workspace show --resource-group '<workspace-resource-group>' --name contoso-ml --query managed_network")
+    assert finding.docs[0] == "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network"
+
+
+def test_a_managed_network_with_internet_outbound_needs_no_rule_for_an_internet_name() -> None:
+    finding = run({FRONT_DOOR: Outcome(Reason.TCP_TIMEOUT)}, managed_network="allow_internet_outbound")[0]
+    assert "outbound-rule set" not in finding.remedy and "with internet outbound allowed" in finding.remedy
+
+
+@pytest.mark.parametrize(("said", "classic", "resolver"), [
+    (None, True, True), (True, False, True), (False, True, False)], ids=["unknown", "resolver", "classic"])
+def test_a_dns_private_resolver_gets_its_own_remedy_beside_the_conditional_forwarder(
+        said: bool | None, classic: bool, resolver: bool) -> None:
+    node = {"hostname": "ci-alice", "resolvers": ["10.0.0.53"]}
+    public = Outcome(Reason.DNS_PUBLIC_ANSWER, evidence={"addresses": ["20.1.2.3"], "cname_chain": []})
+    finding = run({f"dns:{WS}": public}, node=node, dns_private_resolver=said)[0]
+    assert finding.code == "custom-dns-not-forwarding"
+    assert ("add conditional forwarders for api.azureml.ms" in finding.remedy) is classic, finding.remedy
+    assert ("az dns-resolver forwarding-rule create --resource-group <rg> --ruleset-name <ruleset> --name <rule> "
+            "--domain-name api.azureml.ms." in finding.remedy) is resolver, finding.remedy
+    assert ("privatelink.api.azureml.ms to the resolver's VNet" in finding.remedy) is resolver
+    assert "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview" in finding.docs
+
+
+def view(mtu: int, resolvers: list[str]) -> dict[str, Fact]:
+    return {"interfaces": [{"name": "eth0", "up": True, "mtu": mtu, "addresses": []}],
+            "default_routes": [{"family": "ipv4", "interface": "eth0", "gateway": "10.0.0.1", "metric": 0}],
+            "resolvers": resolvers}
+
+
+def from_container(mtu: int, host_mtu: int, resolvers: list[str] | None = None) -> dict[str, Fact]:
+    """The node facts of a run from a container's namespace: its view, and the host's read first."""
+    own = resolvers or ["168.63.129.16"]
+    return {"hostname": "ci-alice", **view(mtu, own),
+            "vantage": {"kind": "container", "name": "job-1", "host": view(host_mtu, ["168.63.129.16"])}}
+
+
+STALLED = {f"tls:{h}:443": Outcome(Reason.TLS_TIMEOUT) for h in ("management.azure.com", "mcr.microsoft.com")}
+
+
+@pytest.mark.parametrize(("node", "outcomes", "expected", "severity"), [
+    (from_container(1500, 1400), STALLED, ["vantage-mtu-above-host"], Severity.CRITICAL),
+    (from_container(1500, 1400), {}, ["vantage-mtu-above-host"], Severity.WARNING),
+    (from_container(1400, 1400), STALLED, ["tls-handshake-stalled"], Severity.CRITICAL),
+    (from_container(1400, 1500), {}, [], None),
+    (AZURE_DNS_NODE, STALLED, ["tls-handshake-stalled"], Severity.CRITICAL),  # no vantage: nothing to compare
+], ids=["stalls-in-the-container", "nothing-failed-yet", "same-mtu", "smaller-mtu", "on-the-host"])
+def test_a_vantage_s_mtu_above_the_host_s_explains_its_stalled_handshakes(
+        node: dict[str, Fact], outcomes: Mapping[str, Outcome], expected: list[str], severity: Severity | None) -> None:
+    findings = run(outcomes, node=node)
+    assert codes(findings) == expected
+    if severity is not None:
+        assert findings[0].severity is severity
+    if expected == ["vantage-mtu-above-host"]:
+        assert findings[0].summary.startswith("container job-1 sends with MTU 1500 on eth0, above the host's 1400")
+        assert '"mtu": 1400 in /etc/docker/daemon.json' in findings[0].remedy
+        assert len(findings[0].checks) == len(outcomes)
+
+
+def test_a_vantage_s_own_resolver_is_named_beside_the_host_s() -> None:
+    node = from_container(1400, 1400, resolvers=["10.9.9.53"])
+    finding = run({"dns:graph.windows.net": Outcome(Reason.DNS_NXDOMAIN)}, node=node)[0]
+    assert finding.code == "dns-name-missing"
+    assert "10.9.9.53 (the vantage's own; the host uses 168.63.129.16)" in finding.cause

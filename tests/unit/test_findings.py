@@ -24,6 +24,9 @@ WAIVERS = {
     Code.TLS_CERTIFICATE_INVALID: "real TLS peers with trustme certificates (name mismatch, expired, plaintext) "
                                   "in tests/probes/test_tls.py; the table in tests/unit/test_diagnose.py",
     Code.ENDPOINT_UNREACHABLE: "the catch-all for failures no other code explains: tests/unit/test_diagnose.py",
+    Code.VANTAGE_MTU_ABOVE_HOST: "a vantage finding: the lab's container-mtu scenario is healthy on the host and "
+                                 "raises it through --netns, tests/lab/test_vantage.py::"
+                                 "test_a_container_mtu_above_the_host_s_is_found_from_the_container_alone",
     Code.DNS_NO_IPV4_ADDRESS: "the lab's DNS servers answer A-record views only (no AAAA-only names yet): "
                               "tests/unit/test_diagnose.py::test_a_name_with_only_ipv6_addresses_on_an_ipv4_node_is_a_dns_finding",
 }

@@ -21,6 +21,7 @@ from agent.model import Report
 from agent.output import Format, fleet, jsonreport, markdown, prometheus, render, status
 
 from .contract import ContractError, Family, parse_prometheus
+from .helpers import Outcome
 from .synthetic import PROXY_TCP, SCENARIOS, SMB, UNCOVERED, Scenario, build
 
 IDS = [s.name for s in SCENARIOS]
@@ -267,6 +268,20 @@ def test_fleet_outlier_missing_the_usual_finding_and_shared_hostnames() -> None:
     assert "-tls-intercepted" in fleet.render_text(merged)
 
 
+def test_fleet_compares_the_vantages_of_one_host() -> None:
+    """A host's own run and a run from its container (check --container): named apart, and what the
+    container sees that its host does not is the container's difference."""
+    host = node_report("healthy", "ci")
+    container = node_report("smb dropped", "ci")
+    container["node"]["vantage"] = {"kind": "container", "name": "job-1", "host": {}}
+    merged = fleet.merge([("host.json", host), ("job.json", container), ("o.json", node_report("healthy", "o"))])
+    assert [n["node"] for n in merged["nodes"]] == ["ci", "ci from container job-1", "o"]
+    assert merged["vantages"] == [{"host": "ci", "vantage": "container job-1", "compared_with": "the host",
+                                   "extra": ["smb-blocked"], "missing": []}]
+    assert "ci from container job-1 differs from the host: +smb-blocked" in fleet.render_text(merged)
+    assert fleet.merge([("host.json", host), ("o.json", node_report("healthy", "o"))])["vantages"] == []
+
+
 def test_fleet_counts_a_warned_check_as_failing() -> None:
     """failing_checks follows Report.failing: a warned check that a critical finding explains is
     failing on that node."""
@@ -288,3 +303,31 @@ def test_fleet_leaves_info_findings_out() -> None:
 def test_fleet_rejects_what_is_not_a_report(document: object, message: str) -> None:
     with pytest.raises(fleet.ReportError, match=message):
         fleet.validate("x.json", document)
+
+
+def test_prometheus_gives_blackbox_style_http_status_phases_and_certificate_expiry() -> None:
+    """blackbox_exporter's probe_http_status_code and probe_http_duration_seconds{phase}, by check:
+    an http check's phases are the dns, tcp and tls checks it stands on, then the first byte."""
+    answers = {"http:mcr.microsoft.com:443": Outcome(evidence={"status": 200, "first_byte_ms": 12.5}),
+               "tls:mcr.microsoft.com:443": Outcome(evidence={"cert": {"not_after": "2027-03-01T12:00:00+00:00"}})}
+    report = build(Scenario("answered", answers, frozenset()))
+    families = metrics(report)
+    http = [r for r in report.results if r.check.layer.value == "http" and isinstance(r.evidence.get("status"), int)]
+    assert [r.check.id for r in http] == ["http:mcr.microsoft.com:443"]
+    codes = values(families, "http_status_code", "check")
+    assert codes == {r.check.id: r.evidence["status"] for r in http}
+    first = http[0]
+    phases = {s.labels["phase"]: s.value for s in families["aml_netcheck_http_duration_seconds"].samples
+              if s.labels["check"] == first.check.id}
+    by_id = {r.check.id: r for r in report.results}
+    tls = by_id[str(first.check.needs)]
+    tcp = by_id[str(tls.check.needs)]
+    dns = by_id[str(tcp.check.needs)]
+    assert list(phases) == ["resolve", "connect", "tls", "processing"] and phases["processing"] == 0.0125
+    assert (phases["resolve"], phases["connect"], phases["tls"]) == (
+        round(dns.elapsed, 4), round(tcp.elapsed, 4), round(tls.elapsed, 4))
+    expiries = values(families, "tls_cert_expiry_timestamp_seconds", "check")
+    with_cert = {r.check.id: r.evidence["cert"]["not_after"] for r in report.results  # type: ignore[index]
+                 if r.check.layer.value == "tls" and isinstance(r.evidence.get("cert"), dict)}
+    assert expiries == {cid: datetime.fromisoformat(str(when)).timestamp() for cid, when in with_cert.items()}
+    assert expiries["tls:mcr.microsoft.com:443"] == 1803902400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from dataclasses import replace
 
 import pytest
 
@@ -271,3 +272,77 @@ def test_resources_with_their_own_private_endpoint_get_their_zones_and_forwarder
     assert not any(f.zone.startswith("privatelink") or f.zone == "vaultcore.azure.net" for f in workspace_only)
     unknown = ruleset(private_endpoint=False, container_registry="contosoacr", key_vault="contoso-kv")
     assert unknown.private_dns_zones == () and unknown.forwarders == ()  # `rules` cannot read a CNAME chain
+
+
+OUTBOUND_RULE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}")  # the REST API's pattern
+
+
+@pytest.mark.parametrize("mode", ["allow_only_approved_outbound", "allow_internet_outbound"])
+def test_a_managed_network_s_rules_are_its_outbound_rules_alone(mode: str) -> None:
+    """Azure ML owns a managed network's NSG, routes and DNS: the rule set is outbound rules, the
+    required service tags and the associated resources' private endpoints marked as Azure ML's."""
+    rs = ruleset(ALL_FEATURES, managed_network=mode, public_ip=True, forced_tunnel=True, key_vault="kv-contoso",
+                 container_registry="acrcontoso")
+    assert (rs.nsg, rs.application_rules, rs.network_rules, rs.routes, rs.private_dns_zones, rs.forwarders) == (
+        (), (), (), (), (), ())
+    assert rs.managed_network == mode
+    required = {(r.type, r.destination, r.subresource) for r in rs.outbound_rules if r.required}
+    assert {("service_tag", "AzureMachineLearning", ""), ("service_tag", "BatchNodeManagement.eastus", ""),
+            ("service_tag", "AzureActiveDirectory", ""), ("service_tag", "AzureFrontDoor.FirstParty", ""),
+            ("private_endpoint", ("/subscriptions/<subscription-id>/resourceGroups/<resource-group>/providers/"
+             "Microsoft.Storage/storageAccounts/contosomlsa"), "file"),
+            ("private_endpoint", ("/subscriptions/<subscription-id>/resourceGroups/<resource-group>/providers/"
+             "Microsoft.KeyVault/vaults/kv-contoso"), "vault")} <= required
+    assert all(r.name == "" for r in rs.outbound_rules if r.required)  # Azure ML names its own
+    added = [r for r in rs.outbound_rules if not r.required]
+    if mode == "allow_internet_outbound":
+        assert added == []  # the internet is allowed: an FQDN needs no rule
+        return
+    assert {r.destination for r in added} >= {"pypi.org", "*.pythonhosted.org", "ml.azure.com", "ghcr.io"}
+    assert all(r.type == "fqdn" and set(r.ports) <= {80, 443} for r in added if r.type == "fqdn")
+    assert not any("contosomlsa" in r.destination for r in added)  # the storage account only by private endpoint
+    names = [r.name for r in added]
+    assert len(set(names)) == len(names) and all(OUTBOUND_RULE_NAME.fullmatch(n) for n in names), names
+
+
+def test_a_managed_network_s_az_commands_add_the_user_defined_rules_and_list_the_required_ones() -> None:
+    rs = ruleset(frozenset({"pypi"}), managed_network="allow_only_approved_outbound")
+    text = render.render_az(rs, resource_group="rg-ml", workspace="contoso-ml")
+    assert ("az ml workspace outbound-rule set --resource-group rg-ml --workspace-name contoso-ml --rule "
+            "fqdn-pypi-org --type fqdn --destination pypi.org") in text
+    assert "--destination '*.pythonhosted.org'" in text
+    listed = "az ml workspace outbound-rule list --resource-group rg-ml --workspace-name contoso-ml --output table"
+    assert listed in text
+    assert "#   service_tag AzureMachineLearning UDP 5831" in text
+    assert "az network nsg" not in text and "route-table" not in text
+    assert all(shlex.split(line) for line in text.splitlines() if line.startswith("az "))
+    data = render.to_dict(rs)
+    assert data["managed_network"] == "allow_only_approved_outbound"
+    assert set(data["outbound_rules"][0]) == {"name", "type", "destination", "protocol", "ports", "port_ranges",
+                                              "subresource", "required", "requirements"}
+    table = draw.plain_tables(render.render_table(rs))
+    assert "Managed virtual network outbound rules (allow_only_approved_outbound" in table
+    assert "storageAccounts/contosomlsa (blob)" in table and "Azure ML (required)" in table
+
+
+def test_managed_network_rules_for_other_ports_are_service_tag_rules() -> None:
+    """FQDN rules take 80 and 443 only: a flow on another port needs its service tag."""
+    rows = [replace(row, service_tag="AzureCloud", hosts=("example.net",), rule_fqdn="example.net", ports=(8443,),
+                    id="custom") for row in catalog.load().requirements if row.id == "pypi"]
+    context = make_context(managed_network="allow_only_approved_outbound")
+    rs = rules.derive(catalog.load(), rows, context)
+    assert [(r.type, r.destination, r.ports, r.required) for r in rs.outbound_rules] == [
+        ("service_tag", "AzureCloud", (8443,), False)]
+    assert "--type service_tag --service-tag AzureCloud --protocol TCP --port-ranges 8443" in render.render_az(rs)
+
+
+def test_a_dns_private_resolver_forwards_to_its_inbound_endpoint_through_a_ruleset() -> None:
+    rs = ruleset(private_endpoint=True, dns_private_resolver=True)
+    assert {f.target for f in rs.forwarders} == {"<resolver-inbound-endpoint-ip>"}
+    text = render.render_az(rs)
+    assert ("az dns-resolver forwarding-rule create --resource-group '<resource-group>' --ruleset-name "
+            "'<forwarding-ruleset>' --name aml-api-azureml-ms --domain-name api.azureml.ms. "
+            "--forwarding-rule-state Enabled --target-dns-servers 'ip-address=<resolver-inbound-endpoint-ip>' "
+            "port=53") in text
+    assert "the DNS Private Resolver's inbound endpoint" in draw.plain_tables(render.render_table(rs))
+    assert {f.target for f in ruleset(private_endpoint=True).forwarders} == {"168.63.129.16"}
