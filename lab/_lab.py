@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -64,6 +64,7 @@ class Lab:
         self._samba: subprocess.Popen[bytes] | None = None
         self._node_agent: subprocess.Popen[str] | None = None
         self._identity: subprocess.Popen[str] | None = None  # a compute instance's MSI endpoint (lab.msi)
+        self._slow: AbstractContextManager[None] | None = None  # the scenario's path delay
         self._up = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,6 +134,11 @@ class Lab:
         )
         self._start_servers(config)
         self._start_samba()
+        if self.scenario.slow_from:
+            from lab import delay  # it names Lab: imported where a scenario needs it
+
+            self._slow = delay.path_delay(self.az_ns, self.scenario.slow_ms, self.scenario.slow_from)
+            self._slow.__enter__()
         if self.scenario.context.public_ip:
             self._node_agent = self._listen_in_node(NODE_MANAGEMENT_PORT)
         if self.scenario.context.compute == "instance":
@@ -192,6 +198,9 @@ class Lab:
         """Tear everything down; idempotent, and shielded from SIGTERM/SIGHUP/SIGINT while it
         runs (a pending signal is delivered once teardown has finished)."""
         with _signals_deferred():
+            if self._slow is not None:
+                self._slow.__exit__(None, None, None)
+                self._slow = None
             for process in (self._server, self._node_agent, self._identity):
                 if process is not None:
                     _stop(process)

@@ -25,17 +25,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lab import addresses
-from lab._lab import Lab
 from lab.netns import AZ_IF, NODE_IF, in_ns
+
+if TYPE_CHECKING:
+    from lab._lab import Lab
 
 TUN = "bdelay0"
 _CLONE_NEWNET = 0x40000000  # os.setns and os.CLONE_NEWNET are Python 3.12's
 _TUNSETIFF = 0x400454CA
 _IFF_TUN, _IFF_NO_PI = 0x0001, 0x1000
 _ETH_P_IP = 0x0800
+_SLOW_TABLE = "177"  # the routing table (and rule priority) of a path delay's sources
 _T = TypeVar("_T")
 
 
@@ -61,6 +64,15 @@ def link_delay(lab: Lab, ms: float, jitter_ms: float = 0.0, seed: int | None = N
         return
     with _tun_delay(lab.az_ns, ms / 1000, jitter_ms / 1000, random.Random(seed)):
         yield "tun"
+
+
+@contextlib.contextmanager
+def path_delay(az_ns: str, ms: float, sources: tuple[str, ...]) -> Iterator[None]:
+    """`ms` of added delay on one path only: what the Azure namespace sends the node from `sources`
+    (addresses or networks, such as the public services' range), through the TUN relay, while every
+    other answer (private endpoints, DNS, IMDS) comes at once. A scenario's slow path (`slow_from`)."""
+    with _tun_delay(az_ns, ms / 1000, 0.0, random.Random(0), sources):
+        yield
 
 
 def _in_namespace(ns: str, make: Callable[[], _T]) -> _T:
@@ -99,7 +111,10 @@ def _ip(ns: str, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def _tun_delay(az: str, delay_s: float, jitter_s: float, draws: random.Random) -> Iterator[None]:
+def _tun_delay(az: str, delay_s: float, jitter_s: float, draws: random.Random,
+               sources: tuple[str, ...] = ()) -> Iterator[None]:
+    """Every packet toward the node into the TUN relay, or with `sources` only theirs (policy routing:
+    a rule per source into a table of its own holding the route into the TUN)."""
     tun = _in_namespace(az, _open_tun)
     link = _in_namespace(az, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))  # sends only
     node_mac = bytes.fromhex(addresses.NODE_MAC.replace(":", ""))
@@ -130,11 +145,16 @@ def _tun_delay(az: str, delay_s: float, jitter_s: float, draws: random.Random) -
         subprocess.run(in_ns(az, ["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0",
                                   f"net.ipv4.conf.{AZ_IF}.rp_filter=0"]), capture_output=True, check=False)
         thread.start()
-        _ip(az, "route", "add", f"{addresses.NODE}/32", "dev", TUN)
+        for source in sources:
+            _ip(az, "rule", "add", "from", source, "lookup", _SLOW_TABLE, "priority", _SLOW_TABLE)
+        _ip(az, "route", "add", f"{addresses.NODE}/32", "dev", TUN, *(("table", _SLOW_TABLE) if sources else ()))
         yield
     finally:
-        subprocess.run(["ip", "-n", az, "route", "del", f"{addresses.NODE}/32", "dev", TUN],
-                       capture_output=True, check=False)
+        subprocess.run(["ip", "-n", az, "route", "del", f"{addresses.NODE}/32", "dev", TUN,
+                        *(("table", _SLOW_TABLE) if sources else ())], capture_output=True, check=False)
+        for source in sources:
+            subprocess.run(["ip", "-n", az, "rule", "del", "from", source, "lookup", _SLOW_TABLE],
+                           capture_output=True, check=False)
         stop.set()
         if thread.is_alive():
             thread.join()

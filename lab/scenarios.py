@@ -117,6 +117,8 @@ class Scenario:
     # names whose addresses the compute subnet's route table sends to next hop Internet, around the appliance
     internet_routes: tuple[str, ...] = ()
     path_mtu: int | None = None  # TCP 443 packets toward the node above this size vanish, no ICMP
+    slow_from: tuple[str, ...] = ()  # networks whose packets toward the node come `slow_ms` late (lab.delay)
+    slow_ms: float = 0.0
     node_mtu: int | None = None  # the node's uplink MTU, as its admin set it (None: the link's 1500)
     # a container behind a Docker bridge in the node, with this MTU on the bridge and its interface
     # (Docker's default is 1500 whatever the uplink); `check --netns` looks from it
@@ -352,6 +354,19 @@ SCENARIOS: dict[str, Scenario] = {
             appliance=True,
             expected_exit=2,
             expected_findings=("egress-blocked",),
+        ),
+        Scenario(
+            "slow-path",
+            "Every public service answers, 400 ms late",
+            "The path to the internet is slow but works, as behind a forced tunnel to a far or congested "
+            f"appliance: every packet from the public services ({addresses.PUBLIC_NET}) reaches the node 400 ms "
+            "late, while the private endpoints, DNS and IMDS answer at once. TCP connects take 400 ms against the "
+            "300 ms threshold, TLS and HTTP stay under theirs. Expect one latency-degraded warning for the "
+            "public path (exit 1), nothing failing.",
+            slow_from=(addresses.PUBLIC_NET,),
+            slow_ms=400.0,
+            expected_exit=1,
+            expected_findings=("latency-degraded",),
         ),
         Scenario(
             "forced-tunnel-public-ip",

@@ -7,6 +7,7 @@ closed resolver port as a timeout.)"""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 import struct
 import time
@@ -16,6 +17,8 @@ from probes._net import family, sockaddr
 from probes._timing import Estimator, wait_any
 from probes._trace import Fact
 
+SIOCGSTAMP = 0x8906  # <asm-generic/sockios.h>: the arrival time of the last datagram read (struct timeval)
+_TIMEVAL = struct.Struct("@ll")
 IP_RECVERR = 11  # <linux/in.h>; Python 3.11 has no constant for it
 IPV6_RECVERR = 25  # <linux/in6.h>
 _EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
@@ -31,6 +34,7 @@ class Exchange:
     icmp: dict[str, Fact] | None  # origin, type, code, offender: from the error queue
     sent: int
     window: float  # the listening window after each datagram, at the end (shorter than asked: paced)
+    rtt: float | None = None  # seconds from the last datagram sent to the reply's arrival, as the kernel saw it
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -41,11 +45,15 @@ class _Listener(asyncio.DatagramProtocol):
         self.replies = 0
         self.error: OSError | None = None
         self.icmp: dict[str, Fact] | None = None
+        self.sent_at: float | None = None  # the wall clock at the last datagram sent (the kernel's stamps are)
+        self.rtt: float | None = None
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.replies += 1
         if not self.done.done():
             self.reply = data
+            arrived = received_at(self.sock)
+            self.rtt = None if self.sent_at is None else max(arrived - self.sent_at, 0.0)
             self.done.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
@@ -67,6 +75,7 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
     try:
         sock.setblocking(False)
         queue_errors(sock, hop_limit)
+        received_at(sock)  # the first ask turns the kernel's arrival stamps on for this socket
         sock.connect(sockaddr(address, port))
         transport, listener = await loop.create_datagram_endpoint(lambda: _Listener(sock), sock=sock)
     except BaseException:
@@ -84,7 +93,18 @@ async def exchange(address: str, port: int, payload: bytes, attempts: int, inter
             await wait_any({listener.done}, time.monotonic(), window, rtt)
     finally:
         transport.close()
-    return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent, window())
+    return Exchange(listener.reply, listener.replies, listener.error, listener.icmp, sent, window(), listener.rtt)
+
+
+def received_at(sock: socket.socket) -> float:
+    """When the last datagram this socket read arrived, on the wall clock (SIOCGSTAMP): a busy event
+    loop reads a reply late, the kernel stamped it on arrival. Now, where the kernel has no stamp."""
+    try:
+        stamp = fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(_TIMEVAL.size))
+    except OSError:  # ENOENT: nothing read yet (this call turned the stamps on)
+        return time.time()
+    seconds, micros = _TIMEVAL.unpack(stamp)
+    return float(seconds + micros / 1e6)
 
 
 def queue_errors(sock: socket.socket, hop_limit: int | None = None) -> None:
@@ -103,6 +123,7 @@ def _send(sock: socket.socket, listener: _Listener, payload: bytes) -> None:
     """Send on the socket itself: asyncio's transport silently drops an empty datagram (3.11),
     and an empty datagram is the classic UDP probe. Errors go where the transport sends them."""
     try:
+        listener.sent_at = time.time()
         sock.send(payload)
     except BlockingIOError:
         pass  # a full send buffer loses the datagram, as the network may: the next one retries

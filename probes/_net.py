@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import socket
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from contextvars import ContextVar
@@ -75,6 +76,24 @@ def since_ms(start: float) -> float:
     return ms(time.monotonic() - start)
 
 
+_TCPI_LAST_DATA_RECV, _TCP_INFO_HEAD = 52, 56  # <linux/tcp.h> struct tcp_info: tcpi_last_data_recv (ms ago)
+
+
+def received_at(sock: socket.socket) -> float:
+    """When the kernel received the connection's last data, on the monotonic clock: now less
+    tcp_info's tcpi_last_data_recv. A busy event loop reads an answer late; the kernel's time of
+    its arrival is the path's and the peer's, not the loop's (now, where the socket has no tcp_info)."""
+    now = time.monotonic()
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_HEAD)
+    except OSError:
+        return now
+    if len(info) < _TCP_INFO_HEAD:
+        return now
+    ago_ms: int = struct.unpack_from("I", info, _TCPI_LAST_DATA_RECV)[0]
+    return now - ago_ms / 1000
+
+
 def require(addresses: tuple[str, ...]) -> list[str]:
     """The engine feeds each layer the addresses the layer below passed; none means nothing to do."""
     if not addresses:
@@ -89,6 +108,9 @@ async def connect(address: str, port: int, sock: socket.socket | None = None) ->
     sock = socket.socket(family(address), socket.SOCK_STREAM) if sock is None else sock
     try:
         sock.setblocking(False)
+        # As HTTP clients do (curl, urllib3, aiohttp): a request written right after the TLS Finished would
+        # otherwise wait a round trip for that segment's ACK (Nagle), doubling first_byte_ms on a far path.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.get_running_loop().sock_connect(sock, sockaddr(address, port))
     except BaseException:
         sock.close()

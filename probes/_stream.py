@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from urllib.parse import urlsplit
 
-from probes._net import connect_first, local_shortage, run_shared, tls_context
+from probes._net import connect_first, local_shortage, ms, received_at, run_shared, tls_context
 from probes._trace import ProbeError, Trace
 from probes._tunnel import tunnel
 from probes.reasons import PROTOCOL_MISMATCH_REASONS, Reason
@@ -104,6 +105,7 @@ async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, tra
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
     first = b""
+    sent: float | None = None  # when the ClientHello left
     while True:
         try:
             tls.do_handshake()
@@ -122,6 +124,7 @@ async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, tra
             raise
         try:
             if data := outgoing.read():
+                sent = time.monotonic() if sent is None else sent
                 await loop.sock_sendall(sock, data)
             if done:
                 return Stream(sock, address, tls, incoming, outgoing)
@@ -132,6 +135,8 @@ async def handshake(sock: socket.socket, context: ssl.SSLContext, host: str, tra
         if not chunk:
             raise ProbeError(Reason.TLS_RESET,
                              "the peer closed the connection during the TLS handshake")
+        if not first and sent is not None:  # the server's first flight: one round trip and its key exchange
+            trace.note(server_hello_ms=ms(max(received_at(sock) - sent, 0.0)))
         first = first or chunk
         incoming.write(chunk)
 

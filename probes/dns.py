@@ -24,7 +24,7 @@ import dns.rdatatype
 
 from probes import node
 from probes._datagram import exchange
-from probes._net import errno_name, is_private, local_shortage, ordered, since_ms, split_hostport
+from probes._net import errno_name, is_private, local_shortage, ms, ordered, since_ms, split_hostport
 from probes._trace import Fact, ProbeError, Trace
 from probes.reasons import Reason, local_limit
 from probes.specs import DnsSpec as Spec
@@ -379,6 +379,8 @@ async def _query(host: str, rdtype: dns.rdatatype.RdataType, address: str, port:
 
             response = await asyncquery.tcp(query, address, timeout=timeout, port=port)
             return _Query(response, None, since_ms(start), tcp=True)
+        if sent.rtt is not None:  # the reply's arrival as the kernel stamped it: the resolver's time, not the loop's
+            return _Query(response, None, ms(sent.rtt))
     except dns.exception.Timeout:
         return _Query(None, "timeout", since_ms(start))
     except OSError as exc:  # a socket the node could not open or send on is not an unreachable server

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import h11
 
 from probes import _stream
-from probes._net import proxy_answer, proxy_error, require, since_ms
+from probes._net import ms, proxy_answer, proxy_error, received_at, require
 from probes._trace import Fact, ProbeError, Trace
 from probes._tunnel import MAX_HEAD, authorization, to_proxy
 from probes.reasons import Reason
@@ -159,7 +159,7 @@ async def _exchange(spec: Spec, stream: _stream.Stream, trace: Trace, token: str
 
 async def _head(connection: h11.Connection, stream: _stream.Stream, trace: Trace) -> _Answer:
     """The response head; `first_byte_ms` notes when its first byte came, after the request was sent
-    (curl's starttransfer less its pretransfer)."""
+    (curl's starttransfer less its pretransfer), as the kernel received it (a busy loop reads it later)."""
     sent = time.monotonic()
     while True:
         event = connection.next_event()
@@ -168,7 +168,7 @@ async def _head(connection: h11.Connection, stream: _stream.Stream, trace: Trace
             if not data and not stream.received:
                 raise ProbeError(Reason.TCP_CLOSED, "the server closed the connection without a response")
             if data and stream.received == len(data):
-                trace.note(first_byte_ms=since_ms(sent))
+                trace.note(first_byte_ms=ms(max(received_at(stream.sock) - sent, 0.0)))
             connection.receive_data(data)
         elif isinstance(event, h11.Response):
             headers: dict[str, str] = {}

@@ -89,6 +89,8 @@ class Reason(StrEnum):
     LOCAL_CHECK_FAILED = "local.check-failed"  # a node-local requirement is not met
     LOCAL_TIMEOUT = "local.timeout"  # a node-local check did not finish in time
     LOCAL_INCONCLUSIVE = "local.inconclusive"  # the node could not be inspected, or not fully
+    # any layer: it worked, but slower than its latency threshold (agent/latency.py)
+    LATENCY_SLOW = "latency.slow"  # passed, slowly: a warning, never a failure
     # the check did not run, or the probe could not run
     SKIP_DEPENDENCY = "skip.dependency"  # the layer below failed, so this one was not tried
     SKIP_MISSING_CONTEXT = "skip.missing-context"  # a context value this check needs is unknown
@@ -111,6 +113,7 @@ _STATUS: dict[Reason, Status] = {
     Reason.LOCAL_RESOURCE_LIMIT: Status.INCONCLUSIVE,  # says nothing of the network: never a verdict on it
     Reason.TLS_UNEXPECTED_ISSUER: Status.WARN,
     Reason.SMB_DIALECT_OLD: Status.WARN,
+    Reason.LATENCY_SLOW: Status.WARN,
     Reason.SKIP_DEPENDENCY: Status.SKIP,
     Reason.SKIP_MISSING_CONTEXT: Status.SKIP,
     Reason.SKIP_POLICY: Status.SKIP,

@@ -60,7 +60,9 @@ async def run(spec: Spec, addresses: tuple[str, ...], trace: Trace) -> None:
         if _traced(trace) == address:  # answered after all: its path says nothing of a failure
             trace.facts.pop("path")
         connected[address] = sock
-        attempts.append({**_attempt(address, "connected", None, start), **_tries(tries)})
+        handshake = _handshake_rtt(sock)  # the kernel's, free of the loop's lag: what latency thresholds read
+        attempts.append({**_attempt(address, "connected", None, start), **_tries(tries),
+                         "rtt_ms": None if handshake is None else ms(handshake)})
         trace.passed(address)
         return None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.catalog import IMDS, MSI, SMB_SHARE
 from agent.diagnose.facts import Facts
-from agent.diagnose.findings import Code
+from agent.diagnose.findings import Code, latency_path
 from agent.model import CheckPath, Result, Unneeded
 from agent.platform import PRIVATELINK_LABEL
 from probes._net import is_private
@@ -190,6 +190,11 @@ def problems(result: Result, index: Index, facts: Facts) -> list[Problem]:
     if reason in WS_BLOCKED:
         return [Problem(Code.WEBSOCKET_BLOCKED, (), result)]
     return [Problem(Code.ENDPOINT_UNREACHABLE, (reason.value,), result)]
+
+
+def latency_problem(result: Result) -> Problem:
+    """A check that worked, slowly (agent/latency.py): one finding per path it took."""
+    return Problem(Code.LATENCY_DEGRADED, (latency_path(result),), result)
 
 
 def _endpoint_of(result: Result, facts: Facts) -> str | None:

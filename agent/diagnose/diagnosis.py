@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agent import latency
 from agent.diagnose import classify
 from agent.diagnose.facts import Facts
 from agent.diagnose.findings import Code, identity_proxied, imds_unreadable, make
@@ -19,6 +20,8 @@ from agent.model import Diagnosis, Finding, Result
 
 
 def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False) -> Diagnosis:
+    slow = [r for r in results if latency.slow(r)]
+    results = [latency.as_passed(r) for r in results]  # every other rule sees a slow check as the pass it is
     index = classify.Index(results)
     unneeded = classify.unneeded(results)
     considered = [r for r in results if r.check.id not in unneeded]
@@ -30,7 +33,9 @@ def diagnose(results: Sequence[Result], facts: Facts, *, signalled: bool = False
         considered = [r for r in considered if r.check.id not in taken]
     problems += [p for r in considered for p in classify.problems(r, index, facts)]
     groups: dict[tuple[Code, tuple[str, ...]], list[Result]] = {}
-    for problem in classify.with_cascades(problems):
+    problems = classify.with_cascades(problems)  # a slow check is nobody's cascade: it worked
+    problems += [classify.latency_problem(r) for r in slow if r.check.id not in unneeded]
+    for problem in problems:
         groups.setdefault((problem.code, problem.key), []).append(problem.result)
     if imds_unreadable(facts):  # detection's reading joins the IMDS check's own failures, if any
         groups.setdefault((Code.IMDS_UNAVAILABLE, ()), [])

@@ -29,6 +29,7 @@ DOCS = {
     "azure-dns": "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
     "imds": "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
     "azure-files-smb": "https://learn.microsoft.com/azure/storage/files/files-smb-protocol",
+    "connection-monitor": "https://learn.microsoft.com/azure/network-watcher/connection-monitor-overview",
     "managed-network": "https://learn.microsoft.com/azure/machine-learning/how-to-managed-network",
     "dns-private-resolver": "https://learn.microsoft.com/azure/dns/dns-private-resolver-overview",
     "managed-identity": "https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/how-to-use-vm-token",

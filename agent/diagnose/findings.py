@@ -15,6 +15,7 @@ from agent.model import CheckPath, Finding, Owner, PathStep, Result, Severity, S
 from agent.platform import AZURE_DNS, IMDS_ADDRESS, IMDS_TARGET
 from probes._compat import StrEnum
 from probes._hops import Answer, Dies, PathSummary, from_facts
+from probes._net import is_private
 from probes._trace import Fact
 from probes.reasons import Reason, Status
 from probes.specs import DnsSpec
@@ -58,6 +59,7 @@ class Code(StrEnum):
     IDENTITY_VIA_PROXY = "identity-via-proxy"
     IDENTITY_ACCESS_DENIED = "identity-access-denied"
     IDENTITY_ENDPOINT_UNAVAILABLE = "identity-endpoint-unavailable"
+    LATENCY_DEGRADED = "latency-degraded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -861,6 +863,58 @@ def _unreachable(results: Sequence[Result], facts: Facts) -> Draft:
 
 
 
+# Where the slow checks of one latency-degraded finding went (latency_path, the group's key), as its summary says it.
+LATENCY_WHERE = {"proxy": "through the proxy", "private": "to private addresses in the VNet",
+                 "public": "to public endpoints", "resolvers": "at the resolvers"}
+
+
+def latency_path(result: Result) -> str:
+    """The path a slow check took, a key of LATENCY_WHERE: slow checks on one path are one cause."""
+    if result.check.path is not CheckPath.DIRECT:
+        return "proxy"
+    if isinstance(result.check.spec, DnsSpec):
+        return "resolvers"
+    addresses = result.attempted or result.addresses
+    return "private" if addresses and all(is_private(a) for a in addresses) else "public"
+
+
+def _g(value: Fact) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _latency(results: Sequence[Result], facts: Facts) -> Draft:
+    """Checks that worked, slower than their layer's threshold (agent/latency.py), on one path: the
+    measured figure and the threshold of each, and which layer's figure says where the time goes."""
+    measured = [(r, r.evidence.get("latency")) for r in results]
+    shown = "; ".join(f"{r.check.id}: {m.get('measure')} {_g(m.get('ms'))} ms "
+                      f"(threshold {_g(m.get('threshold_ms'))} ms)" for r, m in measured[:5] if isinstance(m, dict))
+    more = f"; and {len(results) - 5} more" if len(results) > 5 else ""
+    layers = {r.check.layer.value for r in results}
+    key = latency_path(results[0])  # the group's key (classify): one path
+    if "tcp" in layers:
+        why = ("The TCP handshake itself is slow, as the kernel timed it: the round trip, not the service, takes "
+               "the time. Past the longest terrestrial round trip (about 300 ms), distance does not explain it: a "
+               "route through a far or congested appliance (forced tunnelling to on-premises, a VPN or "
+               "ExpressRoute gateway at its limit), or packet loss (a SYN sent again costs a second).")
+    elif layers & {"tls", "http"}:
+        why = ("Connections are fast but the answers are slow: the peer, or a middlebox that terminates the "
+               "connection (a TLS-inspecting firewall, a proxy), spends the time.")
+    else:
+        why = "The resolvers answer slowly: a custom DNS server's forwarding, or its own load."
+    proxy = " through the proxy" if key == "proxy" else ""
+    return Draft(
+        summary=f"Working, but slow {LATENCY_WHERE[key]}: {len(results)} check(s) over their latency thresholds: "
+                f"{_hosts(results)}",
+        cause=f"{shown}{more}. {why} Azure ML works, slowly: jobs start late, image pulls and mounts take longer, "
+              "and a slower path times out sooner under load.",
+        remedy=(f"Find where the time goes on this path{proxy}: the traced route (traceroute -T -p PORT to an address "
+                "above), the compute subnet's route table (0.0.0.0/0 to an appliance or on-premises: routes with "
+                "next hop Internet for the service tags keep them off it), the load and SKU of the appliance, "
+                "gateway or proxy on the way; Network Watcher's Connection Monitor measures the same path from "
+                "Azure. If the path is slow by design (a workspace in another region), raise the thresholds: "
+                "`--latency tcp=MS,tls=MS,http=MS,dns=MS` or the config file's [latency] table."))
+
+
 def _imds(results: Sequence[Result], facts: Facts) -> Draft:
     """IMDS cannot be reached: a warning when its own check fails (managed identity needs it) or
     when detection's failure left the region unknown (region-specific checks were skipped); info
@@ -1108,4 +1162,8 @@ DECLARATIONS: dict[Code, Declaration] = {
     Code.IDENTITY_ENDPOINT_UNAVAILABLE: Declaration(
         W, "the compute instance's local managed identity endpoint (MSI_ENDPOINT) does not answer (a warning, as "
         "imds-unavailable)", ("managed-identity",), _identity_endpoint),
+    # A warning at most: a path that works is never critical for being slow (Connection Monitor's Warning).
+    Code.LATENCY_DEGRADED: Declaration(
+        W, "checks work, but slower than their latency thresholds (TCP connect, TLS handshake, HTTP first byte, "
+           "DNS answer): one finding per path", ("connection-monitor",), _latency),
 }

@@ -54,6 +54,7 @@ class Settings:
     expected_issuers: tuple[str, ...] | None = None
     features: tuple[str, ...] = ()
     use_identity: bool = False  # check --use-identity: authenticated requests with the node's managed identity
+    latency: Mapping[str, float] = field(default_factory=dict)  # [latency]: milliseconds per layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,9 @@ def _strings(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "use_identity", "endpoint", "policy")
+_SETTINGS = ("timeout", "deadline", "concurrency", "expected_issuers", "with", "use_identity", "endpoint", "policy",
+             "latency")
+LATENCY_KEYS = ("dns_ms", "tcp_ms", "tls_ms", "http_ms")  # agent/latency.py: Thresholds, one per layer
 _BOUNDS = {"timeout": values.TIMEOUT, "deadline": values.DEADLINE, "concurrency": values.CONCURRENCY}
 _PROBES = ("https", "websocket", "tcp", "udp", "dns", "smb")
 # Patterns are compiled on first use (re caches them): only a run with a config file reads them.
@@ -202,6 +205,8 @@ def parse(data: Mapping[str, Any]) -> Config:
             endpoints = _endpoints(value)
         elif key == "policy":
             policy = _policy(value)
+        elif key == "latency":
+            settings["latency"] = _latency(value)
         elif key in context.KEYS_BY_NAME:
             given[key] = context.validate(key, value)
         elif key in _BOUNDS:
@@ -265,3 +270,19 @@ def _policy(value: Any) -> Policy:
     if not isinstance(reason, str):
         raise ConfigError("policy.reason: expected a string")
     return Policy(tuple(e.lower() for e in blocked), reason)
+
+
+def _latency(value: Any) -> dict[str, float]:
+    """[latency]: `dns_ms`, `tcp_ms`, `tls_ms`, `http_ms`, each within values.LATENCY_MS; keyed by layer."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"latency: expected a [latency] table with {', '.join(LATENCY_KEYS)}")
+    layers: dict[str, float] = {}
+    for raw_key, number in value.items():
+        key = raw_key.replace("-", "_")
+        if key not in LATENCY_KEYS:
+            raise ConfigError(f"latency: unknown key {values.shown(raw_key)} (known: {', '.join(LATENCY_KEYS)})")
+        layer = key.removesuffix("_ms")
+        if layer in layers:
+            raise ConfigError(f"latency.{key}: given twice")
+        layers[layer] = float(_number(f"latency.{key}", number, values.LATENCY_MS))
+    return layers

@@ -35,6 +35,7 @@ class Bound:
     low: float
     high: float
     whole: bool = False  # an int (a count), not seconds
+    unit: str = "seconds"
 
     def __str__(self) -> str:
         return f"{self.low:g}-{self.high:g}"
@@ -44,7 +45,7 @@ class Bound:
         comparison is false for NaN and both infinities, and exact for ints of any size."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or (self.whole and not isinstance(value, int)) or not self.low <= value <= self.high:
-            kind = "a whole number" if self.whole else "a finite number of seconds"
+            kind = "a whole number" if self.whole else f"a finite number of {self.unit}"
             raise ValueProblem(f"expected {kind} from {self.low:g} to {self.high:g}, not {shown(value)}")
         return value
 
@@ -54,6 +55,7 @@ DEADLINE = Bound(0.5, 3600)  # seconds for the whole run (--deadline, deadline =
 WAIT = Bound(1, 86400)  # check --wait: a setup-script hook, at most a day
 INTERVAL = Bound(1, 86400)  # serve --interval
 CONCURRENCY = Bound(1, 4096, whole=True)  # checks probing at once, each holding a socket (--concurrency)
+LATENCY_MS = Bound(1, 300_000, unit="milliseconds")  # a layer's latency threshold (--latency, [latency]): at most 300 s
 
 
 @cache

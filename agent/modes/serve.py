@@ -4,8 +4,10 @@ changes of state, keeps the last report and metrics on disk, and optionally answ
 /metrics on loopback.
 
 It does not cry wolf: a new or worse finding is confirmed by probing the failing checks once more
-before it is announced, and checks that keep failing are re-probed less often (their last result
-stands in between), so a long outage neither floods the journal nor hammers the network."""
+before it is announced, a finding is cleared only once it has passed on CLEAR_ROUNDS rounds in a
+row (so a flapping path is one finding, not an entry every round), and checks that keep failing
+are re-probed less often (their last result stands in between), so a long outage neither floods
+the journal nor hammers the network."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from aiohttp import web
 from agent import engine, runner
 from agent.clock import Deadline
 from agent.inputs.given import Inputs
+from agent.latency import slow
 from agent.model import Finding, Report, Result, Severity
 from agent.modes.systemd import Journal, Notifier, message_id
 from agent.output import prometheus as metrics
@@ -32,6 +35,7 @@ from probes import _compat
 from probes.reasons import Status
 
 CONFIRM_PAUSE = 2.0  # seconds before re-probing what just started failing
+CLEAR_ROUNDS = 2  # a finding clears once it has passed on this many rounds in a row
 MAX_BACKOFF_ROUNDS = 8  # a check failing for long is re-probed at least every 8 rounds
 _PRIORITY = {Severity.CRITICAL: 3, Severity.WARNING: 4, Severity.INFO: 6}
 CLEARED_PRIORITY = 5
@@ -83,6 +87,30 @@ def changes(before: Mapping[str, Finding], after: Mapping[str, Finding]) -> list
 
 
 @dataclass(slots=True)
+class Announced:
+    """What the journal has been told: the findings standing, and for each the rounds in a row it has
+    been absent. A finding that is back before CLEAR_ROUNDS such rounds never cleared: a path that
+    flaps logs when it first fails and when it has stayed healthy, not every round (the other half
+    of confirming a finding before it is announced)."""
+
+    findings: dict[str, Finding] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
+
+    def step(self, current: Mapping[str, Finding]) -> list[Change]:
+        """This round's findings (merged) in; the changes to log out."""
+        found = [c for c in changes(self.findings, current) if c.kind != "cleared"]
+        for code in current:
+            self.absent.pop(code, None)
+        for code in [code for code in self.findings if code not in current]:
+            self.absent[code] = self.absent.get(code, 0) + 1
+            if self.absent[code] >= CLEAR_ROUNDS:
+                found.append(Change("cleared", self.findings.pop(code)))
+                del self.absent[code]
+        self.findings.update(current)
+        return found
+
+
+@dataclass(slots=True)
 class Backoff:
     """Consecutive failures per check; a check failing n rounds in a row is skipped for up to
     2**(n-2) rounds (at most MAX_BACKOFF_ROUNDS), reusing its last result meanwhile."""
@@ -125,7 +153,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._ask_reload if sig is signal.SIGHUP else self._stop_now)
         watchdog = asyncio.create_task(self._watchdog())
         site: web.AppRunner | None = None
-        announced: dict[str, Finding] = {}
+        announced = Announced()
         backoff = Backoff()
         last: dict[str, Result] = {}
         round_number = 0
@@ -141,14 +169,13 @@ class Daemon:
                     break
                 current = merged(report.findings)
                 if any(c.kind != "cleared" and c.finding.severity >= Severity.WARNING
-                       for c in changes(announced, current)):
+                       for c in changes(announced.findings, current)):
                     report = await self._confirm(report) or report
                     current = merged(report.findings)
                 self.report = report
                 self._persist(report)
-                for change in changes(announced, current):
+                for change in announced.step(current):
                     self._announce(change)
-                announced = current
                 last = {r.check.id: r for r in report.results}
                 backoff.update(round_number, report.results)
                 self._notifier.send(**({"ready": "1"} if round_number == 1 else {}), status=status.summary(report))
@@ -184,9 +211,10 @@ class Daemon:
         return None
 
     async def _confirm(self, report: Report) -> Report | None:
-        """Probe the failing checks once more before announcing: one lost packet is not an outage."""
+        """Probe the failing (and the slow) checks once more before announcing: one lost packet is not an
+        outage, one slow answer no degraded path."""
         await self._sleep(CONFIRM_PAUSE)
-        passing = {r.check.id: r for r in report.results if r.status is not Status.FAIL}
+        passing = {r.check.id: r for r in report.results if r.status is not Status.FAIL and not slow(r)}
         return None if self._stop.is_set() else await self._diagnose(passing)
 
     def _persist(self, report: Report) -> None:

@@ -437,6 +437,29 @@ def test_exit_code_profiles_and_textfile(tmp_path: Path) -> None:
     assert f'aml_netcheck_check_failure_info{{check="tcp:{STORAGE_FILE}:445",reason="tcp.timeout"}} 1' in text
 
 
+def test_a_slow_path_warns_once_and_nothing_fails(checked: Callable[[str], Checked]) -> None:
+    """slow-path: every answer of the public services comes 400 ms late. Their TCP connects (the
+    kernel's handshake round trip) are over the 300 ms threshold: warn, latency.slow, with the figure
+    and the threshold; one latency-degraded finding for that path; the private endpoints, DNS and
+    IMDS stay fast, the layers above run on the slow connections, nothing fails."""
+    report, code = checked("slow-path")
+    assert (code, report["status"]) == (1, "warning")
+    [finding] = [f for f in report["findings"] if f["severity"] != "info"]
+    assert finding["code"] == "latency-degraded" and "to public endpoints" in finding["summary"]
+    checks = by_id(report)
+    slow = [c for c in report["checks"] if c["reason"] == "latency.slow"]
+    assert slow and {c["id"] for c in slow} == set(finding["checks"])
+    for check in slow:
+        assert (check["layer"], check["status"]) == ("tcp", "warn")
+        assert all(a.startswith("198.1") for a in check["addresses"])
+        latency = check["evidence"]["latency"]
+        assert latency["measure"] == "connect-rtt" and latency["ms"] > latency["threshold_ms"] == 300
+    assert not [c["id"] for c in report["checks"] if c["status"] == "fail"]
+    assert checks["tcp:mcr.microsoft.com:443"]["status"] == "warn"
+    assert checks["http:mcr.microsoft.com:443"]["status"] == "pass"  # the layers above ran on it
+    assert checks[f"tcp:{WORKSPACE}:443"]["status"] == "pass"  # the private endpoint's path is fast
+
+
 # Findings about what a check that passed saw: a name resolved, but to the wrong address, from a
 # hosts-file line, or differently by server; a valid answer's Date header far off.
 ANSWER_FINDINGS = ("instance-name-wrong-address", "clock-skew", "hosts-file-override", "dns-resolvers-disagree")
@@ -455,6 +478,8 @@ def test_every_scenario_names_its_injected_cause_first(name: str, checked: Calla
         return
     assert significant[0]["code"] == expected.expected_findings[0]
     assert len({f["code"] for f in significant}) == len(significant)  # one finding per cause
+    if "latency-degraded" not in expected.expected_findings:  # a healthy path in the lab is never slow
+        assert "latency-degraded" not in {f["code"] for f in significant}, significant
     passing = {c["id"] for c in report["checks"] if c["status"] == "pass"}
     for finding in significant:
         if finding["code"] not in ANSWER_FINDINGS:

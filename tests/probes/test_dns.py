@@ -4,7 +4,9 @@ system=False (the system path would ask the machine's resolver); the system path
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -45,6 +47,30 @@ async def test_answer(dns_server: Server, trace: Trace, unit: float) -> None:
     assert trace.facts["private_addresses"] == ["10.0.0.5", "fd00::5"]
     assert trace.facts["public_addresses"] == [] and trace.facts["inconsistent"] is False
     assert [p.name for p in trace.phases] == ["direct"] and trace.current is None
+
+
+async def test_a_resolver_s_answer_time_is_the_kernel_s_not_a_busy_loop_s(dns_server: Server, trace: Trace,
+                                                                          unit: float) -> None:
+    """The server answers, then the event loop is held BUSY seconds before the probe can read it (once:
+    the probe's second ask is not held): the answer's `rtt_ms` (what the dns latency threshold reads) is
+    its arrival as the kernel stamped it (SIOCGSTAMP), at most what the probe took less the hold."""
+    asked: list[dns.message.Message] = []
+
+    def answer_then_hold(query: dns.message.Message) -> dns.message.Message | None:
+        asked.append(query)
+        if len(asked) == 2:  # A and AAAA answered: the hold comes after both replies are sent, before they are read
+            asyncio.get_running_loop().call_soon(time.sleep, BUSY)
+        return dns_reply(query, f"{NAME}. 60 IN A 10.0.0.5")
+
+    server = await dns_server(answer_then_hold)
+    started = time.monotonic()
+    await dns_probe.run(spec(server, unit=max(unit, 2 * BUSY)), (), trace)
+    took_ms = (time.monotonic() - started) * 1000
+    [answer] = trace.facts["servers"]  # type: ignore[misc]
+    assert answer["rtt_ms"] <= took_ms - BUSY * 1000, (answer, took_ms)  # type: ignore[index]
+
+
+BUSY = 0.5  # seconds the event loop is held after the answer reached the node's socket
 
 
 async def test_cname_chain(dns_server: Server, trace: Trace, unit: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,33 @@ async def test_no_date_header(serve: Serve, trace: Trace) -> None:
     port = await serve(plaintext(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
     await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
     assert trace.facts["status"] == 204 and trace.facts["clock_skew_s"] is None
+
+
+BUSY = 0.5  # seconds the event loop is held after the peer's answer reached the node's socket
+
+
+async def test_first_byte_is_when_the_kernel_received_it_not_when_a_busy_loop_read_it(serve: Serve,
+                                                                                       trace: Trace) -> None:
+    """The peer answers, then holds the whole event loop (the probe's reading with it) BUSY seconds: on
+    loopback the answer is in the node's socket before the hold begins, so a figure that leaves the
+    loop's lag out is at most what the probe took less the hold (a jiffy of tcp_info's granularity
+    aside). A loaded node must not make a healthy path look slow."""
+    async def answer_then_hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        time.sleep(BUSY)  # noqa: ASYNC251 (the point: the loop is busy while the answer waits)
+
+    port = await serve(answer_then_hold)
+    started = time.monotonic()
+    await http.run(http.Spec(f"http://{NAME}:{port}/", NAME), ("127.0.0.1",), trace)
+    took_ms = (time.monotonic() - started) * 1000
+    first_byte = trace.facts["first_byte_ms"]
+    assert isinstance(first_byte, float)
+    assert first_byte <= took_ms - BUSY * 1000 + JIFFY_MS, (first_byte, took_ms)
+
+
+JIFFY_MS = 10  # tcp_info's last-data-received age counts jiffies (HZ 100 at the coarsest)
 
 
 @pytest.mark.parametrize(("code", "reason"), [

@@ -20,6 +20,8 @@ async def test_connected(tcp_listener: int, trace: Trace) -> None:
     assert trace.facts["addresses_ok"] == ["127.0.0.1"]
     [attempt] = trace.facts["attempts"]  # type: ignore[misc]
     assert attempt["outcome"] == "connected" and attempt["errno"] is None  # type: ignore[index]
+    # the handshake's round trip as the kernel measured it (tcp_info): what the tcp latency threshold reads
+    assert isinstance(attempt["rtt_ms"], float) and attempt["rtt_ms"] >= 0  # type: ignore[index]
     assert "partial" not in trace.facts
     assert [p.name for p in trace.phases] == ["connect"] and trace.current is None
 

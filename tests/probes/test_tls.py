@@ -37,6 +37,8 @@ async def test_valid(serve: Serve, ca: trustme.CA, cafile: str, trace: Trace) ->
     await tls.run(tls.Spec(NAME, port, cafile=cafile), ("127.0.0.1",), trace)
     assert trace.facts["addresses_ok"] == ["127.0.0.1"]
     assert trace.facts["version"] in ("TLSv1.2", "TLSv1.3")
+    hello = trace.facts["server_hello_ms"]  # what the tls latency threshold reads (agent/latency.py)
+    assert isinstance(hello, float) and hello >= 0
     cert = trace.facts["cert"]
     assert isinstance(cert, dict)
     assert cert["issuer_org"] == "Microsoft Corporation" and cert["sans"] == [NAME]

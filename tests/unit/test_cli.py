@@ -105,6 +105,13 @@ _NO_SERVE = ["--no-detect", "--listen", "0.0.0.0:9119"]  # `serve` too: a non-lo
     (["check", "--concurrency", "4097", *_NO_RUN], "--concurrency", "a whole number from 1 to 4096, not 4097"),
     (["serve", "--interval", "nan", *_NO_SERVE], "--interval", "a finite number of seconds from 1 to 86400"),
     (["serve", "--timeout", "inf", *_NO_SERVE], "--timeout", "a finite number of seconds from 0.1 to 300"),
+    (["check", "--latency", "tcp=-5", *_NO_RUN], "--latency", "tcp: expected a finite number of milliseconds from 1"),
+    (["check", "--latency", "tcp=inf", *_NO_RUN], "--latency", "tcp: expected a finite number of milliseconds"),
+    (["check", "--latency", "tls=nan", *_NO_RUN], "--latency", "tls: expected a finite number of milliseconds"),
+    (["check", "--latency", "udp=300", *_NO_RUN], "--latency", "unknown layer 'udp' (known: dns, tcp, tls, http)"),
+    (["check", "--latency", "tcp", *_NO_RUN], "--latency", "expected LAYER=MILLISECONDS[,...]"),
+    (["check", "--latency", "tcp=300,tcp=400", *_NO_RUN], "--latency", "tcp: given twice"),
+    (["serve", "--latency", "http=0", *_NO_SERVE], "--latency", "http: expected a finite number of milliseconds"),
 ])
 def test_numeric_options_are_finite_and_within_bounds(argv: list[str], option: str, expected: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +123,8 @@ def test_numeric_options_are_finite_and_within_bounds(argv: list[str], option: s
 
 
 def test_numeric_options_at_their_bounds_reach_the_next_check(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["check", "--timeout", "300", "--deadline", "0.5", "--wait", "86400", "--concurrency", "1", *_NO_RUN]
+    argv = ["check", "--timeout", "300", "--deadline", "0.5", "--wait", "86400", "--concurrency", "1",
+            "--latency", "tcp=1,tls=300000, http=2500,dns=1000", *_NO_RUN]
     assert main(argv) == 3
     assert "cannot write /nonexistent-dir/report.json" in capsys.readouterr().err
 

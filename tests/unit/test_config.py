@@ -80,11 +80,26 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, messag
     ("concurrency = 0", "concurrency: expected a whole number from 1 to 4096, not 0"),
     ("concurrency = 99999999999999999999999", "concurrency: expected a whole number from 1 to 4096, not 9999"),
     ("timeout = true", "timeout: expected a finite number of seconds from 0.1 to 300, not True"),
+    ("[latency]\ntcp_ms = -1", "latency.tcp_ms: expected a finite number of milliseconds from 1 to 300000, not -1"),
+    ("[latency]\ntls_ms = inf", "latency.tls_ms: expected a finite number of milliseconds from 1 to 300000, not inf"),
+    ("[latency]\nhttp_ms = nan", "latency.http_ms: expected a finite number of milliseconds from 1 to 300000, not nan"),
+    ("[latency]\ndns_ms = 300001", "latency.dns_ms: expected a finite number of milliseconds from 1 to 300000"),
+    ("[latency]\ntcp_ms = \"300\"", "latency.tcp_ms: expected a finite number of milliseconds from 1 to 300000"),
+    ("[latency]\nudp_ms = 300", "latency: unknown key 'udp_ms' (known: dns_ms, tcp_ms, tls_ms, http_ms)"),
+    ("[latency]\ntcp = 300", "latency: unknown key 'tcp' (known: dns_ms, tcp_ms, tls_ms, http_ms)"),
+    ("[latency]\ntcp_ms = 300\ntcp-ms = 400", "latency.tcp_ms: given twice"),
+    ("latency = 300", "latency: expected a [latency] table with dns_ms, tcp_ms, tls_ms, http_ms"),
 ])
 def test_numbers_are_finite_and_within_the_documented_bounds(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(config.ConfigError) as info:
         config.load(write(tmp_path, text))
     assert str(info.value).startswith(f"config {tmp_path}") and message in str(info.value)
+
+
+def test_latency_thresholds_are_read_by_layer(tmp_path: Path) -> None:
+    settings = config.load(write(tmp_path, "[latency]\ntcp_ms = 150\nhttp-ms = 3000.5\n")).settings
+    assert settings.latency == {"tcp": 150.0, "http": 3000.5}
+    assert config.load(write(tmp_path, "timeout = 5\n")).settings.latency == {}
 
 
 def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:

@@ -64,8 +64,18 @@ def said(*servers: tuple[str, str, str]) -> dict[str, Fact]:
 UNLINKED_SECOND = said(("168.63.129.16", "10.0.1.5", "private"), ("10.0.2.4", "198.18.3.4", "public"))
 TWO_RESOLVERS = {"hostname": "n", "resolvers": ["168.63.129.16", "10.0.2.4"]}
 
+
+
+def slow(measure: str = "connect-rtt", ms: float = 640.0, threshold: float = 300.0) -> Outcome:
+    """A check that worked, slower than its threshold, as agent/latency.py leaves it."""
+    return Outcome(Reason.LATENCY_SLOW, evidence={"latency": {"measure": measure, "ms": ms, "threshold_ms": threshold}},
+                   detail=f"worked, slowly: {measure} {ms:g} ms, over the {threshold:g} ms threshold")
+
+
 CASES = [
     # (name, outcomes, expected code, severity, words the remedy must contain)
+    ("slow connect", {"tcp:mcr.microsoft.com:443": slow()}, "latency-degraded", Severity.WARNING,
+     ["route table", "--latency"]),
     ("hosts file pins an old address", {f"dns:{BLOB}": Outcome(addresses=("10.0.1.99",), evidence=PINNED),
                                         f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT)},
      "hosts-file-override", Severity.CRITICAL, [f"line 3 of /etc/hosts: `{STALE_LINE}`", "DNS answers 10.0.1.8"]),
@@ -742,6 +752,81 @@ def test_a_proxied_check_is_not_the_hosts_files() -> None:
     assert explained.pop("hosts-file-override") == {f"dns:{share}", f"tcp:{share}:445"}
     [(code, checks)] = explained.items()
     assert code.startswith("proxy-") and checks == {f"http:{share}:443@proxy"}
+
+
+def public_tcp() -> list[str]:
+    """The tcp checks of public services (test_no_outbound_connectivity_is_one_root_cause's)."""
+    return [c.id for c in make_plan() if c.layer.value == "tcp" and c.needs and ".workspace." not in c.id
+            and "notebooks" not in c.id and ".instances.azureml.ms" not in c.id
+            and ".instances.ml.azure.ms" not in c.id]
+
+
+PUBLIC_CHAIN = {"tcp:mcr.microsoft.com:443": slow(), "tls:mcr.microsoft.com:443": slow("server-hello", 1400, 1000),
+                "http:mcr.microsoft.com:443": slow("first-byte", 2600, 2000),
+                "tcp:management.azure.com:443": slow(ms=410)}
+SMB_TCP = "tcp:contosomlsa.file.core.windows.net:445"
+PATH_WORDS = {"public": "to public endpoints", "private": "in the VNet", "resolvers": "at the resolvers"}
+
+
+@pytest.mark.parametrize(("outcomes", "groups"), [
+    # every slow check on one path is one finding, whatever its layer
+    (PUBLIC_CHAIN, [("public", set(PUBLIC_CHAIN))]),
+    # private endpoints and public services are two paths: a forced tunnel slows one, not the other
+    ({**PUBLIC_CHAIN, f"tcp:{WS}:443": slow(ms=350)}, [("public", set(PUBLIC_CHAIN)), ("private", {f"tcp:{WS}:443"})]),
+    # slow resolvers are a path of their own
+    ({"dns:mcr.microsoft.com": slow("dns-answer", 1500, 1000), "dns:graph.windows.net": slow("dns-answer", 1300, 1000)},
+     [("resolvers", {"dns:mcr.microsoft.com", "dns:graph.windows.net"})]),
+], ids=["one-public-path", "public-and-private", "resolvers"])
+def test_slow_checks_are_one_latency_finding_per_path(outcomes: Mapping[str, Outcome],
+                                                       groups: list[tuple[str, set[str]]]) -> None:
+    findings = run(outcomes)
+    assert codes(findings) == ["latency-degraded"] * len(groups)
+    by_checks = {frozenset(f.checks): f for f in findings}
+    for where, checks in groups:
+        finding = by_checks[frozenset(checks)]
+        assert finding.severity is Severity.WARNING
+        assert PATH_WORDS[where] in finding.summary
+        first = next(iter(checks))
+        figure = outcomes[first].evidence["latency"]["threshold_ms"]  # type: ignore[index]
+        assert f"(threshold {figure:g} ms)" in finding.cause
+
+
+def test_slow_checks_through_the_proxy_are_the_proxy_s() -> None:
+    checks = make_plan(options=planner.PlanOptions(proxy=Proxy.parse("http://proxy.contoso.net:3128")))
+    outcomes = {"http:mcr.microsoft.com:443@proxy": slow("first-byte", 2500, 2000),
+                "http:management.azure.com:443@proxy": slow("first-byte", 3100, 2000),
+                "tcp:proxy.contoso.net:3128": slow(ms=800)}
+    results = simulate(checks, outcomes, PE_ADDRESSES)
+    findings = diagnose(results, Facts(catalog.load(), make_context(), AZURE_DNS_NODE)).findings
+    assert codes(findings) == ["latency-degraded"]
+    assert set(findings[0].checks) == set(outcomes) and "through the proxy" in findings[0].summary
+
+
+@pytest.mark.parametrize(("outcomes", "expected"), [
+    # a failure beside slow checks keeps its own finding, critical, first
+    ({**PUBLIC_CHAIN, SMB_TCP: Outcome(Reason.TCP_TIMEOUT)}, ["smb-blocked", "latency-degraded"]),
+    # slow public connects still work: three dropped services are not "no outbound connectivity"
+    ({**{cid: slow() for cid in public_tcp()},
+      **{cid: Outcome(Reason.TCP_TIMEOUT) for cid in public_tcp()[:3]}}, ["egress-blocked", "latency-degraded"]),
+    # a slow answer to a name a hosts-file line pins is the hosts file's finding and the latency one
+    ({f"dns:{BLOB}": Outcome(Reason.LATENCY_SLOW, addresses=("10.0.1.99",), evidence={
+        **PINNED, "latency": {"measure": "dns-answer", "ms": 1200.0, "threshold_ms": 1000.0}}),
+      f"tcp:{BLOB}:443": Outcome(Reason.TCP_TIMEOUT)}, ["hosts-file-override", "latency-degraded"]),
+], ids=["failure-beside", "not-no-outbound", "hosts-file"])
+def test_a_slow_check_never_changes_or_hides_a_failure(outcomes: Mapping[str, Outcome], expected: list[str]) -> None:
+    findings = run(outcomes)
+    assert list(dict.fromkeys(codes(findings))) == expected
+    assert findings[0].severity is Severity.CRITICAL
+    assert all(f.severity is Severity.WARNING for f in findings if f.code == "latency-degraded")
+
+
+def test_latency_alone_is_a_warning_never_critical() -> None:
+    checks = make_plan()
+    outcomes = {c.id: slow() for c in checks if c.layer.value in ("tcp", "tls", "http") and c.skip is None}
+    facts = Facts(catalog.load(), make_context(), AZURE_DNS_NODE)
+    diagnosis = diagnose(simulate(checks, outcomes, PE_ADDRESSES), facts)
+    assert {f.code for f in diagnosis.findings} == {"latency-degraded"}
+    assert diagnosis.health.value == "warning" and diagnosis.exit_code == 1
 
 
 APPROVED = {"managed_network": "allow_only_approved_outbound"}

@@ -116,3 +116,35 @@ async def test_the_run_deadline_is_handed_to_the_engine_unchanged(inputs: Inputs
     assert call.deadline is limits.deadline
     assert (call.timeout, call.concurrency) == (2.5, 7)
     assert report.status == "ok" and report.interrupted is None
+
+
+def connected(rtt_ms: float) -> Outcome:
+    return Outcome(evidence={"attempts": [{"address": "198.18.0.10", "outcome": "connected", "elapsed_ms": rtt_ms,
+                                           "rtt_ms": rtt_ms}]})
+
+
+@pytest.mark.parametrize(("again", "status", "figure"), [
+    (connected(2.0), Status.PASS, None),  # a busy moment: fast when measured again
+    (connected(650.0), Status.WARN, 650.0),  # slow twice: the faster figure stands
+    (connected(990.0), Status.WARN, 900.0),
+    (Outcome(Reason.TCP_TIMEOUT), Status.WARN, 900.0),  # a second attempt that failed never makes a failure
+], ids=["fast-again", "slow-again", "slower-again", "failed-again"])
+async def test_a_slow_check_is_measured_again_and_the_faster_figure_stands(
+        inputs: Inputs, again: Outcome, status: Status, figure: float | None) -> None:
+    fake = FakeEngine({MCR_TCP: connected(900.0)}, {MCR_TCP: again})
+    report = await diagnose_node(inputs, Limits(timeout=5), engine.RunState(), run_checks=fake)
+    assert [call.checks for call in fake.calls][1] == (MCR_TCP,)  # only the slow check, its layer below known
+    assert MCR_DNS in fake.calls[1].known
+    result = next(r for r in report.results if r.check.id == MCR_TCP)
+    assert result.status is status
+    if figure is None:
+        assert result.reason is None and report.findings == ()
+    else:
+        assert result.reason is Reason.LATENCY_SLOW and result.evidence["latency"]["ms"] == figure  # type: ignore[index]
+        assert [f.code for f in report.findings] == ["latency-degraded"] and report.exit_code == 1
+
+
+async def test_nothing_slow_is_measured_once(inputs: Inputs) -> None:
+    fake = FakeEngine({MCR_TCP: connected(12.0)})
+    report = await diagnose_node(inputs, Limits(timeout=5), engine.RunState(), run_checks=fake)
+    assert len(fake.calls) == 1 and report.exit_code == 0

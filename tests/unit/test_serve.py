@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agent.model import Finding, Severity
-from agent.modes.serve import Backoff, changes, merged
+from agent.modes.serve import Announced, Backoff, changes, merged
 from agent.modes.systemd import Journal, Notifier, message_id
 from probes.reasons import Reason
 
@@ -36,6 +37,29 @@ def test_a_second_group_of_one_code_is_not_a_new_problem() -> None:
                   finding("egress-blocked", Severity.WARNING, targets=("y:443/tcp",))])
     assert changes(one, two) == []
     assert two["egress-blocked"].targets == ("x:443/tcp", "y:443/tcp")
+
+
+SMB, TLS = finding("smb-blocked"), finding("tls-intercepted", Severity.WARNING)
+
+
+@pytest.mark.parametrize(("rounds", "logged"), [
+    # appears once, clears after two passing rounds in a row, not after one
+    ([[SMB], [], [], []], [["appeared smb-blocked"], [], ["cleared smb-blocked"], []]),
+    # a flapping path: it never passed twice in a row, so it never cleared and never appeared again
+    ([[SMB], [], [SMB], [], [SMB], []], [["appeared smb-blocked"], [], [], [], [], []]),
+    # back after one passing round with another severity: that change, and nothing else
+    ([[SMB], [], [replace(SMB, severity=Severity.WARNING)], [], []],
+     [["appeared smb-blocked"], [], ["changed smb-blocked"], [], ["cleared smb-blocked"]]),
+    # each finding counts its own passing rounds
+    ([[SMB, TLS], [TLS], [], [SMB]], [["appeared smb-blocked", "appeared tls-intercepted"], [],
+                                      ["cleared smb-blocked"], ["appeared smb-blocked", "cleared tls-intercepted"]]),
+    ([[SMB, TLS], [TLS], [], []], [["appeared smb-blocked", "appeared tls-intercepted"], [],
+                                   ["cleared smb-blocked"], ["cleared tls-intercepted"]]),
+], ids=["clears-after-two", "flapping", "severity-change", "independent", "independent-clear"])
+def test_a_finding_clears_after_two_passing_rounds_in_a_row(rounds: list[list[Finding]],
+                                                            logged: list[list[str]]) -> None:
+    announced = Announced()
+    assert [[f"{c.kind} {c.finding.code}" for c in announced.step(merged(found))] for found in rounds] == logged
 
 
 def test_backoff_reuses_results_of_checks_that_keep_failing() -> None:
