@@ -567,10 +567,17 @@ def serve(
         raise UsageProblem(str(exc)) from None
 
 
+class MergeFormat(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
 @app.command()
 def merge(
     reports: Annotated[list[Path], typer.Argument(help="Node reports (check --format json).", dir_okay=False)],
-    output_format: Annotated[PlanFormat, typer.Option("--format", help="table (text) or json.")] = PlanFormat.table,
+    output_format: Annotated[MergeFormat, typer.Option(
+        "--format", help="table (text), json or markdown (for a ticket).")] = MergeFormat.table,
 ) -> int:
     """Merge many node reports into one fleet view: findings per node, and the nodes that differ."""
     from agent.output import fleet
@@ -584,10 +591,11 @@ def merge(
         except (ValueError, fleet.ReportError) as exc:
             raise UsageProblem(f"{path}: {exc}" if not isinstance(exc, fleet.ReportError) else str(exc)) from None
     view = fleet.merge(loaded)
-    if output_format is PlanFormat.json:
+    if output_format is MergeFormat.json:
         print(json.dumps(view, indent=2))
     else:
-        sys.stdout.write(fleet.render_text(view))
+        sys.stdout.write(fleet.render_markdown(view) if output_format is MergeFormat.markdown
+                         else fleet.render_text(view))
     return int(view["exit_code"])
 
 

@@ -1,6 +1,6 @@
 """Many node reports into one fleet view: which findings on which nodes, and the nodes that
 differ from the rest (on a cluster, one node resolving differently is the clue). Pure: dicts in,
-dict out; the CLI reads the files."""
+dict out, and text or markdown from the dict; the CLI reads the files."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.output.jsonreport import SCHEMA_ID
+from agent.output.markdown import inline, table
 
 FLEET_SCHEMA = "aml-netcheck.fleet/1"
 _STATUS_ORDER = ("ok", "warning", "unknown", "critical")
@@ -134,3 +135,37 @@ def render_text(fleet: Mapping[str, Any]) -> str:
         lines.append(f"  {difference['host']} from {difference['vantage']} differs from {difference['compared_with']}: "
                      f"{' '.join(p for p in parts if p)}")
     return "\n".join(lines) + "\n"
+
+
+def render_markdown(fleet: Mapping[str, Any]) -> str:
+    """The fleet view for a ticket: the status, each finding's node count, the nodes and vantages
+    that differ, then each finding's remedy once (not once per node). Every string from a report
+    is escaped (a summary carries what a server said)."""
+    total = fleet["nodes_total"]
+    findings = fleet["findings"]
+    affected = len({node for finding in findings for node in finding["nodes"]})
+    found = f"{len(findings)} finding(s) on {affected} of {total} nodes" if findings else "no findings"
+    lines = [f"# Azure ML network check: {fleet['status'].upper()} on {total} nodes", "",
+             f"- **Result:** fleet status {fleet['status']}, exit code {fleet['exit_code']}; {found}",
+             f"- **Most nodes share:** {_codes(fleet['usual_findings'], 'no findings')}", ""]
+    if findings:
+        lines += ["## Findings", "", *table(("severity", "finding", "nodes", "summary", "on"), [
+            (f["severity"].upper(), f"`{f['code']}`", f"{len(f['nodes'])}/{total}", f["summary"], ", ".join(f["nodes"]))
+            for f in findings]), ""]
+    if fleet["outliers"]:
+        lines += ["## Nodes that differ from the rest", "", *table(("node", "has, unlike most", "lacks, unlike most"), [
+            (o["node"], _codes(o["extra"]), _codes(o["missing"])) for o in fleet["outliers"]]), ""]
+    if fleet.get("vantages"):
+        lines += ["## Vantages that differ from their host", "",
+                  *table(("host", "seen from", "compared with", "has", "lacks"), [
+                      (d["host"], d["vantage"], d["compared_with"], _codes(d["extra"]), _codes(d["missing"]))
+                      for d in fleet["vantages"]]), ""]
+    if findings:
+        lines += ["## Changes needed", "", *(f"- `{f['code']}` ({len(f['nodes'])}/{total} nodes): {inline(f['remedy'])}"
+                                             for f in findings), ""]
+    return "\n".join(lines)
+
+
+def _codes(codes: Sequence[str], none: str = "-") -> str:
+    """Finding codes (slugs, as the report schema's pattern has them) as code spans."""
+    return ", ".join(f"`{code}`" for code in codes) or none

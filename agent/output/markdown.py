@@ -3,6 +3,8 @@ records to add, with the evidence. Pure over a Report; credentials were redacted
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from agent import netrules
 from agent.model import Report, Result, primary_address
 from probes._trace import Fact
@@ -20,10 +22,8 @@ def render_markdown(report: Report) -> str:
         f"- **Result:** {len(report.findings)} finding(s), exit code {report.exit_code}"
         + (f"; run incomplete: {report.interrupted}" if report.interrupted else ""),
         "",
-        "| context | value | source |",
-        "|---|---|---|",
-        *(f"| {key} | {_cell(value.value)} | {value.source} |"
-          for key, value in ctx.items() if value.value is not None),
+        *table(("context", "value", "source"),
+               [(key, value.value, value.source) for key, value in ctx.items() if value.value is not None]),
         "",
     ]
     if report.findings:
@@ -43,17 +43,11 @@ def render_markdown(report: Report) -> str:
         ]
     failing = [r for r in report.results if report.failing(r)]
     if failing:
-        lines += ["## Failing flows", "", f"| {' | '.join(FLOW_COLUMNS)} |", f"|{'---|' * len(FLOW_COLUMNS)}"]
-        lines += [_flow(r, source, report) for r in failing]
-        lines.append("")
+        lines += ["## Failing flows", "", *table(FLOW_COLUMNS, [flow_cells(r, source, report) for r in failing]), ""]
     return "\n".join(lines)
 
 
 FLOW_COLUMNS = ("source", "destination", "address", "port/proto", "observed", "needed")
-
-
-def _flow(result: Result, source: str, report: Report) -> str:
-    return f"| {' | '.join(_cell(cell) for cell in flow_cells(result, source, report))} |"
 
 
 def flow_cells(result: Result, source: str, report: Report) -> tuple[str, ...]:
@@ -84,5 +78,18 @@ def _strings(value: Fact | object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A GFM table's lines, every cell escaped: the fleet view's tables too."""
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}",
+            *(f"| {' | '.join(cell(value) for value in row)} |" for row in rows)]
+
+
+def cell(value: object) -> str:
+    """One table cell of any text (a server's words reach findings): on one line, and no pipe or
+    backslash of its own ends the cell (GFM reads `\\|` as a backslash, then a cell border)."""
+    return inline(value).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def inline(value: object) -> str:
+    """Text on one line, so that none of it starts a block (a heading, a list, a table row)."""
+    return " ".join(str(value).splitlines())

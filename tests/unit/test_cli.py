@@ -243,6 +243,20 @@ def test_merge_rejects_what_is_not_a_report(tmp_path: Path, capsys: pytest.Captu
     assert capsys.readouterr().err.strip() == f"aml-netcheck: error: {bogus}: not an aml-netcheck.report/1 report"
 
 
+@pytest.mark.parametrize(("fmt", "start"), [("markdown", "# Azure ML network check: CRITICAL on 2 nodes\n"),
+                                           ("table", "2 nodes, fleet status critical\n"),
+                                           ("json", '{\n  "schema": "aml-netcheck.fleet/1"')])
+def test_merge_formats(fmt: str, start: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_outputs import node_report
+
+    paths = []
+    for case, name in (("healthy", "a"), ("smb dropped", "b")):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(node_report(case, name)), "utf-8")
+    assert main(["merge", "--format", fmt, *map(str, paths)]) == 2
+    assert capsys.readouterr().out.startswith(start)
+
+
 def test_serve_refuses_a_non_loopback_listen_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--listen", "0.0.0.0:9119", "--state", "/nonexistent/dir/r.json"]) == 3
     assert "--listen must be a loopback HOST:PORT" in capsys.readouterr().err
