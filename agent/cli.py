@@ -624,7 +624,8 @@ def demo(
         chosen = lab.scenario(scenario or "healthy-private")
     except KeyError:
         raise UsageProblem(f"unknown scenario {scenario!r}; `aml-netcheck demo --list` names them") from None
-    argv = [sys.executable, "-m", "agent", "check", *chosen.check_args(), "--format", output_format.value]
+    package = __name__.rpartition(".")[0]  # agent, or aml_netcheck.agent as installed (packaging/make_wheel_tree.py)
+    argv = [sys.executable, "-m", package, "check", *chosen.check_args(), "--format", output_format.value]
     # The lab tears itself down on a stop (its own handlers, or KeyboardInterrupt): the signals'
     # usual dispositions, not the process's exit at once (agent/__main__.py).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -34,7 +34,10 @@ from lab.zones import node_resolver, node_resolvers, zones_of
 
 READY_TIMEOUT = 20.0
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The lab's servers start as `python -m <_PACKAGE>.servers` with _PACKAGE_ROOT on PYTHONPATH: `lab`
+# in the checkout, `aml_netcheck.lab` as installed (packaging/make_wheel_tree.py).
+_PACKAGE = __name__.rpartition(".")[0]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
 _counter = itertools.count()
 _active: list[Lab] = []
 _previous_handlers: dict[int, Any] = {}
@@ -143,7 +146,8 @@ class Lab:
             self._node_agent = self._listen_in_node(NODE_MANAGEMENT_PORT)
         if self.scenario.context.compute == "instance":
             self._identity = self._ready(subprocess.Popen(netns.in_ns(self.node_ns, [
-                "env", "-i", f"PYTHONPATH={_PACKAGE_ROOT}", sys.executable, "-m", "lab.msi", str(addresses.MSI_PORT)]),
+                "env", "-i", f"PYTHONPATH={_PACKAGE_ROOT}", sys.executable, "-m", f"{_PACKAGE}.msi",
+                str(addresses.MSI_PORT)]),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
     def _listen_in_node(self, port: int) -> subprocess.Popen[str]:
@@ -173,7 +177,7 @@ class Lab:
         ]
         with log.open("w") as stderr:
             self._server = subprocess.Popen(
-                netns.in_ns(self.az_ns, [*env, sys.executable, "-m", "lab.servers", str(config)]),
+                netns.in_ns(self.az_ns, [*env, sys.executable, "-m", f"{_PACKAGE}.servers", str(config)]),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

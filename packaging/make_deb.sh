@@ -59,11 +59,13 @@ install -m 0644 systemd/*.service systemd/*.timer "$STAGE/lib/systemd/system/"
 install -m 0644 systemd/aml-netcheck.sysusers "$STAGE/usr/lib/sysusers.d/aml-netcheck.conf"
 install -m 0644 systemd/aml-netcheck.tmpfiles "$STAGE/usr/lib/tmpfiles.d/aml-netcheck.conf"
 # The journald message catalog, from the code being packaged (systemd's dpkg trigger on this
-# directory runs journalctl --update-catalog).
-PYTHONPATH="$STAGE$PREFIX" "$SYSTEM_PYTHON" packaging/make_catalog.py "$STAGE/usr/lib/systemd/catalog/aml-netcheck.catalog"
+# directory runs journalctl --update-catalog). The generators import the checkout's `agent` (the
+# package has the same code as aml_netcheck.agent) with the packaged dependencies.
+GENERATE_PATH="$PWD:$STAGE$PREFIX"
+PYTHONPATH="$GENERATE_PATH" "$SYSTEM_PYTHON" packaging/make_catalog.py "$STAGE/usr/lib/systemd/catalog/aml-netcheck.catalog"
 # aml-netcheck(1), generated from the CLI being packaged.
 install -d "$STAGE/usr/share/man/man1"
-PYTHONPATH="$STAGE$PREFIX" "$SYSTEM_PYTHON" packaging/make_manpage.py "$STAGE/usr/share/man/man1/aml-netcheck.1"
+PYTHONPATH="$GENERATE_PATH" "$SYSTEM_PYTHON" packaging/make_manpage.py "$STAGE/usr/share/man/man1/aml-netcheck.1"
 gzip -9n "$STAGE/usr/share/man/man1/aml-netcheck.1"
 install -m 0644 packaging/lintian-overrides "$STAGE/usr/share/lintian/overrides/aml-netcheck"
 install -m 0644 packaging/config.toml "$STAGE/etc/aml-netcheck/config.toml"

@@ -123,7 +123,7 @@ def main() -> None:
     # Child interpreters (the lab's servers, `demo` running `check` in its namespace) are started
     # as `python3 -m ...` and find the same packages through PYTHONPATH.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    from agent.__main__ import run
+    from aml_netcheck.agent.__main__ import run
 
     run()
 

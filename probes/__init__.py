@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
     """PROBES is built on first use: the probe modules pull in h11, websockets and dnspython,
     which `plan`, `rules` and `--version` never need (PEP 562)."""
     if name != "PROBES":
-        raise AttributeError(f"module 'probes' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from probes import dns, http, local, smb, specs, tcp, tls, udp, websocket
 
     registry: dict[Layer, tuple[type[Spec], Run]] = {

@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
     if name == "Facts":
         from agent.diagnose.facts import Facts
         return Facts
-    raise AttributeError(f"module 'agent.diagnose' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

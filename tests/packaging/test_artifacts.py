@@ -56,29 +56,97 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- wheel and sdist -------------------------------------------------------------------------------
 
+WHEEL = f"aml_netcheck-{VERSION}-py3-none-any.whl"
+REPOSITORY_NAMES = ("agent", "probes", "lab")  # the checkout's top-level packages
+# Imports every module of the installed package, then names any top-level module of the
+# checkout's that got loaded on the way (an import the wheel's build left unmapped).
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys
+import aml_netcheck
+names = [m.name for m in pkgutil.walk_packages(aml_netcheck.__path__, "aml_netcheck.")]
+for name in names:
+    importlib.import_module(name)
+print(len(names), sorted({m.partition(".")[0] for m in sys.modules} & {"agent", "probes", "lab"}))
+"""
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(wheel_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel installed: a shared environment (a compute instance's conda
+    environment) seen from the outside."""
+    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                     str(wheel_dist / WHEEL)], timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    return venv
+
+
 def test_wheel_and_sdist_carry_the_package_data(wheel_dist: Path) -> None:
-    wheel = wheel_dist / f"aml_netcheck-{VERSION}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(wheel_dist / WHEEL) as archive:
         names = set(archive.namelist())
         entry_points = archive.read(f"aml_netcheck-{VERSION}.dist-info/entry_points.txt").decode()
-    assert {"agent/data/requirements.toml", "agent/data/report-1.schema.json",
-            "probes/__init__.py", "lab/__init__.py"} <= names
-    assert "aml-netcheck = agent.__main__:run" in entry_points
+    assert {"aml_netcheck/agent/data/requirements.toml", "aml_netcheck/agent/data/report-1.schema.json",
+            "aml_netcheck/probes/__init__.py", "aml_netcheck/lab/__init__.py", "aml_netcheck/__main__.py"} <= names
+    assert "aml-netcheck = aml_netcheck.agent.__main__:run" in entry_points
     with tarfile.open(wheel_dist / f"aml_netcheck-{VERSION}.tar.gz") as sdist:
         members = {m.name.partition("/")[2] for m in sdist.getmembers()}
-    assert {"pyproject.toml", "README.md", "agent/data/requirements.toml"} <= members
+    assert {"pyproject.toml", "README.md", "aml_netcheck/agent/data/requirements.toml"} <= members
 
 
-def test_wheel_installs_into_a_fresh_venv(wheel_dist: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    wheel = wheel_dist / f"aml_netcheck-{VERSION}-py3-none-any.whl"
-    installed = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                     str(wheel)], timeout=300)
-    assert installed.returncode == 0, installed.stderr
-    version = run([str(venv / "bin" / "aml-netcheck"), "--version"])
-    assert version.returncode == 0, version.stderr
-    assert version.stdout.startswith(f"aml-netcheck {VERSION} ")
+def test_wheel_has_one_top_level_name(wheel_dist: Path) -> None:
+    """Installed into a shared environment, the wheel adds one import name, aml_netcheck: it added
+    agent, probes and lab, names any other distribution there may use."""
+    with zipfile.ZipFile(wheel_dist / WHEEL) as archive:
+        names = archive.namelist()
+        info = f"aml_netcheck-{VERSION}.dist-info"
+        top_level = archive.read(f"{info}/top_level.txt").decode().split()
+        recorded = {line.partition(",")[0].partition("/")[0]
+                    for line in archive.read(f"{info}/RECORD").decode().splitlines()}
+    assert {n.partition("/")[0] for n in names} == {"aml_netcheck", info}
+    assert recorded == {"aml_netcheck", info}
+    assert top_level == ["aml_netcheck"]
+
+
+def test_wheel_installs_into_a_fresh_venv(wheel_venv: Path, tmp_path: Path) -> None:
+    python = str(wheel_venv / "bin" / "python")
+
+    def ok(*argv: str) -> str:
+        proc = run(offline(list(argv)), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    script = str(wheel_venv / "bin" / "aml-netcheck")
+    assert ok(script, "--version").startswith(f"aml-netcheck {VERSION} ")
+    assert ok(python, "-m", "aml_netcheck", "--version").startswith(f"aml-netcheck {VERSION} ")
+    assert json.loads(ok(script, "plan", "--region", "eastus", "--format", "json"))["checks"]
+    assert json.loads(ok(python, "-m", "aml_netcheck", "rules", "--region", "eastus", "--format", "json"))["nsg_rules"]
+    count, loaded = ok(python, "-I", "-c", IMPORT_EVERY_MODULE).split(" ", 1)
+    assert int(count) > 50 and loaded.strip() == "[]"
+    for name in REPOSITORY_NAMES:
+        proc = run([python, "-I", "-c", f"import {name}"], cwd=tmp_path)
+        assert proc.returncode == 1 and f"ModuleNotFoundError: No module named '{name}'" in proc.stderr
+
+
+def test_wheel_check_runs_in_an_empty_network(wheel_venv: Path, tmp_path: Path) -> None:
+    """A real `check` from the installed wheel, in a network namespace with only its loopback:
+    every endpoint unreachable, so critical (exit 2) with a full report."""
+    check = run(no_network([str(wheel_venv / "bin" / "aml-netcheck"), "check", "--no-detect", "--region", "eastus",
+                            "--deadline", "60", "--format", "json"]), cwd=tmp_path, timeout=120)
+    assert check.returncode == 2, check.stderr
+    report = json.loads(check.stdout)
+    assert report["status"] == "critical" and report["checks"] and report["findings"]
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not HAS_LAB, reason="demo needs root, `ip` and `nft`")
+def test_wheel_demo_runs_the_lab(wheel_venv: Path, tmp_path: Path) -> None:
+    """demo starts `check` and the lab's servers as child interpreters by module name: under
+    aml_netcheck too."""
+    demo = run(offline([str(wheel_venv / "bin" / "aml-netcheck"), "demo", "--format", "json"]), cwd=tmp_path,
+               timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert json.loads(demo.stdout)["status"] == "ok"
 
 
 # -- zipapp ------------------------------------------------------------------------------------------
@@ -256,7 +324,8 @@ def test_deb_control_files_and_contents(deb: Path) -> None:
     listing = run(["dpkg-deb", "-c", str(deb)]).stdout
     paths = {line.split()[5] for line in listing.splitlines()}
     assert {f"./lib/systemd/system/{u}" for u in UNITS} <= paths
-    assert {"./etc/aml-netcheck/config.toml", "./usr/bin/aml-netcheck", "./usr/lib/aml-netcheck/agent/__main__.py",
+    assert {"./etc/aml-netcheck/config.toml", "./usr/bin/aml-netcheck",
+            "./usr/lib/aml-netcheck/aml_netcheck/agent/__main__.py",
             "./usr/lib/sysusers.d/aml-netcheck.conf", "./usr/lib/tmpfiles.d/aml-netcheck.conf",
             "./usr/lib/systemd/catalog/aml-netcheck.catalog", "./usr/share/lintian/overrides/aml-netcheck",
             "./usr/share/doc/aml-netcheck/copyright",
