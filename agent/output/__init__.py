@@ -24,31 +24,28 @@ class Format(StrEnum):
     NDJSON = "ndjson"
 
 
+# format -> (module of agent.output, its function of the Report)
+_RENDERERS: dict[Format, tuple[str, str]] = {
+    Format.JSON: ("jsonreport", "to_json"),
+    Format.MARKDOWN: ("markdown", "render_markdown"),
+    Format.PROMETHEUS: ("prometheus", "render_prometheus"),
+    Format.HTML: ("html", "render_html"),
+    Format.JUNIT: ("junit", "render_junit"),
+    Format.TAP: ("tap", "render_tap"),
+    Format.NDJSON: ("ndjson", "render_ndjson"),
+}
+
+
 def render(report: Report, fmt: Format, *, verbose: bool = False, console: Console | None = None) -> str:
     """The report as text in `fmt`. The text report goes to `console` when one is given (a
     terminal: rich's colour and width), else it is plain text, never wrapped (files and pipes want
     whole lines), and rich is not loaded."""
-    if fmt is Format.JSON:
-        from agent.output.jsonreport import to_json
-        return to_json(report)
-    if fmt is Format.MARKDOWN:
-        from agent.output.markdown import render_markdown
-        return render_markdown(report)
-    if fmt is Format.PROMETHEUS:
-        from agent.output.prometheus import render_prometheus
-        return render_prometheus(report)
-    if fmt is Format.HTML:
-        from agent.output.html import render_html
-        return render_html(report)
-    if fmt is Format.JUNIT:
-        from agent.output.junit import render_junit
-        return render_junit(report)
-    if fmt is Format.TAP:
-        from agent.output.tap import render_tap
-        return render_tap(report)
-    if fmt is Format.NDJSON:
-        from agent.output.ndjson import render_ndjson
-        return render_ndjson(report)
+    if fmt is not Format.TEXT:  # each format's module loads only when asked for
+        from importlib import import_module
+
+        module, function = _RENDERERS[fmt]
+        rendered: str = getattr(import_module(f"{__name__}.{module}"), function)(report)
+        return rendered
     from agent.output import draw
     from agent.output.text import text_lines
 
