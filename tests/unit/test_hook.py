@@ -70,7 +70,12 @@ async def test_wait_rounds_never_pass_the_run_deadline(inputs: Inputs, wait: flo
         assert call.timeout == 5
     # what failed is retried, and what it held back
     assert [c.checks for c in fake.calls[1:]] == [(SMB, SMB_NEGOTIATE)] * (len(fake.calls) - 1)
-    assert rounds == list(range(1, len(fake.calls)))  # every retry announced was made
+    # every retry announced was made, except one whose pause a loaded machine overslept past the end:
+    # the loop then stops (never runs past the wait), and the report is the last round's
+    made = len(fake.calls) - 1
+    assert rounds[:made] == list(range(1, made + 1)) and len(rounds) <= made + 1, (rounds, made)
+    if len(rounds) > made:
+        assert stop.remaining() is not None and stop.remaining() <= 0  # type: ignore[operator]
     assert [f.code for f in report.findings] == ["smb-blocked"] and report.status == "critical"
 
 
