@@ -121,11 +121,11 @@ def _handoff(results: Sequence[Result], facts: Facts) -> tuple[str, tuple[str, .
     source = facts.node_address or "<node-ip>"
     flow = f"{source}:* → {destination}:{check.port}/{check.protocol}"
     if facts.managed_network:  # its VNet, NSG and routes are Azure ML's: only the workspace shows them
-        workspace = ("--resource-group", "<workspace-resource-group>", "--workspace-name",
-                     str(facts.context["workspace_name"].value or "<workspace-name>"))
+        group, workspace = _workspace_names(facts)
         return flow, (
-            shlex.join(["az", "ml", "workspace", "outbound-rule", "list", *workspace, "--output", "table"]),
-            shlex.join(["az", "ml", "workspace", "show", "--resource-group", workspace[1], "--name", workspace[3],
+            shlex.join(["az", "ml", "workspace", "outbound-rule", "list", "--resource-group", group,
+                        "--workspace-name", workspace, "--output", "table"]),
+            shlex.join(["az", "ml", "workspace", "show", "--resource-group", group, "--name", workspace,
                         "--query", "managed_network"]),
         )
     imds = facts.imds
@@ -206,14 +206,19 @@ def _open(results: Sequence[Result], facts: Facts, where: str = "in Azure Firewa
             f"and {where}: {rules}.")
 
 
+def _workspace_names(facts: Facts) -> tuple[str, str]:
+    """The workspace's resource group and name for the az ml commands (the group the node cannot know)."""
+    return "<workspace-resource-group>", str(facts.context["workspace_name"].value or "<workspace-name>")
+
+
 def _open_managed(results: Sequence[Result], facts: Facts) -> str:
     """A managed network's remedy: the user-defined outbound rules to add (`az ml workspace
     outbound-rule set`), and for the rules Azure ML adds itself the checks that they exist and are
     Active (a network not yet provisioned has none)."""
     mode = facts.managed_network
-    rules = facts.rules(results).outbound_rules
-    workspace = str(facts.context["workspace_name"].value or "<workspace-name>")
-    group = "<workspace-resource-group>"
+    ruleset = facts.rules(results)
+    rules = ruleset.outbound_rules
+    group, workspace = _workspace_names(facts)
     added = [r for r in rules if not r.required]
     text = (f"The compute is in the workspace's managed virtual network ({mode}): Azure ML owns its NSG, "
             "routes and firewall, so no NSG or route table of yours is in the way; its outbound rules are.")
@@ -225,7 +230,7 @@ def _open_managed(results: Sequence[Result], facts: Facts) -> str:
                  "(billed).")
     required = [r for r in rules if r.required]
     if required:
-        text += (f" {netrules.describe(replace(facts.rules(results), outbound_rules=tuple(required)))}: Azure ML "
+        text += (f" {netrules.describe(replace(ruleset, outbound_rules=tuple(required)))}: Azure ML "
                  "adds these itself; if the flow fails, the managed network is not provisioned yet or the rule is "
                  "not Active: `"
                  + shlex.join(["az", "ml", "workspace", "outbound-rule", "list", "--resource-group", group,
